@@ -1,0 +1,53 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both set everything up.
+SHELL := /bin/bash
+DATA_FILE := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+# uv from PATH, else a private copy installed into .tools/ with pip.
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+
+.PHONY: setup data demo test lint typecheck pytest weights bench clean
+
+$(UV):
+	python3 -m venv .tools
+	.tools/bin/python -m pip install --quiet uv
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	touch $@
+
+setup: .venv/.synced
+
+# FashionMNIST from Debian's dataset-fashion-mnist when it is missing and apt-get is usable;
+# otherwise convlens looks in $$CONVLENS_DATA and its cache, and downloads on first use.
+data:
+	@if [ ! -f $(DATA_FILE) ] && [ -z "$$CONVLENS_DATA" ] && command -v apt-get >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	  echo "installing Debian's dataset-fashion-mnist"; \
+	  ($$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist) \
+	    || echo "could not install dataset-fashion-mnist; convlens will try to download FashionMNIST"; \
+	fi
+
+demo: setup data
+	$(UV) run --frozen convlens demo
+
+lint: setup
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+
+typecheck: setup
+	$(UV) run --frozen mypy
+
+pytest: setup data
+	$(UV) run --frozen pytest
+
+test: lint typecheck pytest
+
+# Reproduce the shipped checkpoint: the default config, seed 0.
+weights: setup data
+	$(UV) run --frozen convlens train --out runs/fashion-cnn --seed 0
+	cp runs/fashion-cnn/model.pt src/convlens/weights/fashion-cnn.pt
+
+bench: setup data
+	$(UV) run --frozen python benchmarks/train_speed.py
+
+clean:
+	rm -rf .venv .tools .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,93 @@
+"""Atomic file writes and the user cache folder.
+
+Every file convlens writes goes to a temporary name in the target folder and is
+renamed into place, so a reader sees the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def user_cache_dir() -> Path:
+    """``$CONVLENS_CACHE``, else ``$XDG_CACHE_HOME/convlens``, else ``~/.cache/convlens``."""
+    env = os.environ.get("CONVLENS_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "convlens"
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint_file(path: str | os.PathLike[str], expect: str | None = None) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` with one clear error for a bad file.
+
+    Args:
+        path: the file.
+        expect: the ``format`` field the file must carry, if any.
+
+    Raises:
+        ValueError: missing, unreadable (truncated, not a checkpoint), not a dict,
+            or of another format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many exception types for a bad file
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if "WeightsUnpickler error" in ln), None)
+        detail = detail or (lines[0] if lines else "no detail")
+        raise ValueError(
+            f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {detail}); "
+            "it may be truncated or not a checkpoint at all"
+        ) from e
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a dict checkpoint, found {type(obj).__name__}")
+    if expect is not None and obj.get("format") != expect:
+        raise ValueError(f"{path}: expected a {expect} file, found format {obj.get('format')!r}")
+    return obj

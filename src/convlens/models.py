@@ -1,0 +1,203 @@
+"""Networks convlens trains, and building them from a config.
+
+The default FashionMNIST network ends in global average pooling followed by one
+linear layer, so a class activation map is exact for it:
+``logit_c = b_c + mean_{x,y} sum_k w_ck f_k(x,y)``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from convlens.config import TrainConfig
+from convlens.fileio import load_checkpoint_file
+
+
+def conv_bn(cin: int, cout: int) -> nn.Sequential:
+    """3x3 convolution (no bias), BatchNorm and ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class FashionCNN(nn.Module):
+    """A small VGG-style CNN: stages of 3x3 conv-BN-ReLU, 2x2 max-pool between stages,
+    then global average pooling, dropout and one linear layer.
+
+    Layer names are stable and readable: ``features.0.1`` is the second conv of
+    the first stage, ``pool`` the global pooling, ``fc`` the classifier. The last
+    conv activation is ``features.{S-1}.{D-1}``.
+    """
+
+    def __init__(
+        self,
+        widths: tuple[int, ...] = (32, 64, 128),
+        depth: tuple[int, ...] = (1, 2, 2),
+        num_classes: int = 10,
+        in_channels: int = 1,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        stages: list[nn.Module] = []
+        cin = in_channels
+        for i, (w, d) in enumerate(zip(widths, depth, strict=True)):
+            layers: list[nn.Module] = []
+            if i > 0:
+                layers.append(nn.MaxPool2d(2))
+            for _ in range(d):
+                layers.append(conv_bn(cin, w))
+                cin = w
+            stages.append(nn.Sequential(*layers))
+        self.features = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        x = torch.flatten(self.pool(x), 1)
+        return self.fc(self.dropout(x))
+
+
+def init_weights(model: nn.Module, scheme: str, generator: torch.Generator | None = None) -> None:
+    """Initialise conv and linear weights in place.
+
+    ``default`` keeps PyTorch's own initialisation; ``kaiming`` is He normal
+    (fan_out, ReLU); ``xavier`` is Glorot uniform; ``orthogonal`` is orthogonal
+    with ReLU gain. Biases are zeroed and BatchNorm is set to the identity for
+    every scheme but ``default``.
+    """
+    if scheme == "default":
+        return
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            if scheme == "kaiming":
+                nn.init.kaiming_normal_(
+                    m.weight, mode="fan_out", nonlinearity="relu", generator=generator
+                )
+            elif scheme == "xavier":
+                nn.init.xavier_uniform_(m.weight, generator=generator)
+            elif scheme == "orthogonal":
+                nn.init.orthogonal_(
+                    m.weight, gain=nn.init.calculate_gain("relu"), generator=generator
+                )
+            else:
+                raise ValueError(f"unknown init {scheme!r}")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def build_model(config: TrainConfig, num_classes: int = 10) -> FashionCNN:
+    """The network a config describes, initialised from ``config.seed``."""
+    with torch.random.fork_rng(devices=[]):  # PyTorch's default init draws from the global RNG
+        torch.manual_seed(config.seed)
+        model = FashionCNN(config.widths, config.depth, num_classes, 1, config.dropout)
+    init_weights(model, config.init, generator=torch.Generator().manual_seed(config.seed))
+    return model
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` (and every submodule) in evaluation mode, restoring each module's
+    own ``training`` flag on exit, also when the body raises."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
+# ----------------------------------------------------------------------------- loading
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+SHIPPED = {"fashion-cnn": WEIGHTS_DIR / "fashion-cnn.pt"}
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready for inference, with what is needed to feed and read it."""
+
+    model: nn.Module
+    name: str
+    classes: tuple[str, ...]
+    preprocessing: dict[str, Any]
+    config: TrainConfig | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def load(name_or_path: str | os.PathLike[str]) -> LoadedModel:
+    """Load a model convlens knows, in evaluation mode on the CPU.
+
+    Args:
+        name_or_path: ``fashion-cnn`` (the shipped checkpoint), a convlens run
+            directory (its ``model.pt``, or ``checkpoint.pt`` while unfinished), or a
+            ``model.pt`` / ``checkpoint.pt`` file.
+
+    Raises:
+        ValueError: unknown name, missing or unreadable file, or a file of another kind.
+    """
+    key = str(name_or_path)
+    if key in SHIPPED:
+        path = SHIPPED[key]
+        if not path.is_file():
+            raise ValueError(
+                f"the shipped weights {path} are missing from this installation; reinstall "
+                "convlens or train them with `make weights`"
+            )
+    else:
+        path = Path(key)
+        if path.is_dir():
+            if (path / "model.pt").is_file():
+                path = path / "model.pt"
+            elif (path / "checkpoint.pt").is_file():
+                path = path / "checkpoint.pt"
+            else:
+                raise ValueError(f"{path} is a folder without model.pt or checkpoint.pt")
+        elif not path.exists():
+            raise ValueError(
+                f"unknown model {key!r}: not a file or folder; known names: {', '.join(SHIPPED)}"
+            )
+    record = load_checkpoint_file(path)
+    fmt = record.get("format")
+    if fmt not in ("convlens.model", "convlens.checkpoint"):
+        raise ValueError(f"{path} is not a convlens model or checkpoint (format {fmt!r})")
+    config = TrainConfig.from_dict(record["config"])
+    classes = tuple(record.get("classes", ()))
+    model = build_model(config, num_classes=len(classes) if classes else 10)
+    weights = record["model"]
+    metrics = dict(record.get("metrics") or {})
+    if fmt == "convlens.checkpoint":  # an unfinished run: its latest epoch
+        if record.get("average"):
+            weights = record["average"]["model"]
+        history = record.get("metrics") or [{}]
+        metrics = {"epochs": record.get("epoch"), "val_top1": history[-1].get("val_top1")}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: weights do not fit the configured network: {e}") from e
+    model.eval()
+    from convlens.data import CLASSES
+
+    return LoadedModel(
+        model=model,
+        name=key,
+        classes=classes or CLASSES,
+        preprocessing=record.get("preprocessing", {}),
+        config=config,
+        metrics=metrics,
+    )

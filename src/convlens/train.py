@@ -1,0 +1,570 @@
+"""Training, evaluation and prediction for the FashionMNIST networks.
+
+``train(config, run_dir)`` is the whole pipeline as one function; ``train_one_epoch``,
+``evaluate`` and ``get_prediction`` are its public building blocks. A run directory
+holds ``config.json``, ``metrics.json``, ``checkpoint.pt`` (everything needed to
+resume) after every epoch, and ``model.pt`` plus ``summary.json`` at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from convlens import data as fm
+from convlens.augment import augment_batch
+from convlens.config import TrainConfig
+from convlens.fileio import atomic_torch_save, atomic_write_json, load_checkpoint_file
+from convlens.models import build_model, eval_mode
+
+CHECKPOINT_FORMAT = "convlens.checkpoint"
+MODEL_FORMAT = "convlens.model"
+FORMAT_VERSION = 1
+
+
+class NonFiniteLossError(ValueError):
+    """The training loss became NaN or infinite."""
+
+
+# ----------------------------------------------------------------------------- machinery
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``'auto'`` is CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return dev
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX)."""
+    if platform.system() != "Linux":
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``, or ``None`` for fp32."""
+    if precision == "fp32":
+        return None
+    if device.type == "cuda":
+        ok = torch.cuda.is_bf16_supported()
+    else:
+        ok = cpu_has_fast_bf16() or precision == "bf16"
+    if precision == "bf16" and not ok:
+        raise ValueError("precision 'bf16' requested but the device does not support it")
+    return torch.bfloat16 if ok else None
+
+
+def _autocast(
+    device: torch.device, dtype: torch.dtype | None
+) -> contextlib.AbstractContextManager[Any]:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def lr_at(step: int, total_steps: int, config: TrainConfig) -> float:
+    """Learning rate at ``step`` (0-based) of ``total_steps``: a pure function.
+
+    - ``constant``: ``lr``.
+    - ``step``: ``lr`` divided by 10 after 50% and again after 75% of the steps.
+    - ``cosine``: ``lr * (1 + cos(pi * t)) / 2`` with ``t = step / total_steps``.
+    - ``onecycle``: linear warm-up from ``lr/10`` to ``lr`` over the first
+      ``warmup`` fraction, then linear decay to 0 (a triangle, as in airbench).
+    """
+    t = step / max(1, total_steps)
+    if config.schedule == "constant":
+        return config.lr
+    if config.schedule == "step":
+        return config.lr * (0.1 if t >= 0.5 else 1.0) * (0.1 if t >= 0.75 else 1.0)
+    if config.schedule == "cosine":
+        return config.lr * 0.5 * (1.0 + math.cos(math.pi * t))
+    w = config.warmup
+    if t < w:
+        return config.lr * (0.1 + 0.9 * t / w)
+    return config.lr * max(0.0, (1.0 - t) / (1.0 - w))
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser of ``config``; weight decay applies to conv/linear weights only."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov
+        )
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr, betas=(config.momentum, 0.999))
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, 0.999))
+
+
+class WeightAverage:
+    """Exponential moving average of a model's parameters and buffers.
+
+    ``avg = d * avg + (1 - d) * current`` after every step, with the decay ramped
+    up as ``min(d, (1 + n) / (10 + n))`` so early steps do not dominate.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.updates = 0
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        avg = self.model.state_dict()
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                avg[k].lerp_(v, 1.0 - d)
+            else:
+                avg[k].copy_(v)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"updates": self.updates, "model": self.model.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.updates = int(state["updates"])
+        self.model.load_state_dict(state["model"])
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    loss: float  # mean training loss over the epoch
+    accuracy: float  # top-1 on the (augmented) training batches, in [0, 1]
+    steps: int
+
+
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    batch_size: int = 256,
+    augment: str = "none",
+    crop_pad: int = 2,
+    label_smoothing: float = 0.0,
+    lr_schedule: Callable[[int], float] | None = None,
+    start_step: int = 0,
+    generator: torch.Generator | None = None,
+    average: WeightAverage | None = None,
+    amp_dtype: torch.dtype | None = None,
+    progress: tqdm | None = None,
+) -> EpochResult:
+    """One pass over ``images`` in a random order, updating ``model`` in place.
+
+    Args:
+        model: the network; it is put in training mode (and left there).
+        optimizer: updates ``model``'s parameters.
+        images: model inputs ``[N, C, H, W]``; uint8 images are normalised with
+            :func:`convlens.data.to_float`.
+        labels: int64 ``[N]``.
+        batch_size: images per step; the last incomplete batch is dropped when
+            there is more than one batch.
+        augment: ``'none'`` or a '+'-joined choice of flip, crop, erase.
+        lr_schedule: maps the global step to a learning rate (``None``: keep it).
+        start_step: the global step of this epoch's first batch.
+        generator: draws the order and the augmentation (reproducibility).
+        average: a weight average updated after every step.
+        amp_dtype: autocast dtype (``torch.bfloat16``) or ``None`` for fp32.
+
+    Returns:
+        Mean loss, top-1 accuracy on the training batches, number of steps.
+
+    Raises:
+        NonFiniteLossError: the loss became NaN or infinite.
+    """
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+    device = next(model.parameters()).device
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    x_all = fm.to_float(images)
+    n = x_all.shape[0]
+    steps = max(1, n // batch_size)
+    order = torch.randperm(n, generator=g)
+    channels_last = device.type == "cpu"
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for i in range(steps):
+        idx = order[i * batch_size : (i + 1) * batch_size]
+        x = augment_batch(x_all[idx], augment, crop_pad, g).to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = labels[idx].to(device, non_blocking=True)
+        if lr_schedule is not None:
+            lr = lr_schedule(start_step + i)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        with _autocast(device, amp_dtype):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+        if not torch.isfinite(loss):
+            lr_now = optimizer.param_groups[0]["lr"]
+            raise NonFiniteLossError(
+                f"training loss became {loss.item()} at step {start_step + i} "
+                f"(learning rate {lr_now:g}); the learning rate is probably too high: "
+                "lower --lr or lengthen the warm-up"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if average is not None:
+            average.update(model)
+        loss_sum += loss.detach() * y.shape[0]
+        correct += (logits.argmax(1) == y).sum()
+        seen += y.shape[0]
+        if progress is not None:
+            progress.update(1)
+            if i % 10 == 0 or i == steps - 1:
+                progress.set_postfix(
+                    loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}"
+                )
+    return EpochResult(loss_sum.item() / seen, correct.item() / seen, steps)
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    tta: bool = False,
+    batch_size: int = 1000,
+    amp_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Logits ``[N, classes]`` in evaluation mode (the model's mode is restored).
+
+    With ``tta`` the logits of each image and of its mirror image are averaged.
+    """
+    device = next(model.parameters()).device
+    out = []
+    with eval_mode(model):
+        for i in range(0, images.shape[0], batch_size):
+            x = fm.to_float(images[i : i + batch_size]).to(device)
+            if device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(device, amp_dtype):
+                logits = model(x).float()
+                if tta:
+                    logits = 0.5 * (logits + model(x.flip(3)).float())
+            out.append(logits.cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def get_prediction(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    tta: bool = False,
+    amp_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Predicted class indices (int64 ``[N]``) for a batch of images.
+
+    ``images`` are uint8 FashionMNIST images (normalised here) or already
+    normalised float inputs.
+    """
+    if images.ndim != 4:
+        raise ValueError(f"images must be [N, C, H, W], got shape {tuple(images.shape)}")
+    return predict_logits(model, images, tta=tta, amp_dtype=amp_dtype).argmax(1)
+
+
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    tta: bool = False,
+    amp_dtype: torch.dtype | None = None,
+) -> float:
+    """Top-1 accuracy in [0, 1] of ``model`` on ``images`` against ``labels``."""
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+    if images.shape[0] == 0:
+        raise ValueError("cannot evaluate on an empty set of images")
+    pred = get_prediction(model, images, tta=tta, amp_dtype=amp_dtype)
+    return (pred == labels).float().mean().item()
+
+
+# ----------------------------------------------------------------------------- run directories
+
+PREPROCESSING = {
+    "kind": "fashion-mnist",
+    "channels": 1,
+    "size": 28,
+    "mean": [fm.MEAN],
+    "std": [fm.STD],
+}
+
+
+def model_record(model: nn.Module, config: TrainConfig, metrics: dict[str, Any]) -> dict[str, Any]:
+    """What ``model.pt`` holds: weights plus everything needed to rebuild and use them."""
+    return {
+        "format": MODEL_FORMAT,
+        "version": FORMAT_VERSION,
+        "arch": "fashion-cnn",
+        "config": config.to_dict(),
+        "classes": list(fm.CLASSES),
+        "preprocessing": PREPROCESSING,
+        "metrics": metrics,
+        "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+    }
+
+
+def load_run_config(run_dir: Path) -> TrainConfig:
+    path = run_dir / "config.json"
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError as e:
+        raise ValueError(f"{run_dir} is not a convlens run directory (no config.json)") from e
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    config: TrainConfig
+    metrics: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+def machine_info() -> dict[str, Any]:
+    return {
+        "torch": str(torch.__version__),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": _cpu_name(),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    data_dir: str | None = None,
+    datasets: tuple[fm.Dataset, fm.Dataset] | None = None,
+    test: fm.Dataset | None = None,
+    progress: bool | None = None,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train ``config`` into ``run_dir``, or continue it with ``resume=True``.
+
+    Args:
+        config: the configuration (ignored when resuming: the run's own is used).
+        run_dir: the run directory; created if absent.
+        resume: continue from ``run_dir/checkpoint.pt``.
+        data_dir: extra folder searched for FashionMNIST.
+        datasets: ``(train, val)`` to use instead of FashionMNIST's split (tests).
+        test: the test set for the final figure (default: FashionMNIST's test split;
+            with ``datasets`` given and no ``test``, no test figure is computed).
+        progress: show progress bars (``None``: only on a terminal).
+        stop_after: stop after this many epochs in total, as if killed (tests).
+
+    Raises:
+        ValueError: the run directory already holds a run (without ``resume``) or
+            holds none (with ``resume``); a bad config.
+        NonFiniteLossError: the loss diverged.
+    """
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / "checkpoint.pt"
+    state: dict[str, Any] | None = None
+    if resume:
+        if not ckpt_path.is_file():
+            raise ValueError(f"cannot resume: {ckpt_path} does not exist; start a new run instead")
+        config = load_run_config(run_dir)
+        state = load_checkpoint_file(ckpt_path, CHECKPOINT_FORMAT)
+    elif ckpt_path.exists() or (run_dir / "model.pt").exists():
+        raise ValueError(
+            f"{run_dir} already holds a training run; pass --resume to continue it "
+            "or choose another --out"
+        )
+
+    # data
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    if datasets is None:
+        full = fm.load_fashion_mnist("train", data_dir)
+        train_set, val_set = fm.train_val_split(full, config.val_size, seed=0)
+        if test is None:
+            test = fm.load_fashion_mnist("test", data_dir)
+    else:
+        train_set, val_set = datasets
+    if config.train_subset:
+        train_set = train_set.subset(slice(0, config.train_subset))
+
+    # model
+    device = resolve_device(config.device)
+    amp = autocast_dtype(config.precision, device)
+    model = build_model(config, num_classes=len(train_set.classes)).to(device)
+    if device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    steps_per_epoch = max(1, len(train_set) // config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+
+    # optimiser
+    optimizer = make_optimizer(model, config)
+    average = WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    metrics: list[dict[str, Any]] = []
+    epoch = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if average is not None:
+            average.load_state_dict(state["average"])
+        generator.set_state(state["rng"]["data"])
+        torch.set_rng_state(state["rng"]["torch"])
+        metrics = list(state["metrics"])
+        epoch = int(state["epoch"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "config.json", config.to_dict())
+
+    # loop
+    show = progress
+    last = config.epochs if stop_after is None else min(config.epochs, stop_after)
+    while epoch < last:
+        t0 = time.perf_counter()
+        bar = tqdm(
+            total=steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            disable=None if show is None else not show,
+            leave=True,
+            dynamic_ncols=True,
+        )
+        with bar:
+            result = train_one_epoch(
+                model,
+                optimizer,
+                train_set.images,
+                train_set.labels,
+                batch_size=config.batch_size,
+                augment=config.augment,
+                crop_pad=config.crop_pad,
+                label_smoothing=config.label_smoothing,
+                lr_schedule=lambda s: lr_at(s, total_steps, config),
+                start_step=epoch * steps_per_epoch,
+                generator=generator,
+                average=average,
+                amp_dtype=amp,
+                progress=bar,
+            )
+            train_seconds = time.perf_counter() - t0
+            # evaluation
+            final_model = average.model if average is not None else model
+            val_top1 = (
+                evaluate(final_model, val_set.images, val_set.labels, tta=config.tta, amp_dtype=amp)
+                if len(val_set)
+                else float("nan")
+            )
+            bar.set_postfix(
+                loss=f"{result.loss:.3f}", acc=f"{result.accuracy:.3f}", val=f"{val_top1:.4f}"
+            )
+        epoch += 1
+        metrics.append(
+            {
+                "epoch": epoch,
+                "train_loss": result.loss,
+                "train_top1": result.accuracy,
+                "val_top1": val_top1,
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": time.perf_counter() - t0,
+                "train_seconds": train_seconds,
+            }
+        )
+        checkpoint = {
+            "format": CHECKPOINT_FORMAT,
+            "version": FORMAT_VERSION,
+            "config": config.to_dict(),
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "average": average.state_dict() if average is not None else None,
+            "scheduler": {"step": epoch * steps_per_epoch, "total_steps": total_steps},
+            "rng": {"data": generator.get_state(), "torch": torch.get_rng_state()},
+            "metrics": metrics,
+        }
+        atomic_torch_save(ckpt_path, checkpoint)
+        atomic_write_json(run_dir / "metrics.json", metrics)
+
+    final_model = average.model if average is not None else model
+    summary: dict[str, Any] = {}
+    if epoch >= config.epochs:
+        summary = _finish(run_dir, final_model, config, metrics, train_set, test, amp)
+    return TrainResult(run_dir, config, metrics, summary)
+
+
+def _finish(
+    run_dir: Path,
+    model: nn.Module,
+    config: TrainConfig,
+    metrics: list[dict[str, Any]],
+    train_set: fm.Dataset,
+    test: fm.Dataset | None,
+    amp: torch.dtype | None,
+) -> dict[str, Any]:
+    """Final figures and ``model.pt``: clean train top-1 on up to 10k training images,
+    the last validation top-1 and (once, not for selection) the test top-1."""
+    g = torch.Generator().manual_seed(1)
+    sample = torch.randperm(len(train_set), generator=g)[:10_000]
+    summary: dict[str, Any] = {
+        "epochs": len(metrics),
+        "train_top1": evaluate(
+            model, train_set.images[sample], train_set.labels[sample], tta=config.tta, amp_dtype=amp
+        ),
+        "val_top1": metrics[-1]["val_top1"],
+        "test_top1": (
+            evaluate(model, test.images, test.labels, tta=config.tta, amp_dtype=amp)
+            if test is not None
+            else None
+        ),
+        "train_seconds": sum(m["train_seconds"] for m in metrics),
+        "seconds": sum(m["seconds"] for m in metrics),
+        "machine": machine_info(),
+    }
+    atomic_torch_save(run_dir / "model.pt", model_record(model, config, summary))
+    atomic_write_json(run_dir / "summary.json", summary)
+    return summary

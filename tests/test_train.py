@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from convlens import augment, models
+from convlens import data as fm
+from convlens.config import TrainConfig
+from convlens.train import (
+    NonFiniteLossError,
+    evaluate,
+    get_prediction,
+    lr_at,
+    make_optimizer,
+    train,
+    train_one_epoch,
+)
+
+
+def test_train_one_epoch_learns(tiny_config: TrainConfig, tiny_data: tuple) -> None:
+    train_set, val_set = tiny_data
+    model = models.build_model(tiny_config)
+    opt = make_optimizer(model, tiny_config)
+    before = evaluate(model, val_set.images, val_set.labels)
+    results = [
+        train_one_epoch(model, opt, train_set.images, train_set.labels, batch_size=32)
+        for _ in range(4)
+    ]
+    assert results[-1].loss < results[0].loss
+    assert results[0].steps == 256 // 32
+    after = evaluate(model, val_set.images, val_set.labels)
+    assert after > max(before, 0.5)
+
+
+def test_get_prediction_and_evaluate_agree(tiny_config: TrainConfig, tiny_data: tuple) -> None:
+    _, val_set = tiny_data
+    model = models.build_model(tiny_config)
+    pred = get_prediction(model, val_set.images)
+    assert pred.shape == (64,) and pred.dtype == torch.int64
+    acc = evaluate(model, val_set.images, val_set.labels)
+    assert acc == pytest.approx((pred == val_set.labels).float().mean().item())
+
+
+def test_evaluate_restores_training_mode(tiny_config: TrainConfig, tiny_data: tuple) -> None:
+    model = models.build_model(tiny_config).train()
+    evaluate(model, tiny_data[1].images, tiny_data[1].labels, tta=True)
+    assert all(m.training for m in model.modules())
+
+
+def test_bad_inputs_are_rejected(tiny_config: TrainConfig, tiny_data: tuple) -> None:
+    model = models.build_model(tiny_config)
+    _, val = tiny_data
+    with pytest.raises(ValueError, match="64 images but 3 labels"):
+        evaluate(model, val.images, val.labels[:3])
+    with pytest.raises(ValueError, match=r"must be \[N, C, H, W\]"):
+        get_prediction(model, val.images[0])
+
+
+def test_nan_loss_stops_with_learning_rate_hint(tiny_config: TrainConfig) -> None:
+    model = models.build_model(tiny_config)
+    opt = make_optimizer(model, tiny_config)
+    images = torch.full((64, 1, 28, 28), float("nan"))
+    with pytest.raises(NonFiniteLossError, match="loss became nan.*learning rate"):
+        train_one_epoch(model, opt, images, torch.zeros(64, dtype=torch.long), batch_size=32)
+
+
+def test_diverging_learning_rate_is_caught(
+    tmp_path: Path, tiny_config: TrainConfig, tiny_data: tuple
+) -> None:
+    cfg = tiny_config.replace(lr=1e12, schedule="constant", epochs=2)
+    with pytest.raises(NonFiniteLossError, match="lower --lr"):
+        train(cfg, tmp_path / "run", datasets=tiny_data, progress=False)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("schedule", ["constant", "step", "cosine", "onecycle"])
+def test_schedules_are_pure_and_bounded(schedule: str) -> None:
+    cfg = TrainConfig(schedule=schedule, lr=0.4, warmup=0.25)
+    values = [lr_at(s, 100, cfg) for s in range(100)]
+    assert values == [lr_at(s, 100, cfg) for s in range(100)]
+    assert max(values) == pytest.approx(0.4) and min(values) >= 0
+    if schedule == "onecycle":
+        assert values[0] == pytest.approx(0.04) and values.index(max(values)) == 25
+    if schedule == "step":
+        assert values[60] == pytest.approx(0.04) and values[80] == pytest.approx(0.004)
+
+
+def test_run_directory_contents(tmp_path: Path, tiny_config: TrainConfig, tiny_data: tuple) -> None:
+    result = train(tiny_config, tmp_path / "run", datasets=tiny_data, progress=False)
+    run = tmp_path / "run"
+    assert json.loads((run / "config.json").read_text()) == tiny_config.to_dict()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [m["epoch"] for m in metrics] == [1, 2, 3]
+    assert {"train_loss", "train_top1", "val_top1", "seconds"} <= set(metrics[0])
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "rng", "epoch"} <= set(ckpt)
+    assert result.summary["val_top1"] == metrics[-1]["val_top1"]
+    loaded = models.load(run)
+    assert evaluate(loaded.model, tiny_data[1].images, tiny_data[1].labels) == pytest.approx(
+        result.summary["val_top1"]
+    )
+    assert not list(run.glob(".*.tmp")), "temporary files left behind"
+    with pytest.raises(ValueError, match="already holds a training run.*--resume"):
+        train(tiny_config, run, datasets=tiny_data, progress=False)
+
+
+@pytest.mark.parametrize(
+    "changes", [{}, {"ema_decay": 0.9, "dropout": 0.3, "augment": "flip+crop+erase"}]
+)
+def test_resume_equals_uninterrupted(
+    tmp_path: Path, tiny_config: TrainConfig, tiny_data: tuple, changes: dict
+) -> None:
+    cfg = tiny_config.replace(**changes)
+    full = train(cfg, tmp_path / "full", datasets=tiny_data, progress=False)
+    partial = train(cfg, tmp_path / "cut", datasets=tiny_data, progress=False, stop_after=1)
+    assert len(partial.metrics) == 1 and not (tmp_path / "cut" / "model.pt").exists()
+    # a resumed run reads its own config: the one passed in is ignored
+    resumed = train(
+        TrainConfig(), tmp_path / "cut", resume=True, datasets=tiny_data, progress=False
+    )
+    a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    strip = [{k: v for k, v in m.items() if "seconds" not in k} for m in full.metrics]
+    assert strip == [{k: v for k, v in m.items() if "seconds" not in k} for m in resumed.metrics]
+
+
+def test_resume_without_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="cannot resume.*does not exist"):
+        train(TrainConfig(), tmp_path, resume=True)
+
+
+def test_augmentations_keep_shape_and_content() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 1, 28, 28)
+    assert augment.augment_batch(x, "flip+crop+erase", 2, g).shape == x.shape
+    flipped = augment.random_flip(x, torch.Generator().manual_seed(1))
+    for a, b in zip(x, flipped, strict=True):
+        assert torch.equal(a, b) or torch.equal(a.flip(2), b)
+    # a crop is a translation: each output equals the padded input at some offset
+    cropped = augment.random_crop(x, 2, torch.Generator().manual_seed(2))
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), value=float(x.amin()))
+    for i in range(16):
+        assert any(
+            torch.equal(cropped[i], padded[i, :, dy : dy + 28, dx : dx + 28])
+            for dy in range(5)
+            for dx in range(5)
+        )
+
+
+def test_config_rejects_unknown_keys_and_bad_values() -> None:
+    with pytest.raises(ValueError, match="unknown config key.*lrr"):
+        TrainConfig.from_dict({"lrr": 0.1})
+    with pytest.raises(ValueError, match="optimizer='rmsprop' is not one of"):
+        TrainConfig(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="augment='rotate'"):
+        TrainConfig(augment="rotate")
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        TrainConfig(lr=0)
+    assert TrainConfig.from_dict({"widths": "8,16", "depth": [1, 1]}).widths == (8, 16)
+
+
+@pytest.mark.parametrize("scheme", ["default", "kaiming", "xavier", "orthogonal"])
+def test_build_model_is_seeded(scheme: str) -> None:
+    cfg = TrainConfig(widths=(4, 8), depth=(1, 1), init=scheme)
+    a, b = models.build_model(cfg), models.build_model(cfg)
+    for (k, v), w in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(v, w), k
+    out = a.eval()(torch.randn(2, 1, 28, 28))
+    assert out.shape == (2, 10)
+
+
+def test_uint8_and_float_inputs_agree(tiny_config: TrainConfig, tiny_data: tuple) -> None:
+    model = models.build_model(tiny_config)
+    images = tiny_data[1].images
+    assert torch.equal(get_prediction(model, images), get_prediction(model, fm.to_float(images)))
