@@ -37,7 +37,7 @@ class TrainConfig:
     augment: str = "flip+crop"  # one of AUGMENTATIONS, '+' combines
     crop_pad: int = 2  # pixels of zero padding for random-translation crops
     # model
-    widths: tuple[int, ...] = (32, 64, 128)  # channels of each stage (28, 14 and 7 pixels)
+    widths: tuple[int, ...] = (32, 64, 128)  # channels of each stage (pooled to 14, 7, 7 px)
     depth: tuple[int, ...] = (1, 2, 2)  # conv layers per stage
     dropout: float = 0.0  # dropout probability before the linear layer
     init: str = "kaiming"  # weight initialisation, one of INITS

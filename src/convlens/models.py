@@ -21,22 +21,34 @@ from convlens.config import TrainConfig
 from convlens.fileio import load_checkpoint_file
 
 
-def conv_bn(cin: int, cout: int) -> nn.Sequential:
-    """3x3 convolution (no bias), BatchNorm and ReLU."""
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel_size=3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
+class ConvBlock(nn.Module):
+    """3x3 convolution (no bias), optional 2x2 max-pool, BatchNorm, ReLU.
+
+    Pooling before BatchNorm and ReLU gives the same function as pooling after them
+    whenever the BatchNorm scale is positive (both are monotone per channel), at a
+    quarter of their cost: the ordering airbench uses.
+    """
+
+    def __init__(self, cin: int, cout: int, pool: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel_size=3, padding=1, bias=False)
+        self.pool: nn.Module = nn.MaxPool2d(2) if pool else nn.Identity()
+        self.bn = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn(self.pool(self.conv(x))))
 
 
 class FashionCNN(nn.Module):
-    """A small VGG-style CNN: stages of 3x3 conv-BN-ReLU, 2x2 max-pool between stages,
-    then global average pooling, dropout and one linear layer.
+    """A small VGG-style CNN: stages of 3x3 conv-BN-ReLU blocks, each stage but the
+    last ending in a 2x2 max-pool, then global average pooling, dropout and one
+    linear layer.
 
-    Layer names are stable and readable: ``features.0.1`` is the second conv of
-    the first stage, ``pool`` the global pooling, ``fc`` the classifier. The last
-    conv activation is ``features.{S-1}.{D-1}``.
+    Layer names are stable and readable: ``features.1.0`` is the first block of the
+    second stage (``features.1.0.conv`` its convolution), ``pool`` the global
+    pooling, ``fc`` the classifier. With three stages a 28x28 image gives 7x7 maps
+    in the last stage.
     """
 
     def __init__(
@@ -51,13 +63,13 @@ class FashionCNN(nn.Module):
         stages: list[nn.Module] = []
         cin = in_channels
         for i, (w, d) in enumerate(zip(widths, depth, strict=True)):
-            layers: list[nn.Module] = []
-            if i > 0:
-                layers.append(nn.MaxPool2d(2))
-            for _ in range(d):
-                layers.append(conv_bn(cin, w))
-                cin = w
-            stages.append(nn.Sequential(*layers))
+            last_stage = i == len(widths) - 1
+            blocks = [
+                ConvBlock(cin if j == 0 else w, w, pool=(j == d - 1 and not last_stage))
+                for j in range(d)
+            ]
+            stages.append(nn.Sequential(*blocks))
+            cin = w
         self.features = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)

@@ -1,0 +1,144 @@
+"""Training speed and accuracy of the default FashionMNIST config.
+
+Trains the default config (10 epochs) once per seed and prints, as a Markdown table:
+training images/s, wall time of the run, test top-1 (mean and spread over seeds),
+the time at which validation top-1 first reached 93%, and the network's achieved
+FLOP rate as a fraction of this machine's fp32 matmul rate, measured in the same run.
+
+    uv run python benchmarks/train_speed.py            # 3 seeds, ~10 minutes on 2 cores
+    uv run python benchmarks/train_speed.py --seeds 1 --epochs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from convlens.config import TrainConfig
+from convlens.models import build_model
+from convlens.train import machine_info, train
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """fp32 matrix-multiply rate of this machine, GFLOP/s (2 n^3 per product)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - t) / 1e9
+
+
+def forward_flops(model: nn.Module, shape: tuple[int, ...] = (1, 1, 28, 28)) -> int:
+    """FLOPs (2 x multiply-adds) of one forward pass through conv and linear layers."""
+    total = 0
+
+    def hook(m: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(m, nn.Conv2d):
+            k = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+            total += 2 * k * out.numel()
+        elif isinstance(m, nn.Linear):
+            total += 2 * m.in_features * out.numel()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(shape))
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+
+    config = TrainConfig(epochs=args.epochs)
+    peak = matmul_gflops()
+    flops = forward_flops(build_model(config))
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(args.seeds):
+            cfg = config.replace(seed=seed)
+            t0 = time.perf_counter()
+            result = train(cfg, Path(tmp) / f"seed{seed}", progress=False)
+            wall = time.perf_counter() - t0
+            train_images = (60_000 - cfg.val_size) // cfg.batch_size * cfg.batch_size
+            train_s = sum(m["train_seconds"] for m in result.metrics)
+            elapsed, reach = 0.0, None
+            for m in result.metrics:
+                elapsed += m["seconds"]
+                if reach is None and m["val_top1"] >= 0.93:
+                    reach = elapsed
+            runs.append(
+                {
+                    "seed": seed,
+                    "wall_s": wall,
+                    "images_per_s": train_images * cfg.epochs / train_s,
+                    "test_top1": result.summary["test_top1"],
+                    "val_top1": result.summary["val_top1"],
+                    "reach_93_val_s": reach,
+                }
+            )
+            print(json.dumps(runs[-1]), flush=True)
+
+    ips = statistics.mean(r["images_per_s"] for r in runs)
+    tests = [r["test_top1"] for r in runs]
+    spread = statistics.stdev(tests) if len(tests) > 1 else 0.0
+    reached = [r["reach_93_val_s"] for r in runs if r["reach_93_val_s"] is not None]
+    achieved = 3 * flops * ips / 1e9  # forward + backward ~ 3 forward passes
+    info = machine_info()
+    print()
+    print(f"machine: {info['processor']}, {info['threads']} threads, torch {info['torch']}")
+    print(f"config: {json.dumps(config.to_dict())}")
+    print()
+    print("| figure | value |")
+    print("|---|---|")
+    print(f"| training images/s (mean of {len(runs)}) | {ips:.0f} |")
+    print(
+        f"| wall time of a {args.epochs}-epoch run, s (mean) | "
+        f"{statistics.mean(r['wall_s'] for r in runs):.0f} |"
+    )
+    print(
+        f"| test top-1, mean ± sd over {len(runs)} seeds | "
+        f"{100 * statistics.mean(tests):.2f}% ± {100 * spread:.2f} |"
+    )
+    print(
+        "| time to first reach 93% val top-1, s | "
+        + (
+            f"{statistics.mean(reached):.0f} ({len(reached)}/{len(runs)} runs)"
+            if reached
+            else "not reached"
+        )
+        + " |"
+    )
+    print(f"| forward MFLOP per image | {flops / 1e6:.1f} |")
+    print(f"| machine fp32 matmul GFLOP/s | {peak:.0f} |")
+    print(
+        f"| achieved training GFLOP/s (3 x forward) | {achieved:.1f} "
+        f"({100 * achieved / peak:.0f}% of fp32 matmul) |"
+    )
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {"runs": runs, "matmul_gflops": peak, "forward_flops": flops, "machine": info},
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from convlens.cli import main
+from tests.conftest import needs_fashion
+
+TINY = [
+    "--epochs",
+    "1",
+    "--widths",
+    "4,8",
+    "--depth",
+    "1,1",
+    "--train-subset",
+    "512",
+    "--val-size",
+    "500",
+    "--precision",
+    "fp32",
+    "--no-progress",
+]
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+@needs_fashion
+def test_train_evaluate_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), *TINY]) == 0
+    assert {"config.json", "metrics.json", "checkpoint.pt", "model.pt", "summary.json"} <= {
+        p.name for p in run.iterdir()
+    }
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    summary = json.loads((run / "summary.json").read_text())
+    assert result["images"] == 10_000 and result["tta"] is True
+    assert result["top1"] == pytest.approx(summary["test_top1"], abs=2e-3)
+    # resuming a finished run changes nothing
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert json.loads((run / "metrics.json").read_text())[0]["epoch"] == 1
+    assert main(["predict", str(run), "--test-index", "0", "7", "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "test[0] (true: Ankle boot)" in out and out.count("%") == 6
+
+
+def test_config_file_with_unknown_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"lr": 0.1, "learning_rate": 0.1}))
+    assert main(["train", "--out", str(tmp_path / "r"), "--config", str(cfg)]) == 2
+    assert "unknown config key(s) learning_rate" in one_error_line(capsys)
+
+
+def test_bad_flag_value(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--out", str(tmp_path / "r"), "--epochs", "ten"]) == 2
+    assert "epochs: cannot read 'ten' as int" in one_error_line(capsys)
+
+
+def test_resume_rejects_config_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--resume", str(tmp_path), "--lr", "0.1"]) == 2
+    assert "drop the config flags (lr)" in one_error_line(capsys)
+
+
+def test_unknown_model(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "no-such-model"]) == 2
+    assert "unknown model 'no-such-model'" in one_error_line(capsys)
+
+
+def test_corrupt_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"<html>404 Not Found</html>")
+    assert main(["evaluate", str(bad)]) == 2
+    assert "not a readable PyTorch checkpoint" in one_error_line(capsys)
