@@ -1,0 +1,138 @@
+"""Addressing layers by name and capturing their activations with forward hooks.
+
+Layers are named as in ``model.named_modules()``: ``layer4``, ``layer4.1.conv2``,
+``features.2.1``. Every hook is registered inside a context manager that removes it
+in ``finally`` and restores the model's train/eval mode, also when the body raises.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from torchvision.models.feature_extraction import create_feature_extractor
+
+from convlens.models import eval_mode
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Every addressable (non-root) module name of ``model``."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+def conv_layer_names(model: nn.Module) -> list[str]:
+    """Names of the ``nn.Conv2d`` modules of ``model``, in registration order."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def get_layer(model: nn.Module, name: str) -> nn.Module:
+    """The submodule called ``name``.
+
+    Raises:
+        ValueError: no such layer; the message suggests close names and lists the
+            valid ones.
+    """
+    modules = dict(model.named_modules())
+    if name and name in modules:
+        return modules[name]
+    valid = layer_names(model)
+    close = difflib.get_close_matches(name, valid, n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    shown = ", ".join(valid) if len(valid) <= 40 else ", ".join(valid[:40]) + ", ..."
+    raise ValueError(f"unknown layer {name!r}.{hint} Valid layers: {shown}")
+
+
+@contextmanager
+def capture(
+    model: nn.Module, layers: str | Sequence[str], *, detach: bool = True
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the outputs of ``layers`` during forward passes inside the block.
+
+    Yields a dict filled with ``{layer name: output}`` by each forward pass (the last
+    pass wins). Hooks are removed on exit, also when the body raises.
+
+    Args:
+        model: the network.
+        layers: one name or several (see :func:`get_layer`).
+        detach: store detached outputs (set ``False`` to keep the autograd graph,
+            e.g. for Grad-CAM).
+    """
+    names = [layers] if isinstance(layers, str) else list(layers)
+    modules = {name: get_layer(model, name) for name in names}
+    store: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def make_hook(name: str) -> Callable[..., None]:
+        def hook(_m: nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"layer {name!r} returns {type(out).__name__}, not a tensor")
+            store[name] = out.detach() if detach else out
+
+        return hook
+
+    try:
+        for name, module in modules.items():
+            handles.append(module.register_forward_hook(make_hook(name)))
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@torch.no_grad()
+def activations(
+    model: nn.Module, x: torch.Tensor, layers: str | Sequence[str]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Run ``model`` on ``x`` in evaluation mode and return ``(logits, {layer: output})``.
+
+    The model's mode is restored afterwards and no hook remains.
+    """
+    with eval_mode(model), capture(model, layers) as store:
+        out = model(x)
+    return out, dict(store)
+
+
+def truncate(model: nn.Module, layer: str) -> nn.Module:
+    """A module computing ``model``'s output at ``layer`` and nothing after it.
+
+    Built with torchvision's FX feature extractor, so it works for any traceable
+    model (ResNets, our CNNs), also when ``forward`` is not a plain sequence. The
+    returned module shares its parameters with ``model``.
+    """
+    get_layer(model, layer)
+    extractor = create_feature_extractor(model, return_nodes={layer: "out"})
+    return _Unwrap(extractor)
+
+
+class _Unwrap(nn.Module):
+    def __init__(self, extractor: nn.Module) -> None:
+        super().__init__()
+        self.extractor = extractor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.extractor(x)["out"]
+
+
+def remove_last_layers(model: nn.Module, n: int) -> nn.Sequential:
+    """``nn.Sequential`` of ``model``'s top-level children without the last ``n``.
+
+    This is the problem set's recipe (``resnet50`` without ``avgpool`` and ``fc``
+    gives ``[1, 2048, 8, 8]`` at 256x256 input); it is only valid for models whose
+    ``forward`` applies their children in order, such as torchvision ResNets. Use
+    :func:`truncate` for anything else.
+    """
+    children = list(model.children())
+    if not 0 < n < len(children):
+        raise ValueError(
+            f"n must be in 1..{len(children) - 1} for a model of "
+            f"{len(children)} top-level layers, got {n}"
+        )
+    return nn.Sequential(*children[:-n])
+
+
+def hook_count(model: nn.Module) -> int:
+    """Forward (pre-)hooks still registered anywhere in ``model``; 0 after our helpers."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())

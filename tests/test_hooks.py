@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models import resnet18
+
+from convlens import hooks, models
+from convlens.config import TrainConfig
+
+
+@pytest.fixture
+def net() -> nn.Module:
+    return models.build_model(TrainConfig(widths=(4, 8, 16), depth=(1, 1, 2)))
+
+
+def test_get_layer_and_unknown_name(net: nn.Module) -> None:
+    assert isinstance(hooks.get_layer(net, "features.2.1.conv"), nn.Conv2d)
+    with pytest.raises(
+        ValueError,
+        match=r"unknown layer 'features\.2\.1\.cnv'.*Did you mean "
+        r"features\.2\.1\.conv.*Valid layers: features,",
+    ):
+        hooks.get_layer(net, "features.2.1.cnv")
+    with pytest.raises(ValueError, match="unknown layer ''"):
+        hooks.get_layer(net, "")
+
+
+def test_capture_matches_manual_forward(net: nn.Module) -> None:
+    x = torch.randn(2, 1, 28, 28)
+    logits, acts = hooks.activations(net, x, ["features.0", "features.2"])
+    net.eval()
+    f0 = net.features[0](x)
+    f2 = net.features[2](net.features[1](f0))
+    assert torch.allclose(acts["features.0"], f0) and acts["features.2"].shape == (2, 16, 7, 7)
+    assert torch.allclose(acts["features.2"], f2)
+    assert torch.allclose(logits, net.fc(f2.mean((2, 3))), atol=1e-6)
+
+
+def test_hooks_removed_and_mode_restored_on_error(net: nn.Module) -> None:
+    net.train()
+    with pytest.raises(RuntimeError, match="boom"), hooks.capture(net, "features.1"):
+        assert hooks.hook_count(net) == 1
+        raise RuntimeError("boom")
+    assert hooks.hook_count(net) == 0
+    hooks.activations(net, torch.randn(1, 1, 28, 28), "fc")
+    assert hooks.hook_count(net) == 0 and net.training
+    with pytest.raises(ValueError, match="unknown layer"):
+        hooks.activations(net, torch.randn(1, 1, 28, 28), ["fc", "nope"])
+    assert hooks.hook_count(net) == 0
+
+
+def test_truncate_equals_captured_features(net: nn.Module) -> None:
+    net.eval()
+    x = torch.randn(3, 1, 28, 28)
+    _, acts = hooks.activations(net, x, "features.1")
+    assert torch.allclose(hooks.truncate(net, "features.1")(x), acts["features.1"])
+
+
+def test_remove_last_layers_resnet50_shape() -> None:
+    from torchvision.models import resnet50
+
+    body = hooks.remove_last_layers(resnet50(), 2).eval()
+    with torch.no_grad():
+        assert body(torch.randn(1, 3, 256, 256)).shape == (1, 2048, 8, 8)
+    with pytest.raises(ValueError, match="n must be in 1..9"):
+        hooks.remove_last_layers(resnet18(), 10)
+
+
+def test_conv_layer_names() -> None:
+    names = hooks.conv_layer_names(resnet18())
+    assert names[0] == "conv1" and "layer4.1.conv2" in names and "layer2.0.downsample.0" in names
