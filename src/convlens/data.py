@@ -11,13 +11,12 @@ import gzip
 import hashlib
 import os
 import struct
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from convlens.fileio import atomic_write_bytes, user_cache_dir
+from convlens.fileio import atomic_write_bytes, fetch_url, user_cache_dir
 
 CLASSES: tuple[str, ...] = (
     "T-shirt/top",
@@ -156,8 +155,6 @@ def download(dest: Path, base_url: str = MIRROR, progress: bool = True) -> Path:
     Raises:
         DataError: a download failed or its checksum is wrong.
     """
-    from tqdm import tqdm
-
     dest.mkdir(parents=True, exist_ok=True)
     for fname, md5 in FILES.values():
         target = dest / fname
@@ -165,22 +162,13 @@ def download(dest: Path, base_url: str = MIRROR, progress: bool = True) -> Path:
             continue
         url = base_url + fname
         try:
-            with urllib.request.urlopen(url, timeout=30) as r:
-                total = int(r.headers.get("Content-Length") or 0) or None
-                chunks = []
-                with tqdm(
-                    total=total, unit="B", unit_scale=True, desc=fname, disable=not progress
-                ) as bar:
-                    while chunk := r.read(1 << 16):
-                        chunks.append(chunk)
-                        bar.update(len(chunk))
-        except OSError as e:
+            body = fetch_url(url, progress=progress, desc=fname)
+        except ValueError as e:
             raise DataError(
-                f"cannot download {url} ({e}). FashionMNIST was not found locally; get it with "
+                f"{e}. FashionMNIST was not found locally; get it with "
                 "`apt-get install dataset-fashion-mnist` (Debian), or put the four .gz files in "
                 "a folder and pass --data-dir or set CONVLENS_DATA"
             ) from e
-        body = b"".join(chunks)
         got = hashlib.md5(body).hexdigest()
         if got != md5:
             raise DataError(f"{url}: MD5 {got} does not match the published {md5}")

@@ -91,3 +91,34 @@ def load_checkpoint_file(path: str | os.PathLike[str], expect: str | None = None
     if expect is not None and obj.get("format") != expect:
         raise ValueError(f"{path}: expected a {expect} file, found format {obj.get('format')!r}")
     return obj
+
+
+def fetch_url(
+    url: str, *, progress: bool = True, desc: str | None = None, timeout: float = 30.0
+) -> bytes:
+    """Download ``url`` into memory with a progress bar.
+
+    Raises:
+        ValueError: the download failed (no network, HTTP error); the message names
+            the URL and says how to provide the file offline.
+    """
+    import urllib.request
+
+    from tqdm import tqdm
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            total = int(r.headers.get("Content-Length") or 0) or None
+            chunks = []
+            with tqdm(
+                total=total, unit="B", unit_scale=True, desc=desc or url, disable=not progress
+            ) as bar:
+                while chunk := r.read(1 << 16):
+                    chunks.append(chunk)
+                    bar.update(len(chunk))
+    except OSError as e:
+        raise ValueError(
+            f"cannot download {url} ({e}); download it on a connected machine and pass "
+            "its path instead"
+        ) from e
+    return b"".join(chunks)

@@ -7,6 +7,7 @@ and 16-bit images are converted to the channels the model expects.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,69 @@ def _to_8bit(im: Image.Image) -> Image.Image:
     return im
 
 
+def geometry(
+    size: tuple[int, int], preprocessing: dict[str, Any]
+) -> tuple[float, float, int, int, int, int]:
+    """How preprocessing maps an image of ``size`` (W, H) onto the model input.
+
+    Returns ``(sx, sy, left, top, out_w, out_h)``: a point ``(x, y)`` of the original
+    image lands at ``(x * sx - left, y * sy - top)`` of the ``out_w x out_h`` input.
+    """
+    w, h = size
+    if "size" in preprocessing:
+        s = int(preprocessing["size"])
+        return s / w, s / h, 0, 0, s, s
+    r = int(preprocessing.get("resize", 256))
+    scale = r / min(w, h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    c = int(preprocessing.get("crop", 224))
+    return nw / w, nh / h, (nw - c) // 2, (nh - c) // 2, c, c
+
+
+def _resize_crop(
+    img: Image.Image, preprocessing: dict[str, Any], resample: Image.Resampling
+) -> Image.Image:
+    sx, sy, left, top, ow, oh = geometry(img.size, preprocessing)
+    w, h = img.size
+    img = img.resize((max(1, round(w * sx)), max(1, round(h * sy))), resample)
+    return img.crop((left, top, left + ow, top + oh))
+
+
+def transform_box(
+    box: tuple[float, float, float, float], size: tuple[int, int], preprocessing: dict[str, Any]
+) -> tuple[float, float, float, float]:
+    """A box ``(x0, y0, x1, y1)`` in original-image pixels -> model-input pixels."""
+    sx, sy, left, top, _, _ = geometry(size, preprocessing)
+    x0, y0, x1, y1 = box
+    return x0 * sx - left, y0 * sy - top, x1 * sx - left, y1 * sy - top
+
+
+def load_mask(
+    path: str | os.PathLike[str], size: tuple[int, int], preprocessing: dict[str, Any]
+) -> torch.Tensor:
+    """A mask image (nonzero = inside) of the original image's size -> boolean
+    ``[H, W]`` in model-input pixels (same resize and crop, nearest neighbour)."""
+    mask = open_image(path, channels=1)
+    if mask.size != size:
+        raise ValueError(
+            f"mask {path} is {mask.size[0]}x{mask.size[1]} but the image is "
+            f"{size[0]}x{size[1]}; draw the mask at the image's size"
+        )
+    m = _resize_crop(mask, preprocessing, Image.Resampling.NEAREST)
+    out = torch.from_numpy(np.asarray(m).copy()) > 0
+    if not out.any():
+        raise ValueError(f"mask {path} is empty inside the model's view of the image")
+    return out
+
+
+def to_display(x: torch.Tensor, preprocessing: dict[str, Any]) -> torch.Tensor:
+    """Undo normalisation of one input ``[C, H, W]`` -> values in [0, 1] for display."""
+    c = x.shape[0]
+    mean = torch.tensor(preprocessing.get("mean", [0.0] * c), dtype=x.dtype)[:, None, None]
+    std = torch.tensor(preprocessing.get("std", [1.0] * c), dtype=x.dtype)[:, None, None]
+    return (x * std + mean).clamp(0, 1)
+
+
 def preprocess(img: Image.Image, preprocessing: dict[str, Any]) -> torch.Tensor:
     """One image -> a normalised float tensor ``[C, H, W]`` as the model's metadata says.
 
@@ -92,3 +156,44 @@ def load_batch(paths: list[str], preprocessing: dict[str, Any]) -> torch.Tensor:
     """Read and preprocess several files into one batch ``[N, C, H, W]``."""
     channels = int(preprocessing.get("channels", 3))
     return torch.stack([preprocess(open_image(p, channels), preprocessing) for p in paths])
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """A batch of model inputs and where they came from."""
+
+    x: torch.Tensor  # [N, C, H, W], normalised
+    names: tuple[str, ...]
+    sizes: tuple[tuple[int, int], ...]  # original (W, H) of each image
+
+
+def load_inputs(
+    specs: list[str], preprocessing: dict[str, Any], data_dir: str | None = None
+) -> Inputs:
+    """Image files, or ``test:N`` for FashionMNIST test image N (28x28 models only)."""
+    if not specs:
+        raise ValueError("no images given")
+    xs, sizes = [], []
+    test = None
+    for spec in specs:
+        if spec.startswith("test:"):
+            if int(preprocessing.get("channels", 3)) != 1 or preprocessing.get("size") != 28:
+                raise ValueError(
+                    f"{spec}: FashionMNIST test images fit 28x28 grayscale "
+                    "models only; give an image file"
+                )
+            from convlens import data
+
+            test = test or data.load_fashion_mnist("test", data_dir)
+            try:
+                pixels = test.images[int(spec[5:])]
+            except (ValueError, IndexError) as e:
+                raise ValueError(f"{spec}: expected test:N with N in 0..{len(test) - 1}") from e
+            xs.append(data.to_float(pixels[None])[0])
+            sizes.append((28, 28))
+        else:
+            channels = int(preprocessing.get("channels", 3))
+            img = open_image(spec, channels)
+            sizes.append(img.size)
+            xs.append(preprocess(img, preprocessing))
+    return Inputs(torch.stack(xs), tuple(specs), tuple(sizes))

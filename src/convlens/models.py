@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -152,18 +153,43 @@ class LoadedModel:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def load(name_or_path: str | os.PathLike[str]) -> LoadedModel:
+def known_names() -> list[str]:
+    from convlens import places365
+
+    return [*SHIPPED, *places365.ARCHS, "torchvision:NAME"]
+
+
+def load(
+    name_or_path: str | os.PathLike[str],
+    weights: str | os.PathLike[str] | None = None,
+    *,
+    progress: bool = True,
+) -> LoadedModel:
     """Load a model convlens knows, in evaluation mode on the CPU.
 
     Args:
-        name_or_path: ``fashion-cnn`` (the shipped checkpoint), a convlens run
-            directory (its ``model.pt``, or ``checkpoint.pt`` while unfinished), or a
-            ``model.pt`` / ``checkpoint.pt`` file.
+        name_or_path: ``fashion-cnn`` (the shipped checkpoint); a convlens run
+            directory (its ``model.pt``, or ``checkpoint.pt`` while unfinished) or such
+            a file; ``places365-resnet18``, ``places365-resnet50``,
+            ``places365-wideresnet18`` (official CSAIL weights); ``torchvision:NAME``
+            (torchvision's default weights from the local torch cache).
+        weights: for Places365 and torchvision models, a checkpoint file to use
+            instead of the cache (offline use); ``"none"`` for torchvision gives
+            random weights.
+        progress: show download progress bars.
 
     Raises:
         ValueError: unknown name, missing or unreadable file, or a file of another kind.
     """
+    from convlens import places365
+
     key = str(name_or_path)
+    if key in places365.ARCHS:
+        return _load_places365(key, weights, progress)
+    if key.startswith("torchvision:"):
+        return _load_torchvision(key, weights)
+    if weights is not None:
+        raise ValueError("--weights applies to places365-* and torchvision:* models only")
     if key in SHIPPED:
         path = SHIPPED[key]
         if not path.is_file():
@@ -182,7 +208,8 @@ def load(name_or_path: str | os.PathLike[str]) -> LoadedModel:
                 raise ValueError(f"{path} is a folder without model.pt or checkpoint.pt")
         elif not path.exists():
             raise ValueError(
-                f"unknown model {key!r}: not a file or folder; known names: {', '.join(SHIPPED)}"
+                f"unknown model {key!r}: not a file or folder; known names: "
+                + ", ".join(known_names())
             )
     record = load_checkpoint_file(path)
     fmt = record.get("format")
@@ -191,15 +218,15 @@ def load(name_or_path: str | os.PathLike[str]) -> LoadedModel:
     config = TrainConfig.from_dict(record["config"])
     classes = tuple(record.get("classes", ()))
     model = build_model(config, num_classes=len(classes) if classes else 10)
-    weights = record["model"]
+    state = record["model"]
     metrics = dict(record.get("metrics") or {})
     if fmt == "convlens.checkpoint":  # an unfinished run: its latest epoch
         if record.get("average"):
-            weights = record["average"]["model"]
+            state = record["average"]["model"]
         history = record.get("metrics") or [{}]
         metrics = {"epochs": record.get("epoch"), "val_top1": history[-1].get("val_top1")}
     try:
-        model.load_state_dict(weights)
+        model.load_state_dict(state)
     except RuntimeError as e:
         raise ValueError(f"{path}: weights do not fit the configured network: {e}") from e
     model.eval()
@@ -213,3 +240,96 @@ def load(name_or_path: str | os.PathLike[str]) -> LoadedModel:
         config=config,
         metrics=metrics,
     )
+
+
+def _load_places365(
+    name: str, weights: str | os.PathLike[str] | None, progress: bool
+) -> LoadedModel:
+    from convlens import places365
+
+    arch = places365.ARCHS[name]
+    if weights is not None:
+        path = Path(weights)
+    else:
+        path = places365.cache_dir() / f"{arch}_places365.pth.tar"
+        places365.ensure_file(path, places365.WEIGHTS_URL.format(arch=arch), progress)
+    model = places365.build(arch)
+    places365.load_state(model, places365.read_checkpoint(path, arch), str(path))
+    model.eval()
+    return LoadedModel(
+        model=model,
+        name=name,
+        classes=places365.categories_for(path, progress),
+        preprocessing=dict(places365.PREPROCESSING),
+    )
+
+
+def _load_torchvision(key: str, weights: str | os.PathLike[str] | None) -> LoadedModel:
+    import torchvision
+
+    arch = key.removeprefix("torchvision:")
+    available = torchvision.models.list_models(module=torchvision.models)
+    if arch not in available:
+        close = [a for a in available if arch.lower() in a][:5]
+        raise ValueError(
+            f"unknown torchvision model {arch!r}"
+            + (f"; did you mean {', '.join(close)}?" if close else "")
+            + f" ({len(available)} classification models, e.g. resnet18, vgg16, densenet121)"
+        )
+    preprocessing: dict[str, Any] = {
+        "kind": "imagenet",
+        "channels": 3,
+        "resize": 256,
+        "crop": 224,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+    }
+    if weights is not None and str(weights) == "none":
+        model = torchvision.models.get_model(arch, weights=None)
+        n = _num_outputs(model)
+        classes = tuple(f"class {i}" for i in range(n))
+    else:
+        enum = torchvision.models.get_model_weights(arch).DEFAULT
+        categories = enum.meta.get("categories")
+        transforms = enum.transforms()
+        for attr, field_name in (("resize_size", "resize"), ("crop_size", "crop")):
+            value = getattr(transforms, attr, None)
+            if value:
+                preprocessing[field_name] = int(value[0])
+        for attr in ("mean", "std"):
+            if getattr(transforms, attr, None) is not None:
+                preprocessing[attr] = list(getattr(transforms, attr))
+        model = torchvision.models.get_model(arch, weights=None)
+        if weights is not None:
+            path = Path(weights)
+        else:
+            url_name = Path(urlparse(enum.url).path).name
+            path = Path(torch.hub.get_dir()) / "checkpoints" / url_name
+            if not path.is_file():
+                raise ValueError(
+                    f"torchvision weights for {arch} are not in the local torch cache ({path}); "
+                    f'fetch them on a connected machine with `python -c "import torchvision; '
+                    f"torchvision.models.get_model('{arch}', weights='DEFAULT')\"`, pass "
+                    "--weights FILE, or --weights none for random weights"
+                )
+        state = load_checkpoint_file(path)
+        state = state.get("state_dict", state)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()
+            raise ValueError(
+                f"{path} does not fit torchvision's {arch}: {' '.join(first[:2])}"
+            ) from e
+        classes = (
+            tuple(categories)
+            if categories
+            else tuple(f"class {i}" for i in range(_num_outputs(model)))
+        )
+    model.eval()
+    return LoadedModel(model=model, name=key, classes=classes, preprocessing=preprocessing)
+
+
+def _num_outputs(model: nn.Module) -> int:
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1].out_features if linears else 0

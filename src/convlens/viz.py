@@ -9,8 +9,11 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from convlens.fileio import atomic_write_bytes
@@ -59,4 +62,78 @@ def draw_filters(ft: FilterTiles, title: str | None = None) -> Figure:
             if j == 0:
                 ax.set_ylabel(f"f{ft.filters[r]}", fontsize=7, rotation=0, labelpad=12, va="center")
     fig.suptitle(f"{head} — rows: output filters, columns: input channels (grayscale)", fontsize=10)
+    return fig
+
+
+def _show_image(ax: Axes, image: torch.Tensor) -> None:
+    """``image`` ``[C, H, W]`` in [0, 1]: grayscale for one channel, RGB for three."""
+    if image.shape[0] == 1:
+        ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(image.permute(1, 2, 0).numpy())
+
+
+def draw_unit_maps(
+    image: torch.Tensor,
+    maps: torch.Tensor,
+    units: Sequence[int],
+    peaks: Sequence[float],
+    title: str,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+) -> Figure:
+    """The image, then each unit's upsampled map overlaid on it (``maps``: ``[U, H, W]``).
+
+    Each map is scaled by its own peak so weak units stay visible; the peak value is
+    printed under the unit id.
+    """
+    n = len(units) + 1
+    cols = min(n, 6)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(cols * 2.1, rows * 2.3 + 0.4))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    _show_image(axes.flat[0], image)
+    axes.flat[0].set_title("input", fontsize=9)
+    for k, (u, peak) in enumerate(zip(units, peaks, strict=True), start=1):
+        ax = axes.flat[k]
+        _show_image(ax, image)
+        m = maps[k - 1]
+        hi = float(m.max())
+        ax.imshow(m.numpy(), cmap=cmap, alpha=alpha, vmin=0, vmax=hi if hi > 0 else 1)
+        ax.set_title(f"unit {u}\npeak {float(peak):.2f}", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def draw_region_match(
+    image: torch.Tensor,
+    region: torch.Tensor,
+    units: Sequence[int],
+    ious: Sequence[float],
+    masks: torch.Tensor,
+    title: str,
+) -> Figure:
+    """The region outlined on the image, then each unit's thresholded map (red) with
+    the region's outline (white) and the IoU."""
+    n = len(units) + 1
+    cols = min(n, 6)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(cols * 2.1, rows * 2.3 + 0.4))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    r = region.float().numpy()
+    _show_image(axes.flat[0], image)
+    axes.flat[0].contour(r, levels=[0.5], colors="white", linewidths=1.2)
+    axes.flat[0].set_title("region", fontsize=9)
+    for k, (u, iou) in enumerate(zip(units, ious, strict=True), start=1):
+        ax = axes.flat[k]
+        _show_image(ax, image)
+        on = masks[k - 1].float().numpy()
+        ax.imshow(on, cmap="Reds", alpha=0.45 * on, vmin=0, vmax=1)
+        ax.contour(r, levels=[0.5], colors="white", linewidths=1.0)
+        ax.set_title(f"unit {u}\nIoU {float(iou):.3f}", fontsize=8)
+    fig.suptitle(title, fontsize=10)
     return fig

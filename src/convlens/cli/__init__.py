@@ -6,9 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from convlens.cli import demo, evaluate, predict, train
+from convlens.cli import demo, evaluate, filters, layers, predict, train, units
 
-COMMANDS = (train, evaluate, predict, demo)
+COMMANDS = (train, evaluate, predict, layers, filters, units, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

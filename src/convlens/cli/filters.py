@@ -1,0 +1,57 @@
+"""``convlens filters``: a picture of a conv layer's kernels."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from convlens import filters, viz
+from convlens.cli.common import add_model_args, load_model, parse_ints
+from convlens.hooks import conv_layer_names
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "filters",
+        help="draw the kernels of a conv layer",
+        description="Draw a conv layer's kernels: a first layer on RGB input "
+        "as colour tiles, any other layer as a grid of output filters x "
+        "input channels in grayscale.",
+    )
+    add_model_args(p)
+    p.add_argument("--layer", help="conv layer name [the first conv layer]")
+    p.add_argument("--filters", help="output filters to show, e.g. 0,1,2 [first 64]")
+    p.add_argument("--in-channels", help="input channels to show (grayscale grids) [first 8]")
+    p.add_argument("--max-filters", type=int, default=64)
+    p.add_argument(
+        "--per",
+        choices=("filter", "layer"),
+        default="filter",
+        help="normalise each filter to [0,1], or the whole layer [filter]",
+    )
+    p.add_argument("--out", type=Path, help="PNG/SVG file [filters-LAYER.png]")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded = load_model(args)
+    layer = args.layer or conv_layer_names(loaded.model)[0]
+    tiles = filters.filter_tiles(
+        loaded.model,
+        layer,
+        filters=parse_ints(args.filters, "--filters") if args.filters else None,
+        in_channels=parse_ints(args.in_channels, "--in-channels") if args.in_channels else None,
+        max_filters=args.max_filters,
+        per=args.per,
+    )
+    out = args.out or Path(f"filters-{layer}.png")
+    fig = viz.draw_filters(
+        tiles, title=f"{loaded.name} {layer}: weight " + "x".join(map(str, tiles.weight_shape))
+    )
+    viz.save_figure(fig, out)
+    print(
+        f"wrote {out} ({len(tiles.filters)} filters, "
+        f"{'colour' if tiles.rgb else f'{len(tiles.in_channels)} input channels each'})"
+    )
+    return 0

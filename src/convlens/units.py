@@ -1,0 +1,178 @@
+"""Units of a layer: their feature maps over the image, the most active ones, and the
+ones that best match a region of the image (Problem 2 a-b).
+
+Tensors in, tensors out; :mod:`convlens.viz` draws them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convlens.hooks import activations
+
+
+def feature_maps(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
+    """Output of ``layer`` for inputs ``x``: ``[N, C, h, w]`` (evaluation mode).
+
+    Raises:
+        ValueError: unknown layer, or a layer whose output is not ``[N, C, h, w]``.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"inputs must be [N, C, H, W], got shape {tuple(x.shape)}")
+    _, acts = activations(model, x, layer)
+    maps = acts[layer]
+    if maps.ndim != 4:
+        raise ValueError(
+            f"layer {layer!r} outputs shape {tuple(maps.shape)}, not [N, C, h, w] feature "
+            "maps; choose a convolutional layer or block"
+        )
+    return maps.float()
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling of ``[N, U, h, w]`` maps to ``size`` (H, W).
+
+    ``align_corners=False`` treats map cells and image pixels as areas: cell
+    ``(i, j)`` of an ``h x w`` map over an ``H x W`` image covers pixels
+    ``[i H/h, (i+1) H/h)``, and its value lands at the centre of that block.
+    """
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+
+
+@dataclass(frozen=True)
+class UnitMaps:
+    """Feature maps of chosen units for a batch of images."""
+
+    layer: str
+    units: tuple[int, ...]
+    maps: torch.Tensor  # [N, U, h, w] as the layer computes them
+    upsampled: torch.Tensor  # [N, U, H, W] over the input image
+    peaks: torch.Tensor  # [N, U] maximum of each map
+
+
+def _check_units(units: Sequence[int], channels: int, layer: str) -> None:
+    if not units:
+        raise ValueError("no units given")
+    bad = [u for u in units if not 0 <= u < channels]
+    if bad:
+        raise ValueError(
+            f"units {bad} out of range: layer {layer!r} has {channels} units (0..{channels - 1})"
+        )
+
+
+def unit_maps(model: nn.Module, x: torch.Tensor, layer: str, units: Sequence[int]) -> UnitMaps:
+    """Feature maps of ``units`` of ``layer``, also upsampled to the input size."""
+    maps = feature_maps(model, x, layer)
+    _check_units(units, maps.shape[1], layer)
+    chosen = maps[:, list(units)]
+    return UnitMaps(
+        layer=layer,
+        units=tuple(units),
+        maps=chosen,
+        upsampled=upsample(chosen, (x.shape[2], x.shape[3])),
+        peaks=chosen.amax(dim=(2, 3)),
+    )
+
+
+def top_units(
+    model: nn.Module, x: torch.Tensor, layer: str, n: int, by: str = "mean"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``n`` most active units of ``layer`` for each image.
+
+    Args:
+        by: ``"mean"`` ranks by spatial mean activation (what global average pooling
+            passes on), ``"max"`` by peak activation.
+
+    Returns:
+        ``(units, scores)``, both ``[N, n]``, best first.
+    """
+    if by not in ("mean", "max"):
+        raise ValueError(f"by must be 'mean' or 'max', got {by!r}")
+    maps = feature_maps(model, x, layer)
+    if not 1 <= n <= maps.shape[1]:
+        raise ValueError(f"n must be in 1..{maps.shape[1]} for layer {layer!r}, got {n}")
+    score = maps.mean((2, 3)) if by == "mean" else maps.amax((2, 3))
+    top = score.topk(n, dim=1)
+    return top.indices, top.values
+
+
+def box_mask(box: tuple[float, float, float, float], size: tuple[int, int]) -> torch.Tensor:
+    """Boolean ``[H, W]`` mask of the pixels whose centres lie inside ``box``.
+
+    ``box`` is ``(x0, y0, x1, y1)`` in pixel coordinates with the origin at the
+    top-left corner of the image (pixel ``(r, c)`` has centre ``(c + .5, r + .5)``).
+    """
+    x0, y0, x1, y1 = box
+    if not (x1 > x0 and y1 > y0):
+        raise ValueError(f"region {box} is empty: need x0 < x1 and y0 < y1")
+    h, w = size
+    ys = torch.arange(h, dtype=torch.float32)[:, None] + 0.5
+    xs = torch.arange(w, dtype=torch.float32)[None, :] + 0.5
+    mask = (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)
+    if not mask.any():
+        raise ValueError(f"region {box} covers no pixel of the {w}x{h} model input")
+    return mask
+
+
+def threshold_maps(upsampled: torch.Tensor, quantile: float) -> torch.Tensor:
+    """Binary masks ``upsampled > T_u``, with ``T_u`` the ``quantile`` of unit ``u``'s
+    upsampled activations over the image (Network Dissection's per-unit threshold,
+    taken on one image instead of a data set). ``upsampled``: ``[U, H, W]``."""
+    if not 0.0 < quantile < 1.0:
+        raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+    flat = upsampled.reshape(upsampled.shape[0], -1)
+    thresholds = torch.quantile(flat, quantile, dim=1)
+    return upsampled > thresholds[:, None, None]
+
+
+@dataclass(frozen=True)
+class RegionMatch:
+    """Units of a layer ranked by how well their active area matches a region."""
+
+    layer: str
+    units: torch.Tensor  # [U] unit indices, best first
+    iou: torch.Tensor  # [U] intersection over union with the region
+    masks: torch.Tensor  # [U, H, W] thresholded unit maps, same order
+    quantile: float
+
+
+def match_region(
+    model: nn.Module,
+    x: torch.Tensor,
+    layer: str,
+    region: torch.Tensor,
+    quantile: float = 0.8,
+) -> RegionMatch:
+    """Rank all units of ``layer`` by IoU between ``region`` and their thresholded map.
+
+    For each unit ``u`` the map is upsampled to the input, thresholded at its own
+    ``quantile`` (so the top ``1 - quantile`` of its pixels are "on"), and scored with
+    ``IoU = |on ∩ region| / |on ∪ region|``.
+
+    Args:
+        x: one image ``[1, C, H, W]``.
+        region: boolean ``[H, W]`` mask in model-input pixels (see :func:`box_mask`).
+        quantile: per-unit threshold quantile; 0.8 keeps a fifth of the image.
+    """
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ValueError(f"match_region takes one image [1, C, H, W], got {tuple(x.shape)}")
+    if region.shape != x.shape[2:]:
+        raise ValueError(
+            f"region mask is {tuple(region.shape)} but the model input is {tuple(x.shape[2:])}"
+        )
+    region = region.bool()
+    if not region.any():
+        raise ValueError("region mask is empty")
+    maps = feature_maps(model, x, layer)
+    up = upsample(maps, (x.shape[2], x.shape[3]))[0]
+    on = threshold_maps(up, quantile)
+    inter = (on & region).flatten(1).sum(1).float()
+    union = (on | region).flatten(1).sum(1).float()
+    iou = inter / union
+    order = iou.argsort(descending=True, stable=True)
+    return RegionMatch(layer, order, iou[order], on[order], quantile)
