@@ -15,6 +15,16 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+# torchvision's and CSAIL's ImageNet-style evaluation: shorter side 256, centre crop 224.
+IMAGENET_PREPROCESSING: dict[str, Any] = {
+    "kind": "imagenet",
+    "channels": 3,
+    "resize": 256,
+    "crop": 224,
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+}
+
 
 def open_image(path: str | os.PathLike[str], channels: int = 3) -> Image.Image:
     """Open ``path`` as an 8-bit ``RGB`` (channels=3) or ``L`` (channels=1) image.

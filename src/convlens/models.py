@@ -267,6 +267,8 @@ def _load_places365(
 def _load_torchvision(key: str, weights: str | os.PathLike[str] | None) -> LoadedModel:
     import torchvision
 
+    from convlens.images import IMAGENET_PREPROCESSING
+
     arch = key.removeprefix("torchvision:")
     available = torchvision.models.list_models(module=torchvision.models)
     if arch not in available:
@@ -276,14 +278,7 @@ def _load_torchvision(key: str, weights: str | os.PathLike[str] | None) -> Loade
             + (f"; did you mean {', '.join(close)}?" if close else "")
             + f" ({len(available)} classification models, e.g. resnet18, vgg16, densenet121)"
         )
-    preprocessing: dict[str, Any] = {
-        "kind": "imagenet",
-        "channels": 3,
-        "resize": 256,
-        "crop": 224,
-        "mean": [0.485, 0.456, 0.406],
-        "std": [0.229, 0.224, 0.225],
-    }
+    preprocessing: dict[str, Any] = dict(IMAGENET_PREPROCESSING)
     if weights is not None and str(weights) == "none":
         model = torchvision.models.get_model(arch, weights=None)
         n = _num_outputs(model)

@@ -23,6 +23,7 @@ from torchvision.models import resnet18, resnet50
 from torchvision.models.resnet import BasicBlock, ResNet
 
 from convlens.fileio import atomic_write_bytes, fetch_url, user_cache_dir
+from convlens.images import IMAGENET_PREPROCESSING
 
 ARCHS = {
     "places365-resnet18": "resnet18",
@@ -36,14 +37,7 @@ CATEGORIES_URL = (
 CATEGORIES_FILE = "categories_places365.txt"
 NUM_CLASSES = 365
 # The official demo (run_placesCNN_basic.py): Scale(256), CenterCrop(224), ImageNet stats.
-PREPROCESSING: dict[str, Any] = {
-    "kind": "imagenet",
-    "channels": 3,
-    "resize": 256,
-    "crop": 224,
-    "mean": [0.485, 0.456, 0.406],
-    "std": [0.229, 0.224, 0.225],
-}
+PREPROCESSING: dict[str, Any] = IMAGENET_PREPROCESSING
 
 
 def wideresnet18(num_classes: int = NUM_CLASSES) -> ResNet:

@@ -73,6 +73,17 @@ def _show_image(ax: Axes, image: torch.Tensor) -> None:
         ax.imshow(image.permute(1, 2, 0).numpy())
 
 
+def _image_grid(n: int, cols: int = 6) -> tuple[Figure, list[Axes]]:
+    """A figure with ``n`` image panels in rows of ``cols``, axes hidden."""
+    cols = min(n, cols)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(cols * 2.1, rows * 2.3 + 0.4))
+    axes = list(fig.subplots(rows, cols, squeeze=False).flat)
+    for ax in axes:
+        ax.set_axis_off()
+    return fig, axes
+
+
 def draw_unit_maps(
     image: torch.Tensor,
     maps: torch.Tensor,
@@ -87,17 +98,11 @@ def draw_unit_maps(
     Each map is scaled by its own peak so weak units stay visible; the peak value is
     printed under the unit id.
     """
-    n = len(units) + 1
-    cols = min(n, 6)
-    rows = math.ceil(n / cols)
-    fig = Figure(figsize=(cols * 2.1, rows * 2.3 + 0.4))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax in axes.flat:
-        ax.set_axis_off()
-    _show_image(axes.flat[0], image)
-    axes.flat[0].set_title("input", fontsize=9)
+    fig, axes = _image_grid(len(units) + 1)
+    _show_image(axes[0], image)
+    axes[0].set_title("input", fontsize=9)
     for k, (u, peak) in enumerate(zip(units, peaks, strict=True), start=1):
-        ax = axes.flat[k]
+        ax = axes[k]
         _show_image(ax, image)
         m = maps[k - 1]
         hi = float(m.max())
@@ -117,19 +122,13 @@ def draw_region_match(
 ) -> Figure:
     """The region outlined on the image, then each unit's thresholded map (red) with
     the region's outline (white) and the IoU."""
-    n = len(units) + 1
-    cols = min(n, 6)
-    rows = math.ceil(n / cols)
-    fig = Figure(figsize=(cols * 2.1, rows * 2.3 + 0.4))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax in axes.flat:
-        ax.set_axis_off()
+    fig, axes = _image_grid(len(units) + 1)
     r = region.float().numpy()
-    _show_image(axes.flat[0], image)
-    axes.flat[0].contour(r, levels=[0.5], colors="white", linewidths=1.2)
-    axes.flat[0].set_title("region", fontsize=9)
+    _show_image(axes[0], image)
+    axes[0].contour(r, levels=[0.5], colors="white", linewidths=1.2)
+    axes[0].set_title("region", fontsize=9)
     for k, (u, iou) in enumerate(zip(units, ious, strict=True), start=1):
-        ax = axes.flat[k]
+        ax = axes[k]
         _show_image(ax, image)
         on = masks[k - 1].float().numpy()
         ax.imshow(on, cmap="Reds", alpha=0.45 * on, vmin=0, vmax=1)
