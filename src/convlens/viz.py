@@ -120,7 +120,7 @@ def draw_region_match(
     masks: torch.Tensor,
     title: str,
 ) -> Figure:
-    """The region outlined on the image, then each unit's thresholded map (red) with
+    """The region outlined on the image, then each unit's thresholded map (yellow) with
     the region's outline (white) and the IoU."""
     fig, axes = _image_grid(len(units) + 1)
     r = region.float().numpy()
@@ -130,8 +130,12 @@ def draw_region_match(
     for k, (u, iou) in enumerate(zip(units, ious, strict=True), start=1):
         ax = axes[k]
         _show_image(ax, image)
-        on = masks[k - 1].float().numpy()
-        ax.imshow(on, cmap="Reds", alpha=0.45 * on, vmin=0, vmax=1)
+        on = masks[k - 1].float()
+        overlay = torch.stack(
+            [torch.ones_like(on), 0.85 * torch.ones_like(on), torch.zeros_like(on), 0.6 * on],
+            dim=-1,
+        )  # yellow where "on"
+        ax.imshow(overlay.numpy())
         ax.contour(r, levels=[0.5], colors="white", linewidths=1.0)
         ax.set_title(f"unit {u}\nIoU {float(iou):.3f}", fontsize=8)
     fig.suptitle(title, fontsize=10)
