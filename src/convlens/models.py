@@ -254,7 +254,7 @@ def _load_places365(
         path = places365.cache_dir() / f"{arch}_places365.pth.tar"
         places365.ensure_file(path, places365.WEIGHTS_URL.format(arch=arch), progress)
     model = places365.build(arch)
-    places365.load_state(model, places365.read_checkpoint(path, arch), str(path))
+    load_state(model, places365.read_checkpoint(path, arch), str(path))
     model.eval()
     return LoadedModel(
         model=model,
@@ -279,10 +279,9 @@ def _load_torchvision(key: str, weights: str | os.PathLike[str] | None) -> Loade
             + f" ({len(available)} classification models, e.g. resnet18, vgg16, densenet121)"
         )
     preprocessing: dict[str, Any] = dict(IMAGENET_PREPROCESSING)
+    model = torchvision.models.get_model(arch, weights=None)
     if weights is not None and str(weights) == "none":
-        model = torchvision.models.get_model(arch, weights=None)
-        n = _num_outputs(model)
-        classes = tuple(f"class {i}" for i in range(n))
+        categories = None
     else:
         enum = torchvision.models.get_model_weights(arch).DEFAULT
         categories = enum.meta.get("categories")
@@ -294,7 +293,6 @@ def _load_torchvision(key: str, weights: str | os.PathLike[str] | None) -> Loade
         for attr in ("mean", "std"):
             if getattr(transforms, attr, None) is not None:
                 preprocessing[attr] = list(getattr(transforms, attr))
-        model = torchvision.models.get_model(arch, weights=None)
         if weights is not None:
             path = Path(weights)
         else:
@@ -307,22 +305,39 @@ def _load_torchvision(key: str, weights: str | os.PathLike[str] | None) -> Loade
                     f"torchvision.models.get_model('{arch}', weights='DEFAULT')\"`, pass "
                     "--weights FILE, or --weights none for random weights"
                 )
-        state = load_checkpoint_file(path)
-        state = state.get("state_dict", state)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()
-            raise ValueError(
-                f"{path} does not fit torchvision's {arch}: {' '.join(first[:2])}"
-            ) from e
-        classes = (
-            tuple(categories)
-            if categories
-            else tuple(f"class {i}" for i in range(_num_outputs(model)))
-        )
+        record = load_checkpoint_file(path)
+        load_state(model, record.get("state_dict", record), str(path))
     model.eval()
+    if not categories:
+        categories = [f"class {i}" for i in range(_num_outputs(model))]
+    classes = tuple(categories)
     return LoadedModel(model=model, name=key, classes=classes, preprocessing=preprocessing)
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict`` with strict key and shape checks and a readable error."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+        if wrong:
+            parts.append(f"shape mismatches: {'; '.join(wrong[:3])}")
+        raise ValueError(
+            f"{source} does not fit the {type(model).__name__} architecture: "
+            + ", ".join(parts)
+            + "; is it the checkpoint of another model?"
+        )
+    model.load_state_dict(state, strict=True)
 
 
 def _num_outputs(model: nn.Module) -> int:

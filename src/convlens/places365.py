@@ -121,32 +121,6 @@ def _load_python2(path: Path) -> Any:
         ) from e
 
 
-def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """``load_state_dict`` with strict key and shape checks and a readable error."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in own
-        if k in state and state[k].shape != own[k].shape
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
-        if wrong:
-            parts.append(f"shape mismatches: {'; '.join(wrong[:3])}")
-        raise ValueError(
-            f"{source} does not fit the {type(model).__name__} architecture: "
-            + ", ".join(parts)
-            + "; is it the checkpoint of another model?"
-        )
-    model.load_state_dict(state, strict=True)
-
-
 def parse_categories(text: str, source: str = CATEGORIES_FILE) -> tuple[str, ...]:
     """Names from ``categories_places365.txt`` (lines like ``/a/airfield 0``): the path
     without its leading ``/x/``, sub-levels kept (``apartment_building/outdoor``)."""
