@@ -140,3 +140,52 @@ def test_16bit_grayscale_uses_full_range(tmp_path: Path) -> None:
     Image.fromarray(a).save(tmp_path / "deep.png")
     out = np.asarray(images.open_image(tmp_path / "deep.png", channels=1))
     assert out.tolist() == [[0, 128, 255]]
+
+
+def test_cam_cli(tmp_path: Path, photo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, _ = official_checkpoint(tmp_path, "resnet18")
+    common = ["places365-resnet18", str(photo), str(photo), "--weights", str(path)]
+    out = tmp_path / "cam.png"
+    assert main(["cam", *common, "--top", "3", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "cam of layer layer4 (7x7 maps)" in text and out.read_bytes()[:4] == b"\x89PNG"
+    assert text.count("scene.png: ") == 2
+    assert (
+        main(["cam", *common, "--method", "gradcam", "--layer", "layer3", "--out", str(out)]) == 0
+    )
+    assert "gradcam of layer layer3 (14x14 maps)" in capsys.readouterr().out
+    vgg = ["cam", "torchvision:vgg11", "--weights", "none", str(photo), "--out", str(out)]
+    assert main(vgg) == 2
+    assert "use Grad-CAM (--method gradcam)" in capsys.readouterr().err
+
+
+def test_ablate_cli(tmp_path: Path, photo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, _ = official_checkpoint(tmp_path, "resnet18")
+    common = ["ablate", "places365-resnet18", str(photo), "--weights", str(path)]
+    out = tmp_path / "a.svg"
+    assert main([*common, "--top-k", "4", "--min-units", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "units of layer4 with the largest FC weight" in text
+    assert "before" in text and "after activation ablation of 4 units of layer4" in text
+    assert "fewest units of layer4 (activation ablation), exact minimum" in text
+    assert "confirmed by a real forward pass" in text and out.read_text().startswith("<?xml")
+    args = [*common, "--layer", "layer4.1", "--units", "1", "2", "--mode", "weights"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert "weights ablation of 2 units of layer4.1.conv2" in capsys.readouterr().out
+    assert main([*common, "--units", "600"]) == 2
+    assert "units [600] out of range: layer 'layer4' has 512" in capsys.readouterr().err
+    assert main(common) == 2
+    assert "give --units K [K ...], --top-k N or --min-units" in capsys.readouterr().err
+
+
+@needs_fashion
+def test_ablate_and_cam_on_the_shipped_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "a.png"
+    args = ["ablate", "fashion-cnn", "test:0", "--layer", "features.1", "--min-units"]
+    assert main([*args, "--max-units", "3", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "greedy" in text and "images run through the model" in text
+    assert main(["cam", "fashion-cnn", "test:0", "test:1", "--out", str(out)]) == 0
+    assert "test:1: Pullover" in capsys.readouterr().out

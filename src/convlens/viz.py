@@ -16,6 +16,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from convlens.ablation import FewestUnits
 from convlens.fileio import atomic_write_bytes
 from convlens.filters import FilterTiles
 
@@ -140,3 +141,137 @@ def draw_region_match(
         ax.set_title(f"unit {u}\nIoU {float(iou):.3f}", fontsize=8)
     fig.suptitle(title, fontsize=10)
     return fig
+
+
+def draw_class_maps(
+    images: Sequence[torch.Tensor],
+    maps: torch.Tensor,
+    labels: Sequence[Sequence[str]],
+    names: Sequence[str],
+    title: str,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+) -> Figure:
+    """One row per image: the image, then one overlay per class.
+
+    Args:
+        images: ``N`` display images ``[C, H, W]`` in [0, 1].
+        maps: ``[N, T, H, W]`` maps in [0, 1] at the image's size.
+        labels: per image, ``T`` captions ("class 91.2%").
+        names: a caption for each input image.
+    """
+    n, t = maps.shape[:2]
+    fig = Figure(figsize=((t + 1) * 2.0, n * 2.25 + 0.5))
+    axes = fig.subplots(n, t + 1, squeeze=False)
+    for i in range(n):
+        _show_image(axes[i, 0], images[i])
+        axes[i, 0].set_title(_shorten(names[i]), fontsize=8)
+        for j in range(t):
+            ax = axes[i, j + 1]
+            _show_image(ax, images[i])
+            ax.imshow(maps[i, j].numpy(), cmap=cmap, alpha=alpha, vmin=0, vmax=1)
+            ax.set_title(labels[i][j], fontsize=8)
+        for ax in axes[i]:
+            ax.set_axis_off()
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _shorten(text: str, width: int = 28) -> str:
+    return text if len(text) <= width else "…" + text[-(width - 1) :]
+
+
+def draw_ablation(
+    image: torch.Tensor,
+    maps: torch.Tensor,
+    units: Sequence[int],
+    classes: Sequence[str],
+    before: torch.Tensor,
+    after: torch.Tensor,
+    title: str,
+    top: int = 5,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+) -> Figure:
+    """The ablated units' maps over the image (``maps``: ``[U, H, W]``, at most 11
+    shown), and a bar chart of the probabilities before and after ablation for the
+    classes in either top-``top`` (``before``/``after``: ``[K]`` probabilities)."""
+    shown = list(units)[:11]
+    cols = min(len(shown) + 1, 6)
+    rows = math.ceil((len(shown) + 1) / cols)
+    fig = Figure(figsize=(max(cols * 2.0, 8.0), rows * 2.2 + 2.8))
+    grid = fig.add_gridspec(rows + 1, cols, height_ratios=[1.0] * rows + [1.25])
+    for k in range(rows * cols):
+        ax = fig.add_subplot(grid[k // cols, k % cols])
+        ax.set_axis_off()
+        if k <= len(shown):
+            _show_image(ax, image)
+        if k == 0:
+            ax.set_title("input", fontsize=9)
+        elif k <= len(shown):
+            m = maps[k - 1]
+            hi = float(m.max())
+            ax.imshow(m.numpy(), cmap=cmap, alpha=alpha, vmin=0, vmax=hi if hi > 0 else 1)
+            ax.set_title(f"unit {shown[k - 1]} (ablated)", fontsize=8)
+    picked = sorted(
+        set(before.topk(top).indices.tolist()) | set(after.topk(top).indices.tolist()),
+        key=lambda c: -float(before[c]),
+    )
+    ax = fig.add_subplot(grid[rows, :])
+    pos = torch.arange(len(picked), dtype=torch.float32)
+    ax.bar((pos - 0.2).numpy(), [float(before[c]) for c in picked], 0.4, label="before")
+    ax.bar((pos + 0.2).numpy(), [float(after[c]) for c in picked], 0.4, label="after ablation")
+    ax.set_xticks(pos.numpy(), [classes[c] for c in picked], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("probability")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def top_k_table(
+    classes: Sequence[str], columns: Sequence[tuple[str, torch.Tensor]], k: int = 5
+) -> str:
+    """Side-by-side plain-text top-``k`` lists, one column per ``(heading, probs [K])``."""
+    width = max(len(c) for c in classes) + 10
+    cells = []
+    for heading, probs in columns:
+        top = probs.topk(min(k, probs.numel()))
+        rows = [
+            f"{i + 1}. {classes[c]:<{width - 10}} {p:6.1%}"
+            for i, (p, c) in enumerate(zip(top.values.tolist(), top.indices.tolist(), strict=True))
+        ]
+        cells.append([heading, *rows])
+    col_width = max(len(row) for col in cells for row in col[1:]) + 6
+    return "\n".join(
+        "".join(f"{col[r]:<{col_width}}" for col in cells).rstrip() for r in range(len(cells[0]))
+    )
+
+
+def describe_fewest_units(r: FewestUnits, classes: Sequence[str]) -> str:
+    """A few lines saying what :func:`convlens.ablation.fewest_units` found and how."""
+    before, after = r.logits_before.softmax(0), r.logits_after.softmax(0)
+    how = {
+        "optimal": "exact minimum over all subsets (closed form, per rival class)",
+        "contribution": "in decreasing order of FC weight x mean activation (closed form)",
+        "weight": "in decreasing order of FC weight (closed form)",
+        "greedy": "greedy: each step removes the unit that most lowers the top-1 margin",
+    }[r.order]
+    lines = [f"fewest units of {r.layer} ({r.mode} ablation), {how}:"]
+    orig = f"{classes[r.original_class]} ({float(before[r.original_class]):.1%})"
+    if not r.found:
+        lines.append(
+            f"  no set found: after removing {len(r.units)} units the top-1 is still {orig}"
+        )
+    else:
+        lines.append(f"  {len(r.units)} units: {list(r.units)}")
+        lines.append(f"  top-1 {orig} -> {classes[r.new_class]} ({float(after[r.new_class]):.1%})")
+    if r.predicted_logits is not None:
+        gap = float((r.predicted_logits - r.logits_after).abs().max())
+        lines.append(
+            f"  confirmed by a real forward pass: max |closed form - real| logit = {gap:.2e}"
+        )
+    else:
+        lines.append(f"  {r.forward_passes} images run through the model")
+    return "\n".join(lines)

@@ -7,9 +7,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from convlens.cli import demo, evaluate, filters, layers, predict, train, units
+from convlens.cli import ablate, cam, demo, evaluate, filters, layers, predict, train, units
 
-COMMANDS = (train, evaluate, predict, layers, filters, units, demo)
+COMMANDS = (train, evaluate, predict, layers, filters, units, ablate, cam, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,407 @@
+"""Unit ablation (Problem 2 c-d): zero units of a layer, compare predictions, and find
+the fewest units whose removal changes the top-1 class.
+
+Two ways to remove unit ``k`` of a layer:
+
+- ``activation`` (default): a forward hook sets channel ``k`` of the layer's output
+  to zero. Everything downstream sees a zero map.
+- ``weights``: the kernel (and bias) of output channel ``k`` of a convolution is
+  zeroed for the duration of the block. The convolution then outputs exactly zero
+  in channel ``k`` (so this equals activation ablation *at the convolution*), but a
+  following BatchNorm turns that zero into ``beta - gamma * mean / sqrt(var + eps)``
+  and a ReLU may pass it on, and in a residual block the skip connection adds the
+  block's input back, so the block's output channel ``k`` is generally not zero.
+  When ``layer`` names a block rather than a convolution, its last ``nn.Conv2d``
+  with the right number of channels is the one modified.
+
+The model is never left modified: hooks are removed and weights restored in
+``finally``, also when the body raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from convlens.cam import GapHead, NotGapHeadError, find_gap_head
+from convlens.hooks import capture, get_layer
+from convlens.models import eval_mode
+
+MODES = ("activation", "weights")
+ORDERS = ("optimal", "contribution", "weight", "greedy")
+
+
+def conv_for(model: nn.Module, layer: str) -> str:
+    """The convolution whose kernels ``weights`` ablation zeroes for ``layer``: the layer
+    itself if it is an ``nn.Conv2d``, else the last ``nn.Conv2d`` inside it."""
+    module = get_layer(model, layer)
+    if isinstance(module, nn.Conv2d):
+        return layer
+    convs = [n for n, m in module.named_modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError(
+            f"layer {layer!r} ({type(module).__name__}) contains no convolution, so its "
+            "units have no kernels to zero; use --mode activation"
+        )
+    return f"{layer}.{convs[-1]}"
+
+
+def _check_units(units: Sequence[int], channels: int, layer: str) -> list[int]:
+    units = [int(u) for u in units]
+    if not units:
+        raise ValueError("no units given")
+    bad = [u for u in units if not 0 <= u < channels]
+    if bad:
+        raise ValueError(
+            f"units {bad} out of range: layer {layer!r} has {channels} units (0..{channels - 1})"
+        )
+    return units
+
+
+@contextmanager
+def masked_channels(model: nn.Module, layer: str, keep: torch.Tensor) -> Iterator[None]:
+    """Zero the channels of ``layer``'s output where ``keep`` is ``False``.
+
+    ``keep`` is boolean ``[C]`` (same for every image) or ``[N, C]`` (one pattern per
+    image of the batch, for batched searches).
+    """
+    module = get_layer(model, layer)
+
+    def hook(_m: nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
+        if not isinstance(out, torch.Tensor) or out.ndim < 2:
+            raise ValueError(f"layer {layer!r} does not output [N, C, ...] units")
+        if out.shape[1] != keep.shape[-1]:
+            raise ValueError(f"layer {layer!r} has {out.shape[1]} units, the mask {keep.shape[-1]}")
+        k = keep.to(out.device).reshape(-1 if keep.ndim == 2 else 1, out.shape[1])
+        k = k.reshape(*k.shape, *([1] * (out.ndim - 2)))
+        return torch.where(k, out, torch.zeros((), dtype=out.dtype, device=out.device))
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def ablated(
+    model: nn.Module, layer: str, units: Sequence[int], mode: str = "activation"
+) -> Iterator[str]:
+    """Inside the block, ``units`` of ``layer`` are removed; yields the name of the
+    module actually changed (``layer`` itself, or its convolution in ``weights`` mode).
+
+    Raises:
+        ValueError: unknown mode, layer or unit.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown ablation mode {mode!r}; choose activation or weights")
+    if mode == "activation":
+        units = [int(u) for u in units]
+
+        def hook(_m: nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
+            if not isinstance(out, torch.Tensor) or out.ndim < 2:
+                raise ValueError(f"layer {layer!r} does not output [N, C, ...] units")
+            _check_units(units, out.shape[1], layer)
+            out = out.clone()
+            out[:, units] = 0
+            return out
+
+        handle = get_layer(model, layer).register_forward_hook(hook)
+        try:
+            yield layer
+        finally:
+            handle.remove()
+        return
+
+    name = conv_for(model, layer)
+    conv = get_layer(model, name)
+    assert isinstance(conv, nn.Conv2d)
+    idx = torch.tensor(_check_units(units, conv.out_channels, name))
+    saved_w = conv.weight.detach()[idx].clone()
+    saved_b = conv.bias.detach()[idx].clone() if conv.bias is not None else None
+    try:
+        with torch.no_grad():
+            conv.weight[idx] = 0
+            if conv.bias is not None:
+                conv.bias[idx] = 0
+        yield name
+    finally:
+        with torch.no_grad():
+            conv.weight[idx] = saved_w
+            if conv.bias is not None and saved_b is not None:
+                conv.bias[idx] = saved_b
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """Predictions before and after removing units, and the removed units' maps."""
+
+    layer: str
+    modified: str  # module actually changed (the conv in weights mode)
+    mode: str
+    units: tuple[int, ...]
+    logits_before: torch.Tensor  # [N, K]
+    logits_after: torch.Tensor  # [N, K]
+    maps: torch.Tensor  # [N, U, h, w] the ablated units' maps before ablation
+
+    @property
+    def probs_before(self) -> torch.Tensor:
+        return self.logits_before.softmax(1)
+
+    @property
+    def probs_after(self) -> torch.Tensor:
+        return self.logits_after.softmax(1)
+
+
+@torch.no_grad()
+def ablate(
+    model: nn.Module,
+    x: torch.Tensor,
+    layer: str,
+    units: Sequence[int],
+    mode: str = "activation",
+) -> Ablation:
+    """Run ``x`` through ``model`` as is and with ``units`` of ``layer`` removed.
+
+    Returns:
+        The logits of both passes and the feature maps of the removed units (from the
+        unmodified pass).
+    """
+    if x.ndim != 4:
+        raise ValueError(f"inputs must be [N, C, H, W], got shape {tuple(x.shape)}")
+    with eval_mode(model):
+        with capture(model, layer) as store:
+            before = model(x).float()
+        maps = store[layer]
+        if maps.ndim != 4:
+            raise ValueError(
+                f"layer {layer!r} outputs shape {tuple(maps.shape)}, not [N, C, h, w] units"
+            )
+        units = _check_units(units, maps.shape[1], layer)
+        with ablated(model, layer, units, mode) as modified:
+            after = model(x).float()
+    return Ablation(layer, modified, mode, tuple(units), before, after, maps[:, units].float())
+
+
+def units_by_fc_weight(head: GapHead, class_index: int, k: int) -> list[int]:
+    """The ``k`` units of the head's feature layer with the largest weight into
+    class ``class_index`` of the linear layer (``W[c, :]``, largest first)."""
+    channels = head.weight.shape[1]
+    if not 1 <= k <= channels:
+        raise ValueError(f"top-k must be in 1..{channels}, got {k}")
+    return head.weight[class_index].topk(k).indices.tolist()
+
+
+@dataclass(frozen=True)
+class FewestUnits:
+    """The smallest set of units found whose removal changes the top-1 class."""
+
+    layer: str
+    mode: str
+    order: str  # optimal, contribution, weight or greedy
+    method: str  # "closed form" or "forward search"
+    found: bool
+    units: tuple[int, ...]  # in the order they were removed
+    original_class: int
+    new_class: int  # top-1 after removing ``units`` (real forward pass)
+    logits_before: torch.Tensor  # [K]
+    logits_after: torch.Tensor  # [K] real forward pass with ``units`` removed
+    predicted_logits: torch.Tensor | None  # [K] closed form, when it applies
+    forward_passes: int  # images run through the model by the search
+
+
+def _margins(logits: torch.Tensor, c: int) -> torch.Tensor:
+    """``logit_c - max_{d != c} logit_d`` per row; negative once another class wins."""
+    others = logits.clone()
+    others[:, c] = float("-inf")
+    return logits[:, c] - others.amax(1)
+
+
+def _changed(logits: torch.Tensor, c: int) -> torch.Tensor:
+    return logits.argmax(1) != c
+
+
+def fewest_units(
+    model: nn.Module,
+    x: torch.Tensor,
+    layer: str | None = None,
+    order: str | None = None,
+    mode: str = "activation",
+    max_units: int = 32,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> FewestUnits:
+    """The fewest units of ``layer`` whose removal changes the top-1 class of image ``x``.
+
+    For the layer whose global average feeds the final linear layer (the default
+    ``layer``) and ``activation`` mode, removing unit ``k`` changes every logit by
+    exactly ``-W[:, k] * mean(A_k)``, so the search is closed form:
+
+    - ``optimal`` (default there): for each rival class ``d`` the gains
+      ``(W[c, k] - W[d, k]) * mean(A_k)`` sorted in decreasing order give the fewest
+      units that lift ``d`` over ``c``; the minimum over ``d`` is the exact optimum
+      over all subsets.
+    - ``contribution``: remove units in decreasing order of ``W[c, k] * mean(A_k)``.
+    - ``weight``: remove units in decreasing order of ``W[c, k]``.
+
+    The answer is confirmed with one real forward pass. For any other layer or for
+    ``weights`` mode the search is ``greedy``: each step runs the image once per
+    remaining unit (batched) and removes the unit that most shrinks the margin of
+    the original class, for at most ``max_units`` steps.
+
+    Args:
+        x: one image ``[1, C, H, W]``.
+    """
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ValueError(f"fewest_units takes one image [1, C, H, W], got {tuple(x.shape)}")
+    if mode not in MODES:
+        raise ValueError(f"unknown ablation mode {mode!r}; choose activation or weights")
+    if order is not None and order not in ORDERS:
+        raise ValueError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
+    head: GapHead | None
+    try:
+        head = find_gap_head(model, x, layer)
+    except NotGapHeadError:
+        head = None
+        if layer is None:
+            raise
+    assert layer is not None or head is not None
+    layer = layer if layer is not None else head.layer  # type: ignore[union-attr]
+    closed_form = head is not None and mode == "activation"
+    if order is None:
+        order = "optimal" if closed_form else "greedy"
+    if order != "greedy" and not closed_form:
+        why = "weights mode" if head is not None else f"layer {layer!r}"
+        raise ValueError(
+            f"order {order!r} uses the linear head, which is exact only for activation "
+            f"ablation of the layer feeding global average pooling, not for {why}; "
+            "use --order greedy"
+        )
+    with eval_mode(model), torch.no_grad():
+        with capture(model, layer) as store:
+            logits = model(x).float()
+        feats = store[layer].float()
+        c = int(logits.argmax(1))
+        if order == "greedy":
+            units, passes = _greedy(
+                model, x, layer, mode, c, feats.shape[1], max_units, batch_size, progress
+            )
+            predicted = None
+        else:
+            assert head is not None
+            units, predicted = _closed_form(head, feats, logits[0], c, order)
+            passes = 0
+        if units:
+            with ablated(model, layer, units, mode):
+                after = model(x).float()[0]
+            passes += 1
+        else:
+            after = logits[0]
+    new = int(after.argmax())
+    return FewestUnits(
+        layer=layer,
+        mode=mode,
+        order=order,
+        method="closed form" if order != "greedy" else "forward search",
+        found=new != c,
+        units=tuple(units),
+        original_class=c,
+        new_class=new,
+        logits_before=logits[0],
+        logits_after=after,
+        predicted_logits=predicted,
+        forward_passes=passes,
+    )
+
+
+def _closed_form(
+    head: GapHead, feats: torch.Tensor, logits: torch.Tensor, c: int, order: str
+) -> tuple[list[int], torch.Tensor | None]:
+    """Units to remove and the logits predicted after removing them."""
+    w = head.weight.to(feats.device)  # [K, C]
+    a = feats[0].mean((1, 2))  # [C] what global average pooling passes on
+    effect = w * a  # [K, C]: removing unit k lowers logit d by effect[d, k]
+    if order == "optimal":
+        best: list[int] | None = None
+        for d in range(w.shape[0]):
+            if d == c:
+                continue
+            gain = effect[c] - effect[d]  # how much removing k closes the gap to d
+            ranked = gain.argsort(descending=True, stable=True)
+            total = gain[ranked].cumsum(0)
+            hits = (total > logits[c] - logits[d]).nonzero()
+            if len(hits):
+                m = int(hits[0]) + 1
+                if best is None or m < len(best):
+                    best = ranked[:m].tolist()
+        ranked_units = best or []
+    else:
+        score = effect[c] if order == "contribution" else w[c]
+        ranked = score.argsort(descending=True, stable=True)
+        after_each = logits[None, :] - effect[:, ranked].cumsum(1).T  # [C, K]
+        hits = _changed(after_each, c).nonzero()
+        ranked_units = ranked[: int(hits[0]) + 1].tolist() if len(hits) else []
+    if not ranked_units:
+        return [], None
+    predicted = logits - effect[:, ranked_units].sum(1)
+    return ranked_units, predicted
+
+
+def _greedy(
+    model: nn.Module,
+    x: torch.Tensor,
+    layer: str,
+    mode: str,
+    c: int,
+    channels: int,
+    max_units: int,
+    batch_size: int,
+    progress: bool,
+) -> tuple[list[int], int]:
+    """Greedy forward search; returns the removed units and the number of passes."""
+    target = conv_for(model, layer) if mode == "weights" else layer
+    if mode == "weights":
+        # Zeroing the kernel and bias of output channel k makes the convolution output
+        # exactly zero there, so masking the convolution's output is the same function,
+        # and it lets every image of a batch remove a different unit.
+        conv = get_layer(model, target)
+        assert isinstance(conv, nn.Conv2d)
+        channels = conv.out_channels
+    keep = torch.ones(channels, dtype=torch.bool)
+    removed: list[int] = []
+    passes = 0
+    steps = tqdm(
+        range(min(max_units, channels)), desc="fewest units", unit="step", disable=not progress
+    )
+    for _ in steps:
+        candidates = keep.nonzero().flatten()
+        margins = torch.empty(len(candidates))
+        changed = torch.zeros(len(candidates), dtype=torch.bool)
+        for start in range(0, len(candidates), batch_size):
+            chunk = candidates[start : start + batch_size]
+            masks = keep.expand(len(chunk), channels).clone()
+            masks[torch.arange(len(chunk)), chunk] = False
+            with masked_channels(model, target, masks):
+                out = model(x.expand(len(chunk), *x.shape[1:])).float()
+            passes += len(chunk)
+            margins[start : start + len(chunk)] = _margins(out, c)
+            changed[start : start + len(chunk)] = _changed(out, c)
+        # Prefer a unit that flips the class now; among the rest, the smallest margin.
+        if changed.any():
+            flipping = changed.nonzero().flatten()
+            pick = int(flipping[margins[flipping].argmin()])
+        else:
+            pick = int(margins.argmin())
+        unit = int(candidates[pick])
+        removed.append(unit)
+        keep[unit] = False
+        steps.set_postfix(units=len(removed), margin=f"{float(margins[pick]):.3f}")
+        if changed[pick]:
+            break
+    steps.close()
+    return removed, passes

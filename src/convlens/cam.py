@@ -1,0 +1,358 @@
+"""Class activation maps (Problem 3): CAM for networks that end in global average
+pooling plus one linear layer, and Grad-CAM for any convolutional layer.
+
+For a GAP + linear head with features ``A`` (``[C, h, w]``), weights ``W``
+(``[K, C]``) and bias ``b``::
+
+    logit_c = sum_k W[c, k] * mean_ij A[k, i, j] + b_c
+    CAM_c(i, j) = sum_k W[c, k] * A[k, i, j]
+
+so the CAMs of all classes are one matrix product, ``(hw x C) @ W.T -> (hw x K)``,
+and ``mean_ij CAM_c + b_c = logit_c`` exactly. Grad-CAM replaces ``W[c, k]`` by
+the spatial mean of ``d logit_c / d A[k]`` and keeps the positive part; on a GAP +
+linear head that mean is ``W[c, k] / (h w)``, so Grad-CAM is ``ReLU(CAM) / (h w)``.
+
+Both methods share :class:`ActivationMapMethod`; each overrides only how the
+channel weights are computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convlens.hooks import capture, get_layer
+from convlens.models import eval_mode
+
+
+@dataclass(frozen=True)
+class GapHead:
+    """Where a network's global-average-pooling + linear head starts.
+
+    ``layer`` is the module whose output ``[N, C, h, w]`` is averaged and fed to the
+    linear layer ``fc`` (``weight`` ``[K, C]``, ``bias`` ``[K]`` or ``None``).
+    """
+
+    layer: str
+    fc: str
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
+
+class NotGapHeadError(ValueError):
+    """The model does not end in global average pooling followed by one linear layer."""
+
+
+def _last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise NotGapHeadError(
+            f"{type(model).__name__} has no nn.Linear layer, so it has no GAP + linear "
+            "head for CAM; use Grad-CAM (--method gradcam) on a convolutional layer"
+        )
+    return linears[-1]
+
+
+@torch.no_grad()
+def find_gap_head(model: nn.Module, x: torch.Tensor, layer: str | None = None) -> GapHead:
+    """Find (or check) the layer whose global average feeds the final linear layer.
+
+    The check is numerical, so it holds for any forward function: with ``model`` in
+    evaluation mode on ``x``, the last ``nn.Linear`` must produce the logits, and its
+    input must equal the spatial mean of ``layer``'s output. Without ``layer`` the
+    last module (in execution order) whose output passes this test is chosen, which
+    is the outermost one when several return the same tensor (``layer4`` of a ResNet,
+    ``features`` of :class:`~convlens.models.FashionCNN`).
+
+    Raises:
+        NotGapHeadError: the head is something else (e.g. VGG's pooled 7x7 grid and
+            three linear layers); the message suggests Grad-CAM.
+        ValueError: unknown ``layer``.
+    """
+    fc_name, fc = _last_linear(model)
+    if layer is not None:
+        get_layer(model, layer)
+    x = x[:1]
+    seen: list[tuple[str, torch.Tensor, int]] = []
+    fc_io: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def record(name: str) -> Callable[..., None]:
+        def hook(_m: nn.Module, _inp: tuple[torch.Tensor, ...], out: object) -> None:
+            if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[1] == fc.in_features:
+                seen.append((name, out.detach().float().mean((2, 3)), out.shape[2] * out.shape[3]))
+
+        return hook
+
+    def fc_hook(_m: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        fc_io["in"], fc_io["out"] = inp[0].detach().float(), out.detach().float()
+
+    try:
+        for name, module in model.named_modules():
+            if name and (layer is None or name == layer):
+                handles.append(module.register_forward_hook(record(name)))
+        handles.append(fc.register_forward_hook(fc_hook))
+        with eval_mode(model):
+            logits = model(x).float()
+    finally:
+        for h in handles:
+            h.remove()
+
+    suggestion = "use Grad-CAM (--method gradcam) on a convolutional layer"
+    if "out" not in fc_io or fc_io["out"].shape != logits.shape or not _close(fc_io["out"], logits):
+        raise NotGapHeadError(
+            f"the last linear layer {fc_name!r} does not produce the model's output, so "
+            f"the head is not global average pooling + one linear layer; {suggestion}"
+        )
+    pooled = fc_io["in"].reshape(1, -1)
+    # A pooling layer's own 1x1 output also averages to the FC input; prefer real maps.
+    seen.sort(key=lambda item: item[2] > 1)  # stable: execution order within each group
+    for name, mean, _ in reversed(seen):
+        if _close(mean, pooled):
+            bias = fc.bias.detach().float().clone() if fc.bias is not None else None
+            return GapHead(name, fc_name, fc.weight.detach().float().clone(), bias)
+    where = f"layer {layer!r}'s" if layer else "any layer's"
+    raise NotGapHeadError(
+        f"the input of {fc_name!r} is not the global average of {where} "
+        f"[N, {fc.in_features}, h, w] output, so the head is not global average pooling + "
+        f"one linear layer and CAM does not apply; {suggestion}"
+    )
+
+
+@torch.no_grad()
+def last_conv_module(model: nn.Module, x: torch.Tensor) -> str:
+    """The last module, in execution order, that contains (or is) an ``nn.Conv2d`` and
+    returns ``[N, C, h, w]``: ``layer4`` of a ResNet, ``features`` of a VGG."""
+    has_conv = {
+        name
+        for name, m in model.named_modules()
+        if name and any(isinstance(s, nn.Conv2d) for s in m.modules())
+    }
+    order: list[str] = []
+    handles = []
+
+    def record(name: str) -> Callable[..., None]:
+        def hook(_m: nn.Module, _inp: tuple[torch.Tensor, ...], out: object) -> None:
+            if isinstance(out, torch.Tensor) and out.ndim == 4:
+                order.append(name)
+
+        return hook
+
+    try:
+        for name in has_conv:
+            handles.append(get_layer(model, name).register_forward_hook(record(name)))
+        with eval_mode(model):
+            model(x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    if not order:
+        raise ValueError(f"{type(model).__name__} has no convolutional layer to explain")
+    return order[-1]
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    scale = float(b.abs().max()) + 1e-6
+    return a.shape == b.shape and float((a - b).abs().max()) <= 1e-4 * scale + 1e-5
+
+
+def cam_all_classes(features: torch.Tensor, head: GapHead) -> torch.Tensor:
+    """CAMs of every class: ``[N, C, h, w]`` features -> ``[N, K, h, w]``.
+
+    The features are reshaped to ``(N, hw, C)`` and passed through the linear layer
+    without its bias, giving ``(N, hw, K)``: ``CAM_c(i, j) = sum_k W[c, k] A[k, i, j]``.
+    """
+    n, c, h, w = features.shape
+    if c != head.weight.shape[1]:
+        raise ValueError(
+            f"features have {c} channels but the linear layer takes {head.weight.shape[1]}"
+        )
+    flat = features.float().permute(0, 2, 3, 1).reshape(n, h * w, c)  # (N, hw, C)
+    scores = F.linear(flat, head.weight.to(flat.device))  # (N, hw, K)
+    return scores.permute(0, 2, 1).reshape(n, -1, h, w)
+
+
+def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
+    """Min-max scale each map of ``[..., h, w]`` to [0, 1]: ``(m - min) / (max - min)``;
+    a constant map becomes zeros. Returns a new tensor."""
+    flat = maps.flatten(-2)
+    lo = flat.amin(-1, keepdim=True)
+    span = flat.amax(-1, keepdim=True) - lo
+    out = (flat - lo) / torch.where(span > 0, span, torch.ones_like(span))
+    return out.reshape(maps.shape)
+
+
+@dataclass(frozen=True)
+class ClassMaps:
+    """Activation maps of the top classes for a batch of images."""
+
+    method: str
+    layer: str
+    logits: torch.Tensor  # [N, K]
+    probs: torch.Tensor  # [N, K] softmax
+    classes: torch.Tensor  # [N, T] class indices, most probable first
+    maps: torch.Tensor  # [N, T, h, w] raw maps at the layer's resolution
+    normalized: torch.Tensor  # [N, T, h, w] min-max scaled to [0, 1]
+    upsampled: torch.Tensor  # [N, T, H, W] normalised maps, bilinear to the input size
+
+
+class ActivationMapMethod:
+    """Weighted sums of a layer's channels, one per target class:
+    ``map_c = act(sum_k alpha[c, k] A[k])``. Subclasses define ``alpha``
+    (:meth:`channel_weights`) and whether the sum passes through a ReLU."""
+
+    name = "base"
+    relu = False
+
+    def __init__(self, model: nn.Module, layer: str | None = None) -> None:
+        self.model = model
+        self.layer = layer
+
+    def resolve_layer(self, x: torch.Tensor) -> str:
+        """The layer to read: the given one, else the GAP head's feature layer, else the
+        last convolutional module (see :func:`last_conv_module`)."""
+        if self.layer is not None:
+            get_layer(self.model, self.layer)
+            return self.layer
+        try:
+            return find_gap_head(self.model, x).layer
+        except NotGapHeadError:
+            return last_conv_module(self.model, x)
+
+    def channel_weights(
+        self, features: torch.Tensor, logits: torch.Tensor, classes: torch.Tensor
+    ) -> torch.Tensor:
+        """``alpha``: ``[N, T, C]`` weights of each channel for each target class."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits, features)`` of ``x``; the features keep their graph if needed."""
+        with eval_mode(self.model), torch.no_grad(), capture(self.model, layer) as store:
+            logits = self.model(x)
+        return logits.float(), store[layer].float()
+
+    def __call__(
+        self, x: torch.Tensor, top: int = 5, classes: torch.Tensor | None = None
+    ) -> ClassMaps:
+        """Maps for the ``top`` most probable classes of each image (or for ``classes``,
+        ``[N, T]``), at the layer's resolution and upsampled to the input's."""
+        if x.ndim != 4:
+            raise ValueError(f"inputs must be [N, C, H, W], got shape {tuple(x.shape)}")
+        layer = self.resolve_layer(x)
+        logits, features = self.forward(x, layer)
+        if features.ndim != 4:
+            raise ValueError(
+                f"layer {layer!r} outputs shape {tuple(features.shape)}, not [N, C, h, w]"
+            )
+        k = logits.shape[1]
+        if classes is None:
+            if not 1 <= top <= k:
+                raise ValueError(f"top must be in 1..{k}, got {top}")
+            classes = logits.topk(top, dim=1).indices
+        elif classes.ndim != 2 or classes.shape[0] != x.shape[0]:
+            raise ValueError(f"classes must be [N, T] with N={x.shape[0]}")
+        alpha = self.channel_weights(features, logits, classes)
+        maps = torch.einsum("ntc,nchw->nthw", alpha, features.detach())
+        if self.relu:
+            maps = maps.clamp_min(0)
+        normalized = normalize_maps(maps)
+        upsampled = F.interpolate(
+            normalized, size=x.shape[2:], mode="bilinear", align_corners=False
+        ).clamp(0, 1)
+        return ClassMaps(
+            method=self.name,
+            layer=layer,
+            logits=logits.detach(),
+            probs=logits.detach().softmax(1),
+            classes=classes,
+            maps=maps,
+            normalized=normalized,
+            upsampled=upsampled,
+        )
+
+
+class CAM(ActivationMapMethod):
+    """Class activation mapping (Zhou et al., 2016): ``alpha[c, k] = W[c, k]`` of the
+    final linear layer. Only for GAP + linear heads; the layer must be the one whose
+    average feeds that linear layer (found automatically)."""
+
+    name = "cam"
+
+    def __init__(self, model: nn.Module, layer: str | None = None) -> None:
+        super().__init__(model, layer)
+        self.head: GapHead | None = None
+
+    def resolve_layer(self, x: torch.Tensor) -> str:
+        if self.head is None or (self.layer is not None and self.head.layer != self.layer):
+            self.head = find_gap_head(self.model, x, self.layer)
+        return self.head.layer
+
+    def channel_weights(
+        self, features: torch.Tensor, logits: torch.Tensor, classes: torch.Tensor
+    ) -> torch.Tensor:
+        assert self.head is not None
+        return self.head.weight.to(features.device)[classes]  # [N, T, C]
+
+
+class GradCAM(ActivationMapMethod):
+    """Grad-CAM (Selvaraju et al., 2017): ``alpha[c, k] = mean_ij d logit_c / d A[k, i, j]``
+    and a ReLU on the weighted sum. Works on any layer with ``[N, C, h, w]`` output."""
+
+    name = "gradcam"
+    relu = True
+
+    def forward(self, x: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+        # The input requires grad so the layer's output does even when the caller froze
+        # the parameters; no parameter gradient is computed or stored.
+        xg = x.detach().clone().requires_grad_(True)
+        with (
+            eval_mode(self.model),
+            torch.enable_grad(),
+            capture(self.model, layer, detach=False) as store,
+        ):
+            logits = self.model(xg)
+        if layer not in store:
+            raise ValueError(f"layer {layer!r} was not run by the model's forward pass")
+        self._graph = (logits, store[layer])
+        return logits.float(), store[layer]
+
+    def channel_weights(
+        self, features: torch.Tensor, logits: torch.Tensor, classes: torch.Tensor
+    ) -> torch.Tensor:
+        raw_logits, feats = self._graph
+        alphas = []
+        try:
+            for t in range(classes.shape[1]):
+                # Images are independent in evaluation mode, so one backward pass of the
+                # summed target logits gives every image's gradient.
+                target = raw_logits.gather(1, classes[:, t : t + 1]).sum()
+                (grad,) = torch.autograd.grad(target, feats, retain_graph=t + 1 < classes.shape[1])
+                alphas.append(grad.float().mean((2, 3)))
+        finally:
+            del self._graph
+        return torch.stack(alphas, dim=1)  # [N, T, C]
+
+
+METHODS: dict[str, type[ActivationMapMethod]] = {"cam": CAM, "gradcam": GradCAM}
+
+
+def class_maps(
+    model: nn.Module,
+    x: torch.Tensor,
+    top: int = 5,
+    method: str = "cam",
+    layer: str | None = None,
+) -> ClassMaps:
+    """Top-``top`` class activation maps of ``x`` with ``method`` (``cam`` or ``gradcam``).
+
+    Raises:
+        NotGapHeadError: ``cam`` on a model without a GAP + linear head.
+        ValueError: unknown method or layer, bad ``top``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return METHODS[method](model, layer)(x, top=top)

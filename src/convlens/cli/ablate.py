@@ -1,0 +1,104 @@
+"""``convlens ablate``: remove units of a layer and compare the top-5 before and after."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from convlens import ablation, cam, hooks, images, units, viz
+from convlens.cli.common import add_model_args, load_model, parse_ints
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "ablate",
+        help="zero units and compare predictions; find the fewest units that flip the class",
+        description="Remove units of LAYER (zero their activations, or their kernels with "
+        "--mode weights), print the top-5 classes before and after, and save the removed "
+        "units' feature maps. --min-units finds the fewest units whose removal changes the "
+        "top-1 class.",
+    )
+    add_model_args(p)
+    p.add_argument("image", metavar="IMAGE", help="an image file, or test:N (FashionMNIST)")
+    p.add_argument(
+        "--layer", help="layer name [the layer feeding global average pooling, e.g. layer4]"
+    )
+    p.add_argument("--units", nargs="+", metavar="K", help="unit indices to remove")
+    p.add_argument(
+        "--top-k",
+        type=int,
+        metavar="N",
+        help="remove the N units with the largest FC weight for the image's top-1 class",
+    )
+    p.add_argument("--mode", choices=ablation.MODES, default="activation", help="[activation]")
+    p.add_argument(
+        "--min-units", action="store_true", help="find the fewest units that flip the top-1"
+    )
+    p.add_argument(
+        "--order",
+        choices=ablation.ORDERS,
+        help="search order for --min-units [optimal where the closed form applies, else greedy]",
+    )
+    p.add_argument(
+        "--max-units", type=int, default=32, help="greedy search: most units to remove [32]"
+    )
+    p.add_argument("--out", type=Path, help="PNG/SVG file [ablation.png]")
+    p.add_argument("--data-dir", help="folder holding the FashionMNIST .gz files")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.units is None and args.top_k is None and not args.min_units:
+        raise ValueError("give --units K [K ...], --top-k N or --min-units")
+    if args.units is not None and args.top_k is not None:
+        raise ValueError("give either --units or --top-k, not both")
+    loaded = load_model(args)
+    x = images.load_inputs([args.image], loaded.preprocessing, args.data_dir).x
+    model, classes = loaded.model, loaded.classes
+    layer = args.layer
+    out = args.out or Path("ablation.png")
+    if args.units is not None or args.top_k is not None:
+        if args.top_k is not None:
+            head = cam.find_gap_head(model, x)
+            layer = layer or head.layer
+            channels = units.feature_maps(model, x, layer).shape[1]
+            if channels != head.weight.shape[1]:
+                raise ValueError(
+                    f"--top-k ranks units by their weight in {head.fc!r}, which has "
+                    f"{head.weight.shape[1]} inputs, but {layer!r} has {channels} units; "
+                    f"use --layer {head.layer} or --units"
+                )
+            logits, _ = hooks.activations(model, x, layer)
+            c = int(logits.argmax(1))
+            chosen = ablation.units_by_fc_weight(head, c, args.top_k)
+            print(f"units of {layer} with the largest FC weight for {classes[c]!r}: {chosen}")
+        else:
+            layer = layer or cam.find_gap_head(model, x).layer
+            chosen = parse_ints(" ".join(args.units), "--units")
+        result = ablation.ablate(model, x, layer, chosen, args.mode)
+        where = f"{args.mode} ablation of {len(chosen)} units of {result.modified}"
+        print(
+            viz.top_k_table(
+                classes,
+                [("before", result.probs_before[0]), (f"after {where}", result.probs_after[0])],
+            )
+        )
+        up = units.upsample(result.maps, (x.shape[2], x.shape[3]))[0]
+        fig = viz.draw_ablation(
+            images.to_display(x[0], loaded.preprocessing),
+            up,
+            chosen,
+            classes,
+            result.probs_before[0],
+            result.probs_after[0],
+            f"{loaded.name}: {where}",
+        )
+        viz.save_figure(fig, out)
+        print(f"wrote {out}")
+    if args.min_units:
+        fewest = ablation.fewest_units(
+            model, x, layer, args.order, args.mode, max_units=args.max_units, progress=True
+        )
+        print(viz.describe_fewest_units(fewest, classes))
+    return 0
