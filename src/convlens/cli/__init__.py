@@ -7,9 +7,21 @@ import os
 import sys
 from collections.abc import Sequence
 
-from convlens.cli import ablate, cam, demo, evaluate, filters, layers, predict, train, units
+from convlens.cli import (
+    ablate,
+    cam,
+    demo,
+    evaluate,
+    filters,
+    layers,
+    plot,
+    predict,
+    sweep,
+    train,
+    units,
+)
 
-COMMANDS = (train, evaluate, predict, layers, filters, units, ablate, cam, demo)
+COMMANDS = (train, evaluate, predict, sweep, plot, layers, filters, units, ablate, cam, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
