@@ -90,7 +90,6 @@ def parse_param(text: str) -> tuple[str, list[Any] | Range]:
     values = [coerce(name, v.strip()) for v in rest.split(",") if v.strip()]
     if not values:
         raise ValueError(f"--param {text!r}: no values")
-    TrainConfig().replace(**{name: values[0]})  # values must make a valid config
     return name, values
 
 
@@ -140,7 +139,7 @@ class SweepSpec:
     seed: int = 0
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, sort_keys=True)
+        return json.dumps(self.__dict__)  # key order matters: a point's first key is its subject
 
     @classmethod
     def from_json(cls, text: str) -> SweepSpec:
@@ -242,10 +241,15 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     engine: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine = {"connect_args": {"timeout": 60}}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
-    except Exception as e:  # SQLAlchemy raises many kinds; name the URL and the cause
-        raise ValueError(f"cannot open sweep storage {url!r}: {e}") from e
+    for attempt in range(4):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+        except Exception as e:  # SQLAlchemy raises many kinds; name the URL and the cause
+            # Workers starting together on an empty database race to create its tables.
+            if attempt == 3 or "connection" in str(e).lower():
+                raise ValueError(f"cannot open sweep storage {url!r}: {e}") from e
+            time.sleep(0.5 + attempt)
+    raise AssertionError("unreachable")
 
 
 def default_storage(sweep_dir: Path) -> str:
@@ -468,6 +472,10 @@ def run_worker(
             point = _suggest(trial, spec)
             trial.set_user_attr("point", {k: _json_value(v) for k, v in point.items()})
         _run_trial(study, trial, point, spec, sweep_dir, data_dir, progress, report)
+        if progress is not False:
+            done = trial.number in report.completed
+            outcome = "finished" if done else "diverged (non-finite loss)"
+            print(f"trial {trial.number} {point_key(point)}: {outcome}", flush=True)
     return report
 
 
@@ -628,9 +636,13 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def is_log_scale(values: Sequence[Any]) -> bool:
-    """Positive numbers spanning at least a factor of 10: draw on a log axis."""
+LOG_FIELDS = ("lr", "weight_decay")  # always drawn on a log axis when positive
+
+
+def is_log_scale(values: Sequence[Any], name: str = "") -> bool:
+    """Positive numbers that are learning rates or weight decays, or that span at
+    least a factor of 10: draw on a log axis."""
     nums = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
-    if len(nums) != len(values) or not nums or min(nums) <= 0:
+    if len(nums) != len(values) or not nums or min(nums) <= 0 or not math.isfinite(max(nums)):
         return False
-    return max(nums) / min(nums) >= 10 - 1e-9 and math.isfinite(max(nums))
+    return name in LOG_FIELDS or max(nums) / min(nums) >= 10 - 1e-9

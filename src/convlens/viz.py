@@ -305,7 +305,7 @@ def draw_sweep_param(results: SweepResults, name: str) -> Figure:
     """
     trials = results.series(name)
     values = [results.value(t, name) for t in trials]
-    log = is_log_scale(values)
+    log = is_log_scale(values, name)
     numeric = log or all(
         isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in values
     )
