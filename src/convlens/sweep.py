@@ -609,9 +609,9 @@ def load_results(
     return SweepResults(spec, done, failed, pending)
 
 
-def results_table(results: SweepResults) -> tuple[str, str]:
-    """``(csv, markdown)`` of the finished trials, best validation top-1 first; test
-    top-1 is shown for the best trial only (it is not used for selection)."""
+def results_rows(results: SweepResults) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the finished trials, best validation top-1 first; test top-1
+    is shown for the best trial only (it is not used for selection)."""
     names = results.varied()
     header = ["rank", *names, "train top-1", "val top-1", "test top-1", "seconds"]
     rows = []
@@ -620,6 +620,12 @@ def results_table(results: SweepResults) -> tuple[str, str]:
         seconds = f"{t.seconds:.0f}" if t.seconds else ""
         vals = [_fmt(results.value(t, n)) + ("" if n in t.point else " (base)") for n in names]
         rows.append([str(i + 1), *vals, f"{t.train_top1:.4f}", f"{t.val_top1:.4f}", test, seconds])
+    return header, rows
+
+
+def results_table(results: SweepResults) -> tuple[str, str]:
+    """``(csv, markdown)`` of :func:`results_rows`."""
+    header, rows = results_rows(results)
     csv_lines = [",".join(header)] + [
         ",".join(f'"{c}"' if "," in c else c for c in r) for r in rows
     ]

@@ -38,7 +38,7 @@ def draw_filters(ft: FilterTiles, title: str | None = None) -> Figure:
     n = len(ft.filters)
     shape = "x".join(map(str, ft.weight_shape))
     head = title or f"{ft.layer}: weight {shape}"
-    if ft.rgb:
+    if ft.rgb or len(ft.in_channels) == 1:  # one tile per filter, in a grid
         cols = min(n, 8 if n <= 32 else 16)
         rows = math.ceil(n / cols)
         fig = Figure(figsize=(cols * 0.9, rows * 0.9 + 0.6))
@@ -46,9 +46,18 @@ def draw_filters(ft: FilterTiles, title: str | None = None) -> Figure:
         for k, ax in enumerate(axes.flat):
             ax.set_axis_off()
             if k < n:
-                ax.imshow(ft.tiles[k].permute(1, 2, 0).numpy(), interpolation="nearest")
+                if ft.rgb:
+                    ax.imshow(ft.tiles[k].permute(1, 2, 0).numpy(), interpolation="nearest")
+                else:
+                    tile = ft.tiles[k, 0].numpy()
+                    ax.imshow(tile, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
                 ax.set_title(str(ft.filters[k]), fontsize=7, pad=2)
-        fig.suptitle(f"{head} — {n} filters in colour (input channels are R, G, B)", fontsize=10)
+        what = (
+            "in colour (input channels are R, G, B)"
+            if ft.rgb
+            else "in grayscale (one input channel)"
+        )
+        fig.suptitle(f"{head} — {n} filters {what}", fontsize=10)
         return fig
     c = len(ft.in_channels)
     fig = Figure(figsize=(c * 0.8 + 0.8, n * 0.8 + 0.8))
@@ -75,7 +84,7 @@ def _show_image(ax: Axes, image: torch.Tensor) -> None:
         ax.imshow(image.permute(1, 2, 0).numpy())
 
 
-def _image_grid(n: int, cols: int = 6) -> tuple[Figure, list[Axes]]:
+def _image_grid(n: int, cols: int = 7) -> tuple[Figure, list[Axes]]:
     """A figure with ``n`` image panels in rows of ``cols``, axes hidden."""
     cols = min(n, cols)
     rows = math.ceil(n / cols)
@@ -423,3 +432,26 @@ def write_sweep_figures(results: SweepResults, out: str | os.PathLike[str]) -> l
         atomic_write_bytes(out / name, text.encode())
         written.append(out / name)
     return written
+
+
+def draw_run_curves(metrics: Sequence[dict[str, float]], title: str) -> Figure:
+    """Top-1 per epoch of one training run: the running training top-1 (augmented
+    batches) and the validation top-1, with the training loss on a second axis."""
+    epochs = [int(m["epoch"]) for m in metrics]
+    fig = Figure(figsize=(6.0, 3.6))
+    ax = fig.subplots()
+    ax.plot(epochs, [100 * m["train_top1"] for m in metrics], "s--", label="training (running)")
+    ax.plot(epochs, [100 * m["val_top1"] for m in metrics], "o-", label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_xticks(epochs)
+    loss = ax.twinx()
+    loss.plot(epochs, [m["train_loss"] for m in metrics], color="gray", lw=1, label="train loss")
+    loss.set_ylabel("training loss", color="gray")
+    lines = ax.get_lines() + loss.get_lines()
+    ax.legend(lines, [str(line.get_label()) for line in lines], fontsize=8, frameon=False,
+              loc="center right")  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig

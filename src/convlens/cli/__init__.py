@@ -16,12 +16,26 @@ from convlens.cli import (
     layers,
     plot,
     predict,
+    report,
     sweep,
     train,
     units,
 )
 
-COMMANDS = (train, evaluate, predict, sweep, plot, layers, filters, units, ablate, cam, demo)
+COMMANDS = (
+    train,
+    evaluate,
+    predict,
+    sweep,
+    plot,
+    layers,
+    filters,
+    units,
+    ablate,
+    cam,
+    report,
+    demo,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,60 @@
+"""``convlens report``: one HTML page with every answer of the problem set."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from convlens import images, report, units
+from convlens.cli.common import add_model_args, load_model, parse_ints
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "report",
+        help="an HTML report of filters, units, ablation, CAM and training",
+        description="Write OUT/index.html (plus its PNGs, openable offline): model summary "
+        "and top-5 predictions, filters, unit feature maps, region-matched units, "
+        "ablation with the fewest-units result, CAM overlays, and learning curves and "
+        "hyperparameter figures when MODEL is a run directory or --sweep is given.",
+    )
+    add_model_args(p)
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or test:N")
+    p.add_argument("--out", type=Path, default=Path("report"), help="output folder [report]")
+    p.add_argument("--layer", help="layer for units and ablation [the one feeding GAP]")
+    p.add_argument("--units", help="units to show, e.g. 0,5,9 [0..5]")
+    p.add_argument("--region", metavar="X0,Y0,X1,Y1", help="box in the first image's pixels")
+    p.add_argument("--mask", type=Path, help="mask image for the first image")
+    p.add_argument("--sweep", type=Path, help="a sweep directory to include")
+    p.add_argument("--data-dir", help="folder holding the FashionMNIST .gz files")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded = load_model(args)
+    inputs = images.load_inputs(args.images, loaded.preprocessing, args.data_dir)
+    size = (inputs.x.shape[2], inputs.x.shape[3])
+    region = None
+    if args.region:
+        try:
+            box = tuple(float(v) for v in args.region.split(","))
+            x0, y0, x1, y1 = box
+        except ValueError as e:
+            raise ValueError(f"--region takes four numbers x0,y0,x1,y1, got {args.region!r}") from e
+        region = units.box_mask(
+            images.transform_box((x0, y0, x1, y1), inputs.sizes[0], loaded.preprocessing), size
+        )
+    elif args.mask:
+        region = images.load_mask(args.mask, inputs.sizes[0], loaded.preprocessing)
+    run_dir = Path(args.model) if Path(args.model, "metrics.json").is_file() else None
+    options = report.ReportOptions(
+        layer=args.layer,
+        units=parse_ints(args.units, "--units") if args.units else (),
+        region=region,
+        run_dir=run_dir,
+        sweep_dir=args.sweep,
+    )
+    path = report.build_report(loaded, inputs, args.out, options)
+    print(f"open {path.resolve()}")
+    return 0

@@ -1,0 +1,407 @@
+"""A browsable HTML report of every answer of the problem set for one model and a few
+images: ``index.html`` plus its PNG figures in one folder, openable offline.
+
+The analysis calls are the same public functions the CLI and a notebook use; this
+module only arranges their results into a page.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
+
+from convlens import ablation, cam, filters, images, sweep, units, viz
+from convlens.fileio import atomic_write_bytes
+from convlens.hooks import activations, conv_layer_names
+from convlens.models import LoadedModel
+
+
+@dataclass
+class _Section:
+    anchor: str
+    title: str
+    blocks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReportOptions:
+    """What to show; every field has a sensible default."""
+
+    layer: str | None = None  # unit/ablation layer [the layer feeding global pooling]
+    units: Sequence[int] = ()  # units whose maps to show [the first 6]
+    top_units: int = 6
+    ablate_top_k: int = 3  # ablate the units with the largest FC weight for the top class
+    region: torch.Tensor | None = None  # [H, W] bool mask in model-input pixels
+    run_dir: Path | None = None  # learning curves of this training run
+    sweep_dir: Path | None = None  # hyperparameter figures of this sweep
+    test_top1: float | None = None  # measured test top-1, shown in the summary
+
+
+class Report:
+    """Collects sections and figures and writes them as one page."""
+
+    def __init__(self, out: Path, title: str) -> None:
+        self.out = out
+        self.title = title
+        self.sections: list[_Section] = []
+        self.figures: list[str] = []
+
+    def section(self, anchor: str, title: str) -> _Section:
+        s = _Section(anchor, title)
+        self.sections.append(s)
+        return s
+
+    def figure(
+        self, section: _Section, fig: Figure, name: str, caption: str, width: int = 900
+    ) -> None:
+        path = viz.save_figure(fig, self.out / f"{name}.png", dpi=110)
+        self.figures.append(path.name)
+        section.blocks.append(
+            f'<figure><img src="{html.escape(path.name)}" alt="{html.escape(caption)}" '
+            f'style="max-width:min(100%,{width}px)"><figcaption>{html.escape(caption)}'
+            "</figcaption></figure>"
+        )
+
+    def text(self, section: _Section, text: str) -> None:
+        section.blocks.append(f"<p>{html.escape(text)}</p>")
+
+    def table(
+        self, section: _Section, header: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
+            for row in rows
+        )
+        section.blocks.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+    def write(self) -> Path:
+        toc = "".join(
+            f'<li><a href="#{s.anchor}">{html.escape(s.title)}</a></li>' for s in self.sections
+        )
+        body = "".join(
+            f'<section id="{s.anchor}"><h2>{html.escape(s.title)}</h2>{"".join(s.blocks)}</section>'
+            for s in self.sections
+        )
+        page = _PAGE.format(title=html.escape(self.title), toc=toc, body=body)
+        path = self.out / "index.html"
+        atomic_write_bytes(path, page.encode())
+        return path
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>
+body {{ font: 15px/1.5 system-ui, sans-serif; margin: 0 auto; max-width: 1000px;
+       padding: 1.5rem; color: #222; }}
+h1 {{ font-size: 1.6rem; margin-bottom: .2rem; }}
+h2 {{ border-bottom: 1px solid #ddd; padding-bottom: .2rem; margin-top: 2.2rem; }}
+nav ol {{ columns: 2; }}
+figure {{ margin: 1rem 0; }}
+img {{ display: block; height: auto; border: 1px solid #eee; }}
+figcaption {{ color: #555; font-size: .9rem; margin-top: .3rem; }}
+table {{ border-collapse: collapse; margin: .8rem 0; font-size: .9rem; }}
+th, td {{ border: 1px solid #ddd; padding: .25rem .6rem; text-align: left; }}
+th {{ background: #f5f5f5; }}
+code {{ background: #f5f5f5; padding: 0 .2rem; }}
+</style></head>
+<body><h1>{title}</h1>
+<p>Written by <code>convlens report</code>. Every figure is a PNG next to this page.</p>
+<nav><h2>Contents</h2><ol>{toc}</ol></nav>
+{body}
+</body></html>
+"""
+
+
+def build_report(
+    loaded: LoadedModel,
+    inputs: images.Inputs,
+    out: str | os.PathLike[str],
+    options: ReportOptions | None = None,
+    progress: bool | None = None,
+) -> Path:
+    """Write ``out/index.html`` with the answers for ``loaded`` on ``inputs``.
+
+    Returns:
+        The path of ``index.html``.
+    """
+    opts = options or ReportOptions()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model, x = loaded.model, inputs.x
+    report = Report(out, f"convlens report: {loaded.name}")
+    shown = [images.to_display(xi, loaded.preprocessing) for xi in x]
+    steps: list[tuple[str, Callable[[], None]]] = []
+
+    head: cam.GapHead | None
+    try:
+        head = cam.find_gap_head(model, x)
+    except cam.NotGapHeadError:
+        head = None
+    layer = opts.layer or (head.layer if head else cam.last_conv_module(model, x))
+    logits, _ = activations(model, x, layer)
+    probs = logits.float().softmax(1)
+
+    def summary() -> None:
+        s = report.section("model", "Model and predictions")
+        params = sum(p.numel() for p in model.parameters())
+        rows: list[list[Any]] = [
+            ["model", loaded.name],
+            ["parameters", f"{params:,}"],
+            ["classes", len(loaded.classes)],
+            ["input", "x".join(map(str, x.shape[1:]))],
+            ["head", f"global average pooling of {head.layer} + {head.fc}" if head else "other"],
+        ]
+        if opts.test_top1 is not None:
+            rows.append(["test top-1 (measured now)", f"{opts.test_top1:.2%}"])
+        for key, label in (
+            ("epochs", "epochs trained"),
+            ("val_top1", "validation top-1 (from training)"),
+            ("test_top1", "test top-1 (from training)"),
+        ):
+            v = loaded.metrics.get(key)
+            if v is not None:
+                rows.append([label, f"{v:.2%}" if "top1" in key else v])
+        report.table(s, ["property", "value"], rows)
+        names = conv_layer_names(model)
+        _, acts = activations(model, x[:1], names)
+        report.text(s, f"{len(names)} convolutional layers (output shapes for one image):")
+        report.table(
+            s,
+            ["layer", "kernel", "output"],
+            [
+                [
+                    n,
+                    "x".join(map(str, dict(model.named_modules())[n].weight.shape)),
+                    "x".join(map(str, acts[n].shape)),
+                ]
+                for n in names
+            ],
+        )
+        top = probs.topk(min(5, probs.shape[1]), dim=1)
+        report.text(s, "Top-5 predictions per image:")
+        report.table(
+            s,
+            ["image", *[f"#{i + 1}" for i in range(top.indices.shape[1])]],
+            [
+                [name]
+                + [
+                    f"{loaded.classes[c]} {p:.1%}"
+                    for p, c in zip(pv.tolist(), ci.tolist(), strict=True)
+                ]
+                for name, pv, ci in zip(inputs.names, top.values, top.indices, strict=True)
+            ],
+        )
+
+    def filter_section() -> None:
+        s = report.section("filters", "Problem 1: filters")
+        names = conv_layer_names(model)
+        picks = [names[0]] + ([names[len(names) // 2]] if len(names) > 1 else [])
+        for i, name in enumerate(picks):
+            tiles = filters.filter_tiles(model, name, max_filters=16 if i else 64)
+            shape = "x".join(map(str, tiles.weight_shape))
+            how = (
+                "colour tiles, one per filter (R, G, B input channels)"
+                if tiles.rgb
+                else "rows: output filters, columns: input channels, each kernel in grayscale"
+            )
+            report.figure(
+                s,
+                viz.draw_filters(tiles),
+                f"filters-{name}",
+                f"Kernels of {name} (weight {shape}), each filter min-max normalised to [0, 1]; "
+                f"{how}.",
+                width=700,
+            )
+
+    def unit_section() -> None:
+        s = report.section("units", "Problem 2a-b: units and their feature maps")
+        chosen = list(opts.units) or list(range(opts.top_units))
+        um = units.unit_maps(model, x[:1], layer, chosen)
+        report.figure(
+            s,
+            viz.draw_unit_maps(
+                shown[0], um.upsampled[0], um.units, um.peaks[0].tolist(), f"{layer}: chosen units"
+            ),
+            "units-chosen",
+            f"Feature maps of units {list(um.units)} of {layer} for {inputs.names[0]}, "
+            "upsampled bilinearly to the input and overlaid (each scaled by its own peak).",
+        )
+        for i in range(x.shape[0]):
+            idx, _ = units.top_units(model, x[i : i + 1], layer, opts.top_units)
+            top = idx[0].tolist()
+            tm = units.unit_maps(model, x[i : i + 1], layer, top)
+            report.figure(
+                s,
+                viz.draw_unit_maps(
+                    shown[i],
+                    tm.upsampled[0],
+                    tm.units,
+                    tm.peaks[0].tolist(),
+                    f"{layer}: most active units",
+                ),
+                f"units-top-{i}",
+                f"The {len(top)} most active units of {layer} for {inputs.names[i]} (by mean "
+                f"activation): {top}.",
+            )
+        if opts.region is not None:
+            match = units.match_region(model, x[:1], layer, opts.region)
+            k = min(6, len(match.units))
+            report.figure(
+                s,
+                viz.draw_region_match(
+                    shown[0],
+                    opts.region,
+                    match.units[:k].tolist(),
+                    match.iou[:k].tolist(),
+                    match.masks[:k],
+                    f"{layer}: units best matching the region",
+                ),
+                "units-region",
+                f"Units of {layer} ranked by IoU between the region (white outline) and the "
+                f"unit's map thresholded at its own {match.quantile} quantile (yellow).",
+            )
+
+    def ablation_section() -> None:
+        s = report.section("ablation", "Problem 2c-d: ablating units")
+        if head is None or layer != head.layer:
+            report.text(
+                s, "Skipped: ablation by FC weight needs the layer feeding a GAP + linear head."
+            )
+            return
+        for i in range(x.shape[0]):
+            c = int(probs[i].argmax())
+            chosen = ablation.units_by_fc_weight(head, c, opts.ablate_top_k)
+            result = ablation.ablate(model, x[i : i + 1], layer, chosen)
+            up = units.upsample(result.maps, tuple(x.shape[2:]))[0]  # type: ignore[arg-type]
+            before, after = result.probs_before[0], result.probs_after[0]
+            report.figure(
+                s,
+                viz.draw_ablation(
+                    shown[i],
+                    up,
+                    chosen,
+                    loaded.classes,
+                    before,
+                    after,
+                    f"{inputs.names[i]}: ablating {len(chosen)} units of {layer}",
+                ),
+                f"ablation-{i}",
+                f"{inputs.names[i]}: the {len(chosen)} units of {layer} with the largest FC "
+                f"weight for {loaded.classes[c]} ({chosen}) set to zero; their maps, and the "
+                "class probabilities before and after.",
+                width=700,
+            )
+            fewest = ablation.fewest_units(model, x[i : i + 1], layer)
+            report.table(
+                s,
+                [
+                    "image",
+                    "before",
+                    "after ablating " + ", ".join(map(str, chosen)),
+                    "fewest units that change the top-1",
+                ],
+                [
+                    [
+                        inputs.names[i],
+                        f"{loaded.classes[c]} {float(before[c]):.1%}",
+                        f"{loaded.classes[int(after.argmax())]} {float(after.max()):.1%}",
+                        (
+                            f"{len(fewest.units)} units {list(fewest.units)} -> "
+                            f"{loaded.classes[fewest.new_class]}"
+                            if fewest.found
+                            else "none found"
+                        ),
+                    ]
+                ],
+            )
+        report.text(
+            s,
+            "Fewest units: exact minimum over all subsets, from the closed form "
+            "(zeroing unit k moves every logit by -W[:, k] x mean(A_k)), confirmed by a real "
+            "forward pass.",
+        )
+
+    def cam_section() -> None:
+        s = report.section("cam", "Problem 3: class activation maps")
+        method = "cam" if head is not None else "gradcam"
+        result = cam.class_maps(model, x, top=min(5, probs.shape[1]), method=method)
+        labels = [
+            [f"{loaded.classes[c]} {float(p[c]):.1%}" for c in cl.tolist()]
+            for cl, p in zip(result.classes, result.probs, strict=True)
+        ]
+        name = "CAM" if method == "cam" else "Grad-CAM"
+        report.figure(
+            s,
+            viz.draw_class_maps(
+                shown,
+                result.upsampled,
+                labels,
+                list(inputs.names),
+                f"{name} of {result.layer} for the top classes",
+            ),
+            "cam",
+            f"{name} for the top-{result.classes.shape[1]} classes of each image: the "
+            f"{result.layer} features (hw x c) times the FC weights give (hw x classes); "
+            "each map is min-max scaled and upsampled over the image.",
+        )
+
+    def training_section() -> None:
+        if opts.run_dir is None and opts.sweep_dir is None:
+            return
+        s = report.section("training", "Problem 4: training and hyperparameters")
+        if opts.run_dir is not None and (opts.run_dir / "metrics.json").is_file():
+            metrics = json.loads((opts.run_dir / "metrics.json").read_text())
+            report.figure(
+                s,
+                viz.draw_run_curves(metrics, str(opts.run_dir)),
+                "run-curves",
+                "Training-set top-1 (running, with augmentation) and validation top-1 per epoch.",
+                width=650,
+            )
+        if opts.sweep_dir is not None:
+            results = sweep.load_results(opts.sweep_dir)
+            if not results.trials:
+                report.text(s, f"The sweep in {opts.sweep_dir} has no finished trials yet.")
+                return
+            for param in results.varied():
+                report.figure(
+                    s,
+                    viz.draw_sweep_param(results, param),
+                    f"sweep-{param}",
+                    f"Top-1 on the training set (no augmentation) and the validation set "
+                    f"against {param}; the star is the baseline configuration.",
+                    width=560,
+                )
+            report.figure(
+                s,
+                viz.draw_learning_curves(results),
+                "sweep-curves",
+                "Validation top-1 per epoch of the best trials.",
+                width=760,
+            )
+            header, rows = sweep.results_rows(results)
+            report.table(s, header, rows)
+
+    steps = [
+        ("summary", summary),
+        ("filters", filter_section),
+        ("units", unit_section),
+        ("ablation", ablation_section),
+        ("cam", cam_section),
+        ("training", training_section),
+    ]
+    for _name, step in tqdm(steps, desc="report", unit="section", disable=progress is False):
+        step()
+    return report.write()

@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from convlens import data as fm
+from convlens import images, models, report, units
+from convlens.cli import main
+from convlens.config import TrainConfig
+from convlens.train import train
+from tests.conftest import needs_fashion
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Outside CI a machine without Chromium skips the browser check; in CI (where .ci/run
+# installs Debian's chromium) it runs.
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("CI"), reason="chromium not installed"
+)
+# Flags these machines need: no sandbox as root, and no background networking (the
+# network is closed, and Chromium would retry its connections forever).
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
+
+CHECKER = """<script>
+window.__errors = [];
+window.addEventListener("error", (e) => {
+  const t = e.target;
+  window.__errors.push(t && t.src ? "failed to load " + t.src : String(e.message));
+}, true);
+const __err = console.error;
+console.error = (...a) => { window.__errors.push(a.join(" ")); __err(...a); };
+window.addEventListener("load", () => {
+  const imgs = Array.from(document.images);
+  const bad = imgs.filter((i) => !(i.complete && i.naturalWidth > 0))
+    .map((i) => i.getAttribute("src"));
+  const pre = document.createElement("pre");
+  pre.id = "convlens-check";
+  pre.textContent = JSON.stringify({images: imgs.length, bad: bad, errors: window.__errors});
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def browser_check(page: Path, tmp: Path) -> dict[str, object]:
+    """Load ``page`` in headless Chromium with a checker script; return what it saw:
+    the number of images, those that did not load, and console/page errors."""
+    assert CHROMIUM is not None, "chromium is not installed (apt-get install chromium)"
+    probe = page.with_name("_check.html")
+    probe.write_text(page.read_text().replace("</head>", CHECKER + "</head>", 1))
+    try:
+        proc = subprocess.run(
+            [CHROMIUM, *FLAGS, f"--user-data-dir={tmp / 'chrome'}", "--virtual-time-budget=10000",
+             "--enable-logging=stderr", "--v=0", "--dump-dom", probe.as_uri()],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    finally:
+        probe.unlink()
+    found = re.search(r'<pre id="convlens-check">(.*?)</pre>', proc.stdout, re.S)
+    assert found, f"checker did not run; chromium said: {proc.stderr[-2000:]}"
+    result: dict[str, object] = json.loads(found.group(1).replace("&quot;", '"'))
+    console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line]
+    result["console"] = console
+    return result
+
+
+def screenshot(page: Path, path: Path, tmp: Path) -> None:
+    assert CHROMIUM is not None
+    subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={tmp / 'chrome-shot'}", "--window-size=1100,3000",
+         f"--screenshot={path}", page.as_uri()],
+        capture_output=True, timeout=120, check=True,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def tiny_run(
+    tmp_path: Path, tiny_config: TrainConfig, tiny_data: tuple[fm.Dataset, fm.Dataset]
+) -> Path:
+    run_dir = tmp_path / "run"
+    train(tiny_config, run_dir, datasets=tiny_data, progress=False)
+    return run_dir
+
+
+@needs_chromium
+def test_report_is_complete_and_renders_in_chromium(tmp_path: Path, tiny_run: Path) -> None:
+    loaded = models.load(str(tiny_run))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 1, 28, 28, generator=g)
+    inputs = images.Inputs(x, ("noise-a", "noise-b"), ((28, 28), (28, 28)))
+    region = units.box_mask((0, 0, 14, 28), (28, 28))
+    opts = report.ReportOptions(units=(0, 2), region=region, run_dir=tiny_run, test_top1=0.5)
+    page = report.build_report(loaded, inputs, tmp_path / "rep", opts, progress=False)
+    text = page.read_text()
+    for title in (
+        "Model and predictions",
+        "Problem 1: filters",
+        "Problem 2a-b: units and their feature maps",
+        "Problem 2c-d: ablating units",
+        "Problem 3: class activation maps",
+        "Problem 4: training and hyperparameters",
+    ):
+        assert f"<h2>{title}</h2>" in text and f">{title}</a></li>" in text
+    srcs = re.findall(r'<img src="([^"]+)"', text)
+    assert {"cam.png", "units-region.png", "run-curves.png", "ablation-1.png"} <= set(srcs)
+    assert all((page.parent / s).is_file() for s in srcs)
+    assert text.count("<figcaption>") == len(srcs)
+    assert "fewest units that change the top-1" in text
+
+    seen = browser_check(page, tmp_path)
+    assert seen == {"images": len(srcs), "bad": [], "errors": [], "console": []}
+    shot = page.parent / "screenshot.png"
+    screenshot(page, shot, tmp_path)
+    assert shot.read_bytes()[:4] == b"\x89PNG"
+
+
+@needs_chromium
+def test_browser_check_catches_a_missing_image(tmp_path: Path) -> None:
+    page = tmp_path / "index.html"
+    page.write_text(
+        '<!DOCTYPE html><html><head><title>t</title></head><body><img src="gone.png">'
+        "<script>console.error('boom')</script></body></html>"
+    )
+    seen = browser_check(page, tmp_path)
+    assert seen["images"] == 1 and seen["bad"] == ["gone.png"]
+    errors = seen["errors"]
+    assert isinstance(errors, list) and "boom" in errors
+    assert any("gone.png" in e for e in errors)
+
+
+@needs_fashion
+def test_demo_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "FashionMNIST test top-1 0.93" in out
+    assert "small sweep (3 trials" in out
+    page = tmp_path / "report" / "index.html"
+    assert f"open {page.resolve()}" in out
+    text = page.read_text()
+    assert '<img src="sweep-lr.png"' in text and '<img src="sweep-curves.png"' in text
+    assert "test top-1 (measured now)" in text
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["test_top1"] >= 0.93
