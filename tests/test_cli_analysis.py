@@ -189,3 +189,17 @@ def test_ablate_and_cam_on_the_shipped_model(
     assert "greedy" in text and "images run through the model" in text
     assert main(["cam", "fashion-cnn", "test:0", "test:1", "--out", str(out)]) == 0
     assert "test:1: Pullover" in capsys.readouterr().out
+
+
+def test_report_cli_on_places365(
+    tmp_path: Path, photo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _ = official_checkpoint(tmp_path, "resnet18")
+    out = tmp_path / "rep"
+    args = ["report", "places365-resnet18", str(photo), "--weights", str(path), "--out", str(out)]
+    assert main([*args, "--region", "0,0,320,100", "--units", "3,7"]) == 0
+    assert f"open {(out / 'index.html').resolve()}" in capsys.readouterr().out
+    text = (out / "index.html").read_text()
+    assert "filters-conv1.png" in text and "units-region.png" in text and "cam.png" in text
+    assert "Feature maps of units [3, 7] of layer4" in text
+    assert "Problem 4" not in text  # neither a run directory nor a sweep
