@@ -242,3 +242,16 @@ def test_two_workers_on_postgresql(tmp_path: Path) -> None:
     )
     lrs = sorted(t.user_attrs["point"]["lr"] for t in trials)
     assert lrs == [0.05, 0.1, 0.2, 0.4]
+
+
+@needs_fashion
+def test_parallel_jobs_on_one_machine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "sw"
+    args = ["sweep", "--out", str(out), "--param", "lr=0.05,0.1,0.2", "--jobs", "2"]
+    assert main([*args, *sets(), "--no-plot"]) == 0
+    trials = completed(sweep.default_storage(out))
+    assert sorted(t.user_attrs["point"]["lr"] for t in trials) == [0.05, 0.1, 0.2]
+    assert len({t.user_attrs["worker"]["pid"] for t in trials}) <= 2
+    assert "best so far" in capsys.readouterr().out
+    assert main(["sweep", "--out", str(out), "--jobs", "0"]) == 2
+    assert "--jobs must be >= 1" in capsys.readouterr().err
