@@ -255,3 +255,28 @@ def test_parallel_jobs_on_one_machine(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "best so far" in capsys.readouterr().out
     assert main(["sweep", "--out", str(out), "--jobs", "0"]) == 2
     assert "--jobs must be >= 1" in capsys.readouterr().err
+
+
+def test_plot_categorical_layouts_and_numbers_with_zero() -> None:
+    base = TrainConfig().to_dict()
+    spec = sweep.make_spec(TrainConfig(), presets=["architecture", "regularization"])
+
+    def trial(n: int, point: dict[str, object], val: float) -> sweep.TrialResult:
+        return sweep.TrialResult(n, point, val + 0.01, val, 0.9, 10.0, [val - 0.1, val], [])
+
+    trials = [
+        trial(0, {}, 0.91),
+        trial(1, {"depth": [1, 1, 1]}, 0.89),
+        trial(2, {"depth": [2, 2, 2]}, 0.92),
+        trial(3, {"weight_decay": 0.0}, 0.90),
+        trial(4, {"weight_decay": 0.002}, 0.905),
+    ]
+    results = sweep.SweepResults(spec, trials, [], 0)
+    depth_ax = viz.draw_sweep_param(results, "depth").axes[0]
+    assert [t.get_text() for t in depth_ax.get_xticklabels()] == ["1x1x1", "1x2x2", "2x2x2"]
+    wd_ax = viz.draw_sweep_param(results, "weight_decay").axes[0]
+    assert wd_ax.get_xscale() == "linear"  # 0 cannot go on a log axis
+    assert [t.get_text() for t in wd_ax.get_xticklabels()] == ["0", "0.0005", "0.002"]
+    val = next(line for line in wd_ax.get_lines() if line.get_label() == "validation")
+    assert list(val.get_ydata()) == pytest.approx([90.0, 91.0, 90.5])
+    assert base["depth"] == [1, 2, 2]

@@ -325,8 +325,14 @@ def draw_sweep_param(results: SweepResults, name: str) -> Figure:
         order = sorted(range(len(xs)), key=lambda i: xs[i])
     else:
         plain = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-        ordered = sorted(set(values), key=float) if plain else list(dict.fromkeys(values))
-        labels = list(dict.fromkeys(_label(v) for v in ordered))
+        layouts = all(isinstance(v, list | tuple) for v in values)
+        if plain:
+            ordered = sorted(set(values), key=float)
+        elif layouts:  # channel or depth layouts: by total size, then stage by stage
+            ordered = sorted(values, key=lambda v: (sum(v), tuple(v)))
+        else:
+            ordered = values
+        labels = list(dict.fromkeys(_label(v) for v in ordered))  # lists are not hashable
         index = {lab: i for i, lab in enumerate(labels)}
         xs = [float(index[_label(v)]) for v in values]
         order = sorted(range(len(xs)), key=lambda i: xs[i])
