@@ -63,7 +63,12 @@ def test_make_spec() -> None:
         sweep.PRESETS["regularization"]
     )
     every = sweep.make_spec(TrainConfig(), presets=["all"])
-    assert len(every.points) == 1 + sum(len(p) for p in sweep.PRESETS.values())
+    # The augmentation preset's point equal to the default (flip) is the baseline itself.
+    assert {"augment": TrainConfig().augment} in sweep.PRESETS["augmentation"]
+    assert {"augment": TrainConfig().augment} not in every.points
+    assert len(every.points) == sum(len(p) for p in sweep.PRESETS.values())
+    old_base = TrainConfig(augment="flip+crop")
+    assert len(sweep.make_spec(old_base, presets=["augmentation"]).points) == 6
     assert {k for p in every.points for k in list(p)[:1]} >= {
         "augment", "init", "depth", "widths", "optimizer", "lr", "schedule",
         "weight_decay", "dropout", "label_smoothing",

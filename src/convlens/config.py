@@ -34,7 +34,7 @@ class TrainConfig:
     # data
     val_size: int = 10_000  # images held out of the 60k training set for model selection
     train_subset: int = 0  # use only this many training images (0 = all); for quick tests
-    augment: str = "flip+crop"  # one of AUGMENTATIONS, '+' combines
+    augment: str = "flip"  # one of AUGMENTATIONS, '+' combines (see docs/experiments.md)
     crop_pad: int = 2  # pixels of zero padding for random-translation crops
     # model
     widths: tuple[int, ...] = (32, 64, 128)  # channels of each stage (pooled to 14, 7, 7 px)

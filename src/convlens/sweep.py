@@ -101,7 +101,9 @@ def _json_value(v: Any) -> Any:
 # point is a dict of overrides; its first key is the hyperparameter it is about, and
 # further keys are companions it needs (Adam at SGD's learning rate would diverge).
 PRESETS: dict[str, list[dict[str, Any]]] = {
-    "augmentation": [{"augment": a} for a in ("none", "flip", "crop", "erase", "flip+crop+erase")],
+    "augmentation": [
+        {"augment": a} for a in ("none", "flip", "crop", "erase", "flip+crop", "flip+crop+erase")
+    ],
     "init": [{"init": i} for i in ("default", "xavier", "orthogonal")],
     "architecture": [
         {"depth": [1, 1, 1]},
@@ -197,7 +199,10 @@ def make_spec(
         chosen = list(PRESETS) if "all" in presets else list(dict.fromkeys(presets))
         points.append({})  # the baseline
         for name in chosen:
-            points += [dict(p) for p in PRESETS[name]]
+            for p in PRESETS[name]:
+                # A preset point that is the baseline itself runs once, as the baseline.
+                same = all(base_dict.get(k) == _json_value(v) for k, v in p.items())
+                points.append({} if same else dict(p))
     if parsed:
         lists = [[(n, _json_value(x)) for x in v] for n, v in parsed if isinstance(v, list)]
         points += [dict(combo) for combo in itertools.product(*lists)]
