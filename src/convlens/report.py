@@ -352,9 +352,14 @@ def build_report(
                 f"{name} of {result.layer} for the top classes",
             ),
             "cam",
-            f"{name} for the top-{result.classes.shape[1]} classes of each image: the "
-            f"{result.layer} features (hw x c) times the FC weights give (hw x classes); "
-            "each map is min-max scaled and upsampled over the image.",
+            f"{name} for the top-{result.classes.shape[1]} classes of each image, from layer "
+            f"{result.layer}"
+            + (
+                ": its output reshaped to (hw x c) times the FC weights gives (hw x classes)"
+                if method == "cam"
+                else ": channels weighted by the spatial mean of the class score's gradient"
+            )
+            + "; each map is min-max scaled and upsampled over the image.",
         )
 
     def training_section() -> None:
@@ -381,7 +386,8 @@ def build_report(
                     viz.draw_sweep_param(results, param),
                     f"sweep-{param}",
                     f"Top-1 on the training set (no augmentation) and the validation set "
-                    f"against {param}; the star is the baseline configuration.",
+                    f"against {param}"
+                    + ("; the star is the baseline configuration." if results.baseline else "."),
                     width=560,
                 )
             report.figure(
