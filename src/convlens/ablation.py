@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from convlens.cam import GapHead, NotGapHeadError, find_gap_head
 from convlens.hooks import capture, get_layer
 from convlens.models import eval_mode
+from convlens.units import check_units
 
 MODES = ("activation", "weights")
 ORDERS = ("optimal", "contribution", "weight", "greedy")
@@ -49,18 +50,6 @@ def conv_for(model: nn.Module, layer: str) -> str:
             "units have no kernels to zero; use --mode activation"
         )
     return f"{layer}.{convs[-1]}"
-
-
-def _check_units(units: Sequence[int], channels: int, layer: str) -> list[int]:
-    units = [int(u) for u in units]
-    if not units:
-        raise ValueError("no units given")
-    bad = [u for u in units if not 0 <= u < channels]
-    if bad:
-        raise ValueError(
-            f"units {bad} out of range: layer {layer!r} has {channels} units (0..{channels - 1})"
-        )
-    return units
 
 
 @contextmanager
@@ -106,7 +95,7 @@ def ablated(
         def hook(_m: nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
             if not isinstance(out, torch.Tensor) or out.ndim < 2:
                 raise ValueError(f"layer {layer!r} does not output [N, C, ...] units")
-            _check_units(units, out.shape[1], layer)
+            check_units(units, out.shape[1], layer)
             out = out.clone()
             out[:, units] = 0
             return out
@@ -121,7 +110,7 @@ def ablated(
     name = conv_for(model, layer)
     conv = get_layer(model, name)
     assert isinstance(conv, nn.Conv2d)
-    idx = torch.tensor(_check_units(units, conv.out_channels, name))
+    idx = torch.tensor(check_units(units, conv.out_channels, name))
     saved_w = conv.weight.detach()[idx].clone()
     saved_b = conv.bias.detach()[idx].clone() if conv.bias is not None else None
     try:
@@ -182,7 +171,7 @@ def ablate(
             raise ValueError(
                 f"layer {layer!r} outputs shape {tuple(maps.shape)}, not [N, C, h, w] units"
             )
-        units = _check_units(units, maps.shape[1], layer)
+        units = check_units(units, maps.shape[1], layer)
         with ablated(model, layer, units, mode) as modified:
             after = model(x).float()
     return Ablation(layer, modified, mode, tuple(units), before, after, maps[:, units].float())

@@ -25,6 +25,7 @@ and finished trials are never run again.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import json
 import math
@@ -225,7 +226,8 @@ def point_key(params: dict[str, Any]) -> str:
         v = "x".join(map(str, v)) if isinstance(v, list | tuple) else str(v)
         parts.append(f"{k}={v}")
     key = ",".join(parts).replace("/", "_").replace(" ", "")
-    return key if len(key) <= 120 else key[:100] + f"-{abs(hash(key)) % 10**8:08d}"
+    # str hash() differs between processes; run directories must not.
+    return key if len(key) <= 120 else key[:100] + "-" + hashlib.sha1(key.encode()).hexdigest()[:8]
 
 
 # ----------------------------------------------------------------------------- storage

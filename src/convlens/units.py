@@ -55,7 +55,13 @@ class UnitMaps:
     peaks: torch.Tensor  # [N, U] maximum of each map
 
 
-def _check_units(units: Sequence[int], channels: int, layer: str) -> None:
+def check_units(units: Sequence[int], channels: int, layer: str) -> list[int]:
+    """``units`` as ints, after checking each is a unit of a ``channels``-unit layer.
+
+    Raises:
+        ValueError: no units, or one out of range (the message gives the range).
+    """
+    units = [int(u) for u in units]
     if not units:
         raise ValueError("no units given")
     bad = [u for u in units if not 0 <= u < channels]
@@ -63,12 +69,13 @@ def _check_units(units: Sequence[int], channels: int, layer: str) -> None:
         raise ValueError(
             f"units {bad} out of range: layer {layer!r} has {channels} units (0..{channels - 1})"
         )
+    return units
 
 
 def unit_maps(model: nn.Module, x: torch.Tensor, layer: str, units: Sequence[int]) -> UnitMaps:
     """Feature maps of ``units`` of ``layer``, also upsampled to the input size."""
     maps = feature_maps(model, x, layer)
-    _check_units(units, maps.shape[1], layer)
+    units = check_units(units, maps.shape[1], layer)
     chosen = maps[:, list(units)]
     return UnitMaps(
         layer=layer,

@@ -62,14 +62,14 @@ def run(args: argparse.Namespace) -> int:
         if args.top_k is not None:
             head = cam.find_gap_head(model, x)
             layer = layer or head.layer
-            channels = units.feature_maps(model, x, layer).shape[1]
+            logits, acts = hooks.activations(model, x, layer)
+            channels = acts[layer].shape[1]
             if channels != head.weight.shape[1]:
                 raise ValueError(
                     f"--top-k ranks units by their weight in {head.fc!r}, which has "
                     f"{head.weight.shape[1]} inputs, but {layer!r} has {channels} units; "
                     f"use --layer {head.layer} or --units"
                 )
-            logits, _ = hooks.activations(model, x, layer)
             c = int(logits.argmax(1))
             chosen = ablation.units_by_fc_weight(head, c, args.top_k)
             print(f"units of {layer} with the largest FC weight for {classes[c]!r}: {chosen}")

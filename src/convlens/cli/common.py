@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from convlens import models
+import torch
+
+from convlens import images, models, units
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -31,6 +33,23 @@ def parse_ints(text: str, name: str) -> list[int]:
         return [int(t) for t in text.replace(",", " ").split()]
     except ValueError as e:
         raise ValueError(f"{name}: expected integers, got {text!r}") from e
+
+
+def region_mask(
+    args: argparse.Namespace, inputs: images.Inputs, loaded: models.LoadedModel
+) -> torch.Tensor | None:
+    """The ``--region X0,Y0,X1,Y1`` box or ``--mask FILE`` of the first image as a boolean
+    mask over the model input, or ``None`` when neither is given."""
+    if args.region:
+        try:
+            x0, y0, x1, y1 = (float(v) for v in args.region.split(","))
+        except ValueError as e:
+            raise ValueError(f"--region takes four numbers x0,y0,x1,y1, got {args.region!r}") from e
+        box = images.transform_box((x0, y0, x1, y1), inputs.sizes[0], loaded.preprocessing)
+        return units.box_mask(box, (inputs.x.shape[2], inputs.x.shape[3]))
+    if args.mask:
+        return images.load_mask(args.mask, inputs.sizes[0], loaded.preprocessing)
+    return None
 
 
 def input_size(loaded: models.LoadedModel) -> tuple[int, int]:

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from convlens import images, report, units
-from convlens.cli.common import add_model_args, load_model, parse_ints
+from convlens import images, report
+from convlens.cli.common import add_model_args, load_model, parse_ints, region_mask
 
 
 def add_parser(sub: Any) -> None:
@@ -34,19 +34,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     loaded = load_model(args)
     inputs = images.load_inputs(args.images, loaded.preprocessing, args.data_dir)
-    size = (inputs.x.shape[2], inputs.x.shape[3])
-    region = None
-    if args.region:
-        try:
-            box = tuple(float(v) for v in args.region.split(","))
-            x0, y0, x1, y1 = box
-        except ValueError as e:
-            raise ValueError(f"--region takes four numbers x0,y0,x1,y1, got {args.region!r}") from e
-        region = units.box_mask(
-            images.transform_box((x0, y0, x1, y1), inputs.sizes[0], loaded.preprocessing), size
-        )
-    elif args.mask:
-        region = images.load_mask(args.mask, inputs.sizes[0], loaded.preprocessing)
+    region = region_mask(args, inputs, loaded)
     run_dir = Path(args.model) if Path(args.model, "metrics.json").is_file() else None
     options = report.ReportOptions(
         layer=args.layer,

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from convlens import sweep, viz
@@ -131,11 +132,12 @@ def _run_parallel(
     ]
     for proc in procs:
         proc.start()
+    study, _ = sweep.open_study(sweep.open_storage(storage), args.study, None, wait=0)
     try:
         with tqdm(total=total, desc="trials", unit="trial") as bar:
             while any(proc.is_alive() for proc in procs):
                 time.sleep(2.0)
-                done = len(sweep.load_results(args.out, storage, args.study).trials)
+                done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
                 bar.update(done - bar.n)
     finally:
         for proc in procs:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from convlens import images, units, viz
-from convlens.cli.common import add_model_args, load_model, parse_ints
+from convlens.cli.common import add_model_args, load_model, parse_ints, region_mask
 
 
 def add_parser(sub: Any) -> None:
@@ -51,18 +51,8 @@ def run(args: argparse.Namespace) -> int:
     x = inputs.x
     shown = images.to_display(x[0], loaded.preprocessing)
     out = args.out or Path("units.png")
-    if args.region or args.mask:
-        if args.region:
-            try:
-                x0, y0, x1, y1 = (float(v) for v in args.region.split(","))
-            except ValueError as e:
-                raise ValueError(
-                    f"--region takes four numbers x0,y0,x1,y1, got {args.region!r}"
-                ) from e
-            box = images.transform_box((x0, y0, x1, y1), inputs.sizes[0], loaded.preprocessing)
-            region = units.box_mask(box, (x.shape[2], x.shape[3]))
-        else:
-            region = images.load_mask(args.mask, inputs.sizes[0], loaded.preprocessing)
+    region = region_mask(args, inputs, loaded)
+    if region is not None:
         match = units.match_region(loaded.model, x, args.layer, region, args.quantile)
         k = min(args.show, len(match.units))
         print(
