@@ -7,6 +7,8 @@ FLOP rate as a fraction of this machine's fp32 matmul rate, measured in the same
 
     uv run python benchmarks/train_speed.py            # 3 seeds, ~10 minutes on 2 cores
     uv run python benchmarks/train_speed.py --seeds 1 --epochs 2
+    uv run python benchmarks/train_speed.py --seeds 1 --set depth=1,1,2 --set sizes=28
+    uv run python benchmarks/train_speed.py --table benchmarks/results/train_speed.json
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from convlens.config import TrainConfig
 from convlens.models import build_model
-from convlens.train import machine_info, train
+from convlens.train import epoch_image_size, machine_info, train
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
@@ -59,22 +62,91 @@ def forward_flops(model: nn.Module, shape: tuple[int, ...] = (1, 1, 28, 28)) -> 
     return total
 
 
+def training_flops(config: TrainConfig) -> float:
+    """Mean forward FLOPs per training image over the epochs (their sizes differ)."""
+    model = build_model(config)
+    sizes = [epoch_image_size(config, e) or 28 for e in range(config.epochs)]
+    return statistics.mean(forward_flops(model, (1, 1, s, s)) for s in sizes)
+
+
+def print_table(record: dict[str, Any]) -> None:
+    """The Markdown table of a benchmark record (what ``--json`` writes)."""
+    runs = record["runs"]
+    config = TrainConfig.from_dict(record.get("config", {"epochs": 10}))
+    peak, flops = record["matmul_gflops"], record["forward_flops"]
+    train_flops = record.get("train_forward_flops") or training_flops(config)
+    ips = statistics.mean(r["images_per_s"] for r in runs)
+    tests = [r["test_top1"] for r in runs]
+    spread = statistics.stdev(tests) if len(tests) > 1 else 0.0
+    reached = [r["reach_93_val_s"] for r in runs if r["reach_93_val_s"] is not None]
+    achieved = 3 * train_flops * ips / 1e9  # forward + backward ~ 3 forward passes
+    info = record["machine"]
+    print(f"machine: {info['processor']}, {info['threads']} threads, torch {info['torch']}")
+    print(f"config: {json.dumps(config.to_dict())}")
+    print()
+    print("| figure | value |")
+    print("|---|---|")
+    print(f"| training images/s (mean of {len(runs)}) | {ips:.0f} |")
+    print(
+        f"| wall time of a {config.epochs}-epoch run, s (mean) | "
+        f"{statistics.mean(r['wall_s'] for r in runs):.0f} |"
+    )
+    print(
+        f"| test top-1, mean ± sd over {len(runs)} seeds | "
+        f"{100 * statistics.mean(tests):.2f}% ± {100 * spread:.2f} "
+        f"({', '.join(f'{100 * t:.2f}' for t in tests)}) |"
+    )
+    print(
+        "| time to first reach 93% val top-1, s | "
+        + (
+            f"{statistics.mean(reached):.0f} ({len(reached)}/{len(runs)} runs)"
+            if reached
+            else "not reached"
+        )
+        + " |"
+    )
+    print(f"| forward MFLOP per image at 28 px | {flops / 1e6:.1f} |")
+    print(f"| forward MFLOP per training image, mean over epochs | {train_flops / 1e6:.1f} |")
+    print(f"| machine fp32 matmul GFLOP/s | {peak:.0f} |")
+    print(
+        f"| achieved training GFLOP/s (3 x forward) | {achieved:.1f} "
+        f"({100 * achieved / peak:.0f}% of fp32 matmul) |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--table", type=Path, help="only print the table of a --json file")
+    parser.add_argument("--keep", type=Path, help="keep the run directories here")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="time another config than the default, e.g. --set depth=1,1,2",
+    )
     args = parser.parse_args()
+    if args.table:
+        print_table(json.loads(args.table.read_text()))
+        return
 
-    config = TrainConfig(epochs=args.epochs)
+    changes = {}
+    for text in args.set:
+        name, sep, value = text.partition("=")
+        if not sep:
+            parser.error(f"--set {text!r}: expected FIELD=VALUE")
+        changes[name.strip().replace("-", "_")] = value
+    config = TrainConfig().replace(epochs=args.epochs, **changes)
     peak = matmul_gflops()
-    flops = forward_flops(build_model(config))
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
             cfg = config.replace(seed=seed)
             t0 = time.perf_counter()
-            result = train(cfg, Path(tmp) / f"seed{seed}", progress=False)
+            result = train(cfg, (args.keep or Path(tmp)) / f"seed{seed}", progress=False)
             wall = time.perf_counter() - t0
             train_images = (60_000 - cfg.val_size) // cfg.batch_size * cfg.batch_size
             train_s = sum(m["train_seconds"] for m in result.metrics)
@@ -95,49 +167,18 @@ def main() -> None:
             )
             print(json.dumps(runs[-1]), flush=True)
 
-    ips = statistics.mean(r["images_per_s"] for r in runs)
-    tests = [r["test_top1"] for r in runs]
-    spread = statistics.stdev(tests) if len(tests) > 1 else 0.0
-    reached = [r["reach_93_val_s"] for r in runs if r["reach_93_val_s"] is not None]
-    achieved = 3 * flops * ips / 1e9  # forward + backward ~ 3 forward passes
-    info = machine_info()
+    record = {
+        "runs": runs,
+        "config": config.to_dict(),
+        "matmul_gflops": peak,
+        "forward_flops": forward_flops(build_model(config)),
+        "train_forward_flops": training_flops(config),
+        "machine": machine_info(),
+    }
     print()
-    print(f"machine: {info['processor']}, {info['threads']} threads, torch {info['torch']}")
-    print(f"config: {json.dumps(config.to_dict())}")
-    print()
-    print("| figure | value |")
-    print("|---|---|")
-    print(f"| training images/s (mean of {len(runs)}) | {ips:.0f} |")
-    print(
-        f"| wall time of a {args.epochs}-epoch run, s (mean) | "
-        f"{statistics.mean(r['wall_s'] for r in runs):.0f} |"
-    )
-    print(
-        f"| test top-1, mean ± sd over {len(runs)} seeds | "
-        f"{100 * statistics.mean(tests):.2f}% ± {100 * spread:.2f} |"
-    )
-    print(
-        "| time to first reach 93% val top-1, s | "
-        + (
-            f"{statistics.mean(reached):.0f} ({len(reached)}/{len(runs)} runs)"
-            if reached
-            else "not reached"
-        )
-        + " |"
-    )
-    print(f"| forward MFLOP per image | {flops / 1e6:.1f} |")
-    print(f"| machine fp32 matmul GFLOP/s | {peak:.0f} |")
-    print(
-        f"| achieved training GFLOP/s (3 x forward) | {achieved:.1f} "
-        f"({100 * achieved / peak:.0f}% of fp32 matmul) |"
-    )
+    print_table(record)
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {"runs": runs, "matmul_gflops": peak, "forward_flops": flops, "machine": info},
-                indent=2,
-            )
-        )
+        args.json.write_text(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":

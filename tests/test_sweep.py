@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -135,6 +136,42 @@ def test_tiny_sweep_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert before == {r: (out / "trials" / r / "model.pt").stat().st_mtime_ns for r in runs}
     assert len(completed(sweep.default_storage(out))) == 4
     assert main(["plot", str(out)]) == 0
+
+
+CLAIMER = """
+import sys, time
+import optuna
+from convlens import sweep
+url, start = sys.argv[1], float(sys.argv[2])
+study = optuna.load_study(study_name="s", storage=sweep.open_storage(url))
+time.sleep(max(0.0, start - time.time()))
+while True:
+    with sweep.claim_lock(url):
+        trial = sweep._pop_waiting(study)
+    if trial is None:
+        break
+    print(trial.number, flush=True)
+"""
+
+
+def test_concurrent_workers_never_claim_the_same_sqlite_trial(tmp_path: Path) -> None:
+    # SQLite ignores SELECT ... FOR UPDATE: without claim_lock, workers polling together
+    # read the same trial as waiting and both start it.
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="s", storage=sweep.open_storage(url))
+    for i in range(40):
+        study.enqueue_trial({}, user_attrs={"point": {"i": i}})
+    start = str(time.time() + 3.0)  # all workers begin claiming together
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIMER, url, start], env=env, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    claimed = [int(n) for p in procs for n in p.communicate(timeout=120)[0].split()]
+    assert [p.returncode for p in procs] == [0] * 4
+    assert sorted(claimed) == list(range(40))
 
 
 @needs_fashion

@@ -11,6 +11,7 @@ from convlens import data as fm
 from convlens.config import TrainConfig
 from convlens.train import (
     NonFiniteLossError,
+    epoch_image_size,
     evaluate,
     get_prediction,
     lr_at,
@@ -107,6 +108,35 @@ def test_run_directory_contents(tmp_path: Path, tiny_config: TrainConfig, tiny_d
         train(tiny_config, run, datasets=tiny_data, progress=False)
 
 
+def test_epoch_image_sizes(tiny_config: TrainConfig, tiny_data: tuple) -> None:
+    config = tiny_config.replace(sizes=(12, 20, 28))
+    assert [epoch_image_size(config, e) for e in range(5)] == [12, 20, 28, 28, 28]
+    assert epoch_image_size(config.replace(sizes=()), 3) is None
+    with pytest.raises(ValueError, match="sizes.*8..28"):
+        tiny_config.replace(sizes=(4, 28))
+    model = models.build_model(tiny_config)
+    seen: list[tuple[int, ...]] = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape[2:])))
+    opt = make_optimizer(model, tiny_config)
+    part = tiny_data[0].subset(slice(0, 64))
+    train_one_epoch(model, opt, part.images, part.labels, batch_size=32, size=12)
+    train_one_epoch(model, opt, part.images, part.labels, batch_size=32)
+    assert seen == [(12, 12), (12, 12), (28, 28), (28, 28)]
+
+
+def test_final_figures_use_tta_and_epochs_do_not(
+    tmp_path: Path, tiny_config: TrainConfig, tiny_data: tuple
+) -> None:
+    result = train(tiny_config.replace(tta=True), tmp_path / "run", datasets=tiny_data)
+    model = models.load(tmp_path / "run").model
+    val = tiny_data[1]
+    plain = evaluate(model, val.images, val.labels)
+    mirrored = evaluate(model, val.images, val.labels, tta=True)
+    assert plain != mirrored, "the test needs a model whose TTA changes some prediction"
+    assert result.metrics[-1]["val_top1"] == pytest.approx(plain)
+    assert result.summary["val_top1"] == pytest.approx(mirrored)
+
+
 @pytest.mark.parametrize(
     "changes", [{}, {"ema_decay": 0.9, "dropout": 0.3, "augment": "flip+crop+erase"}]
 )
@@ -179,3 +209,11 @@ def test_uint8_and_float_inputs_agree(tiny_config: TrainConfig, tiny_data: tuple
     model = models.build_model(tiny_config)
     images = tiny_data[1].images
     assert torch.equal(get_prediction(model, images), get_prediction(model, fm.to_float(images)))
+
+
+def test_saved_configs_keep_how_they_were_trained() -> None:
+    saved = TrainConfig().to_dict()
+    del saved["sizes"]  # written before per-epoch sizes existed: full size throughout
+    assert TrainConfig.from_saved(saved).sizes == ()
+    assert TrainConfig.from_dict(saved).sizes == TrainConfig().sizes  # a partial config file
+    assert TrainConfig.from_saved(TrainConfig().to_dict()) == TrainConfig()

@@ -11,6 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# Fields added to TrainConfig after runs were first saved, with the value that
+# reproduces a saved run that lacks them.
+ADDED_LATER: dict[str, Any] = {"sizes": []}  # before: full 28 px in every epoch
+
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 AUGMENTATIONS = (
@@ -36,6 +40,9 @@ class TrainConfig:
     train_subset: int = 0  # use only this many training images (0 = all); for quick tests
     augment: str = "flip"  # one of AUGMENTATIONS, '+' combines (see docs/experiments.md)
     crop_pad: int = 2  # pixels of zero padding for random-translation crops
+    # training image side per epoch, the last one repeated (() = 28 px throughout); the
+    # default trains 5 epochs on images shrunk to 20 px (half the FLOPs), then 28 px
+    sizes: tuple[int, ...] = (20, 20, 20, 20, 20, 28)
     # model
     widths: tuple[int, ...] = (32, 64, 128)  # channels of each stage (pooled to 14, 7, 7 px)
     depth: tuple[int, ...] = (1, 2, 2)  # conv layers per stage
@@ -45,7 +52,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 256  # images per step
     optimizer: str = "sgd"  # one of OPTIMIZERS
-    lr: float = 0.2  # peak learning rate
+    lr: float = 0.5  # peak learning rate
     momentum: float = 0.9  # SGD momentum (beta1 for Adam)
     nesterov: bool = True
     weight_decay: float = 5e-4  # L2 coefficient (decoupled for AdamW)
@@ -54,7 +61,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     ema_decay: float = 0.0  # exponential weight averaging per step (0 = off)
     # evaluation
-    tta: bool = True  # average predictions of the image and its mirror image
+    tta: bool = True  # final figures average the image and its mirror image's predictions
     # machinery
     seed: int = 0
     precision: str = "auto"  # 'auto' = bf16 autocast where the CPU/GPU supports it
@@ -77,6 +84,8 @@ class TrainConfig:
             )
         if any(w < 1 for w in self.widths) or any(d < 1 for d in self.depth):
             raise ValueError("widths and depth must be positive")
+        if any(not 8 <= v <= 28 for v in self.sizes):
+            raise ValueError(f"sizes {self.sizes}: each training image side must be in 8..28")
         if len(self.widths) > 3:
             raise ValueError("at most 3 stages: 28x28 images are pooled to 7x7 by stage 3")
         for name in ("epochs", "batch_size"):
@@ -105,6 +114,13 @@ class TrainConfig:
                 f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(fields)}"
             )
         return cls(**{k: coerce(k, v) for k, v in d.items()})
+
+    @classmethod
+    def from_saved(cls, d: dict[str, Any]) -> TrainConfig:
+        """Rebuild a config that convlens wrote out in full (a run's ``config.json``,
+        a model file, a sweep study). Fields added after it was written take the value
+        that reproduces how it was trained, not today's default."""
+        return cls.from_dict({**ADDED_LATER, **d})
 
     def replace(self, **changes: Any) -> TrainConfig:
         return self.from_dict({**self.to_dict(), **changes})

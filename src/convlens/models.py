@@ -215,7 +215,7 @@ def load(
     fmt = record.get("format")
     if fmt not in ("convlens.model", "convlens.checkpoint"):
         raise ValueError(f"{path} is not a convlens model or checkpoint (format {fmt!r})")
-    config = TrainConfig.from_dict(record["config"])
+    config = TrainConfig.from_saved(record["config"])
     classes = tuple(record.get("classes", ()))
     model = build_model(config, num_classes=len(classes) if classes else 10)
     state = record["model"]

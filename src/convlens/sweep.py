@@ -31,6 +31,7 @@ import json
 import math
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -117,7 +118,7 @@ PRESETS: dict[str, list[dict[str, Any]]] = {
         {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 0.05},
     ],
     "lr": [
-        *({"lr": lr} for lr in (0.025, 0.05, 0.1, 0.4)),
+        *({"lr": lr} for lr in (0.05, 0.1, 0.2, 0.8)),
         *({"schedule": s} for s in ("constant", "step", "cosine")),
     ],
     "regularization": [
@@ -379,6 +380,32 @@ def requeue_dead(study: optuna.Study) -> list[int]:
     return done
 
 
+@contextlib.contextmanager
+def claim_lock(url: str) -> Iterator[None]:
+    """Hold an exclusive lock while a worker of a SQLite study claims a trial.
+
+    Optuna takes a waiting trial by reading its row ``FOR UPDATE`` and then changing
+    its state; SQLite ignores ``FOR UPDATE``, so two workers can both read a trial as
+    waiting and both start it (and both queue a dead trial again). All workers of a
+    SQLite study run on one machine (SQLite is not for network file systems), so an
+    exclusive lock on ``<database>.lock`` makes claiming atomic. Server databases lock
+    the row themselves, and the journal storage orders its writes: no lock for those.
+    """
+    prefix = "sqlite:///"
+    db = url[len(prefix) :]
+    if not url.startswith(prefix) or db in ("", ":memory:") or sys.platform == "win32":
+        yield
+        return
+    import fcntl
+
+    with open(Path(db + ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _pop_waiting(study: optuna.Study) -> optuna.Trial | None:
     """Take one waiting trial, atomically: no two workers get the same one."""
     storage = study._storage
@@ -464,10 +491,11 @@ def run_worker(
         torch.set_num_threads(threads)
     report = WorkerReport()
     while max_trials is None or len(report.completed) + len(report.failed) < max_trials:
-        report.requeued += requeue_dead(study)
-        trial = _pop_waiting(study)
-        if trial is None and spec.kind == "search" and _search_budget_left(study, spec):
-            trial = study.ask()
+        with claim_lock(url):
+            report.requeued += requeue_dead(study)
+            trial = _pop_waiting(study)
+            if trial is None and spec.kind == "search" and _search_budget_left(study, spec):
+                trial = study.ask()
         if trial is None:
             running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             if not running:
@@ -497,7 +525,7 @@ def _run_trial(
     report: WorkerReport,
 ) -> None:
     run_dir = sweep_dir / "trials" / point_key(point)
-    config = TrainConfig.from_dict({**spec.base, **point})
+    config = TrainConfig.from_saved({**spec.base, **point})
     with _heartbeat(study, trial._trial_id):
         trial.set_user_attr("run_dir", str(run_dir.resolve()))
         try:
