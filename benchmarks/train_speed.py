@@ -24,7 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from convlens.config import TrainConfig
+from convlens.config import TrainConfig, parse_sets
+from convlens.fileio import atomic_write_json
 from convlens.models import build_model
 from convlens.train import epoch_image_size, machine_info, train
 
@@ -72,9 +73,9 @@ def training_flops(config: TrainConfig) -> float:
 def print_table(record: dict[str, Any]) -> None:
     """The Markdown table of a benchmark record (what ``--json`` writes)."""
     runs = record["runs"]
-    config = TrainConfig.from_dict(record.get("config", {"epochs": 10}))
+    config = TrainConfig.from_saved(record["config"])
     peak, flops = record["matmul_gflops"], record["forward_flops"]
-    train_flops = record.get("train_forward_flops") or training_flops(config)
+    train_flops = record["train_forward_flops"]
     ips = statistics.mean(r["images_per_s"] for r in runs)
     tests = [r["test_top1"] for r in runs]
     spread = statistics.stdev(tests) if len(tests) > 1 else 0.0
@@ -133,13 +134,10 @@ def main() -> None:
         print_table(json.loads(args.table.read_text()))
         return
 
-    changes = {}
-    for text in args.set:
-        name, sep, value = text.partition("=")
-        if not sep:
-            parser.error(f"--set {text!r}: expected FIELD=VALUE")
-        changes[name.strip().replace("-", "_")] = value
-    config = TrainConfig().replace(epochs=args.epochs, **changes)
+    try:
+        config = TrainConfig().replace(epochs=args.epochs, **parse_sets(args.set))
+    except ValueError as e:
+        parser.error(str(e))
     peak = matmul_gflops()
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -178,7 +176,7 @@ def main() -> None:
     print()
     print_table(record)
     if args.json:
-        args.json.write_text(json.dumps(record, indent=2))
+        atomic_write_json(args.json, record)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import json
 import os
 import tomllib
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,18 @@ def coerce(name: str, value: Any) -> Any:
     except (TypeError, ValueError) as e:
         raise ValueError(f"{name}: cannot read {value!r} as {getattr(t, '__name__', t)}") from e
     return value
+
+
+def parse_sets(texts: Iterable[str]) -> dict[str, str]:
+    """Config changes from ``--set FIELD=VALUE`` texts (values still text; ``replace``
+    converts them). Raises ValueError for a text without ``=``."""
+    changes = {}
+    for text in texts:
+        name, sep, value = text.partition("=")
+        if not sep:
+            raise ValueError(f"--set {text!r}: expected FIELD=VALUE")
+        changes[name.strip().replace("-", "_")] = value
+    return changes
 
 
 def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:

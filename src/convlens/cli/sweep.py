@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from convlens import sweep, viz
-from convlens.config import TrainConfig, load_config_file
+from convlens.config import TrainConfig, load_config_file, parse_sets
 
 
 def add_parser(sub: Any) -> None:
@@ -67,12 +67,7 @@ def add_parser(sub: Any) -> None:
 
 def base_config(args: argparse.Namespace) -> TrainConfig:
     base = TrainConfig.from_dict(load_config_file(args.config)) if args.config else TrainConfig()
-    changes = {}
-    for text in args.set:
-        name, sep, value = text.partition("=")
-        if not sep:
-            raise ValueError(f"--set {text!r}: expected FIELD=VALUE")
-        changes[name.strip().replace("-", "_")] = value
+    changes = parse_sets(args.set)
     return base.replace(**changes) if changes else base
 
 
