@@ -7,7 +7,7 @@ FLOP rate as a fraction of this machine's fp32 matmul rate, measured in the same
 
     uv run python benchmarks/train_speed.py            # 3 seeds, ~10 minutes on 2 cores
     uv run python benchmarks/train_speed.py --seeds 1 --epochs 2
-    uv run python benchmarks/train_speed.py --seeds 1 --set depth=1,1,2 --set sizes=28
+    uv run python benchmarks/train_speed.py --seeds 1 --set depth=1,1,2 --set low_res=0
     uv run python benchmarks/train_speed.py --table benchmarks/results/train_speed.json
 """
 
@@ -27,7 +27,7 @@ from torch import nn
 from convlens.config import TrainConfig, parse_sets
 from convlens.fileio import atomic_write_json
 from convlens.models import build_model
-from convlens.train import epoch_image_size, machine_info, train
+from convlens.train import machine_info, train
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
@@ -66,7 +66,7 @@ def forward_flops(model: nn.Module, shape: tuple[int, ...] = (1, 1, 28, 28)) -> 
 def training_flops(config: TrainConfig) -> float:
     """Mean forward FLOPs per training image over the epochs (their sizes differ)."""
     model = build_model(config)
-    sizes = [epoch_image_size(config, e) or 28 for e in range(config.epochs)]
+    sizes = [config.image_size(e) for e in range(config.epochs)]
     return statistics.mean(forward_flops(model, (1, 1, s, s)) for s in sizes)
 
 

@@ -227,6 +227,34 @@ def test_a_killed_trial_is_queued_again_and_finished_ones_are_kept(tmp_path: Pat
 
 
 @needs_fashion
+def test_a_new_study_never_reuses_trials_of_another_config(tmp_path: Path) -> None:
+    # A 1-epoch sweep, its study deleted, then the same points with 2 epochs in the same
+    # folder: the old trial folders must not be reused (nor resumed) as 2-epoch results.
+    first = sweep.make_spec(tiny_base(), ["lr=0.1,0.2"])
+    assert len(sweep.run_worker(tmp_path, None, "sweep", first, progress=False).completed) == 2
+    (tmp_path / "study.db").rename(tmp_path / "old.db")
+    (tmp_path / "sweep.json").unlink()
+    second = sweep.make_spec(tiny_base().replace(epochs=2), ["lr=0.1,0.2"])
+    with pytest.raises(sweep.StaleTrialError, match=r"lr=0.1 holds a run of another conf.*"
+                       r"epochs: 1 there, 2 here"):  # fmt: skip
+        sweep.run_worker(tmp_path, None, "sweep", second, progress=False)
+    saved = json.loads((tmp_path / "trials" / "lr=0.1" / "config.json").read_text())
+    assert saved["epochs"] == 1  # untouched
+    # Another study name in the same folder is refused the same way.
+    with pytest.raises(sweep.StaleTrialError, match="epochs: 1 there, 2 here"):
+        sweep.run_worker(tmp_path, None, "other", second, progress=False)
+    # Once the stale folders are gone, the refused points run under the new config.
+    import shutil
+
+    shutil.rmtree(tmp_path / "trials")
+    report = sweep.run_worker(tmp_path, None, "sweep", None, progress=False)
+    assert len(report.completed) == 2
+    results = sweep.load_results(tmp_path)
+    assert len(results.trials) == 2 and all(len(t.curve) == 2 for t in results.trials)
+    assert json.loads((tmp_path / "trials" / "lr=0.1" / "config.json").read_text())["epochs"] == 2
+
+
+@needs_fashion
 def test_random_search_on_a_journal_file(tmp_path: Path) -> None:
     spec = sweep.make_spec(
         tiny_base(), ["lr=log:0.01:0.5", "init=kaiming,xavier"], trials=3, sampler="random"

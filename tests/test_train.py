@@ -11,7 +11,6 @@ from convlens import data as fm
 from convlens.config import TrainConfig
 from convlens.train import (
     NonFiniteLossError,
-    epoch_image_size,
     evaluate,
     get_prediction,
     lr_at,
@@ -109,11 +108,13 @@ def test_run_directory_contents(tmp_path: Path, tiny_config: TrainConfig, tiny_d
 
 
 def test_epoch_image_sizes(tiny_config: TrainConfig, tiny_data: tuple) -> None:
-    config = tiny_config.replace(sizes=(12, 20, 28))
-    assert [epoch_image_size(config, e) for e in range(5)] == [12, 20, 28, 28, 28]
-    assert epoch_image_size(config.replace(sizes=()), 3) is None
+    config = tiny_config.replace(sizes=(12, 20, 28), epochs=5)
+    assert [config.image_size(e) for e in range(5)] == [12, 20, 28, 28, 28]
+    assert tiny_config.replace(low_res=0).image_size(0) == 28
     with pytest.raises(ValueError, match="sizes.*8..28"):
         tiny_config.replace(sizes=(4, 28))
+    with pytest.raises(ValueError, match="low_res_size.*8..28"):
+        tiny_config.replace(low_res_size=40)
     model = models.build_model(tiny_config)
     seen: list[tuple[int, ...]] = []
     model.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape[2:])))
@@ -213,7 +214,33 @@ def test_uint8_and_float_inputs_agree(tiny_config: TrainConfig, tiny_data: tuple
 
 def test_saved_configs_keep_how_they_were_trained() -> None:
     saved = TrainConfig().to_dict()
-    del saved["sizes"]  # written before per-epoch sizes existed: full size throughout
-    assert TrainConfig.from_saved(saved).sizes == ()
-    assert TrainConfig.from_dict(saved).sizes == TrainConfig().sizes  # a partial config file
+    del saved["sizes"], saved["low_res"], saved["low_res_size"]
+    # written before per-epoch sizes existed: full size throughout
+    old = TrainConfig.from_saved(saved)
+    assert [old.image_size(e) for e in range(old.epochs)] == [28] * 10
+    # written while `sizes` was the default schedule (5 epochs at 20 px, then 28 px)
+    sized = TrainConfig.from_saved({**saved, "sizes": [20, 20, 20, 20, 20, 28]})
+    assert [sized.image_size(e) for e in range(10)] == [20] * 5 + [28] * 5
+    # ... also a short run that ended below full size: it loads and resumes as trained
+    short = TrainConfig.from_saved({**saved, "epochs": 2, "sizes": [20, 20, 20, 20, 20, 28]})
+    assert [short.image_size(e) for e in range(2)] == [20, 20]
+    assert TrainConfig.from_dict(saved).low_res == TrainConfig().low_res  # a partial file
     assert TrainConfig.from_saved(TrainConfig().to_dict()) == TrainConfig()
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 3, 4, 5, 10, 17])
+def test_every_run_ends_at_full_size(epochs: int) -> None:
+    config = TrainConfig(epochs=epochs)
+    schedule = [config.image_size(e) for e in range(epochs)]
+    assert schedule[-1] == 28
+    assert schedule.count(20) == epochs // 2  # the default low_res=0.5
+    config.check_trainable()
+
+
+def test_runs_that_would_end_below_full_size_are_refused(
+    tmp_path: Path, tiny_config: TrainConfig, tiny_data: tuple
+) -> None:
+    config = tiny_config.replace(sizes=(16, 16, 16, 16, 28), epochs=3)
+    with pytest.raises(ValueError, match="end at 16 px in epoch 3 of 3.*tested at 28 px"):
+        train(config, tmp_path / "run", datasets=tiny_data)
+    assert not (tmp_path / "run").exists()

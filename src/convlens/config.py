@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tomllib
 import typing
@@ -13,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 # Fields added to TrainConfig after runs were first saved, with the value that
-# reproduces a saved run that lacks them.
-ADDED_LATER: dict[str, Any] = {"sizes": []}  # before: full 28 px in every epoch
+# reproduces a saved run that lacks them: runs saved before `sizes` trained at full
+# 28 px in every epoch; runs saved before `low_res` followed their explicit `sizes`.
+ADDED_LATER: dict[str, Any] = {"sizes": [], "low_res": 0.0, "low_res_size": 20}
+FULL_SIZE = 28  # FashionMNIST's side in pixels, the size every model is tested at
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
@@ -41,9 +44,14 @@ class TrainConfig:
     train_subset: int = 0  # use only this many training images (0 = all); for quick tests
     augment: str = "flip"  # one of AUGMENTATIONS, '+' combines (see docs/experiments.md)
     crop_pad: int = 2  # pixels of zero padding for random-translation crops
-    # training image side per epoch, the last one repeated (() = 28 px throughout); the
-    # default trains 5 epochs on images shrunk to 20 px (half the FLOPs), then 28 px
-    sizes: tuple[int, ...] = (20, 20, 20, 20, 20, 28)
+    # progressive resizing: the first floor(low_res * epochs) epochs train on images shrunk
+    # to low_res_size px (20 px costs half the FLOPs of 28 px), the rest at the full 28 px,
+    # so every run, however short, ends at the size it is tested at (0 = full size only)
+    low_res: float = 0.5
+    low_res_size: int = 20
+    # explicit training image side per epoch, the last one repeated; overrides low_res
+    # (written by runs made before low_res existed; () = use low_res)
+    sizes: tuple[int, ...] = ()
     # model
     widths: tuple[int, ...] = (32, 64, 128)  # channels of each stage (pooled to 14, 7, 7 px)
     depth: tuple[int, ...] = (1, 2, 2)  # conv layers per stage
@@ -85,8 +93,11 @@ class TrainConfig:
             )
         if any(w < 1 for w in self.widths) or any(d < 1 for d in self.depth):
             raise ValueError("widths and depth must be positive")
-        if any(not 8 <= v <= 28 for v in self.sizes):
-            raise ValueError(f"sizes {self.sizes}: each training image side must be in 8..28")
+        if any(not 8 <= v <= FULL_SIZE for v in (*self.sizes, self.low_res_size)):
+            raise ValueError(
+                f"sizes {self.sizes} / low_res_size {self.low_res_size}: each training image "
+                f"side must be in 8..{FULL_SIZE}"
+            )
         if len(self.widths) > 3:
             raise ValueError("at most 3 stages: 28x28 images are pooled to 7x7 by stage 3")
         for name in ("epochs", "batch_size"):
@@ -94,7 +105,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        for name in ("dropout", "label_smoothing", "ema_decay", "warmup"):
+        for name in ("dropout", "label_smoothing", "ema_decay", "warmup", "low_res"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {v}")
@@ -125,6 +136,30 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return self.from_dict({**self.to_dict(), **changes})
+
+    def image_size(self, epoch: int) -> int:
+        """The side in pixels that training images have in ``epoch`` (0-based).
+
+        With ``sizes`` given it is ``sizes[epoch]``, the last entry repeated. Otherwise
+        the first ``floor(low_res * epochs)`` epochs use ``low_res_size`` and the rest
+        28 px; as ``low_res < 1``, the last epoch always trains at full size.
+        """
+        if self.sizes:
+            return self.sizes[min(epoch, len(self.sizes) - 1)]
+        low_epochs = math.floor(self.low_res * self.epochs)
+        return self.low_res_size if epoch < low_epochs else FULL_SIZE
+
+    def check_trainable(self) -> None:
+        """Raise ValueError when a new run of this config would end below full size
+        (explicit ``sizes`` shorter than the run), so it would be tested at a size
+        it never trained at. Saved runs are not checked: they resume as they were."""
+        last = self.image_size(self.epochs - 1)
+        if last != FULL_SIZE:
+            raise ValueError(
+                f"sizes {self.sizes} end at {last} px in epoch {self.epochs} of {self.epochs}, "
+                f"but models are tested at {FULL_SIZE} px: end sizes with {FULL_SIZE}, or leave "
+                "sizes empty and set low_res (the fraction of epochs at low_res_size)"
+            )
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

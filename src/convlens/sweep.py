@@ -44,7 +44,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from convlens.config import TrainConfig, coerce, field_type
 from convlens.fileio import atomic_write_json
-from convlens.train import NonFiniteLossError, train
+from convlens.train import NonFiniteLossError, load_run_config, train
 
 STALE_AFTER = 120.0  # seconds without a heartbeat before a running trial counts as dead
 HEARTBEAT = 10.0  # seconds between heartbeats
@@ -210,7 +210,7 @@ def make_spec(
         points += [dict(combo) for combo in itertools.product(*lists)]
     unique: list[dict[str, Any]] = []
     for p in points:
-        TrainConfig.from_dict({**base_dict, **p})  # every point must be a valid config
+        TrainConfig.from_dict({**base_dict, **p}).check_trainable()  # each must be valid
         if p not in unique:
             unique.append(p)
     kind = "preset" if presets and not parsed else "grid"
@@ -380,6 +380,27 @@ def requeue_dead(study: optuna.Study) -> list[int]:
     return done
 
 
+class StaleTrialError(ValueError):
+    """A trial's run directory holds a run of another configuration."""
+
+
+def check_trial_dir(run_dir: Path, config: TrainConfig) -> None:
+    """Raise :class:`StaleTrialError` when ``run_dir`` holds a run (finished or not)
+    whose saved configuration differs from ``config``: its results or checkpoint
+    belong to another experiment (a different base config in the same sweep folder)."""
+    if not (run_dir / "config.json").is_file():
+        return
+    saved = load_run_config(run_dir)
+    if saved == config:
+        return
+    ours, theirs = config.to_dict(), saved.to_dict()
+    diff = ", ".join(f"{k}: {theirs[k]} there, {ours[k]} here" for k in ours if ours[k] != theirs[k])
+    raise StaleTrialError(
+        f"trial folder {run_dir} holds a run of another configuration ({diff}); it is not "
+        "reused: delete that folder, or run this sweep in another folder"
+    )
+
+
 @contextlib.contextmanager
 def claim_lock(url: str) -> Iterator[None]:
     """Hold an exclusive lock while a worker of a SQLite study claims a trial.
@@ -526,6 +547,16 @@ def _run_trial(
 ) -> None:
     run_dir = sweep_dir / "trials" / point_key(point)
     config = TrainConfig.from_saved({**spec.base, **point})
+    try:
+        check_trial_dir(run_dir, config)
+    except StaleTrialError as e:
+        # Fail this attempt and queue the point again, so that the sweep runs it once the
+        # folder is cleared; then stop the worker with the reason.
+        trial.set_user_attr("error", str(e))
+        trial.set_user_attr("stale", True)
+        study.tell(trial, state=TrialState.FAIL)
+        study.enqueue_trial({}, user_attrs={"point": point, "retry_of": trial.number})
+        raise
     with _heartbeat(study, trial._trial_id):
         trial.set_user_attr("run_dir", str(run_dir.resolve()))
         try:
@@ -636,7 +667,9 @@ def load_results(
                     list(t.user_attrs.get("train_curve", [])),
                 )
             )
-        elif t.state == TrialState.FAIL and not t.user_attrs.get("dead"):
+        elif t.state == TrialState.FAIL and not (
+            t.user_attrs.get("dead") or t.user_attrs.get("stale")
+        ):  # diverged; dead and stale attempts were queued again
             failed.append({"point": t.user_attrs.get("point"), "error": t.user_attrs.get("error")})
         elif t.state in (TrialState.WAITING, TrialState.RUNNING):
             pending += 1

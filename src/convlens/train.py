@@ -132,14 +132,6 @@ def lr_at(step: int, total_steps: int, config: TrainConfig) -> float:
     return config.lr * max(0.0, (1.0 - t) / (1.0 - w))
 
 
-def epoch_image_size(config: TrainConfig, epoch: int) -> int | None:
-    """The side training images are resized to in ``epoch`` (0-based), or ``None`` to
-    keep them as they are: ``config.sizes[epoch]``, the last entry repeated."""
-    if not config.sizes:
-        return None
-    return config.sizes[min(epoch, len(config.sizes) - 1)]
-
-
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """The optimiser of ``config``; weight decay applies to conv/linear weights only."""
     decay = [p for p in model.parameters() if p.ndim > 1]
@@ -460,6 +452,8 @@ def train(
             f"{run_dir} already holds a training run; pass --resume to continue it "
             "or choose another --out"
         )
+    else:
+        config.check_trainable()
 
     # data
     if config.threads > 0:
@@ -531,7 +525,7 @@ def train(
                 generator=generator,
                 average=average,
                 amp_dtype=amp,
-                size=epoch_image_size(config, epoch),
+                size=config.image_size(epoch),
                 progress=bar,
             )
             train_seconds = time.perf_counter() - t0
