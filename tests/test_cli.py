@@ -50,7 +50,7 @@ def test_train_evaluate_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert json.loads((run / "metrics.json").read_text())[0]["epoch"] == 1
     assert main(["predict", str(run), "--test-index", "0", "7", "--top", "3"]) == 0
     out = capsys.readouterr().out
-    assert "test[0] (true: Ankle boot)" in out and out.count("%") == 6
+    assert "test:0 (true: Ankle boot)" in out and out.count("%") == 6
 
 
 def test_config_file_with_unknown_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

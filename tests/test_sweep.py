@@ -14,6 +14,8 @@ from optuna.trial import TrialState
 from convlens import sweep, viz
 from convlens.cli import main
 from convlens.config import TrainConfig
+from convlens.sweep import results as sweep_results
+from convlens.sweep import worker
 from tests.conftest import needs_fashion
 
 TINY = [
@@ -113,7 +115,7 @@ def test_tiny_sweep_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert len(vals) == 4 and vals == sorted(vals, reverse=True)
     assert rows[1].split(",")[5] != "" and all(r.split(",")[5] == "" for r in rows[2:])
 
-    results = sweep.load_results(out)
+    results = sweep_results.load_results(out)
     fig = viz.draw_sweep_param(results, "lr")
     ax = fig.axes[0]
     assert ax.get_xscale() == "log"
@@ -134,20 +136,20 @@ def test_tiny_sweep_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main([*args, *sets(), "--no-plot"]) == 0
     assert "this worker finished 0 trials" in capsys.readouterr().out
     assert before == {r: (out / "trials" / r / "model.pt").stat().st_mtime_ns for r in runs}
-    assert len(completed(sweep.default_storage(out))) == 4
+    assert len(completed(worker.default_storage(out))) == 4
     assert main(["plot", str(out)]) == 0
 
 
 CLAIMER = """
 import sys, time
 import optuna
-from convlens import sweep
+from convlens.sweep import worker
 url, start = sys.argv[1], float(sys.argv[2])
-study = optuna.load_study(study_name="s", storage=sweep.open_storage(url))
+study = optuna.load_study(study_name="s", storage=worker.open_storage(url))
 time.sleep(max(0.0, start - time.time()))
 while True:
-    with sweep.claim_lock(url):
-        trial = sweep._pop_waiting(study)
+    with worker.claim_lock(url):
+        trial = worker._pop_waiting(study)
     if trial is None:
         break
     print(trial.number, flush=True)
@@ -158,7 +160,7 @@ def test_concurrent_workers_never_claim_the_same_sqlite_trial(tmp_path: Path) ->
     # SQLite ignores SELECT ... FOR UPDATE: without claim_lock, workers polling together
     # read the same trial as waiting and both start it.
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    study = optuna.create_study(study_name="s", storage=sweep.open_storage(url))
+    study = optuna.create_study(study_name="s", storage=worker.open_storage(url))
     for i in range(40):
         study.enqueue_trial({}, user_attrs={"point": {"i": i}})
     start = str(time.time() + 3.0)  # all workers begin claiming together
@@ -187,7 +189,7 @@ def test_two_workers_share_one_sqlite_study_without_duplicates(tmp_path: Path) -
     ]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
-    trials = completed(sweep.default_storage(out))
+    trials = completed(worker.default_storage(out))
     points = [json.dumps(t.user_attrs["point"], sort_keys=True) for t in trials]
     assert len(points) == 8 and len(set(points)) == 8
     workers = {t.user_attrs["worker"]["pid"] for t in trials}
@@ -199,30 +201,30 @@ def test_two_workers_share_one_sqlite_study_without_duplicates(tmp_path: Path) -
 @needs_fashion
 def test_a_killed_trial_is_queued_again_and_finished_ones_are_kept(tmp_path: Path) -> None:
     spec = sweep.make_spec(tiny_base(), ["lr=0.05,0.1,0.2"])
-    storage = sweep.default_storage(tmp_path)
-    first = sweep.run_worker(tmp_path, None, "sweep", spec, max_trials=1, progress=False)
+    storage = worker.default_storage(tmp_path)
+    first = worker.run_worker(tmp_path, None, "sweep", spec, max_trials=1, progress=False)
     assert len(first.completed) == 1
     # A worker takes the next trial and dies: the trial stays RUNNING, owned by a pid
     # that no longer exists.
     study = optuna.load_study(study_name="sweep", storage=storage)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    trial = sweep._pop_waiting(study)
+    trial = worker._pop_waiting(study)
     assert trial is not None
-    trial.set_user_attr("worker", {"host": sweep.socket.gethostname(), "pid": dead.pid})
+    trial.set_user_attr("worker", {"host": worker.socket.gethostname(), "pid": dead.pid})
     trial.set_user_attr("heartbeat", 0.0)
     killed_point = trial.user_attrs["point"]
     finished_run = Path(completed(storage)[0].user_attrs["run_dir"]) / "model.pt"
     stamp = finished_run.stat().st_mtime_ns
 
-    second = sweep.run_worker(tmp_path, None, "sweep", None, progress=False)
+    second = worker.run_worker(tmp_path, None, "sweep", None, progress=False)
     assert second.requeued == [trial.number] and len(second.completed) == 2
     trials = completed(storage)
     assert sorted(t.user_attrs["point"]["lr"] for t in trials) == [0.05, 0.1, 0.2]
     retried = [t for t in trials if t.user_attrs.get("retry_of") == trial.number]
     assert len(retried) == 1 and retried[0].user_attrs["point"] == killed_point
     assert finished_run.stat().st_mtime_ns == stamp  # not trained again
-    results = sweep.load_results(tmp_path)
+    results = sweep_results.load_results(tmp_path)
     assert len(results.trials) == 3 and results.failed == [] and results.pending == 0
 
 
@@ -231,25 +233,25 @@ def test_a_new_study_never_reuses_trials_of_another_config(tmp_path: Path) -> No
     # A 1-epoch sweep, its study deleted, then the same points with 2 epochs in the same
     # folder: the old trial folders must not be reused (nor resumed) as 2-epoch results.
     first = sweep.make_spec(tiny_base(), ["lr=0.1,0.2"])
-    assert len(sweep.run_worker(tmp_path, None, "sweep", first, progress=False).completed) == 2
+    assert len(worker.run_worker(tmp_path, None, "sweep", first, progress=False).completed) == 2
     (tmp_path / "study.db").rename(tmp_path / "old.db")
     (tmp_path / "sweep.json").unlink()
     second = sweep.make_spec(tiny_base().replace(epochs=2), ["lr=0.1,0.2"])
-    with pytest.raises(sweep.StaleTrialError, match=r"lr=0.1 holds a run of another conf.*"
+    with pytest.raises(worker.StaleTrialError, match=r"lr=0.1 holds a run of another conf.*"
                        r"epochs: 1 there, 2 here"):  # fmt: skip
-        sweep.run_worker(tmp_path, None, "sweep", second, progress=False)
+        worker.run_worker(tmp_path, None, "sweep", second, progress=False)
     saved = json.loads((tmp_path / "trials" / "lr=0.1" / "config.json").read_text())
     assert saved["epochs"] == 1  # untouched
     # Another study name in the same folder is refused the same way.
-    with pytest.raises(sweep.StaleTrialError, match="epochs: 1 there, 2 here"):
-        sweep.run_worker(tmp_path, None, "other", second, progress=False)
+    with pytest.raises(worker.StaleTrialError, match="epochs: 1 there, 2 here"):
+        worker.run_worker(tmp_path, None, "other", second, progress=False)
     # Once the stale folders are gone, the refused points run under the new config.
     import shutil
 
     shutil.rmtree(tmp_path / "trials")
-    report = sweep.run_worker(tmp_path, None, "sweep", None, progress=False)
+    report = worker.run_worker(tmp_path, None, "sweep", None, progress=False)
     assert len(report.completed) == 2
-    results = sweep.load_results(tmp_path)
+    results = sweep_results.load_results(tmp_path)
     assert len(results.trials) == 2 and all(len(t.curve) == 2 for t in results.trials)
     assert json.loads((tmp_path / "trials" / "lr=0.1" / "config.json").read_text())["epochs"] == 2
 
@@ -260,26 +262,26 @@ def test_random_search_on_a_journal_file(tmp_path: Path) -> None:
         tiny_base(), ["lr=log:0.01:0.5", "init=kaiming,xavier"], trials=3, sampler="random"
     )
     url = f"journal:{tmp_path / 'journal.log'}"
-    report = sweep.run_worker(tmp_path / "a", url, "search", spec, progress=False)
+    report = worker.run_worker(tmp_path / "a", url, "search", spec, progress=False)
     assert len(report.completed) == 3
-    results = sweep.load_results(None, url, "search")
+    results = sweep_results.load_results(None, url, "search")
     assert len(results.trials) == 3
     assert all(0.01 <= t.point["lr"] <= 0.5 for t in results.trials)
     assert all(t.point["init"] in ("kaiming", "xavier") for t in results.trials)
     # A second worker joining the finished study has nothing left to do.
-    assert sweep.run_worker(tmp_path / "b", url, "search", None).completed == []
+    assert worker.run_worker(tmp_path / "b", url, "search", None).completed == []
 
 
 def test_joining_needs_the_same_sweep(tmp_path: Path) -> None:
-    url = sweep.default_storage(tmp_path)
-    storage = sweep.open_storage(url)
-    sweep.open_study(storage, "s", sweep.make_spec(tiny_base(), ["lr=0.1,0.2"]))
+    url = worker.default_storage(tmp_path)
+    storage = worker.open_storage(url)
+    worker.open_study(storage, "s", sweep.make_spec(tiny_base(), ["lr=0.1,0.2"]))
     with pytest.raises(ValueError, match="already exists with a different sweep"):
-        sweep.open_study(storage, "s", sweep.make_spec(tiny_base(), ["lr=0.1,0.3"]))
+        worker.open_study(storage, "s", sweep.make_spec(tiny_base(), ["lr=0.1,0.3"]))
     with pytest.raises(ValueError, match="no study 'other'"):
-        sweep.open_study(storage, "other", None)
+        worker.open_study(storage, "other", None)
     with pytest.raises(ValueError, match="not a sweep directory"):
-        sweep.load_results(tmp_path / "nothing")
+        sweep_results.load_results(tmp_path / "nothing")
 
 
 @pytest.mark.skipif(
@@ -319,7 +321,7 @@ def test_parallel_jobs_on_one_machine(tmp_path: Path, capsys: pytest.CaptureFixt
     out = tmp_path / "sw"
     args = ["sweep", "--out", str(out), "--param", "lr=0.05,0.1,0.2", "--jobs", "2"]
     assert main([*args, *sets(), "--no-plot"]) == 0
-    trials = completed(sweep.default_storage(out))
+    trials = completed(worker.default_storage(out))
     assert sorted(t.user_attrs["point"]["lr"] for t in trials) == [0.05, 0.1, 0.2]
     assert len({t.user_attrs["worker"]["pid"] for t in trials}) <= 2
     assert "best so far" in capsys.readouterr().out
@@ -331,8 +333,8 @@ def test_plot_categorical_layouts_and_numbers_with_zero() -> None:
     base = TrainConfig().to_dict()
     spec = sweep.make_spec(TrainConfig(), presets=["architecture", "regularization"])
 
-    def trial(n: int, point: dict[str, object], val: float) -> sweep.TrialResult:
-        return sweep.TrialResult(n, point, val + 0.01, val, 0.9, 10.0, [val - 0.1, val], [])
+    def trial(n: int, point: dict[str, object], val: float) -> sweep_results.TrialResult:
+        return sweep_results.TrialResult(n, point, val + 0.01, val, 0.9, 10.0, [val - 0.1, val], [])
 
     trials = [
         trial(0, {}, 0.91),
@@ -341,7 +343,7 @@ def test_plot_categorical_layouts_and_numbers_with_zero() -> None:
         trial(3, {"weight_decay": 0.0}, 0.90),
         trial(4, {"weight_decay": 0.002}, 0.905),
     ]
-    results = sweep.SweepResults(spec, trials, [], 0)
+    results = sweep_results.SweepResults(spec, trials, [], 0)
     depth_ax = viz.draw_sweep_param(results, "depth").axes[0]
     assert [t.get_text() for t in depth_ax.get_xticklabels()] == ["1x1x1", "1x2x2", "2x2x2"]
     wd_ax = viz.draw_sweep_param(results, "weight_decay").axes[0]

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from convlens.cam import GapHead, NotGapHeadError, find_gap_head
 from convlens.hooks import capture, get_layer
 from convlens.models import eval_mode
+from convlens.progress import progress_bar
 from convlens.units import check_units
 
 MODES = ("activation", "weights")
@@ -364,7 +364,7 @@ def _greedy(
     keep = torch.ones(channels, dtype=torch.bool)
     removed: list[int] = []
     passes = 0
-    steps = tqdm(
+    steps = progress_bar(
         range(min(max_units, channels)), desc="fewest units", unit="step", disable=not progress
     )
     for _ in steps:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,26 @@ def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint holds pickled Python objects that a weights-only load refuses."""
+
+
+def raise_if_unsafe(path: str | os.PathLike[str], error: BaseException) -> None:
+    """Raise :class:`UnsafeCheckpointError` when ``error`` is ``torch.load``'s weights-only
+    refusal of ``path``: a file of pickled objects other than tensors and plain containers,
+    which could run code when unpickled. Other errors pass through untouched."""
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    if found is None:  # not a refusal of objects: a truncated or foreign file
+        return
+    raise UnsafeCheckpointError(
+        f"{path} was refused: it holds pickled Python objects other than tensors (such as "
+        f"{found.group(1)}), "
+        "which could run code when loaded; convlens reads checkpoints with weights_only=True "
+        "and never unpickles such objects. Re-save its tensors, e.g. "
+        "torch.save(model.state_dict(), FILE), where you trust the file"
+    ) from error
+
+
 def load_checkpoint_file(path: str | os.PathLike[str], expect: str | None = None) -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` with one clear error for a bad file.
 
@@ -79,6 +100,7 @@ def load_checkpoint_file(path: str | os.PathLike[str], expect: str | None = None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many exception types for a bad file
+        raise_if_unsafe(path, e)
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         detail = next((ln for ln in lines if "WeightsUnpickler error" in ln), None)
         detail = detail or (lines[0] if lines else "no detail")

@@ -7,6 +7,7 @@ and 16-bit images are converted to the channels the model expects.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,17 +27,59 @@ IMAGENET_PREPROCESSING: dict[str, Any] = {
 }
 
 
+# Pillow's own default: larger images are refused as possible decompression bombs (a
+# small file that expands to gigabytes of pixels).
+DEFAULT_MAX_PIXELS = 89_478_485
+MAX_PIXELS_ENV = "CONVLENS_MAX_IMAGE_PIXELS"
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+class ImageTooLargeError(ValueError):
+    """An image has more pixels than the decompression-bomb limit."""
+
+
+def max_image_pixels() -> int:
+    """The most pixels convlens decodes in one image: ``$CONVLENS_MAX_IMAGE_PIXELS``,
+    else Pillow's default of 89,478,485 (about 9459 x 9459)."""
+    text = os.environ.get(MAX_PIXELS_ENV)
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{MAX_PIXELS_ENV}={text!r}: expected a positive number of pixels")
+    return value
+
+
 def open_image(path: str | os.PathLike[str], channels: int = 3) -> Image.Image:
     """Open ``path`` as an 8-bit ``RGB`` (channels=3) or ``L`` (channels=1) image.
 
     Raises:
+        ImageTooLargeError: more pixels than :func:`max_image_pixels` (checked from the
+            header, before any pixel is decoded).
         ValueError: missing, unreadable or non-image file.
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"image {path} does not exist")
+    limit = max_image_pixels()
     try:
-        with Image.open(path) as im:
+        with _PIL_LIMIT_LOCK:  # Pillow's limit is a module global: ours replaces it here
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                im = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+        with im:
+            w, h = im.size
+            if w * h > limit:
+                raise ImageTooLargeError(
+                    f"{path} is {w}x{h} = {w * h:,} pixels, more than the limit of {limit:,} "
+                    "that guards against decompression bombs; if you trust the file, raise "
+                    f"the limit with the environment variable {MAX_PIXELS_ENV}"
+                )
             im.load()
             img = _to_8bit(im)
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
@@ -175,6 +218,7 @@ class Inputs:
     x: torch.Tensor  # [N, C, H, W], normalised
     names: tuple[str, ...]
     sizes: tuple[tuple[int, int], ...]  # original (W, H) of each image
+    labels: tuple[int | None, ...] = ()  # the true class where known (test:N), else None
 
 
 def load_inputs(
@@ -184,6 +228,7 @@ def load_inputs(
     if not specs:
         raise ValueError("no images given")
     xs, sizes = [], []
+    labels: list[int | None] = []
     test = None
     for spec in specs:
         if spec.startswith("test:"):
@@ -195,15 +240,16 @@ def load_inputs(
             from convlens import data
 
             test = test or data.load_fashion_mnist("test", data_dir)
-            try:
-                pixels = test.images[int(spec[5:])]
-            except (ValueError, IndexError) as e:
-                raise ValueError(f"{spec}: expected test:N with N in 0..{len(test) - 1}") from e
-            xs.append(data.to_float(pixels[None])[0])
+            n = int(spec[5:]) if spec[5:].isdigit() else -1
+            if not 0 <= n < len(test):
+                raise ValueError(f"{spec}: expected test:N with N in 0..{len(test) - 1}")
+            xs.append(data.to_float(test.images[n][None])[0])
             sizes.append((28, 28))
+            labels.append(int(test.labels[n]))
         else:
             channels = int(preprocessing.get("channels", 3))
             img = open_image(spec, channels)
             sizes.append(img.size)
+            labels.append(None)
             xs.append(preprocess(img, preprocessing))
-    return Inputs(torch.stack(xs), tuple(specs), tuple(sizes))
+    return Inputs(torch.stack(xs), tuple(specs), tuple(sizes), tuple(labels))

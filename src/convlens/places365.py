@@ -15,15 +15,16 @@ import os
 import pickle
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torchvision.models import resnet18, resnet50
-from torchvision.models.resnet import BasicBlock, ResNet
 
-from convlens.fileio import atomic_write_bytes, fetch_url, user_cache_dir
+from convlens.fileio import atomic_write_bytes, fetch_url, raise_if_unsafe, user_cache_dir
 from convlens.images import IMAGENET_PREPROCESSING
+
+if TYPE_CHECKING:
+    from torchvision.models.resnet import ResNet
 
 ARCHS = {
     "places365-resnet18": "resnet18",
@@ -42,6 +43,8 @@ PREPROCESSING: dict[str, Any] = IMAGENET_PREPROCESSING
 
 def wideresnet18(num_classes: int = NUM_CLASSES) -> ResNet:
     """CSAIL's WideResNet18: ResNet-18 blocks with no max-pool after the stem."""
+    from torchvision.models.resnet import BasicBlock, ResNet  # torchvision is slow to import
+
     model = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
     model.maxpool = nn.Identity()
     return model
@@ -49,6 +52,8 @@ def wideresnet18(num_classes: int = NUM_CLASSES) -> ResNet:
 
 def build(arch: str, num_classes: int = NUM_CLASSES) -> nn.Module:
     """An untrained network of ``arch`` (``resnet18``, ``resnet50``, ``wideresnet18``)."""
+    from torchvision.models import resnet18, resnet50
+
     if arch == "resnet18":
         return resnet18(num_classes=num_classes)
     if arch == "resnet50":
@@ -88,6 +93,7 @@ def read_checkpoint(
     except UnicodeDecodeError:
         obj = _load_python2(path)
     except (EOFError, RuntimeError, pickle.UnpicklingError, OSError) as e:
+        raise_if_unsafe(path, e)
         raise ValueError(
             f"{path} is truncated or corrupt ({type(e).__name__}: "
             f"{str(e).strip().splitlines()[0] if str(e).strip() else 'no detail'}); delete it "

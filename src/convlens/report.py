@@ -17,12 +17,13 @@ from typing import Any
 
 import torch
 from matplotlib.figure import Figure
-from tqdm.auto import tqdm
 
-from convlens import ablation, cam, filters, images, sweep, units, viz
+from convlens import ablation, cam, filters, images, units, viz
 from convlens.fileio import atomic_write_bytes
 from convlens.hooks import activations, conv_layer_names
 from convlens.models import LoadedModel
+from convlens.progress import progress_bar
+from convlens.sweep import results as sweep_results
 
 
 @dataclass
@@ -376,7 +377,7 @@ def build_report(
                 width=650,
             )
         if opts.sweep_dir is not None:
-            results = sweep.load_results(opts.sweep_dir)
+            results = sweep_results.load_results(opts.sweep_dir)
             if not results.trials:
                 report.text(s, f"The sweep in {opts.sweep_dir} has no finished trials yet.")
                 return
@@ -397,7 +398,7 @@ def build_report(
                 "Validation top-1 per epoch of the best trials.",
                 width=760,
             )
-            header, rows = sweep.results_rows(results)
+            header, rows = sweep_results.results_rows(results)
             report.table(s, header, rows)
 
     steps = [
@@ -408,6 +409,8 @@ def build_report(
         ("cam", cam_section),
         ("training", training_section),
     ]
-    for _name, step in tqdm(steps, desc="report", unit="section", disable=progress is False):
+    for _name, step in progress_bar(
+        steps, desc="report", unit="section", disable=progress is False
+    ):
         step()
     return report.write()

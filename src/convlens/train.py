@@ -35,6 +35,7 @@ from convlens.augment import augment_batch
 from convlens.config import TrainConfig
 from convlens.fileio import atomic_torch_save, atomic_write_json, load_checkpoint_file
 from convlens.models import build_model, eval_mode
+from convlens.progress import progress_bar
 
 CHECKPOINT_FORMAT = "convlens.checkpoint"
 MODEL_FORMAT = "convlens.model"
@@ -223,7 +224,9 @@ def train_one_epoch(
         augment: ``'none'`` or a '+'-joined choice of flip, crop, erase.
         lr_schedule: maps the global step to a learning rate (``None``: keep it).
         start_step: the global step of this epoch's first batch.
-        generator: draws the order and the augmentation (reproducibility).
+        generator: draws the order and the augmentation (reproducibility); ``None``
+            seeds a fresh generator from torch's global RNG, so that successive calls
+            shuffle differently and ``torch.manual_seed`` makes them reproducible.
         average: a weight average updated after every step.
         amp_dtype: autocast dtype (``torch.bfloat16``) or ``None`` for fp32.
         size: resize the (augmented) batches to ``size`` x ``size`` pixels (bilinear,
@@ -238,7 +241,9 @@ def train_one_epoch(
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
     device = next(model.parameters()).device
-    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    if generator is None:
+        generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
+    g = generator
     x_all = fm.to_float(images)
     n = x_all.shape[0]
     steps = max(1, n // batch_size)
@@ -287,6 +292,32 @@ def train_one_epoch(
     return EpochResult(loss_sum.item() / seen, correct.item() / seen, steps)
 
 
+def to_model_input(
+    images: torch.Tensor, preprocessing: dict[str, Any] | None = None
+) -> torch.Tensor:
+    """Float inputs as they are; uint8 pixels ``[N, C, H, W]`` normalised with the model's
+    ``preprocessing`` (``(x / 255 - mean) / std``), or FashionMNIST's statistics when it is
+    ``None`` and the images have one channel.
+
+    Raises:
+        ValueError: uint8 images of several channels without ``preprocessing``.
+    """
+    if images.dtype != torch.uint8:
+        return images
+    if preprocessing is None or preprocessing.get("kind") == "fashion-mnist":
+        if images.ndim != 4 or images.shape[1] != 1:
+            raise ValueError(
+                f"uint8 images of shape {tuple(images.shape)} need the model's preprocessing "
+                "(its mean and std) to be normalised; pass preprocessing=LoadedModel."
+                "preprocessing, or normalised float inputs"
+            )
+        return fm.to_float(images)
+    c = images.shape[1]
+    mean = torch.tensor(preprocessing.get("mean", [0.0] * c), dtype=torch.float32)
+    std = torch.tensor(preprocessing.get("std", [1.0] * c), dtype=torch.float32)
+    return (images.float() / 255.0 - mean[:, None, None]) / std[:, None, None]
+
+
 @torch.no_grad()
 def predict_logits(
     model: nn.Module,
@@ -295,16 +326,23 @@ def predict_logits(
     tta: bool = False,
     batch_size: int = 1000,
     amp_dtype: torch.dtype | None = None,
+    preprocessing: dict[str, Any] | None = None,
 ) -> torch.Tensor:
     """Logits ``[N, classes]`` in evaluation mode (the model's mode is restored).
 
-    With ``tta`` the logits of each image and of its mirror image are averaged.
+    With ``tta`` the logits of each image and of its mirror image are averaged. uint8
+    images are normalised as :func:`to_model_input` says; an empty batch gives
+    ``[0, classes]``.
     """
+    if images.ndim != 4:
+        raise ValueError(f"images must be [N, C, H, W], got shape {tuple(images.shape)}")
     device = next(model.parameters()).device
     out = []
     with eval_mode(model):
+        if images.shape[0] == 0:  # still run the model: its output gives the class count
+            return model(to_model_input(images, preprocessing).to(device)).float().cpu()
         for i in range(0, images.shape[0], batch_size):
-            x = fm.to_float(images[i : i + batch_size]).to(device)
+            x = to_model_input(images[i : i + batch_size], preprocessing).to(device)
             if device.type == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)
             with _autocast(device, amp_dtype):
@@ -312,7 +350,7 @@ def predict_logits(
                 if tta:
                     logits = 0.5 * (logits + model(x.flip(3)).float())
             out.append(logits.cpu())
-    return torch.cat(out) if out else torch.empty(0)
+    return torch.cat(out)
 
 
 def get_prediction(
@@ -321,15 +359,14 @@ def get_prediction(
     *,
     tta: bool = False,
     amp_dtype: torch.dtype | None = None,
+    preprocessing: dict[str, Any] | None = None,
 ) -> torch.Tensor:
-    """Predicted class indices (int64 ``[N]``) for a batch of images.
-
-    ``images`` are uint8 FashionMNIST images (normalised here) or already
-    normalised float inputs.
-    """
-    if images.ndim != 4:
-        raise ValueError(f"images must be [N, C, H, W], got shape {tuple(images.shape)}")
-    return predict_logits(model, images, tta=tta, amp_dtype=amp_dtype).argmax(1)
+    """Predicted class indices (int64 ``[N]``) for a batch of images: uint8 pixels
+    (normalised as :func:`to_model_input` says) or normalised float inputs."""
+    logits = predict_logits(
+        model, images, tta=tta, amp_dtype=amp_dtype, preprocessing=preprocessing
+    )
+    return logits.argmax(1)
 
 
 def evaluate(
@@ -339,13 +376,14 @@ def evaluate(
     *,
     tta: bool = False,
     amp_dtype: torch.dtype | None = None,
+    preprocessing: dict[str, Any] | None = None,
 ) -> float:
     """Top-1 accuracy in [0, 1] of ``model`` on ``images`` against ``labels``."""
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
     if images.shape[0] == 0:
         raise ValueError("cannot evaluate on an empty set of images")
-    pred = get_prediction(model, images, tta=tta, amp_dtype=amp_dtype)
+    pred = get_prediction(model, images, tta=tta, amp_dtype=amp_dtype, preprocessing=preprocessing)
     return (pred == labels).float().mean().item()
 
 
@@ -420,6 +458,7 @@ def train(
     test: fm.Dataset | None = None,
     progress: bool | None = None,
     stop_after: int | None = None,
+    tune_allocator: bool = True,
 ) -> TrainResult:
     """Train ``config`` into ``run_dir``, or continue it with ``resume=True``.
 
@@ -433,6 +472,10 @@ def train(
             with ``datasets`` given and no ``test``, no test figure is computed).
         progress: show progress bars (``None``: only on a terminal).
         stop_after: stop after this many epochs in total, as if killed (tests).
+        tune_allocator: on CPU, tell glibc to keep freed memory for reuse (faster
+            steps; see :func:`keep_freed_memory`). This one setting outlasts the call:
+            glibc cannot be put back, and the process keeps its peak memory. The global
+            RNG and the thread count are restored when ``train`` returns.
 
     Raises:
         ValueError: the run directory already holds a run (without ``resume``) or
@@ -455,6 +498,41 @@ def train(
     else:
         config.check_trainable()
 
+    # Process-wide state that training changes is given back on return: the global RNG
+    # (seeded for dropout and PyTorch's default init) and the thread count. glibc's
+    # allocator setting (keep_freed_memory) lasts for the process; see tune_allocator.
+    threads = torch.get_num_threads()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            return _train_run(
+                config,
+                run_dir,
+                state,
+                data_dir,
+                datasets,
+                test,
+                progress,
+                stop_after,
+                tune_allocator,
+            )
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_run(
+    config: TrainConfig,
+    run_dir: Path,
+    state: dict[str, Any] | None,
+    data_dir: str | None,
+    datasets: tuple[fm.Dataset, fm.Dataset] | None,
+    test: fm.Dataset | None,
+    progress: bool | None,
+    stop_after: int | None,
+    tune_allocator: bool,
+) -> TrainResult:
+    """The body of :func:`train`, sectioned as data, model, optimiser, loop; the caller
+    checked the run directory and restores the process state afterwards."""
+    ckpt_path = run_dir / "checkpoint.pt"
     # data
     if config.threads > 0:
         torch.set_num_threads(config.threads)
@@ -470,7 +548,7 @@ def train(
 
     # model
     device = resolve_device(config.device)
-    if device.type == "cpu":
+    if device.type == "cpu" and tune_allocator:
         keep_freed_memory()
     amp = autocast_dtype(config.precision, device)
     model = build_model(config, num_classes=len(train_set.classes)).to(device)
@@ -503,7 +581,7 @@ def train(
     last = config.epochs if stop_after is None else min(config.epochs, stop_after)
     while epoch < last:
         t0 = time.perf_counter()
-        bar = tqdm(
+        bar = progress_bar(
             total=steps_per_epoch,
             desc=f"epoch {epoch + 1}/{config.epochs}",
             disable=None if show is None else not show,

@@ -12,17 +12,31 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib.figure
 import torch
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
 from convlens.ablation import FewestUnits
 from convlens.fileio import atomic_write_bytes
 from convlens.filters import FilterTiles
-from convlens.sweep import SweepResults, is_log_scale, point_key, results_table
+from convlens.sweep.results import SweepResults, is_log_scale, results_table
+from convlens.sweep.spec import point_key
 
 
-def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 150) -> Path:
+class Figure(matplotlib.figure.Figure):
+    """A matplotlib figure that shows itself as a picture where it is the value of a
+    notebook cell (Jupyter, JupyterLab, VS Code call ``_repr_png_``), also when pyplot
+    and its inline backend were never imported, as is the case with convlens alone."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+        return buf.getvalue()
+
+
+def save_figure(
+    fig: matplotlib.figure.Figure, path: str | os.PathLike[str], dpi: int = 150
+) -> Path:
     """Write ``fig`` atomically; the format follows the suffix (.png, .svg, .pdf)."""
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower() or "png"

@@ -6,8 +6,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from convlens import ablation, cam, hooks, images, units, viz
-from convlens.cli.common import add_model_args, load_model, parse_ints
+from convlens.cli.common import add_image_args, add_model_args, load_inputs, load_model, parse_ints
+
+# convlens.ablation.MODES and ORDERS (tested equal), here so that --help needs no torch
+MODES = ("activation", "weights")
+ORDERS = ("optimal", "contribution", "weight", "greedy")
 
 
 def add_parser(sub: Any) -> None:
@@ -20,7 +23,7 @@ def add_parser(sub: Any) -> None:
         "top-1 class.",
     )
     add_model_args(p)
-    p.add_argument("image", metavar="IMAGE", help="an image file, or test:N (FashionMNIST)")
+    add_image_args(p)
     p.add_argument(
         "--layer", help="layer name [the layer feeding global average pooling, e.g. layer4]"
     )
@@ -31,30 +34,31 @@ def add_parser(sub: Any) -> None:
         metavar="N",
         help="remove the N units with the largest FC weight for the image's top-1 class",
     )
-    p.add_argument("--mode", choices=ablation.MODES, default="activation", help="[activation]")
+    p.add_argument("--mode", choices=MODES, default="activation", help="[activation]")
     p.add_argument(
         "--min-units", action="store_true", help="find the fewest units that flip the top-1"
     )
     p.add_argument(
         "--order",
-        choices=ablation.ORDERS,
+        choices=ORDERS,
         help="search order for --min-units [optimal where the closed form applies, else greedy]",
     )
     p.add_argument(
         "--max-units", type=int, default=32, help="greedy search: most units to remove [32]"
     )
     p.add_argument("--out", type=Path, help="PNG/SVG file [ablation.png]")
-    p.add_argument("--data-dir", help="folder holding the FashionMNIST .gz files")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from convlens import ablation, cam, hooks, images, units, viz
+
     if args.units is None and args.top_k is None and not args.min_units:
         raise ValueError("give --units K [K ...], --top-k N or --min-units")
     if args.units is not None and args.top_k is not None:
         raise ValueError("give either --units or --top-k, not both")
     loaded = load_model(args)
-    x = images.load_inputs([args.image], loaded.preprocessing, args.data_dir).x
+    x = load_inputs(args, loaded, [args.image]).x
     model, classes = loaded.model, loaded.classes
     layer = args.layer
     out = args.out or Path("ablation.png")

@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from convlens import cam, images, viz
-from convlens.cli.common import add_model_args, load_model
+from convlens.cli.common import add_image_args, add_model_args, load_inputs, load_model
+
+METHODS = ("cam", "gradcam")  # convlens.cam.METHODS (tested equal), without torch
 
 
 def add_parser(sub: Any) -> None:
@@ -19,22 +20,23 @@ def add_parser(sub: Any) -> None:
         "layer; Grad-CAM works on any convolutional layer.",
     )
     add_model_args(p)
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or test:N")
+    add_image_args(p, "+")
     p.add_argument("--top", type=int, default=5, help="classes per image [5]")
-    p.add_argument("--method", choices=tuple(cam.METHODS), default="cam", help="[cam]")
+    p.add_argument("--method", choices=METHODS, default="cam", help="[cam]")
     p.add_argument(
         "--layer",
         help="layer to explain [CAM: the one feeding global pooling; Grad-CAM: the same, "
         "else the last convolutional module]",
     )
     p.add_argument("--out", type=Path, help="PNG/SVG file [cam.png]")
-    p.add_argument("--data-dir", help="folder holding the FashionMNIST .gz files")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from convlens import cam, images, viz
+
     loaded = load_model(args)
-    inputs = images.load_inputs(args.images, loaded.preprocessing, args.data_dir)
+    inputs = load_inputs(args, loaded, args.images)
     result = cam.class_maps(loaded.model, inputs.x, args.top, args.method, args.layer)
     h, w = result.maps.shape[2:]
     print(f"{result.method} of layer {result.layer} ({h}x{w} maps)")

@@ -1,31 +1,61 @@
-"""Arguments and helpers shared by the analysis subcommands."""
+"""Arguments and helpers shared by the subcommands.
+
+Subcommand modules import only the standard library and this module at start-up, so
+that ``convlens --help`` answers at once; torch and the analysis modules are imported
+inside each command's ``run``.
+"""
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from convlens import images, models, units
+    from convlens import images, models
+
+MODEL_HELP = (
+    "fashion-cnn, a run directory or checkpoint, places365-resnet18|50, "
+    "places365-wideresnet18, or torchvision:NAME"
+)
+IMAGE_HELP = "an image file, or test:N for FashionMNIST test image N (28x28 models)"
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "model",
-        metavar="MODEL",
-        help="fashion-cnn, a run directory or checkpoint, places365-resnet18|50, "
-        "places365-wideresnet18, or torchvision:NAME",
-    )
+    """MODEL, ``--weights`` and ``--data-dir``: the same for every command that loads a
+    model and reads images."""
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     p.add_argument(
         "--weights",
         metavar="PATH",
         help="checkpoint file for places365-*/torchvision:* (offline use); "
         "'none' for random torchvision weights",
     )
+    p.add_argument("--data-dir", help="folder holding the FashionMNIST .gz files (for test:N)")
+
+
+def add_image_args(p: argparse.ArgumentParser, nargs: str | None = None) -> None:
+    """The IMAGE argument: one (``nargs=None``) or several (``'+'``, ``'*'``)."""
+    if nargs is None:
+        p.add_argument("image", metavar="IMAGE", help=IMAGE_HELP)
+    else:
+        p.add_argument("images", nargs=nargs, metavar="IMAGE", help=IMAGE_HELP + "; several")
 
 
 def load_model(args: argparse.Namespace) -> models.LoadedModel:
+    from convlens import models
+
     return models.load(args.model, weights=args.weights)
+
+
+def load_inputs(
+    args: argparse.Namespace, loaded: models.LoadedModel, specs: list[str]
+) -> images.Inputs:
+    """The images ``specs`` (files or ``test:N``) preprocessed for ``loaded``."""
+    from convlens import images
+
+    return images.load_inputs(specs, loaded.preprocessing, args.data_dir)
 
 
 def parse_ints(text: str, name: str) -> list[int]:
@@ -40,6 +70,8 @@ def region_mask(
 ) -> torch.Tensor | None:
     """The ``--region X0,Y0,X1,Y1`` box or ``--mask FILE`` of the first image as a boolean
     mask over the model input, or ``None`` when neither is given."""
+    from convlens import images, units
+
     if args.region:
         try:
             x0, y0, x1, y1 = (float(v) for v in args.region.split(","))

@@ -6,9 +6,6 @@ import argparse
 import json
 from typing import Any
 
-from convlens import data, models
-from convlens.train import evaluate
-
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
@@ -29,6 +26,9 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from convlens import data, models
+    from convlens.train import evaluate
+
     loaded = models.load(args.model)
     ds = data.load_fashion_mnist(args.split, args.data_dir)
     tta = not args.no_tta

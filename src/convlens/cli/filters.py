@@ -6,9 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from convlens import filters, viz
 from convlens.cli.common import add_model_args, load_model, parse_ints
-from convlens.hooks import conv_layer_names
 
 
 def add_parser(sub: Any) -> None:
@@ -35,6 +33,9 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from convlens import filters, viz
+    from convlens.hooks import conv_layer_names
+
     loaded = load_model(args)
     layer = args.layer or conv_layer_names(loaded.model)[0]
     tiles = filters.filter_tiles(

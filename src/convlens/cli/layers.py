@@ -5,11 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import torch
-from torch import nn
-
 from convlens.cli.common import add_model_args, input_size, load_model
-from convlens.hooks import activations, conv_layer_names
 
 
 def add_parser(sub: Any) -> None:
@@ -25,6 +21,11 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+    from torch import nn
+
+    from convlens.hooks import activations, conv_layer_names
+
     loaded = load_model(args)
     h, w = (args.size, args.size) if args.size else input_size(loaded)
     channels = int(loaded.preprocessing.get("channels", 3))

@@ -6,8 +6,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from convlens import sweep, viz
-
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
@@ -25,7 +23,10 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    results = sweep.load_results(args.sweep_dir, args.storage, args.study)
+    from convlens import viz
+    from convlens.sweep import results as sweep_results
+
+    results = sweep_results.load_results(args.sweep_dir, args.storage, args.study)
     if not results.trials:
         raise ValueError(f"no finished trials in {args.sweep_dir} yet")
     for path in viz.write_sweep_figures(results, args.out or args.sweep_dir / "figures"):

@@ -6,8 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from convlens import images, report
-from convlens.cli.common import add_model_args, load_model, parse_ints, region_mask
+from convlens.cli.common import (
+    add_image_args,
+    add_model_args,
+    load_inputs,
+    load_model,
+    parse_ints,
+    region_mask,
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -20,20 +26,21 @@ def add_parser(sub: Any) -> None:
         "hyperparameter figures when MODEL is a run directory or --sweep is given.",
     )
     add_model_args(p)
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or test:N")
+    add_image_args(p, "+")
     p.add_argument("--out", type=Path, default=Path("report"), help="output folder [report]")
     p.add_argument("--layer", help="layer for units and ablation [the one feeding GAP]")
     p.add_argument("--units", help="units to show, e.g. 0,5,9 [0..5]")
     p.add_argument("--region", metavar="X0,Y0,X1,Y1", help="box in the first image's pixels")
     p.add_argument("--mask", type=Path, help="mask image for the first image")
     p.add_argument("--sweep", type=Path, help="a sweep directory to include")
-    p.add_argument("--data-dir", help="folder holding the FashionMNIST .gz files")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from convlens import report
+
     loaded = load_model(args)
-    inputs = images.load_inputs(args.images, loaded.preprocessing, args.data_dir)
+    inputs = load_inputs(args, loaded, args.images)
     region = region_mask(args, inputs, loaded)
     run_dir = Path(args.model) if Path(args.model, "metrics.json").is_file() else None
     options = report.ReportOptions(

@@ -9,10 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from optuna.trial import TrialState
-from tqdm.auto import tqdm
-
-from convlens import sweep, viz
+from convlens import sweep  # the spec part only: no Optuna, no torch
 from convlens.config import TrainConfig, load_config_file, parse_sets
 
 
@@ -72,6 +69,10 @@ def base_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from convlens import viz
+    from convlens.sweep import results as sweep_results
+    from convlens.sweep import worker
+
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     spec = None
@@ -81,25 +82,25 @@ def run(args: argparse.Namespace) -> int:
         )
     elif args.set or args.config:
         raise ValueError("--set/--config describe a new sweep: give --param or --preset too")
-    storage = args.storage or sweep.default_storage(args.out)
+    storage = args.storage or worker.default_storage(args.out)
     args.interrupt_hint = (
         f"run the same command again to resume the sweep in {args.out} "
         "(finished trials are kept, interrupted ones resume from their last epoch)"
     )
     args.out.mkdir(parents=True, exist_ok=True)
     # Create (or join) the study here, so parallel workers only ever join it.
-    _, spec = sweep.open_study(sweep.open_storage(storage), args.study, spec)
+    _, spec = worker.open_study(worker.open_storage(storage), args.study, spec)
     total = len(spec.points) if spec.kind != "search" else spec.trials
     print(f"study {args.study!r} in {storage}: {total} trials ({spec.kind})")
     if args.jobs == 1:
-        report = sweep.run_worker(args.out, storage, args.study, spec, data_dir=args.data_dir)
+        report = worker.run_worker(args.out, storage, args.study, spec, data_dir=args.data_dir)
         print(
             f"this worker finished {len(report.completed)} trials"
             + (f", {len(report.failed)} diverged" if report.failed else "")
         )
     else:
         _run_parallel(args, storage, spec, total)
-    results = sweep.load_results(args.out, storage, args.study)
+    results = sweep_results.load_results(args.out, storage, args.study)
     if results.trials:
         best = results.trials[0]
         print(
@@ -115,11 +116,15 @@ def run(args: argparse.Namespace) -> int:
 def _run_parallel(
     args: argparse.Namespace, storage: str, spec: sweep.SweepSpec, total: int
 ) -> None:
+    from convlens.progress import progress_bar
+    from convlens.sweep import worker
+    from convlens.sweep._optuna import TrialState
+
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     ctx = multiprocessing.get_context("spawn")
     procs = [
         ctx.Process(
-            target=sweep.run_worker,
+            target=worker.run_worker,
             args=(args.out, storage, args.study, spec),
             kwargs={"data_dir": args.data_dir, "threads": threads, "progress": False},
         )
@@ -127,9 +132,9 @@ def _run_parallel(
     ]
     for proc in procs:
         proc.start()
-    study, _ = sweep.open_study(sweep.open_storage(storage), args.study, None, wait=0)
+    study, _ = worker.open_study(worker.open_storage(storage), args.study, None, wait=0)
     try:
-        with tqdm(total=total, desc="trials", unit="trial") as bar:
+        with progress_bar(total=total, desc="trials", unit="trial") as bar:
             while any(proc.is_alive() for proc in procs):
                 time.sleep(2.0)
                 done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))

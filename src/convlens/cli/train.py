@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from convlens.config import TrainConfig, coerce, load_config_file
-from convlens.train import train
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +60,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from convlens.train import train
+
     progress = False if args.no_progress else None
     if args.resume is not None:
         given = [

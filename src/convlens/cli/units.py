@@ -6,8 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from convlens import images, units, viz
-from convlens.cli.common import add_model_args, load_model, parse_ints, region_mask
+from convlens.cli.common import (
+    add_image_args,
+    add_model_args,
+    load_inputs,
+    load_model,
+    parse_ints,
+    region_mask,
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -19,7 +25,7 @@ def add_parser(sub: Any) -> None:
         "best matches a region (--region or --mask, ranked by IoU).",
     )
     add_model_args(p)
-    p.add_argument("image", metavar="IMAGE", help="an image file, or test:N (FashionMNIST)")
+    add_image_args(p)
     p.add_argument("--layer", required=True, help="layer name (see `convlens layers`)")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--unit", nargs="+", metavar="K", help="unit indices")
@@ -41,13 +47,14 @@ def add_parser(sub: Any) -> None:
         "--by", choices=("mean", "max"), default="mean", help="activity measure for --top [mean]"
     )
     p.add_argument("--out", type=Path, help="PNG/SVG file [units.png]")
-    p.add_argument("--data-dir", help="folder holding the FashionMNIST .gz files")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from convlens import images, units, viz
+
     loaded = load_model(args)
-    inputs = images.load_inputs([args.image], loaded.preprocessing, args.data_dir)
+    inputs = load_inputs(args, loaded, [args.image])
     x = inputs.x
     shown = images.to_display(x[0], loaded.preprocessing)
     out = args.out or Path("units.png")
