@@ -15,7 +15,6 @@ Goals (issue 11): every ``--help`` under 0.5 s; ``predict`` within the torch imp
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shutil
 import statistics
