@@ -44,7 +44,7 @@ test: lint typecheck pytest
 # Reproduce the shipped checkpoint: the default config, seed 0.
 weights: setup data
 	$(UV) run --frozen convlens train --out runs/fashion-cnn --seed 0
-	cp runs/fashion-cnn/model.pt src/convlens/weights/fashion-cnn.pt
+	cp runs/fashion-cnn/model.pt src/convlens/models/weights/fashion-cnn.pt
 
 bench: setup data
 	$(UV) run --frozen python benchmarks/train_speed.py

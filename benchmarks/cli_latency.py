@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from convlens.cli import COMMANDS
-from convlens.fileio import atomic_write_json
+from convlens.core.fileio import atomic_write_json
 
 
 def command_line() -> list[str]:

@@ -30,9 +30,11 @@ import torch
 import torchvision
 from torch import nn
 
-from convlens import ablation, cam, data, models
-from convlens.fileio import atomic_write_json
-from convlens.train import machine_info
+from convlens import models
+from convlens.core.device import machine_info
+from convlens.core.fileio import atomic_write_json
+from convlens.data import fashion_mnist as data
+from convlens.interpret import ablation, cam
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> float:

@@ -25,9 +25,10 @@ import torch
 from torch import nn
 
 from convlens.config import TrainConfig, parse_sets
-from convlens.fileio import atomic_write_json
+from convlens.core.device import machine_info
+from convlens.core.fileio import atomic_write_json
 from convlens.models import build_model
-from convlens.train import machine_info, train
+from convlens.training.loop import train
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:

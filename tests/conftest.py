@@ -5,8 +5,8 @@ import os
 import pytest
 import torch
 
-from convlens import data as fm
 from convlens.config import TrainConfig
+from convlens.data import fashion_mnist as fm
 
 
 @pytest.fixture(autouse=True)

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torchvision
 
-from convlens import ablation, cam
-from convlens.hooks import capture, hook_count
+from convlens.core.hooks import capture, hook_count
+from convlens.interpret import ablation, cam
 from tests.test_cam import tiny_gap_model
 
 

@@ -5,8 +5,8 @@ import torch
 import torchvision
 from torch import nn
 
-from convlens import cam
-from convlens.hooks import hook_count
+from convlens.core.hooks import hook_count
+from convlens.interpret import cam
 from convlens.models import FashionCNN
 
 

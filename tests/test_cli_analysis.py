@@ -117,7 +117,7 @@ def test_units_cli_bad_image_and_layer(tmp_path: Path, capsys: pytest.CaptureFix
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16", "1"])
 def test_image_modes_convert(tmp_path: Path, mode: str) -> None:
-    from convlens import images
+    from convlens.data import images
 
     rgb = Image.fromarray((np.random.default_rng(0).random((20, 30, 3)) * 255).astype(np.uint8))
     img = rgb.convert("L").convert(mode) if mode in ("I;16", "1") else rgb.convert(mode)
@@ -134,7 +134,7 @@ def test_image_modes_convert(tmp_path: Path, mode: str) -> None:
 
 
 def test_16bit_grayscale_uses_full_range(tmp_path: Path) -> None:
-    from convlens import images
+    from convlens.data import images
 
     a = np.array([[0, 32768, 65535]], dtype=np.uint16)
     Image.fromarray(a).save(tmp_path / "deep.png")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from convlens import data as fm
+from convlens.data import fashion_mnist as fm
 from tests.conftest import needs_fashion
 
 

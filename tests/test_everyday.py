@@ -14,20 +14,17 @@ import pytest
 import torch
 from PIL import Image
 
-from convlens import ablation, cam, images, models, places365
-from convlens import data as fm
+from convlens import models
 from convlens.cli import ablate as cli_ablate
 from convlens.cli import cam as cli_cam
 from convlens.cli import main
 from convlens.config import TrainConfig
-from convlens.train import (
-    evaluate,
-    get_prediction,
-    make_optimizer,
-    predict_logits,
-    train,
-    train_one_epoch,
-)
+from convlens.data import fashion_mnist as fm
+from convlens.data import images
+from convlens.inference import evaluate, get_prediction, predict_logits
+from convlens.interpret import ablation, cam
+from convlens.models import places365
+from convlens.training.loop import make_optimizer, train, train_one_epoch
 from tests.conftest import needs_fashion
 from tests.test_cli import one_error_line
 from tests.test_zoo import official_checkpoint

@@ -7,8 +7,9 @@ import torch
 from torch import nn
 from torchvision.models import resnet18
 
-from convlens import filters, viz
-from convlens.hooks import hook_count
+from convlens.core.hooks import hook_count
+from convlens.interpret import filters
+from convlens.render import viz
 
 
 def test_normalize_per_filter_formula() -> None:

@@ -5,8 +5,9 @@ import torch
 from torch import nn
 from torchvision.models import resnet18
 
-from convlens import hooks, models
+from convlens import models
 from convlens.config import TrainConfig
+from convlens.core import hooks
 
 
 @pytest.fixture

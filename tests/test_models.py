@@ -5,10 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from convlens import data as fm
 from convlens import models
 from convlens.config import TrainConfig
-from convlens.train import evaluate
+from convlens.core import hooks
+from convlens.data import fashion_mnist as fm
+from convlens.inference import evaluate
 from tests.conftest import needs_fashion
 
 
@@ -51,7 +52,7 @@ def test_eval_mode_restores_mixed_modes() -> None:
     model = models.build_model(TrainConfig(widths=(4, 8), depth=(1, 1)))
     model.train()
     model.fc.eval()
-    with pytest.raises(RuntimeError), models.eval_mode(model):
+    with pytest.raises(RuntimeError), hooks.eval_mode(model):
         assert not any(m.training for m in model.modules())
         raise RuntimeError("boom")
     assert model.training and not model.fc.training

@@ -10,11 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from convlens import data as fm
-from convlens import images, models, report, units
+from convlens import models
 from convlens.cli import main
 from convlens.config import TrainConfig
-from convlens.train import train
+from convlens.data import fashion_mnist as fm
+from convlens.data import images
+from convlens.interpret import units
+from convlens.render import report
+from convlens.training.loop import train
 from tests.conftest import needs_fashion
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -11,9 +11,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from convlens import sweep, viz
+from convlens import sweep
 from convlens.cli import main
 from convlens.config import TrainConfig
+from convlens.render import viz
 from convlens.sweep import results as sweep_results
 from convlens.sweep import worker
 from tests.conftest import needs_fashion

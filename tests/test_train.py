@@ -6,18 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from convlens import augment, models
-from convlens import data as fm
+from convlens import models
 from convlens.config import TrainConfig
-from convlens.train import (
-    NonFiniteLossError,
-    evaluate,
-    get_prediction,
-    lr_at,
-    make_optimizer,
-    train,
-    train_one_epoch,
-)
+from convlens.data import fashion_mnist as fm
+from convlens.inference import evaluate, get_prediction
+from convlens.training import augment
+from convlens.training.loop import NonFiniteLossError, lr_at, make_optimizer, train, train_one_epoch
 
 
 def test_train_one_epoch_learns(tiny_config: TrainConfig, tiny_data: tuple) -> None:

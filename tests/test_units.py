@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from convlens import units
-from convlens.hooks import hook_count
+from convlens.core.hooks import hook_count
+from convlens.interpret import units
 
 
 class Pick(nn.Module):

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from convlens import models, places365
+from convlens import models
+from convlens.models import places365
 
 
 def write_categories(folder: Path) -> None:
@@ -52,7 +53,7 @@ def test_official_format_gives_identical_logits(tmp_path: Path, arch: str) -> No
 
 
 def test_wideresnet18_layer4_is_14x14() -> None:
-    from convlens.hooks import activations
+    from convlens.core.hooks import activations
 
     _, acts = activations(places365.wideresnet18(), torch.randn(1, 3, 224, 224), "layer4")
     assert acts["layer4"].shape == (1, 512, 14, 14)

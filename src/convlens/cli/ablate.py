@@ -51,7 +51,10 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convlens import ablation, cam, hooks, images, units, viz
+    from convlens.core import hooks
+    from convlens.data import images
+    from convlens.interpret import ablation, cam, units
+    from convlens.render import viz
 
     if args.units is None and args.top_k is None and not args.min_units:
         raise ValueError("give --units K [K ...], --top-k N or --min-units")

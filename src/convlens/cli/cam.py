@@ -33,7 +33,9 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convlens import cam, images, viz
+    from convlens.data import images
+    from convlens.interpret import cam
+    from convlens.render import viz
 
     loaded = load_model(args)
     inputs = load_inputs(args, loaded, args.images)

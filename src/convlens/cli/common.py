@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-    from convlens import images, models
+    from convlens import models
+    from convlens.data import images
 
 MODEL_HELP = (
     "fashion-cnn, a run directory or checkpoint, places365-resnet18|50, "
@@ -53,7 +54,7 @@ def load_inputs(
     args: argparse.Namespace, loaded: models.LoadedModel, specs: list[str]
 ) -> images.Inputs:
     """The images ``specs`` (files or ``test:N``) preprocessed for ``loaded``."""
-    from convlens import images
+    from convlens.data import images
 
     return images.load_inputs(specs, loaded.preprocessing, args.data_dir)
 
@@ -70,7 +71,8 @@ def region_mask(
 ) -> torch.Tensor | None:
     """The ``--region X0,Y0,X1,Y1`` box or ``--mask FILE`` of the first image as a boolean
     mask over the model input, or ``None`` when neither is given."""
-    from convlens import images, units
+    from convlens.data import images
+    from convlens.interpret import units
 
     if args.region:
         try:

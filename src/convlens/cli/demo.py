@@ -40,10 +40,14 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convlens import data, images, models, report
-    from convlens.fileio import atomic_write_json
+    from convlens import models
+    from convlens.core.fileio import atomic_write_json
+    from convlens.data import fashion_mnist as data
+    from convlens.data import images
+    from convlens.inference import evaluate, predict_logits
+    from convlens.render import report
     from convlens.sweep import worker
-    from convlens.train import evaluate, predict_logits, train
+    from convlens.training.loop import train
 
     out: Path = args.out
     if args.train:

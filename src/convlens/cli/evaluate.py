@@ -26,8 +26,9 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convlens import data, models
-    from convlens.train import evaluate
+    from convlens import models
+    from convlens.data import fashion_mnist as data
+    from convlens.inference import evaluate
 
     loaded = models.load(args.model)
     ds = data.load_fashion_mnist(args.split, args.data_dir)

@@ -33,8 +33,9 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convlens import filters, viz
-    from convlens.hooks import conv_layer_names
+    from convlens.core.hooks import conv_layer_names
+    from convlens.interpret import filters
+    from convlens.render import viz
 
     loaded = load_model(args)
     layer = args.layer or conv_layer_names(loaded.model)[0]

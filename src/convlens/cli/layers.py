@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from torch import nn
 
-    from convlens.hooks import activations, conv_layer_names
+    from convlens.core.hooks import activations, conv_layer_names
 
     loaded = load_model(args)
     h, w = (args.size, args.size) if args.size else input_size(loaded)

@@ -23,7 +23,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convlens import viz
+    from convlens.render import viz
     from convlens.sweep import results as sweep_results
 
     results = sweep_results.load_results(args.sweep_dir, args.storage, args.study)

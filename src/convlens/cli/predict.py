@@ -35,8 +35,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convlens import images
-    from convlens.train import predict_logits
+    from convlens.data import images
+    from convlens.inference import predict_logits
 
     specs = [*args.images, *(f"test:{i}" for i in args.test_index)]
     if not specs:

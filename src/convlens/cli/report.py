@@ -37,7 +37,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convlens import report
+    from convlens.render import report
 
     loaded = load_model(args)
     inputs = load_inputs(args, loaded, args.images)

@@ -69,7 +69,7 @@ def base_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convlens import viz
+    from convlens.render import viz
     from convlens.sweep import results as sweep_results
     from convlens.sweep import worker
 
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_parallel(
     args: argparse.Namespace, storage: str, spec: sweep.SweepSpec, total: int
 ) -> None:
-    from convlens.progress import progress_bar
+    from convlens.core.progress import progress_bar
     from convlens.sweep import worker
     from convlens.sweep._optuna import TrialState
 

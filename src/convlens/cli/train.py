@@ -60,7 +60,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convlens.train import train
+    from convlens.training.loop import train
 
     progress = False if args.no_progress else None
     if args.resume is not None:

@@ -51,7 +51,9 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convlens import images, units, viz
+    from convlens.data import images
+    from convlens.interpret import units
+    from convlens.render import viz
 
     loaded = load_model(args)
     inputs = load_inputs(args, loaded, [args.image])

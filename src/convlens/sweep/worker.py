@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from convlens.config import TrainConfig
-from convlens.fileio import atomic_write_json
+from convlens.core.fileio import atomic_write_json
 from convlens.sweep._optuna import FrozenTrial, TrialState, optuna
 from convlens.sweep.spec import SweepSpec, json_value, point_key
-from convlens.train import NonFiniteLossError, load_run_config, train
+from convlens.training.loop import NonFiniteLossError, train
+from convlens.training.rundir import load_run_config
 
 STALE_AFTER = 120.0  # seconds without a heartbeat before a running trial counts as dead
 HEARTBEAT = 10.0  # seconds between heartbeats

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from convlens.fileio import atomic_write_bytes, fetch_url, user_cache_dir
+from convlens.core.fileio import atomic_write_bytes, fetch_url, user_cache_dir
 
 CLASSES: tuple[str, ...] = (
     "T-shirt/top",

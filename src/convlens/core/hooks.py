@@ -15,7 +15,18 @@ import torch
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from convlens.models import eval_mode
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` (and every submodule) in evaluation mode, restoring each module's
+    own ``training`` flag on exit, also when the body raises."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes.items():
+            m.training = training
 
 
 def layer_names(model: nn.Module) -> list[str]:

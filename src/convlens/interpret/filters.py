@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from convlens.hooks import get_layer
+from convlens.core.hooks import get_layer
 
 
 def normalize_tensor(t: torch.Tensor, per: str = "filter", eps: float = 1e-12) -> torch.Tensor:

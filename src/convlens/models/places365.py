@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from convlens.fileio import atomic_write_bytes, fetch_url, raise_if_unsafe, user_cache_dir
-from convlens.images import IMAGENET_PREPROCESSING
+from convlens.core.fileio import atomic_write_bytes, fetch_url, raise_if_unsafe, user_cache_dir
+from convlens.data.images import IMAGENET_PREPROCESSING
 
 if TYPE_CHECKING:
     from torchvision.models.resnet import ResNet

@@ -13,12 +13,8 @@ image when ``config.tta`` is set.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import ctypes
-import json
 import math
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,85 +26,24 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from convlens import data as fm
-from convlens.augment import augment_batch
 from convlens.config import TrainConfig
-from convlens.fileio import atomic_torch_save, atomic_write_json, load_checkpoint_file
-from convlens.models import build_model, eval_mode
-from convlens.progress import progress_bar
-
-CHECKPOINT_FORMAT = "convlens.checkpoint"
-MODEL_FORMAT = "convlens.model"
-FORMAT_VERSION = 1
+from convlens.core.device import (
+    autocast,
+    autocast_dtype,
+    keep_freed_memory,
+    machine_info,
+    resolve_device,
+)
+from convlens.core.progress import progress_bar
+from convlens.data import fashion_mnist as fm
+from convlens.inference import evaluate
+from convlens.models.fashion_cnn import build_model
+from convlens.training import rundir
+from convlens.training.augment import augment_batch
 
 
 class NonFiniteLossError(ValueError):
     """The training loss became NaN or infinite."""
-
-
-# ----------------------------------------------------------------------------- machinery
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``'auto'`` is CUDA when available, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    return dev
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX)."""
-    if platform.system() != "Linux":
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc's allocator to keep freed memory for reuse instead of returning it.
-
-    By default glibc serves every allocation over a few MB (a batch of activations)
-    with a fresh ``mmap`` and unmaps it when freed, so each training step pays page
-    faults to get zeroed memory back from the kernel: about 4% of a CPU step here.
-    With mmap off and trimming off, freed blocks are reused. The setting is
-    process-wide and lasts until the process ends; the process keeps its peak memory.
-    Returns whether it applied (glibc only).
-    """
-    if platform.system() != "Linux":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
-        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
-    except (OSError, AttributeError):
-        return False
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device``, or ``None`` for fp32."""
-    if precision == "fp32":
-        return None
-    if device.type == "cuda":
-        ok = torch.cuda.is_bf16_supported()
-    else:
-        ok = cpu_has_fast_bf16() or precision == "bf16"
-    if precision == "bf16" and not ok:
-        raise ValueError("precision 'bf16' requested but the device does not support it")
-    return torch.bfloat16 if ok else None
-
-
-def _autocast(
-    device: torch.device, dtype: torch.dtype | None
-) -> contextlib.AbstractContextManager[Any]:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def lr_at(step: int, total_steps: int, config: TrainConfig) -> float:
@@ -265,7 +200,7 @@ def train_one_epoch(
             lr = lr_schedule(start_step + i)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-        with _autocast(device, amp_dtype):
+        with autocast(device, amp_dtype):
             logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
         if not torch.isfinite(loss):
@@ -292,160 +227,12 @@ def train_one_epoch(
     return EpochResult(loss_sum.item() / seen, correct.item() / seen, steps)
 
 
-def to_model_input(
-    images: torch.Tensor, preprocessing: dict[str, Any] | None = None
-) -> torch.Tensor:
-    """Float inputs as they are; uint8 pixels ``[N, C, H, W]`` normalised with the model's
-    ``preprocessing`` (``(x / 255 - mean) / std``), or FashionMNIST's statistics when it is
-    ``None`` and the images have one channel.
-
-    Raises:
-        ValueError: uint8 images of several channels without ``preprocessing``.
-    """
-    if images.dtype != torch.uint8:
-        return images
-    if preprocessing is None or preprocessing.get("kind") == "fashion-mnist":
-        if images.ndim != 4 or images.shape[1] != 1:
-            raise ValueError(
-                f"uint8 images of shape {tuple(images.shape)} need the model's preprocessing "
-                "(its mean and std) to be normalised; pass preprocessing=LoadedModel."
-                "preprocessing, or normalised float inputs"
-            )
-        return fm.to_float(images)
-    c = images.shape[1]
-    mean = torch.tensor(preprocessing.get("mean", [0.0] * c), dtype=torch.float32)
-    std = torch.tensor(preprocessing.get("std", [1.0] * c), dtype=torch.float32)
-    return (images.float() / 255.0 - mean[:, None, None]) / std[:, None, None]
-
-
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module,
-    images: torch.Tensor,
-    *,
-    tta: bool = False,
-    batch_size: int = 1000,
-    amp_dtype: torch.dtype | None = None,
-    preprocessing: dict[str, Any] | None = None,
-) -> torch.Tensor:
-    """Logits ``[N, classes]`` in evaluation mode (the model's mode is restored).
-
-    With ``tta`` the logits of each image and of its mirror image are averaged. uint8
-    images are normalised as :func:`to_model_input` says; an empty batch gives
-    ``[0, classes]``.
-    """
-    if images.ndim != 4:
-        raise ValueError(f"images must be [N, C, H, W], got shape {tuple(images.shape)}")
-    device = next(model.parameters()).device
-    out = []
-    with eval_mode(model):
-        if images.shape[0] == 0:  # still run the model: its output gives the class count
-            return model(to_model_input(images, preprocessing).to(device)).float().cpu()
-        for i in range(0, images.shape[0], batch_size):
-            x = to_model_input(images[i : i + batch_size], preprocessing).to(device)
-            if device.type == "cpu":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, amp_dtype):
-                logits = model(x).float()
-                if tta:
-                    logits = 0.5 * (logits + model(x.flip(3)).float())
-            out.append(logits.cpu())
-    return torch.cat(out)
-
-
-def get_prediction(
-    model: nn.Module,
-    images: torch.Tensor,
-    *,
-    tta: bool = False,
-    amp_dtype: torch.dtype | None = None,
-    preprocessing: dict[str, Any] | None = None,
-) -> torch.Tensor:
-    """Predicted class indices (int64 ``[N]``) for a batch of images: uint8 pixels
-    (normalised as :func:`to_model_input` says) or normalised float inputs."""
-    logits = predict_logits(
-        model, images, tta=tta, amp_dtype=amp_dtype, preprocessing=preprocessing
-    )
-    return logits.argmax(1)
-
-
-def evaluate(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    tta: bool = False,
-    amp_dtype: torch.dtype | None = None,
-    preprocessing: dict[str, Any] | None = None,
-) -> float:
-    """Top-1 accuracy in [0, 1] of ``model`` on ``images`` against ``labels``."""
-    if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
-    if images.shape[0] == 0:
-        raise ValueError("cannot evaluate on an empty set of images")
-    pred = get_prediction(model, images, tta=tta, amp_dtype=amp_dtype, preprocessing=preprocessing)
-    return (pred == labels).float().mean().item()
-
-
-# ----------------------------------------------------------------------------- run directories
-
-PREPROCESSING = {
-    "kind": "fashion-mnist",
-    "channels": 1,
-    "size": 28,
-    "mean": [fm.MEAN],
-    "std": [fm.STD],
-}
-
-
-def model_record(model: nn.Module, config: TrainConfig, metrics: dict[str, Any]) -> dict[str, Any]:
-    """What ``model.pt`` holds: weights plus everything needed to rebuild and use them."""
-    return {
-        "format": MODEL_FORMAT,
-        "version": FORMAT_VERSION,
-        "arch": "fashion-cnn",
-        "config": config.to_dict(),
-        "classes": list(fm.CLASSES),
-        "preprocessing": PREPROCESSING,
-        "metrics": metrics,
-        "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-    }
-
-
-def load_run_config(run_dir: Path) -> TrainConfig:
-    path = run_dir / "config.json"
-    try:
-        return TrainConfig.from_saved(json.loads(path.read_text()))
-    except FileNotFoundError as e:
-        raise ValueError(f"{run_dir} is not a convlens run directory (no config.json)") from e
-
-
 @dataclass(frozen=True)
 class TrainResult:
     run_dir: Path
     config: TrainConfig
     metrics: list[dict[str, Any]]
     summary: dict[str, Any]
-
-
-def machine_info() -> dict[str, Any]:
-    return {
-        "torch": str(torch.__version__),
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "processor": _cpu_name(),
-        "threads": torch.get_num_threads(),
-    }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def train(
@@ -483,14 +270,15 @@ def train(
         NonFiniteLossError: the loss diverged.
     """
     run_dir = Path(run_dir)
-    ckpt_path = run_dir / "checkpoint.pt"
     state: dict[str, Any] | None = None
     if resume:
-        if not ckpt_path.is_file():
-            raise ValueError(f"cannot resume: {ckpt_path} does not exist; start a new run instead")
-        config = load_run_config(run_dir)
-        state = load_checkpoint_file(ckpt_path, CHECKPOINT_FORMAT)
-    elif ckpt_path.exists() or (run_dir / "model.pt").exists():
+        if not (run_dir / rundir.CHECKPOINT).is_file():
+            raise ValueError(
+                f"cannot resume: {run_dir / rundir.CHECKPOINT} does not exist; start a new run"
+            )
+        config = rundir.load_run_config(run_dir)
+        state = rundir.read_checkpoint(run_dir)
+    elif rundir.holds_run(run_dir):
         raise ValueError(
             f"{run_dir} already holds a training run; pass --resume to continue it "
             "or choose another --out"
@@ -532,7 +320,6 @@ def _train_run(
 ) -> TrainResult:
     """The body of :func:`train`, sectioned as data, model, optimiser, loop; the caller
     checked the run directory and restores the process state afterwards."""
-    ckpt_path = run_dir / "checkpoint.pt"
     # data
     if config.threads > 0:
         torch.set_num_threads(config.threads)
@@ -573,8 +360,7 @@ def _train_run(
         torch.set_rng_state(state["rng"]["torch"])
         metrics = list(state["metrics"])
         epoch = int(state["epoch"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "config.json", config.to_dict())
+    rundir.write_config(run_dir, config)
 
     # loop
     show = progress
@@ -630,8 +416,6 @@ def _train_run(
             }
         )
         checkpoint = {
-            "format": CHECKPOINT_FORMAT,
-            "version": FORMAT_VERSION,
             "config": config.to_dict(),
             "epoch": epoch,
             "model": model.state_dict(),
@@ -639,10 +423,8 @@ def _train_run(
             "average": average.state_dict() if average is not None else None,
             "scheduler": {"step": epoch * steps_per_epoch, "total_steps": total_steps},
             "rng": {"data": generator.get_state(), "torch": torch.get_rng_state()},
-            "metrics": metrics,
         }
-        atomic_torch_save(ckpt_path, checkpoint)
-        atomic_write_json(run_dir / "metrics.json", metrics)
+        rundir.write_epoch(run_dir, checkpoint, metrics)
 
     final_model = average.model if average is not None else model
     summary: dict[str, Any] = {}
@@ -685,6 +467,5 @@ def _finish(
         "seconds": sum(m["seconds"] for m in metrics),
         "machine": machine_info(),
     }
-    atomic_torch_save(run_dir / "model.pt", model_record(model, config, summary))
-    atomic_write_json(run_dir / "summary.json", summary)
+    rundir.write_final(run_dir, model, config, summary)
     return summary

@@ -237,7 +237,7 @@ def load_inputs(
                     f"{spec}: FashionMNIST test images fit 28x28 grayscale "
                     "models only; give an image file"
                 )
-            from convlens import data
+            from convlens.data import fashion_mnist as data
 
             test = test or data.load_fashion_mnist("test", data_dir)
             n = int(spec[5:]) if spec[5:].isdigit() else -1

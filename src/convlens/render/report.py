@@ -18,11 +18,13 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
-from convlens import ablation, cam, filters, images, units, viz
-from convlens.fileio import atomic_write_bytes
-from convlens.hooks import activations, conv_layer_names
+from convlens.core.fileio import atomic_write_bytes
+from convlens.core.hooks import activations, conv_layer_names
+from convlens.core.progress import progress_bar
+from convlens.data import images
+from convlens.interpret import ablation, cam, filters, units
 from convlens.models import LoadedModel
-from convlens.progress import progress_bar
+from convlens.render import viz
 from convlens.sweep import results as sweep_results
 
 

@@ -1,15 +1,10 @@
-"""Networks convlens trains, and building them from a config.
-
-The default FashionMNIST network ends in global average pooling followed by one
-linear layer, so a class activation map is exact for it:
-``logit_c = b_c + mean_{x,y} sum_k w_ck f_k(x,y)``.
-"""
+"""Loading the models convlens knows: its own runs and shipped weights, the official
+Places365 CNNs and torchvision's classifiers, each as a :class:`LoadedModel` that
+carries what is needed to feed and read it."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,121 +14,10 @@ import torch
 from torch import nn
 
 from convlens.config import TrainConfig
-from convlens.fileio import load_checkpoint_file
-
-
-class ConvBlock(nn.Module):
-    """3x3 convolution (no bias), optional 2x2 max-pool, BatchNorm, ReLU.
-
-    Pooling before BatchNorm and ReLU gives the same function as pooling after them
-    whenever the BatchNorm scale is positive (both are monotone per channel), at a
-    quarter of their cost: the ordering airbench uses.
-    """
-
-    def __init__(self, cin: int, cout: int, pool: bool = False) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel_size=3, padding=1, bias=False)
-        self.pool: nn.Module = nn.MaxPool2d(2) if pool else nn.Identity()
-        self.bn = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.bn(self.pool(self.conv(x))))
-
-
-class FashionCNN(nn.Module):
-    """A small VGG-style CNN: stages of 3x3 conv-BN-ReLU blocks, each stage but the
-    last ending in a 2x2 max-pool, then global average pooling, dropout and one
-    linear layer.
-
-    Layer names are stable and readable: ``features.1.0`` is the first block of the
-    second stage (``features.1.0.conv`` its convolution), ``pool`` the global
-    pooling, ``fc`` the classifier. With three stages a 28x28 image gives 7x7 maps
-    in the last stage.
-    """
-
-    def __init__(
-        self,
-        widths: tuple[int, ...] = (32, 64, 128),
-        depth: tuple[int, ...] = (1, 2, 2),
-        num_classes: int = 10,
-        in_channels: int = 1,
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__()
-        stages: list[nn.Module] = []
-        cin = in_channels
-        for i, (w, d) in enumerate(zip(widths, depth, strict=True)):
-            last_stage = i == len(widths) - 1
-            blocks = [
-                ConvBlock(cin if j == 0 else w, w, pool=(j == d - 1 and not last_stage))
-                for j in range(d)
-            ]
-            stages.append(nn.Sequential(*blocks))
-            cin = w
-        self.features = nn.Sequential(*stages)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(cin, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)
-        x = torch.flatten(self.pool(x), 1)
-        return self.fc(self.dropout(x))
-
-
-def init_weights(model: nn.Module, scheme: str, generator: torch.Generator | None = None) -> None:
-    """Initialise conv and linear weights in place.
-
-    ``default`` keeps PyTorch's own initialisation; ``kaiming`` is He normal
-    (fan_out, ReLU); ``xavier`` is Glorot uniform; ``orthogonal`` is orthogonal
-    with ReLU gain. Biases are zeroed and BatchNorm is set to the identity for
-    every scheme but ``default``.
-    """
-    if scheme == "default":
-        return
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d | nn.Linear):
-            if scheme == "kaiming":
-                nn.init.kaiming_normal_(
-                    m.weight, mode="fan_out", nonlinearity="relu", generator=generator
-                )
-            elif scheme == "xavier":
-                nn.init.xavier_uniform_(m.weight, generator=generator)
-            elif scheme == "orthogonal":
-                nn.init.orthogonal_(
-                    m.weight, gain=nn.init.calculate_gain("relu"), generator=generator
-                )
-            else:
-                raise ValueError(f"unknown init {scheme!r}")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-
-def build_model(config: TrainConfig, num_classes: int = 10) -> FashionCNN:
-    """The network a config describes, initialised from ``config.seed``."""
-    with torch.random.fork_rng(devices=[]):  # PyTorch's default init draws from the global RNG
-        torch.manual_seed(config.seed)
-        model = FashionCNN(config.widths, config.depth, num_classes, 1, config.dropout)
-    init_weights(model, config.init, generator=torch.Generator().manual_seed(config.seed))
-    return model
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` (and every submodule) in evaluation mode, restoring each module's
-    own ``training`` flag on exit, also when the body raises."""
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in modes.items():
-            m.training = training
-
+from convlens.core.fileio import load_checkpoint_file
+from convlens.data import fashion_mnist as fm
+from convlens.models.fashion_cnn import build_model
+from convlens.models.formats import CHECKPOINT_FILE, CHECKPOINT_FORMAT, FORMATS, MODEL_FILE
 
 # ----------------------------------------------------------------------------- loading
 
@@ -154,7 +38,7 @@ class LoadedModel:
 
 
 def known_names() -> list[str]:
-    from convlens import places365
+    from convlens.models import places365
 
     return [*SHIPPED, *places365.ARCHS, "torchvision:NAME"]
 
@@ -181,7 +65,7 @@ def load(
     Raises:
         ValueError: unknown name, missing or unreadable file, or a file of another kind.
     """
-    from convlens import places365
+    from convlens.models import places365
 
     key = str(name_or_path)
     if key in places365.ARCHS:
@@ -200,12 +84,12 @@ def load(
     else:
         path = Path(key)
         if path.is_dir():
-            if (path / "model.pt").is_file():
-                path = path / "model.pt"
-            elif (path / "checkpoint.pt").is_file():
-                path = path / "checkpoint.pt"
+            if (path / MODEL_FILE).is_file():
+                path = path / MODEL_FILE
+            elif (path / CHECKPOINT_FILE).is_file():
+                path = path / CHECKPOINT_FILE
             else:
-                raise ValueError(f"{path} is a folder without model.pt or checkpoint.pt")
+                raise ValueError(f"{path} is a folder without {MODEL_FILE} or {CHECKPOINT_FILE}")
         elif not path.exists():
             raise ValueError(
                 f"unknown model {key!r}: not a file or folder; known names: "
@@ -213,14 +97,14 @@ def load(
             )
     record = load_checkpoint_file(path)
     fmt = record.get("format")
-    if fmt not in ("convlens.model", "convlens.checkpoint"):
+    if fmt not in FORMATS:
         raise ValueError(f"{path} is not a convlens model or checkpoint (format {fmt!r})")
     config = TrainConfig.from_saved(record["config"])
     classes = tuple(record.get("classes", ()))
     model = build_model(config, num_classes=len(classes) if classes else 10)
     state = record["model"]
     metrics = dict(record.get("metrics") or {})
-    if fmt == "convlens.checkpoint":  # an unfinished run: its latest epoch
+    if fmt == CHECKPOINT_FORMAT:  # an unfinished run: its latest epoch
         if record.get("average"):
             state = record["average"]["model"]
         history = record.get("metrics") or [{}]
@@ -230,12 +114,10 @@ def load(
     except RuntimeError as e:
         raise ValueError(f"{path}: weights do not fit the configured network: {e}") from e
     model.eval()
-    from convlens.data import CLASSES
-
     return LoadedModel(
         model=model,
         name=key,
-        classes=classes or CLASSES,
+        classes=classes or fm.CLASSES,
         preprocessing=record.get("preprocessing", {}),
         config=config,
         metrics=metrics,
@@ -245,7 +127,7 @@ def load(
 def _load_places365(
     name: str, weights: str | os.PathLike[str] | None, progress: bool
 ) -> LoadedModel:
-    from convlens import places365
+    from convlens.models import places365
 
     arch = places365.ARCHS[name]
     if weights is not None:
@@ -267,7 +149,7 @@ def _load_places365(
 def _load_torchvision(key: str, weights: str | os.PathLike[str] | None) -> LoadedModel:
     import torchvision
 
-    from convlens.images import IMAGENET_PREPROCESSING
+    from convlens.data.images import IMAGENET_PREPROCESSING
 
     arch = key.removeprefix("torchvision:")
     available = torchvision.models.list_models(module=torchvision.models)

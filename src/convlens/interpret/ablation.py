@@ -27,11 +27,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from convlens.cam import GapHead, NotGapHeadError, find_gap_head
-from convlens.hooks import capture, get_layer
-from convlens.models import eval_mode
-from convlens.progress import progress_bar
-from convlens.units import check_units
+from convlens.core.hooks import capture, eval_mode, get_layer
+from convlens.core.progress import progress_bar
+from convlens.interpret.cam import GapHead, NotGapHeadError, find_gap_head
+from convlens.interpret.units import check_units
 
 MODES = ("activation", "weights")
 ORDERS = ("optimal", "contribution", "weight", "greedy")

@@ -25,8 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convlens.hooks import capture, get_layer
-from convlens.models import eval_mode
+from convlens.core.hooks import capture, eval_mode, get_layer
 
 
 @dataclass(frozen=True)

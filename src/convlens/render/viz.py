@@ -16,9 +16,9 @@ import matplotlib.figure
 import torch
 from matplotlib.axes import Axes
 
-from convlens.ablation import FewestUnits
-from convlens.fileio import atomic_write_bytes
-from convlens.filters import FilterTiles
+from convlens.core.fileio import atomic_write_bytes
+from convlens.interpret.ablation import FewestUnits
+from convlens.interpret.filters import FilterTiles
 from convlens.sweep.results import SweepResults, is_log_scale, results_table
 from convlens.sweep.spec import point_key
 

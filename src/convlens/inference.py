@@ -1,0 +1,108 @@
+"""Inference for any classifier: logits, predicted classes and top-1 accuracy in
+evaluation mode, batched, with optional flip test-time augmentation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from convlens.core.device import autocast
+from convlens.core.hooks import eval_mode
+from convlens.data import fashion_mnist as fm
+
+
+def to_model_input(
+    images: torch.Tensor, preprocessing: dict[str, Any] | None = None
+) -> torch.Tensor:
+    """Float inputs as they are; uint8 pixels ``[N, C, H, W]`` normalised with the model's
+    ``preprocessing`` (``(x / 255 - mean) / std``), or FashionMNIST's statistics when it is
+    ``None`` and the images have one channel.
+
+    Raises:
+        ValueError: uint8 images of several channels without ``preprocessing``.
+    """
+    if images.dtype != torch.uint8:
+        return images
+    if preprocessing is None or preprocessing.get("kind") == "fashion-mnist":
+        if images.ndim != 4 or images.shape[1] != 1:
+            raise ValueError(
+                f"uint8 images of shape {tuple(images.shape)} need the model's preprocessing "
+                "(its mean and std) to be normalised; pass preprocessing=LoadedModel."
+                "preprocessing, or normalised float inputs"
+            )
+        return fm.to_float(images)
+    c = images.shape[1]
+    mean = torch.tensor(preprocessing.get("mean", [0.0] * c), dtype=torch.float32)
+    std = torch.tensor(preprocessing.get("std", [1.0] * c), dtype=torch.float32)
+    return (images.float() / 255.0 - mean[:, None, None]) / std[:, None, None]
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    tta: bool = False,
+    batch_size: int = 1000,
+    amp_dtype: torch.dtype | None = None,
+    preprocessing: dict[str, Any] | None = None,
+) -> torch.Tensor:
+    """Logits ``[N, classes]`` in evaluation mode (the model's mode is restored).
+
+    With ``tta`` the logits of each image and of its mirror image are averaged. uint8
+    images are normalised as :func:`to_model_input` says; an empty batch gives
+    ``[0, classes]``.
+    """
+    if images.ndim != 4:
+        raise ValueError(f"images must be [N, C, H, W], got shape {tuple(images.shape)}")
+    device = next(model.parameters()).device
+    out = []
+    with eval_mode(model):
+        if images.shape[0] == 0:  # still run the model: its output gives the class count
+            return model(to_model_input(images, preprocessing).to(device)).float().cpu()
+        for i in range(0, images.shape[0], batch_size):
+            x = to_model_input(images[i : i + batch_size], preprocessing).to(device)
+            if device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device, amp_dtype):
+                logits = model(x).float()
+                if tta:
+                    logits = 0.5 * (logits + model(x.flip(3)).float())
+            out.append(logits.cpu())
+    return torch.cat(out)
+
+
+def get_prediction(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    tta: bool = False,
+    amp_dtype: torch.dtype | None = None,
+    preprocessing: dict[str, Any] | None = None,
+) -> torch.Tensor:
+    """Predicted class indices (int64 ``[N]``) for a batch of images: uint8 pixels
+    (normalised as :func:`to_model_input` says) or normalised float inputs."""
+    logits = predict_logits(
+        model, images, tta=tta, amp_dtype=amp_dtype, preprocessing=preprocessing
+    )
+    return logits.argmax(1)
+
+
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    tta: bool = False,
+    amp_dtype: torch.dtype | None = None,
+    preprocessing: dict[str, Any] | None = None,
+) -> float:
+    """Top-1 accuracy in [0, 1] of ``model`` on ``images`` against ``labels``."""
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+    if images.shape[0] == 0:
+        raise ValueError("cannot evaluate on an empty set of images")
+    pred = get_prediction(model, images, tta=tta, amp_dtype=amp_dtype, preprocessing=preprocessing)
+    return (pred == labels).float().mean().item()
