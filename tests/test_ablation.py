@@ -136,9 +136,9 @@ def test_forward_search_on_an_inner_layer() -> None:
 def test_fewest_units_errors() -> None:
     model = tiny_gap_model()
     x = torch.randn(1, 1, 28, 28)
-    with pytest.raises(ValueError, match="use --order greedy"):
+    with pytest.raises(ValueError, match=r"greedy search \(`order` greedy\)"):
         ablation.fewest_units(model, x, layer="features.0", order="contribution")
-    with pytest.raises(ValueError, match="use --order greedy"):
+    with pytest.raises(ValueError, match=r"greedy search \(`order` greedy\)"):
         ablation.fewest_units(model, x, order="optimal", mode="weights")
     with pytest.raises(ValueError, match="one image"):
         ablation.fewest_units(model, torch.randn(2, 1, 28, 28))

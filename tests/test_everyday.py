@@ -212,3 +212,23 @@ def test_train_gives_back_the_process_state(
     train(tiny_config.replace(epochs=1, threads=1), tmp_path / "run", datasets=tiny_data)
     assert torch.get_num_threads() == threads
     assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_library_errors_name_arguments_and_the_cli_names_flags(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    tiny_config: TrainConfig,
+    tiny_data: tuple[fm.Dataset, fm.Dataset],
+) -> None:
+    run = tmp_path / "run"
+    train(tiny_config.replace(epochs=1), run, datasets=tiny_data)
+    with pytest.raises(ValueError, match=r"pass `resume=True` to continue it .*`run_dir`"):
+        train(tiny_config, run, datasets=tiny_data)
+    assert main(["train", "--out", str(run), "--epochs", "1"]) == 2
+    line = one_error_line(capsys)
+    assert "pass --resume to continue it or choose another --out" in line and "`" not in line
+    capsys.readouterr()
+    assert main(["ablate", "fashion-cnn", "x.png", "--weights", "w.pt", "--units", "1"]) == 2
+    assert "--weights applies to places365-* and torchvision:* models only" in one_error_line(
+        capsys
+    )

@@ -80,7 +80,7 @@ def test_make_spec() -> None:
     search = sweep.make_spec(TrainConfig(), ["lr=log:1e-3:1", "optimizer=sgd,adam"], trials=5)
     assert search.kind == "search" and search.sampler == "tpe" and search.trials == 5
     assert sweep.SweepSpec.from_json(search.to_json()) == search
-    with pytest.raises(ValueError, match="needs --trials"):
+    with pytest.raises(ValueError, match="needs `trials`"):
         sweep.make_spec(TrainConfig(), ["lr=log:1e-3:1"])
     with pytest.raises(ValueError, match="do not mix"):
         sweep.make_spec(TrainConfig(), ["lr=log:1e-3:1"], ["init"], trials=3)

@@ -65,7 +65,7 @@ def test_diverging_learning_rate_is_caught(
     tmp_path: Path, tiny_config: TrainConfig, tiny_data: tuple
 ) -> None:
     cfg = tiny_config.replace(lr=1e12, schedule="constant", epochs=2)
-    with pytest.raises(NonFiniteLossError, match="lower --lr"):
+    with pytest.raises(NonFiniteLossError, match="lower `lr`"):
         train(cfg, tmp_path / "run", datasets=tiny_data, progress=False)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
@@ -97,7 +97,7 @@ def test_run_directory_contents(tmp_path: Path, tiny_config: TrainConfig, tiny_d
         result.summary["val_top1"]
     )
     assert not list(run.glob(".*.tmp")), "temporary files left behind"
-    with pytest.raises(ValueError, match="already holds a training run.*--resume"):
+    with pytest.raises(ValueError, match="already holds a training run.*`resume=True`"):
         train(tiny_config, run, datasets=tiny_data, progress=False)
 
 

@@ -211,7 +211,7 @@ def parse_sets(texts: Iterable[str]) -> dict[str, str]:
     for text in texts:
         name, sep, value = text.partition("=")
         if not sep:
-            raise ValueError(f"--set {text!r}: expected FIELD=VALUE")
+            raise ValueError(f"config change {text!r}: expected FIELD=VALUE")
         changes[name.strip().replace("-", "_")] = value
     return changes
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from convlens.cli import (
     ablate,
@@ -46,7 +47,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(sub)
+        name = command.__name__.rsplit(".", 1)[-1]
+        sub.choices[name].set_defaults(
+            flags_of=getattr(command, "FLAGS", {}), parser_of=sub.choices[name]
+        )
     return parser
+
+
+def cli_message(text: str, parser: argparse.ArgumentParser, flags: Mapping[str, str]) -> str:
+    """A library message for the command line: the library names the argument to fix
+    as `name` (or `name=value`); here that becomes the command's flag, from ``flags``
+    where the names differ (``run_dir`` -> ``--out``) or else ``--name``."""
+    # argparse keeps a parser's option strings in this (long-stable) private mapping
+    options = parser._option_string_actions
+
+    def flag(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in flags:
+            return flags[name]
+        option = "--" + name.replace("_", "-")
+        return option if option in options else match.group(0)
+
+    return re.sub(r"`([A-Za-z_]+(?:=[A-Za-z]+)?)`", flag, text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nconvlens: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
         return 130
     except (ValueError, TypeError, OSError) as e:
-        print(f"convlens {args.command}: error: {e}", file=sys.stderr)
+        message = cli_message(str(e), args.parser_of, args.flags_of)
+        print(f"convlens {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

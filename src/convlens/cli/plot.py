@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+FLAGS = {"study_name": "--study", "storage_url": "--storage"}  # see cli_message
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(

@@ -12,6 +12,15 @@ from typing import Any
 from convlens import sweep  # the spec part only: no Optuna, no torch
 from convlens.config import TrainConfig, load_config_file, parse_sets
 
+# Library argument names whose flag here has another name (see cli_message).
+FLAGS = {
+    "spec": "--param/--preset",
+    "params": "--param",
+    "presets": "--preset",
+    "study_name": "--study",
+    "storage_url": "--storage",
+}
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(

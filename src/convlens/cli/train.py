@@ -37,6 +37,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict(values)
 
 
+# Library argument names whose flag here has another name (see cli_message).
+FLAGS = {"run_dir": "--out", "resume=True": "--resume"}
+
+
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "train",

@@ -167,7 +167,7 @@ def download(dest: Path, base_url: str = MIRROR, progress: bool = True) -> Path:
             raise DataError(
                 f"{e}. FashionMNIST was not found locally; get it with "
                 "`apt-get install dataset-fashion-mnist` (Debian), or put the four .gz files in "
-                "a folder and pass --data-dir or set CONVLENS_DATA"
+                "a folder and pass it as `data_dir` or set CONVLENS_DATA"
             ) from e
         got = hashlib.md5(body).hexdigest()
         if got != md5:
@@ -207,7 +207,7 @@ def load_fashion_mnist(
             searched = ", ".join(str(d) for d in candidate_dirs(data_dir))
             raise DataError(
                 f"FashionMNIST not found (searched {searched}); install it with "
-                "`apt-get install dataset-fashion-mnist` or pass --data-dir"
+                "`apt-get install dataset-fashion-mnist` or pass its folder as `data_dir`"
             )
         found = download(user_cache_dir() / "fashion-mnist")
     prefix = "train" if split == "train" else "test"

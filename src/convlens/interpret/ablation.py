@@ -46,7 +46,7 @@ def conv_for(model: nn.Module, layer: str) -> str:
     if not convs:
         raise ValueError(
             f"layer {layer!r} ({type(module).__name__}) contains no convolution, so its "
-            "units have no kernels to zero; use --mode activation"
+            "units have no kernels to zero; ablate their activations (`mode` activation)"
         )
     return f"{layer}.{convs[-1]}"
 
@@ -268,7 +268,7 @@ def fewest_units(
         raise ValueError(
             f"order {order!r} uses the linear head, which is exact only for activation "
             f"ablation of the layer feeding global average pooling, not for {why}; "
-            "use --order greedy"
+            "use the greedy search (`order` greedy)"
         )
     with eval_mode(model), torch.no_grad():
         with capture(model, layer) as store:

@@ -51,7 +51,7 @@ def _last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
     if not linears:
         raise NotGapHeadError(
             f"{type(model).__name__} has no nn.Linear layer, so it has no GAP + linear "
-            "head for CAM; use Grad-CAM (--method gradcam) on a convolutional layer"
+            "head for CAM; use Grad-CAM (`method` gradcam) on a convolutional layer"
         )
     return linears[-1]
 
@@ -101,7 +101,7 @@ def find_gap_head(model: nn.Module, x: torch.Tensor, layer: str | None = None) -
         for h in handles:
             h.remove()
 
-    suggestion = "use Grad-CAM (--method gradcam) on a convolutional layer"
+    suggestion = "use Grad-CAM (`method` gradcam) on a convolutional layer"
     if "out" not in fc_io or fc_io["out"].shape != logits.shape or not _close(fc_io["out"], logits):
         raise NotGapHeadError(
             f"the last linear layer {fc_name!r} does not produce the model's output, so "

@@ -86,7 +86,7 @@ def read_checkpoint(
     if head.startswith((b"<!doctype", b"<html", b"<?xml", b"<head")):
         raise ValueError(
             f"{path} is an HTML page, not a checkpoint (a failed download saved an error "
-            "page); delete it and download again, or pass --weights with the real file"
+            "page); delete it and download again, or pass the real file as `weights`"
         )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)

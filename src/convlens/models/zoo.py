@@ -73,7 +73,7 @@ def load(
     if key.startswith("torchvision:"):
         return _load_torchvision(key, weights)
     if weights is not None:
-        raise ValueError("--weights applies to places365-* and torchvision:* models only")
+        raise ValueError("`weights` applies to places365-* and torchvision:* models only")
     if key in SHIPPED:
         path = SHIPPED[key]
         if not path.is_file():
@@ -185,7 +185,7 @@ def _load_torchvision(key: str, weights: str | os.PathLike[str] | None) -> Loade
                     f"torchvision weights for {arch} are not in the local torch cache ({path}); "
                     f'fetch them on a connected machine with `python -c "import torchvision; '
                     f"torchvision.models.get_model('{arch}', weights='DEFAULT')\"`, pass "
-                    "--weights FILE, or --weights none for random weights"
+                    "a file as `weights`, or 'none' as `weights` for random weights"
                 )
         record = load_checkpoint_file(path)
         load_state(model, record.get("state_dict", record), str(path))

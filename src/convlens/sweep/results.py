@@ -79,7 +79,7 @@ def load_results(
         storage_url = storage_url or meta["storage"]
         study_name = study_name or meta["study"]
     if storage_url is None or study_name is None:
-        raise ValueError("give a sweep directory, or --storage and --study")
+        raise ValueError("give a sweep directory, or `storage_url` and `study_name`")
     study, spec = open_study(open_storage(storage_url), study_name, None, wait=0)
     done, failed, pending = [], [], 0
     for t in study.get_trials(deepcopy=False):

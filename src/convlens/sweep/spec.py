@@ -33,22 +33,22 @@ def parse_param(text: str) -> tuple[str, list[Any] | Range]:
     name, sep, rest = text.partition("=")
     name = name.strip().replace("-", "_")
     if not sep or not name or not rest:
-        raise ValueError(f"--param {text!r}: expected NAME=V1,V2,... or NAME=log:LO:HI")
+        raise ValueError(f"parameter {text!r}: expected NAME=V1,V2,... or NAME=log:LO:HI")
     field_type(name)  # unknown field -> ValueError listing the valid ones
     head, _, tail = rest.partition(":")
     if head in ("log", "float", "int") and tail:
         try:
             lo, hi = (float(v) for v in tail.split(":"))
         except ValueError as e:
-            raise ValueError(f"--param {text!r}: expected {head}:LO:HI with two numbers") from e
+            raise ValueError(f"parameter {text!r}: expected {head}:LO:HI with two numbers") from e
         if not lo < hi or (head == "log" and lo <= 0):
-            raise ValueError(f"--param {text!r}: need 0 < LO < HI for log, LO < HI otherwise")
+            raise ValueError(f"parameter {text!r}: need 0 < LO < HI for log, LO < HI otherwise")
         if field_type(name) not in (int, float):
-            raise ValueError(f"--param {text!r}: {name} is not numeric, give a list of values")
+            raise ValueError(f"parameter {text!r}: {name} is not numeric, give a list of values")
         return name, Range(head, lo, hi)
     values = [coerce(name, v.strip()) for v in rest.split(",") if v.strip()]
     if not values:
-        raise ValueError(f"--param {text!r}: no values")
+        raise ValueError(f"parameter {text!r}: no values")
     return name, values
 
 
@@ -122,20 +122,20 @@ def make_spec(
     ``sampler`` (``tpe`` by default, or ``random``).
     """
     if not params and not presets:
-        raise ValueError("give --param NAME=VALUES or --preset NAME (see --help)")
+        raise ValueError("give `params` (NAME=VALUES) or `presets` (names)")
     unknown = [p for p in presets if p not in PRESETS and p != "all"]
     if unknown:
         raise ValueError(f"unknown preset(s) {unknown}; choose from {', '.join(PRESETS)} or all")
     parsed = [parse_param(p) for p in params]
     names = [n for n, _ in parsed]
     if len(set(names)) != len(names):
-        raise ValueError(f"a hyperparameter is given twice in --param: {names}")
+        raise ValueError(f"a hyperparameter is given twice in `params`: {names}")
     base_dict = base.to_dict()
     if any(isinstance(v, Range) for _, v in parsed) or sampler in ("random", "tpe"):
         if presets:
             raise ValueError("presets are fixed points; do not mix them with a search")
         if not trials or trials < 1:
-            raise ValueError("a search needs --trials N (N >= 1)")
+            raise ValueError("a search needs `trials` N >= 1")
         ranges = {
             n: {"kind": v.kind, "low": v.low, "high": v.high}
             for n, v in parsed

@@ -96,7 +96,7 @@ def open_study(
         except KeyError as e:
             if spec is None:
                 raise ValueError(
-                    f"no study {name!r} in this storage; start it with --param or --preset"
+                    f"no study {name!r} in this storage; create it with a `spec`"
                 ) from e
             raise
         stored = study.user_attrs.get(SPEC_ATTR)
@@ -108,8 +108,8 @@ def open_study(
     found = SweepSpec.from_json(stored)
     if spec is not None and found != spec:
         raise ValueError(
-            f"study {name!r} already exists with a different sweep; give no --param/--preset "
-            "to join it, or choose another --study"
+            f"study {name!r} already exists with a different sweep; join it without a "
+            "`spec`, or choose another `study_name`"
         )
     study.sampler = _sampler(found)
     return study, found

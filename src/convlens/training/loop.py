@@ -42,6 +42,10 @@ from convlens.training import rundir
 from convlens.training.augment import augment_batch
 
 
+class RunExistsError(ValueError):
+    """A new run was asked for in a directory that holds one."""
+
+
 class NonFiniteLossError(ValueError):
     """The training loss became NaN or infinite."""
 
@@ -208,7 +212,7 @@ def train_one_epoch(
             raise NonFiniteLossError(
                 f"training loss became {loss.item()} at step {start_step + i} "
                 f"(learning rate {lr_now:g}); the learning rate is probably too high: "
-                "lower --lr or lengthen the warm-up"
+                "lower `lr` or lengthen `warmup`"
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -279,9 +283,9 @@ def train(
         config = rundir.load_run_config(run_dir)
         state = rundir.read_checkpoint(run_dir)
     elif rundir.holds_run(run_dir):
-        raise ValueError(
-            f"{run_dir} already holds a training run; pass --resume to continue it "
-            "or choose another --out"
+        raise RunExistsError(
+            f"{run_dir} already holds a training run; pass `resume=True` to continue it "
+            "or choose another `run_dir`"
         )
     else:
         config.check_trainable()
