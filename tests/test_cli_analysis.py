@@ -127,7 +127,7 @@ def test_image_modes_convert(tmp_path: Path, mode: str) -> None:
         out = images.open_image(path, channels)
         assert out.mode == ("L" if channels == 1 else "RGB") and out.size == (30, 20)
     x = images.load_batch(
-        [str(path)], {"channels": 3, "resize": 16, "crop": 16, "mean": [0.5] * 3, "std": [0.5] * 3}
+        [str(path)], images.Preprocessing(resize=16, crop=16, mean=(0.5,) * 3, std=(0.5,) * 3)
     )
     assert x.shape == (1, 3, 16, 16) and torch.isfinite(x).all()
     assert x.min() >= -1 and x.max() <= 1

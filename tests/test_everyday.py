@@ -184,11 +184,11 @@ def test_uint8_inputs_use_the_models_own_preprocessing() -> None:
         torch.nn.Linear(4, 5),
     ).eval()
     pixels = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
-    prep = dict(images.IMAGENET_PREPROCESSING)
+    prep = images.IMAGENET_PREPROCESSING
     with pytest.raises(ValueError, match=r"uint8 images of shape \(2, 3, 16, 16\) need the model"):
         predict_logits(net, pixels)
-    mean = torch.tensor(prep["mean"])[:, None, None]
-    std = torch.tensor(prep["std"])[:, None, None]
+    mean = torch.tensor(prep.mean)[:, None, None]
+    std = torch.tensor(prep.std)[:, None, None]
     expected = net((pixels.float() / 255 - mean) / std)
     got = predict_logits(net, pixels, preprocessing=prep)
     assert torch.allclose(got, expected, atol=1e-5)

@@ -17,7 +17,7 @@ def test_shipped_model_was_trained_with_the_default_config() -> None:
     loaded = models.load("fashion-cnn")
     assert loaded.config == TrainConfig(), "re-run `make weights` after changing defaults"
     assert loaded.classes == fm.CLASSES
-    assert loaded.preprocessing["mean"] == [fm.MEAN]
+    assert loaded.preprocessing == fm.PREPROCESSING
     assert not loaded.model.training
 
 

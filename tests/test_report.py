@@ -15,7 +15,6 @@ from convlens.cli import main
 from convlens.config import TrainConfig
 from convlens.data import fashion_mnist as fm
 from convlens.data import images
-from convlens.interpret import units
 from convlens.render import report
 from convlens.training.loop import train
 from tests.conftest import needs_fashion
@@ -106,7 +105,7 @@ def test_report_is_complete_and_renders_in_chromium(tmp_path: Path, tiny_run: Pa
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 1, 28, 28, generator=g)
     inputs = images.Inputs(x, ("noise-a", "noise-b"), ((28, 28), (28, 28)))
-    region = units.box_mask((0, 0, 14, 28), (28, 28))
+    region = images.box_mask((0, 0, 14, 28), (28, 28))
     opts = report.ReportOptions(units=(0, 2), region=region, run_dir=tiny_run, test_top1=0.5)
     page = report.build_report(loaded, inputs, tmp_path / "rep", opts, progress=False)
     text = page.read_text()

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from convlens.core.hooks import hook_count
+from convlens.data import images
 from convlens.interpret import units
 
 
@@ -55,15 +56,15 @@ def test_top_units(maps: torch.Tensor) -> None:
 
 
 def test_box_mask_pixel_centres() -> None:
-    m = units.box_mask((1, 0, 3, 2), (4, 4))
+    m = images.box_mask((1, 0, 3, 2), (4, 4))
     assert m.int().tolist() == [[0, 1, 1, 0], [0, 1, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
     with pytest.raises(ValueError, match="empty"):
-        units.box_mask((3, 0, 1, 2), (4, 4))
+        images.box_mask((3, 0, 1, 2), (4, 4))
 
 
 def test_region_iou_by_hand(maps: torch.Tensor) -> None:
     net = Pick(maps)
-    sky = units.box_mask((0, 0, 28, 12), (28, 28))  # top 12 rows = 336 pixels
+    sky = images.box_mask((0, 0, 28, 12), (28, 28))  # top 12 rows = 336 pixels
     match = units.match_region(net, torch.zeros(1, 1, 28, 28), "feat", sky, quantile=0.5)
     assert match.units[0].item() == 1
     # unit 1 upsampled is 2 on rows 0..9, then falls to 0 by row 14; its median is 0, so

@@ -49,7 +49,7 @@ def test_official_format_gives_identical_logits(tmp_path: Path, arch: str) -> No
         assert torch.equal(loaded.model(x), net(x))
     assert loaded.classes[0] == "airfield" and loaded.classes[1] == "apartment_building/outdoor"
     assert len(loaded.classes) == 365
-    assert loaded.preprocessing["resize"] == 256 and loaded.preprocessing["crop"] == 224
+    assert loaded.preprocessing.resize == 256 and loaded.preprocessing.crop == 224
 
 
 def test_wideresnet18_layer4_is_14x14() -> None:

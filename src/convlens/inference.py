@@ -3,18 +3,17 @@ evaluation mode, batched, with optional flip test-time augmentation."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from convlens.core.device import autocast
 from convlens.core.hooks import eval_mode
 from convlens.data import fashion_mnist as fm
+from convlens.data.images import Preprocessing, normalize
 
 
 def to_model_input(
-    images: torch.Tensor, preprocessing: dict[str, Any] | None = None
+    images: torch.Tensor, preprocessing: Preprocessing | None = None
 ) -> torch.Tensor:
     """Float inputs as they are; uint8 pixels ``[N, C, H, W]`` normalised with the model's
     ``preprocessing`` (``(x / 255 - mean) / std``), or FashionMNIST's statistics when it is
@@ -25,7 +24,7 @@ def to_model_input(
     """
     if images.dtype != torch.uint8:
         return images
-    if preprocessing is None or preprocessing.get("kind") == "fashion-mnist":
+    if preprocessing is None or preprocessing == fm.PREPROCESSING:
         if images.ndim != 4 or images.shape[1] != 1:
             raise ValueError(
                 f"uint8 images of shape {tuple(images.shape)} need the model's preprocessing "
@@ -33,10 +32,7 @@ def to_model_input(
                 "preprocessing, or normalised float inputs"
             )
         return fm.to_float(images)
-    c = images.shape[1]
-    mean = torch.tensor(preprocessing.get("mean", [0.0] * c), dtype=torch.float32)
-    std = torch.tensor(preprocessing.get("std", [1.0] * c), dtype=torch.float32)
-    return (images.float() / 255.0 - mean[:, None, None]) / std[:, None, None]
+    return normalize(images.float() / 255.0, preprocessing)
 
 
 @torch.no_grad()
@@ -47,7 +43,7 @@ def predict_logits(
     tta: bool = False,
     batch_size: int = 1000,
     amp_dtype: torch.dtype | None = None,
-    preprocessing: dict[str, Any] | None = None,
+    preprocessing: Preprocessing | None = None,
 ) -> torch.Tensor:
     """Logits ``[N, classes]`` in evaluation mode (the model's mode is restored).
 
@@ -80,7 +76,7 @@ def get_prediction(
     *,
     tta: bool = False,
     amp_dtype: torch.dtype | None = None,
-    preprocessing: dict[str, Any] | None = None,
+    preprocessing: Preprocessing | None = None,
 ) -> torch.Tensor:
     """Predicted class indices (int64 ``[N]``) for a batch of images: uint8 pixels
     (normalised as :func:`to_model_input` says) or normalised float inputs."""
@@ -97,7 +93,7 @@ def evaluate(
     *,
     tta: bool = False,
     amp_dtype: torch.dtype | None = None,
-    preprocessing: dict[str, Any] | None = None,
+    preprocessing: Preprocessing | None = None,
 ) -> float:
     """Top-1 accuracy in [0, 1] of ``model`` on ``images`` against ``labels``."""
     if images.shape[0] != labels.shape[0]:

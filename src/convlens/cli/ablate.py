@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from convlens.cli.common import add_image_args, add_model_args, load_inputs, load_model, parse_ints
+from convlens.cli.common import add_image_args, add_model_args, load_model, model_inputs, parse_ints
 
 # convlens.ablation.MODES and ORDERS (tested equal), here so that --help needs no torch
 MODES = ("activation", "weights")
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if args.units is not None and args.top_k is not None:
         raise ValueError("give either --units or --top-k, not both")
     loaded = load_model(args)
-    x = load_inputs(args, loaded, [args.image]).x
+    x = model_inputs(args, loaded, [args.image]).x
     model, classes = loaded.model, loaded.classes
     layer = args.layer
     out = args.out or Path("ablation.png")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from convlens.cli.common import add_image_args, add_model_args, load_inputs, load_model
+from convlens.cli.common import add_image_args, add_model_args, load_model, model_inputs
 
 METHODS = ("cam", "gradcam")  # convlens.cam.METHODS (tested equal), without torch
 
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from convlens.render import viz
 
     loaded = load_model(args)
-    inputs = load_inputs(args, loaded, args.images)
+    inputs = model_inputs(args, loaded, args.images)
     result = cam.class_maps(loaded.model, inputs.x, args.top, args.method, args.layer)
     h, w = result.maps.shape[2:]
     print(f"{result.method} of layer {result.layer} ({h}x{w} maps)")

@@ -51,12 +51,38 @@ def load_model(args: argparse.Namespace) -> models.LoadedModel:
 
 
 def load_inputs(
+    specs: list[str],
+    preprocessing: images.Preprocessing,
+    data_dir: str | None = None,
+) -> images.Inputs:
+    """The images ``specs`` preprocessed as ``preprocessing`` says, in order: files, or
+    ``test:N`` for FashionMNIST test image N (28x28 grayscale models only)."""
+    from convlens.data import fashion_mnist, images
+
+    if not specs:
+        raise ValueError("no images given")
+    parts, test = [], None
+    for spec in specs:
+        if not spec.startswith("test:"):
+            parts.append(images.load_files([spec], preprocessing))
+            continue
+        if preprocessing.channels != 1 or preprocessing.size != 28:
+            raise ValueError(
+                f"{spec}: FashionMNIST test images fit 28x28 grayscale models only; "
+                "give an image file"
+            )
+        test = test or fashion_mnist.load_fashion_mnist("test", data_dir)
+        if not spec[5:].isdigit() or int(spec[5:]) >= len(test):
+            raise ValueError(f"{spec}: expected test:N with N in 0..{len(test) - 1}")
+        parts.append(fashion_mnist.as_inputs(test, [int(spec[5:])]))
+    return images.stack_inputs(parts)
+
+
+def model_inputs(
     args: argparse.Namespace, loaded: models.LoadedModel, specs: list[str]
 ) -> images.Inputs:
-    """The images ``specs`` (files or ``test:N``) preprocessed for ``loaded``."""
-    from convlens.data import images
-
-    return images.load_inputs(specs, loaded.preprocessing, args.data_dir)
+    """The command's images (``specs``: files or ``test:N``) preprocessed for ``loaded``."""
+    return load_inputs(specs, loaded.preprocessing, args.data_dir)
 
 
 def parse_ints(text: str, name: str) -> list[int]:
@@ -72,21 +98,13 @@ def region_mask(
     """The ``--region X0,Y0,X1,Y1`` box or ``--mask FILE`` of the first image as a boolean
     mask over the model input, or ``None`` when neither is given."""
     from convlens.data import images
-    from convlens.interpret import units
 
     if args.region:
         try:
             x0, y0, x1, y1 = (float(v) for v in args.region.split(","))
         except ValueError as e:
             raise ValueError(f"--region takes four numbers x0,y0,x1,y1, got {args.region!r}") from e
-        box = images.transform_box((x0, y0, x1, y1), inputs.sizes[0], loaded.preprocessing)
-        return units.box_mask(box, (inputs.x.shape[2], inputs.x.shape[3]))
+        return images.region_from_box((x0, y0, x1, y1), inputs.sizes[0], loaded.preprocessing)
     if args.mask:
         return images.load_mask(args.mask, inputs.sizes[0], loaded.preprocessing)
     return None
-
-
-def input_size(loaded: models.LoadedModel) -> tuple[int, int]:
-    p = loaded.preprocessing
-    s = int(p.get("size") or p.get("crop") or 224)
-    return s, s

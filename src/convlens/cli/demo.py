@@ -41,9 +41,10 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from convlens import models
+    from convlens.cli.common import load_inputs
+    from convlens.cli.sweep import print_trial
     from convlens.core.fileio import atomic_write_json
     from convlens.data import fashion_mnist as data
-    from convlens.data import images
     from convlens.inference import evaluate, predict_logits
     from convlens.render import report
     from convlens.sweep import worker
@@ -94,9 +95,11 @@ def run(args: argparse.Namespace) -> int:
         _clear_outdated_sweep(sweep_dir, spec)
         print(f"small sweep ({len(spec.points)} trials of {DEMO_BASE}) in {sweep_dir}")
         args.interrupt_hint = "run `make demo` again to resume"
-        worker.run_worker(sweep_dir, None, "sweep", spec, data_dir=args.data_dir)
+        worker.run_worker(
+            sweep_dir, None, "sweep", spec, data_dir=args.data_dir, on_trial=print_trial
+        )
     picks = [f"test:{i}" for i in first[:4]]  # four classes: T-shirt, trouser, pullover, dress
-    inputs = images.load_inputs(picks, loaded.preprocessing, args.data_dir)
+    inputs = load_inputs(picks, loaded.preprocessing, args.data_dir)
     options = report.ReportOptions(
         run_dir=Path(source) if args.train else None, sweep_dir=sweep_dir, test_top1=top1
     )

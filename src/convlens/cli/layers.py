@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from convlens.cli.common import add_model_args, input_size, load_model
+from convlens.cli.common import add_model_args, load_model
 
 
 def add_parser(sub: Any) -> None:
@@ -27,8 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from convlens.core.hooks import activations, conv_layer_names
 
     loaded = load_model(args)
-    h, w = (args.size, args.size) if args.size else input_size(loaded)
-    channels = int(loaded.preprocessing.get("channels", 3))
+    h, w = (args.size, args.size) if args.size else loaded.preprocessing.input_size
+    channels = loaded.preprocessing.channels
     names = conv_layer_names(loaded.model)
     _, acts = activations(loaded.model, torch.zeros(1, channels, h, w), names)
     modules = dict(loaded.model.named_modules())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from convlens.cli.common import add_image_args, add_model_args, load_model
+from convlens.cli.common import add_image_args, add_model_args, load_inputs, load_model
 
 
 def add_parser(sub: Any) -> None:
@@ -35,15 +35,14 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convlens.data import images
     from convlens.inference import predict_logits
 
     specs = [*args.images, *(f"test:{i}" for i in args.test_index)]
     if not specs:
         raise ValueError("give image files, test:N, or --test-index I [I ...]")
     loaded = load_model(args)
-    prep = {**loaded.preprocessing, "invert": args.invert}
-    inputs = images.load_inputs(specs, prep, args.data_dir)
+    prep = loaded.preprocessing.replace(invert=args.invert)
+    inputs = load_inputs(specs, prep, args.data_dir)
     probs = predict_logits(loaded.model, inputs.x).softmax(1)
     k = max(1, min(args.top, probs.shape[1]))
     top = probs.topk(k, dim=1)

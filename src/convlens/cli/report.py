@@ -9,8 +9,8 @@ from typing import Any
 from convlens.cli.common import (
     add_image_args,
     add_model_args,
-    load_inputs,
     load_model,
+    model_inputs,
     parse_ints,
     region_mask,
 )
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from convlens.render import report
 
     loaded = load_model(args)
-    inputs = load_inputs(args, loaded, args.images)
+    inputs = model_inputs(args, loaded, args.images)
     region = region_mask(args, inputs, loaded)
     run_dir = Path(args.model) if Path(args.model, "metrics.json").is_file() else None
     options = report.ReportOptions(

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -102,13 +99,15 @@ def run(args: argparse.Namespace) -> int:
     total = len(spec.points) if spec.kind != "search" else spec.trials
     print(f"study {args.study!r} in {storage}: {total} trials ({spec.kind})")
     if args.jobs == 1:
-        report = worker.run_worker(args.out, storage, args.study, spec, data_dir=args.data_dir)
+        report = worker.run_worker(
+            args.out, storage, args.study, spec, data_dir=args.data_dir, on_trial=print_trial
+        )
         print(
             f"this worker finished {len(report.completed)} trials"
             + (f", {len(report.failed)} diverged" if report.failed else "")
         )
     else:
-        _run_parallel(args, storage, spec, total)
+        worker.run_parallel(args.out, storage, args.study, args.jobs, data_dir=args.data_dir)
     results = sweep_results.load_results(args.out, storage, args.study)
     if results.trials:
         best = results.trials[0]
@@ -122,35 +121,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_parallel(
-    args: argparse.Namespace, storage: str, spec: sweep.SweepSpec, total: int
-) -> None:
-    from convlens.core.progress import progress_bar
-    from convlens.sweep import worker
-    from convlens.sweep._optuna import TrialState
-
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    ctx = multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(
-            target=worker.run_worker,
-            args=(args.out, storage, args.study, spec),
-            kwargs={"data_dir": args.data_dir, "threads": threads, "progress": False},
-        )
-        for _ in range(args.jobs)
-    ]
-    for proc in procs:
-        proc.start()
-    study, _ = worker.open_study(worker.open_storage(storage), args.study, None, wait=0)
-    try:
-        with progress_bar(total=total, desc="trials", unit="trial") as bar:
-            while any(proc.is_alive() for proc in procs):
-                time.sleep(2.0)
-                done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-                bar.update(done - bar.n)
-    finally:
-        for proc in procs:
-            proc.join()
-    bad = [proc.exitcode for proc in procs if proc.exitcode]
-    if bad:
-        raise OSError(f"{len(bad)} of {args.jobs} sweep workers failed (exit codes {bad})")
+def print_trial(number: int, point: dict[str, Any], finished: bool) -> None:
+    outcome = "finished" if finished else "diverged (non-finite loss)"
+    print(f"trial {number} {sweep.point_key(point)}: {outcome}", flush=True)

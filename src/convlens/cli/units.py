@@ -9,8 +9,8 @@ from typing import Any
 from convlens.cli.common import (
     add_image_args,
     add_model_args,
-    load_inputs,
     load_model,
+    model_inputs,
     parse_ints,
     region_mask,
 )
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from convlens.render import viz
 
     loaded = load_model(args)
-    inputs = load_inputs(args, loaded, [args.image])
+    inputs = model_inputs(args, loaded, [args.image])
     x = inputs.x
     shown = images.to_display(x[0], loaded.preprocessing)
     out = args.out or Path("units.png")

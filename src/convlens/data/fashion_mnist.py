@@ -11,12 +11,14 @@ import gzip
 import hashlib
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from convlens.core.fileio import atomic_write_bytes, fetch_url, user_cache_dir
+from convlens.data.images import Inputs, Preprocessing
 
 CLASSES: tuple[str, ...] = (
     "T-shirt/top",
@@ -245,3 +247,26 @@ def to_float(images: torch.Tensor, device: torch.device | str | None = None) -> 
         return images.to(device) if device is not None else images
     x = images.to(device=device, dtype=torch.float32)
     return x.mul_(1.0 / (255.0 * STD)).sub_(MEAN / STD)
+
+
+# How FashionMNIST models read an image file: 28x28 grayscale, the set's statistics.
+PREPROCESSING = Preprocessing(kind="fashion-mnist", channels=1, size=28, mean=(MEAN,), std=(STD,))
+
+
+def as_inputs(dataset: Dataset, indices: Sequence[int], prefix: str = "test") -> Inputs:
+    """Images ``indices`` of ``dataset`` as model inputs named ``test:N``, with their
+    labels.
+
+    Raises:
+        IndexError: an index outside the data set.
+    """
+    bad = [i for i in indices if not 0 <= i < len(dataset)]
+    if bad:
+        raise IndexError(f"{prefix} images {bad} do not exist: N must be in 0..{len(dataset) - 1}")
+    idx = torch.tensor(list(indices), dtype=torch.long)
+    return Inputs(
+        to_float(dataset.images[idx]),
+        tuple(f"{prefix}:{i}" for i in indices),
+        ((28, 28),) * len(indices),
+        tuple(int(dataset.labels[i]) for i in indices),
+    )

@@ -1,13 +1,17 @@
 """Reading image files and turning them into model inputs.
 
 Any PIL-readable file works: grayscale, RGB, RGBA (composited on white), palette
-and 16-bit images are converted to the channels the model expects.
+and 16-bit images are converted to the channels the model expects. A model's
+:class:`Preprocessing` says how: one geometry (resize, or resize then centre crop) that
+serves the image, a region's box and a mask alike.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,15 +20,50 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes a model input: resize to ``size`` x ``size``, or resize the
+    shorter side to ``resize`` and centre-crop ``crop`` x ``crop``; scale to [0, 1];
+    invert (``1 - x``) when asked; then ``(x - mean) / std`` per channel."""
+
+    channels: int = 3
+    size: int | None = None  # square resize (FashionMNIST: 28); None = resize + crop
+    resize: int = 256  # shorter side, when size is None
+    crop: int = 224  # centre crop after resize, when size is None
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    invert: bool = False  # FashionMNIST draws light garments on black
+    kind: str = ""  # a name for the convention: "imagenet", "fashion-mnist"
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the model input."""
+        side = self.size if self.size is not None else self.crop
+        return side, side
+
+    def replace(self, **changes: Any) -> Preprocessing:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Preprocessing:
+        """From a model record's ``preprocessing`` mapping (unknown keys are an error)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - fields)
+        if unknown:
+            raise ValueError(f"unknown preprocessing keys {unknown}; valid: {sorted(fields)}")
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**values)
+
+
 # torchvision's and CSAIL's ImageNet-style evaluation: shorter side 256, centre crop 224.
-IMAGENET_PREPROCESSING: dict[str, Any] = {
-    "kind": "imagenet",
-    "channels": 3,
-    "resize": 256,
-    "crop": 224,
-    "mean": [0.485, 0.456, 0.406],
-    "std": [0.229, 0.224, 0.225],
-}
+IMAGENET_PREPROCESSING = Preprocessing(
+    kind="imagenet", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+)
 
 
 # Pillow's own default: larger images are refused as possible decompression bombs (a
@@ -111,7 +150,7 @@ def _to_8bit(im: Image.Image) -> Image.Image:
 
 
 def geometry(
-    size: tuple[int, int], preprocessing: dict[str, Any]
+    size: tuple[int, int], preprocessing: Preprocessing
 ) -> tuple[float, float, int, int, int, int]:
     """How preprocessing maps an image of ``size`` (W, H) onto the model input.
 
@@ -119,96 +158,58 @@ def geometry(
     image lands at ``(x * sx - left, y * sy - top)`` of the ``out_w x out_h`` input.
     """
     w, h = size
-    if "size" in preprocessing:
-        s = int(preprocessing["size"])
+    if preprocessing.size is not None:
+        s = preprocessing.size
         return s / w, s / h, 0, 0, s, s
-    r = int(preprocessing.get("resize", 256))
-    scale = r / min(w, h)
+    scale = preprocessing.resize / min(w, h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    c = int(preprocessing.get("crop", 224))
+    c = preprocessing.crop
     return nw / w, nh / h, (nw - c) // 2, (nh - c) // 2, c, c
 
 
-def _resize_crop(
-    img: Image.Image, preprocessing: dict[str, Any], resample: Image.Resampling
+def resize_crop(
+    img: Image.Image, preprocessing: Preprocessing, resample: Image.Resampling
 ) -> Image.Image:
+    """``img`` resized and cropped as :func:`geometry` says."""
     sx, sy, left, top, ow, oh = geometry(img.size, preprocessing)
     w, h = img.size
     img = img.resize((max(1, round(w * sx)), max(1, round(h * sy))), resample)
     return img.crop((left, top, left + ow, top + oh))
 
 
-def transform_box(
-    box: tuple[float, float, float, float], size: tuple[int, int], preprocessing: dict[str, Any]
-) -> tuple[float, float, float, float]:
-    """A box ``(x0, y0, x1, y1)`` in original-image pixels -> model-input pixels."""
-    sx, sy, left, top, _, _ = geometry(size, preprocessing)
-    x0, y0, x1, y1 = box
-    return x0 * sx - left, y0 * sy - top, x1 * sx - left, y1 * sy - top
+def preprocess(img: Image.Image, preprocessing: Preprocessing) -> torch.Tensor:
+    """One image -> a normalised float tensor ``[C, H, W]`` as ``preprocessing`` says
+    (bilinear resampling)."""
+    img = img.convert("L" if preprocessing.channels == 1 else "RGB")
+    img = resize_crop(img, preprocessing, Image.Resampling.BILINEAR)
+    a = torch.from_numpy(np.asarray(img, dtype=np.float32).copy()) / 255.0
+    x = a[None] if a.ndim == 2 else a.permute(2, 0, 1)
+    if preprocessing.invert:
+        x = 1.0 - x
+    return normalize(x, preprocessing)
 
 
-def load_mask(
-    path: str | os.PathLike[str], size: tuple[int, int], preprocessing: dict[str, Any]
-) -> torch.Tensor:
-    """A mask image (nonzero = inside) of the original image's size -> boolean
-    ``[H, W]`` in model-input pixels (same resize and crop, nearest neighbour)."""
-    mask = open_image(path, channels=1)
-    if mask.size != size:
-        raise ValueError(
-            f"mask {path} is {mask.size[0]}x{mask.size[1]} but the image is "
-            f"{size[0]}x{size[1]}; draw the mask at the image's size"
-        )
-    m = _resize_crop(mask, preprocessing, Image.Resampling.NEAREST)
-    out = torch.from_numpy(np.asarray(m).copy()) > 0
-    if not out.any():
-        raise ValueError(f"mask {path} is empty inside the model's view of the image")
-    return out
+def normalize(x: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
+    """Pixels in [0, 1] ``[..., C, H, W]`` -> ``(x - mean) / std`` per channel."""
+    mean = torch.tensor(preprocessing.mean, dtype=torch.float32)[:, None, None]
+    std = torch.tensor(preprocessing.std, dtype=torch.float32)[:, None, None]
+    return (x - mean) / std
 
 
-def to_display(x: torch.Tensor, preprocessing: dict[str, Any]) -> torch.Tensor:
+def to_display(x: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
     """Undo normalisation of one input ``[C, H, W]`` -> values in [0, 1] for display."""
-    c = x.shape[0]
-    mean = torch.tensor(preprocessing.get("mean", [0.0] * c), dtype=x.dtype)[:, None, None]
-    std = torch.tensor(preprocessing.get("std", [1.0] * c), dtype=x.dtype)[:, None, None]
+    mean = torch.tensor(preprocessing.mean, dtype=x.dtype)[:, None, None]
+    std = torch.tensor(preprocessing.std, dtype=x.dtype)[:, None, None]
     return (x * std + mean).clamp(0, 1)
 
 
-def preprocess(img: Image.Image, preprocessing: dict[str, Any]) -> torch.Tensor:
-    """One image -> a normalised float tensor ``[C, H, W]`` as the model's metadata says.
-
-    ``preprocessing`` keys: ``channels``; ``size`` (resize to size x size) or
-    ``resize`` (shorter side) plus ``crop`` (centre crop); ``mean``, ``std``;
-    ``invert`` (FashionMNIST draws light garments on black).
-    """
-    channels = int(preprocessing.get("channels", 3))
-    img = img.convert("L" if channels == 1 else "RGB")
-    if "size" in preprocessing:
-        s = int(preprocessing["size"])
-        img = img.resize((s, s), Image.Resampling.BILINEAR)
-    else:
-        r = int(preprocessing.get("resize", 256))
-        w, h = img.size
-        scale = r / min(w, h)
-        img = img.resize(
-            (max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR
-        )
-        c = int(preprocessing.get("crop", 224))
-        w, h = img.size
-        left, top = (w - c) // 2, (h - c) // 2
-        img = img.crop((left, top, left + c, top + c))
-    a = torch.from_numpy(np.asarray(img, dtype=np.float32).copy()) / 255.0
-    x = a[None] if a.ndim == 2 else a.permute(2, 0, 1)
-    if preprocessing.get("invert"):
-        x = 1.0 - x
-    mean = torch.tensor(preprocessing.get("mean", [0.0] * channels), dtype=torch.float32)
-    std = torch.tensor(preprocessing.get("std", [1.0] * channels), dtype=torch.float32)
-    return (x - mean[:, None, None]) / std[:, None, None]
-
-
-def load_batch(paths: list[str], preprocessing: dict[str, Any]) -> torch.Tensor:
+def load_batch(
+    paths: Sequence[str | os.PathLike[str]], preprocessing: Preprocessing
+) -> torch.Tensor:
     """Read and preprocess several files into one batch ``[N, C, H, W]``."""
-    channels = int(preprocessing.get("channels", 3))
-    return torch.stack([preprocess(open_image(p, channels), preprocessing) for p in paths])
+    return torch.stack(
+        [preprocess(open_image(p, preprocessing.channels), preprocessing) for p in paths]
+    )
 
 
 @dataclass(frozen=True)
@@ -218,38 +219,83 @@ class Inputs:
     x: torch.Tensor  # [N, C, H, W], normalised
     names: tuple[str, ...]
     sizes: tuple[tuple[int, int], ...]  # original (W, H) of each image
-    labels: tuple[int | None, ...] = ()  # the true class where known (test:N), else None
+    labels: tuple[int | None, ...] = ()  # the true class where known, else None
 
 
-def load_inputs(
-    specs: list[str], preprocessing: dict[str, Any], data_dir: str | None = None
-) -> Inputs:
-    """Image files, or ``test:N`` for FashionMNIST test image N (28x28 models only)."""
-    if not specs:
+def load_files(paths: Sequence[str | os.PathLike[str]], preprocessing: Preprocessing) -> Inputs:
+    """Image files as a batch of model inputs, with their names and original sizes."""
+    if not paths:
         raise ValueError("no images given")
     xs, sizes = [], []
-    labels: list[int | None] = []
-    test = None
-    for spec in specs:
-        if spec.startswith("test:"):
-            if int(preprocessing.get("channels", 3)) != 1 or preprocessing.get("size") != 28:
-                raise ValueError(
-                    f"{spec}: FashionMNIST test images fit 28x28 grayscale "
-                    "models only; give an image file"
-                )
-            from convlens.data import fashion_mnist as data
+    for path in paths:
+        img = open_image(path, preprocessing.channels)
+        sizes.append(img.size)
+        xs.append(preprocess(img, preprocessing))
+    names = tuple(str(p) for p in paths)
+    return Inputs(torch.stack(xs), names, tuple(sizes), (None,) * len(names))
 
-            test = test or data.load_fashion_mnist("test", data_dir)
-            n = int(spec[5:]) if spec[5:].isdigit() else -1
-            if not 0 <= n < len(test):
-                raise ValueError(f"{spec}: expected test:N with N in 0..{len(test) - 1}")
-            xs.append(data.to_float(test.images[n][None])[0])
-            sizes.append((28, 28))
-            labels.append(int(test.labels[n]))
-        else:
-            channels = int(preprocessing.get("channels", 3))
-            img = open_image(spec, channels)
-            sizes.append(img.size)
-            labels.append(None)
-            xs.append(preprocess(img, preprocessing))
-    return Inputs(torch.stack(xs), tuple(specs), tuple(sizes), tuple(labels))
+
+def stack_inputs(parts: Sequence[Inputs]) -> Inputs:
+    """Several :class:`Inputs` as one batch, in order."""
+    return Inputs(
+        torch.cat([p.x for p in parts]),
+        tuple(n for p in parts for n in p.names),
+        tuple(s for p in parts for s in p.sizes),
+        tuple(lab for p in parts for lab in p.labels),
+    )
+
+
+# ----------------------------------------------------------------------------- regions
+
+
+def box_mask(box: tuple[float, float, float, float], size: tuple[int, int]) -> torch.Tensor:
+    """Boolean ``[H, W]`` mask of the pixels whose centres lie inside ``box``.
+
+    ``box`` is ``(x0, y0, x1, y1)`` in pixel coordinates with the origin at the
+    top-left corner of the image (pixel ``(r, c)`` has centre ``(c + .5, r + .5)``).
+    """
+    x0, y0, x1, y1 = box
+    if not (x1 > x0 and y1 > y0):
+        raise ValueError(f"region {box} is empty: need x0 < x1 and y0 < y1")
+    h, w = size
+    ys = torch.arange(h, dtype=torch.float32)[:, None] + 0.5
+    xs = torch.arange(w, dtype=torch.float32)[None, :] + 0.5
+    mask = (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)
+    if not mask.any():
+        raise ValueError(f"region {box} covers no pixel of the {w}x{h} model input")
+    return mask
+
+
+def transform_box(
+    box: tuple[float, float, float, float], size: tuple[int, int], preprocessing: Preprocessing
+) -> tuple[float, float, float, float]:
+    """A box ``(x0, y0, x1, y1)`` in original-image pixels -> model-input pixels."""
+    sx, sy, left, top, _, _ = geometry(size, preprocessing)
+    x0, y0, x1, y1 = box
+    return x0 * sx - left, y0 * sy - top, x1 * sx - left, y1 * sy - top
+
+
+def region_from_box(
+    box: tuple[float, float, float, float], size: tuple[int, int], preprocessing: Preprocessing
+) -> torch.Tensor:
+    """A box in the original image's pixels (of ``size`` W x H) as a boolean mask
+    ``[H, W]`` over the model input."""
+    return box_mask(transform_box(box, size, preprocessing), preprocessing.input_size)
+
+
+def load_mask(
+    path: str | os.PathLike[str], size: tuple[int, int], preprocessing: Preprocessing
+) -> torch.Tensor:
+    """A mask image (nonzero = inside) of the original image's size -> boolean
+    ``[H, W]`` in model-input pixels (same resize and crop, nearest neighbour)."""
+    mask = open_image(path, channels=1)
+    if mask.size != size:
+        raise ValueError(
+            f"mask {path} is {mask.size[0]}x{mask.size[1]} but the image is "
+            f"{size[0]}x{size[1]}; draw the mask at the image's size"
+        )
+    m = resize_crop(mask, preprocessing, Image.Resampling.NEAREST)
+    out = torch.from_numpy(np.asarray(m).copy()) > 0
+    if not out.any():
+        raise ValueError(f"mask {path} is empty inside the model's view of the image")
+    return out

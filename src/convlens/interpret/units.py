@@ -108,24 +108,6 @@ def top_units(
     return top.indices, top.values
 
 
-def box_mask(box: tuple[float, float, float, float], size: tuple[int, int]) -> torch.Tensor:
-    """Boolean ``[H, W]`` mask of the pixels whose centres lie inside ``box``.
-
-    ``box`` is ``(x0, y0, x1, y1)`` in pixel coordinates with the origin at the
-    top-left corner of the image (pixel ``(r, c)`` has centre ``(c + .5, r + .5)``).
-    """
-    x0, y0, x1, y1 = box
-    if not (x1 > x0 and y1 > y0):
-        raise ValueError(f"region {box} is empty: need x0 < x1 and y0 < y1")
-    h, w = size
-    ys = torch.arange(h, dtype=torch.float32)[:, None] + 0.5
-    xs = torch.arange(w, dtype=torch.float32)[None, :] + 0.5
-    mask = (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)
-    if not mask.any():
-        raise ValueError(f"region {box} covers no pixel of the {w}x{h} model input")
-    return mask
-
-
 def threshold_maps(upsampled: torch.Tensor, quantile: float) -> torch.Tensor:
     """Binary masks ``upsampled > T_u``, with ``T_u`` the ``quantile`` of unit ``u``'s
     upsampled activations over the image (Network Dissection's per-unit threshold,

@@ -18,15 +18,6 @@ FORMATS = (MODEL_FORMAT, CHECKPOINT_FORMAT)
 MODEL_FILE = "model.pt"  # the names these files have in a run directory
 CHECKPOINT_FILE = "checkpoint.pt"
 
-# How FashionMNIST models read their input (see convlens.data.images.preprocess).
-FASHION_PREPROCESSING: dict[str, Any] = {
-    "kind": "fashion-mnist",
-    "channels": 1,
-    "size": 28,
-    "mean": [fm.MEAN],
-    "std": [fm.STD],
-}
-
 
 def model_record(model: nn.Module, config: TrainConfig, metrics: dict[str, Any]) -> dict[str, Any]:
     """What ``model.pt`` holds: weights plus everything needed to rebuild and use them."""
@@ -36,7 +27,7 @@ def model_record(model: nn.Module, config: TrainConfig, metrics: dict[str, Any])
         "arch": "fashion-cnn",
         "config": config.to_dict(),
         "classes": list(fm.CLASSES),
-        "preprocessing": FASHION_PREPROCESSING,
+        "preprocessing": fm.PREPROCESSING.to_dict(),
         "metrics": metrics,
         "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
     }

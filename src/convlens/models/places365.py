@@ -38,7 +38,7 @@ CATEGORIES_URL = (
 CATEGORIES_FILE = "categories_places365.txt"
 NUM_CLASSES = 365
 # The official demo (run_placesCNN_basic.py): Scale(256), CenterCrop(224), ImageNet stats.
-PREPROCESSING: dict[str, Any] = IMAGENET_PREPROCESSING
+PREPROCESSING = IMAGENET_PREPROCESSING
 
 
 def wideresnet18(num_classes: int = NUM_CLASSES) -> ResNet:

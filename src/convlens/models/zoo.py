@@ -16,6 +16,7 @@ from torch import nn
 from convlens.config import TrainConfig
 from convlens.core.fileio import load_checkpoint_file
 from convlens.data import fashion_mnist as fm
+from convlens.data.images import IMAGENET_PREPROCESSING, Preprocessing
 from convlens.models.fashion_cnn import build_model
 from convlens.models.formats import CHECKPOINT_FILE, CHECKPOINT_FORMAT, FORMATS, MODEL_FILE
 
@@ -32,7 +33,7 @@ class LoadedModel:
     model: nn.Module
     name: str
     classes: tuple[str, ...]
-    preprocessing: dict[str, Any]
+    preprocessing: Preprocessing
     config: TrainConfig | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
 
@@ -118,7 +119,9 @@ def load(
         model=model,
         name=key,
         classes=classes or fm.CLASSES,
-        preprocessing=record.get("preprocessing", {}),
+        preprocessing=Preprocessing.from_dict(
+            record.get("preprocessing") or fm.PREPROCESSING.to_dict()
+        ),
         config=config,
         metrics=metrics,
     )
@@ -142,14 +145,12 @@ def _load_places365(
         model=model,
         name=name,
         classes=places365.categories_for(path, progress),
-        preprocessing=dict(places365.PREPROCESSING),
+        preprocessing=places365.PREPROCESSING,
     )
 
 
 def _load_torchvision(key: str, weights: str | os.PathLike[str] | None) -> LoadedModel:
     import torchvision
-
-    from convlens.data.images import IMAGENET_PREPROCESSING
 
     arch = key.removeprefix("torchvision:")
     available = torchvision.models.list_models(module=torchvision.models)
@@ -160,7 +161,7 @@ def _load_torchvision(key: str, weights: str | os.PathLike[str] | None) -> Loade
             + (f"; did you mean {', '.join(close)}?" if close else "")
             + f" ({len(available)} classification models, e.g. resnet18, vgg16, densenet121)"
         )
-    preprocessing: dict[str, Any] = dict(IMAGENET_PREPROCESSING)
+    preprocessing = IMAGENET_PREPROCESSING
     model = torchvision.models.get_model(arch, weights=None)
     if weights is not None and str(weights) == "none":
         categories = None
@@ -168,13 +169,15 @@ def _load_torchvision(key: str, weights: str | os.PathLike[str] | None) -> Loade
         enum = torchvision.models.get_model_weights(arch).DEFAULT
         categories = enum.meta.get("categories")
         transforms = enum.transforms()
+        changes: dict[str, Any] = {}
         for attr, field_name in (("resize_size", "resize"), ("crop_size", "crop")):
             value = getattr(transforms, attr, None)
             if value:
-                preprocessing[field_name] = int(value[0])
+                changes[field_name] = int(value[0])
         for attr in ("mean", "std"):
             if getattr(transforms, attr, None) is not None:
-                preprocessing[attr] = list(getattr(transforms, attr))
+                changes[attr] = tuple(getattr(transforms, attr))
+        preprocessing = preprocessing.replace(**changes)
         if weights is not None:
             path = Path(weights)
         else:

@@ -37,6 +37,7 @@ _LAZY = {
     "open_study": "worker",
     "StaleTrialError": "worker",
     "WorkerReport": "worker",
+    "run_parallel": "worker",
     "load_results": "results",
     "results_rows": "results",
     "results_table": "results",

@@ -10,7 +10,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -289,6 +289,7 @@ def run_worker(
     progress: bool | None = None,
     max_trials: int | None = None,
     poll: float = 2.0,
+    on_trial: Callable[[int, dict[str, Any], bool], None] | None = None,
 ) -> WorkerReport:
     """Run trials of the study until none is left (or ``max_trials`` are done).
 
@@ -296,6 +297,12 @@ def run_worker(
     trains ``SWEEP_DIR/trials/<point>`` (resuming it if a previous attempt left a
     checkpoint) and reports its final validation top-1 to the study, with train,
     validation and test top-1 and the learning curve as user attributes.
+
+    Args:
+        threads: torch CPU threads for this worker (0: leave as they are).
+        progress: show training progress bars (``None``: only on a terminal).
+        on_trial: called after each trial with its number, its point and whether it
+            finished (``False``: its training diverged).
     """
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -328,11 +335,63 @@ def run_worker(
             point = _suggest(trial, spec)
             trial.set_user_attr("point", {k: json_value(v) for k, v in point.items()})
         _run_trial(study, trial, point, spec, sweep_dir, data_dir, progress, report)
-        if progress is not False:
-            done = trial.number in report.completed
-            outcome = "finished" if done else "diverged (non-finite loss)"
-            print(f"trial {trial.number} {point_key(point)}: {outcome}", flush=True)
+        if on_trial is not None:
+            on_trial(trial.number, point, trial.number in report.completed)
     return report
+
+
+class WorkerFailedError(OSError):
+    """A worker process of :func:`run_parallel` ended with an error."""
+
+
+def run_parallel(
+    sweep_dir: str | os.PathLike[str],
+    storage_url: str,
+    study_name: str,
+    jobs: int,
+    *,
+    data_dir: str | None = None,
+    poll: float = 2.0,
+) -> None:
+    """Run ``jobs`` workers of an existing study in parallel processes on this machine,
+    splitting the CPU cores between them, with a progress bar of finished trials.
+
+    Raises:
+        ValueError: ``jobs`` < 1, or no such study.
+        WorkerFailedError: a worker process failed.
+    """
+    import multiprocessing
+
+    from convlens.core.progress import progress_bar
+
+    if jobs < 1:
+        raise ValueError(f"`jobs` must be >= 1, got {jobs}")
+    study, spec = open_study(open_storage(storage_url), study_name, None, wait=0)
+    total = len(spec.points) if spec.kind != "search" else spec.trials
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(
+            target=run_worker,
+            args=(sweep_dir, storage_url, study_name, spec),
+            kwargs={"data_dir": data_dir, "threads": threads, "progress": False},
+        )
+        for _ in range(jobs)
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        with progress_bar(total=total, desc="trials", unit="trial") as bar:
+            while any(proc.is_alive() for proc in procs):
+                time.sleep(poll)
+                done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+                bar.update(done - bar.n)
+    finally:
+        for proc in procs:
+            proc.join()
+    bad = [proc.exitcode for proc in procs if proc.exitcode]
+    if bad:
+        raise WorkerFailedError(f"{len(bad)} of {jobs} sweep workers failed (exit codes {bad})")
 
 
 def _run_trial(
