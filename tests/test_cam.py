@@ -53,10 +53,10 @@ def test_cam_equals_hand_computation() -> None:
     out = cam.class_maps(model, x, top=5)
     feats = model.features(x)  # [3, 6, 14, 14]
     logits = model(x)
-    assert torch.equal(out.classes, logits.topk(5, 1).indices)
+    assert torch.equal(out.class_indices, logits.topk(5, 1).indices)
     for n in range(3):
         for t in range(5):
-            c = int(out.classes[n, t])
+            c = int(out.class_indices[n, t])
             expected = torch.zeros(14, 14)
             for k in range(6):
                 expected += model.fc.weight[c, k] * feats[n, k]
@@ -126,7 +126,7 @@ def test_gradcam_matches_a_manual_gradient() -> None:
     a = model.conv(x)
     a.retain_grad()
     logits = model.fc(torch.relu(a).flatten(1))
-    logits[0, int(g.classes[0, 0])].backward()
+    logits[0, int(g.class_indices[0, 0])].backward()
     assert a.grad is not None
     weights = a.grad.mean((2, 3))[0]
     expected = torch.relu((weights[:, None, None] * a[0]).sum(0)).detach()

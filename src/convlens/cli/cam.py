@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     h, w = result.maps.shape[2:]
     print(f"{result.method} of layer {result.layer} ({h}x{w} maps)")
     labels = []
-    for name, classes, probs in zip(inputs.names, result.classes, result.probs, strict=True):
+    for name, classes, probs in zip(inputs.names, result.class_indices, result.probs, strict=True):
         row = [f"{loaded.classes[c]} {float(probs[c]):.1%}" for c in classes.tolist()]
         labels.append(row)
         print(f"{name}: " + ", ".join(row))
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         result.upsampled,
         labels,
         inputs.names,
-        f"{loaded.name}: {method} of {result.layer} for the top {result.classes.shape[1]} "
+        f"{loaded.name}: {method} of {result.layer} for the top {result.class_indices.shape[1]} "
         "classes (each map min-max scaled)",
     )
     out = args.out or Path("cam.png")

@@ -8,8 +8,9 @@ in ``finally`` and restores the model's train/eval mode, also when the body rais
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -57,6 +58,21 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
 
 
 @contextmanager
+def hooked(hooks: Iterable[tuple[nn.Module, Callable[..., Any]]]) -> Iterator[None]:
+    """Register each ``(module, forward hook)`` pair for the block; every handle is
+    removed on exit, also when registering or the body raises. The one place convlens
+    adds hooks (see :func:`hook_count`)."""
+    handles = []
+    try:
+        for module, hook in hooks:
+            handles.append(module.register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
 def capture(
     model: nn.Module, layers: str | Sequence[str], *, detach: bool = True
 ) -> Iterator[dict[str, torch.Tensor]]:
@@ -74,7 +90,6 @@ def capture(
     names = [layers] if isinstance(layers, str) else list(layers)
     modules = {name: get_layer(model, name) for name in names}
     store: dict[str, torch.Tensor] = {}
-    handles = []
 
     def make_hook(name: str) -> Callable[..., None]:
         def hook(_m: nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
@@ -84,13 +99,8 @@ def capture(
 
         return hook
 
-    try:
-        for name, module in modules.items():
-            handles.append(module.register_forward_hook(make_hook(name)))
+    with hooked((module, make_hook(name)) for name, module in modules.items()):
         yield store
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @torch.no_grad()

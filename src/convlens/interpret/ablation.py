@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from convlens.core.hooks import capture, eval_mode, get_layer
+from convlens.core.hooks import capture, eval_mode, get_layer, hooked
 from convlens.core.progress import progress_bar
 from convlens.interpret.cam import GapHead, NotGapHeadError, find_gap_head
 from convlens.interpret.units import check_units
@@ -69,11 +69,8 @@ def masked_channels(model: nn.Module, layer: str, keep: torch.Tensor) -> Iterato
         k = k.reshape(*k.shape, *([1] * (out.ndim - 2)))
         return torch.where(k, out, torch.zeros((), dtype=out.dtype, device=out.device))
 
-    handle = module.register_forward_hook(hook)
-    try:
+    with hooked([(module, hook)]):
         yield
-    finally:
-        handle.remove()
 
 
 @contextmanager
@@ -99,11 +96,8 @@ def ablated(
             out[:, units] = 0
             return out
 
-        handle = get_layer(model, layer).register_forward_hook(hook)
-        try:
+        with hooked([(get_layer(model, layer), hook)]):
             yield layer
-        finally:
-            handle.remove()
         return
 
     name = conv_for(model, layer)

@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convlens.core.hooks import capture, eval_mode, get_layer
+from convlens.core.hooks import capture, eval_mode, get_layer, hooked
+from convlens.core.tensors import minmax_scale
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,6 @@ def find_gap_head(model: nn.Module, x: torch.Tensor, layer: str | None = None) -
     x = x[:1]
     seen: list[tuple[str, torch.Tensor, int]] = []
     fc_io: dict[str, torch.Tensor] = {}
-    handles = []
 
     def record(name: str) -> Callable[..., None]:
         def hook(_m: nn.Module, _inp: tuple[torch.Tensor, ...], out: object) -> None:
@@ -90,16 +90,13 @@ def find_gap_head(model: nn.Module, x: torch.Tensor, layer: str | None = None) -
     def fc_hook(_m: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
         fc_io["in"], fc_io["out"] = inp[0].detach().float(), out.detach().float()
 
-    try:
-        for name, module in model.named_modules():
-            if name and (layer is None or name == layer):
-                handles.append(module.register_forward_hook(record(name)))
-        handles.append(fc.register_forward_hook(fc_hook))
-        with eval_mode(model):
-            logits = model(x).float()
-    finally:
-        for h in handles:
-            h.remove()
+    watched = [
+        (module, record(name))
+        for name, module in model.named_modules()
+        if name and (layer is None or name == layer)
+    ]
+    with hooked([*watched, (fc, fc_hook)]), eval_mode(model):
+        logits = model(x).float()
 
     suggestion = "use Grad-CAM (`method` gradcam) on a convolutional layer"
     if "out" not in fc_io or fc_io["out"].shape != logits.shape or not _close(fc_io["out"], logits):
@@ -132,7 +129,6 @@ def last_conv_module(model: nn.Module, x: torch.Tensor) -> str:
         if name and any(isinstance(s, nn.Conv2d) for s in m.modules())
     }
     order: list[str] = []
-    handles = []
 
     def record(name: str) -> Callable[..., None]:
         def hook(_m: nn.Module, _inp: tuple[torch.Tensor, ...], out: object) -> None:
@@ -141,14 +137,8 @@ def last_conv_module(model: nn.Module, x: torch.Tensor) -> str:
 
         return hook
 
-    try:
-        for name in has_conv:
-            handles.append(get_layer(model, name).register_forward_hook(record(name)))
-        with eval_mode(model):
-            model(x[:1])
-    finally:
-        for h in handles:
-            h.remove()
+    with hooked((get_layer(model, name), record(name)) for name in has_conv), eval_mode(model):
+        model(x[:1])
     if not order:
         raise ValueError(f"{type(model).__name__} has no convolutional layer to explain")
     return order[-1]
@@ -178,11 +168,7 @@ def cam_all_classes(features: torch.Tensor, head: GapHead) -> torch.Tensor:
 def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
     """Min-max scale each map of ``[..., h, w]`` to [0, 1]: ``(m - min) / (max - min)``;
     a constant map becomes zeros. Returns a new tensor."""
-    flat = maps.flatten(-2)
-    lo = flat.amin(-1, keepdim=True)
-    span = flat.amax(-1, keepdim=True) - lo
-    out = (flat - lo) / torch.where(span > 0, span, torch.ones_like(span))
-    return out.reshape(maps.shape)
+    return minmax_scale(maps, maps.ndim - 2, constant=0.0)
 
 
 @dataclass(frozen=True)
@@ -193,16 +179,28 @@ class ClassMaps:
     layer: str
     logits: torch.Tensor  # [N, K]
     probs: torch.Tensor  # [N, K] softmax
-    classes: torch.Tensor  # [N, T] class indices, most probable first
+    class_indices: torch.Tensor  # [N, T] the classes mapped, most probable first
     maps: torch.Tensor  # [N, T, h, w] raw maps at the layer's resolution
     normalized: torch.Tensor  # [N, T, h, w] min-max scaled to [0, 1]
     upsampled: torch.Tensor  # [N, T, H, W] normalised maps, bilinear to the input size
 
 
+@dataclass(frozen=True)
+class Site:
+    """Where a method reads the network: the layer, and the GAP head when CAM needs it."""
+
+    layer: str
+    head: GapHead | None = None
+
+
 class ActivationMapMethod:
     """Weighted sums of a layer's channels, one per target class:
     ``map_c = act(sum_k alpha[c, k] A[k])``. Subclasses define ``alpha``
-    (:meth:`channel_weights`) and whether the sum passes through a ReLU."""
+    (:meth:`channel_weights`) and whether the sum passes through a ReLU.
+
+    A call is a short pipeline: :meth:`locate` the layer, :meth:`forward` to get the
+    logits and features, :meth:`channel_weights`, then weight, rectify and normalise.
+    Nothing is kept on the object between calls."""
 
     name = "base"
     relu = False
@@ -211,21 +209,22 @@ class ActivationMapMethod:
         self.model = model
         self.layer = layer
 
-    def resolve_layer(self, x: torch.Tensor) -> str:
+    def locate(self, x: torch.Tensor) -> Site:
         """The layer to read: the given one, else the GAP head's feature layer, else the
         last convolutional module (see :func:`last_conv_module`)."""
         if self.layer is not None:
             get_layer(self.model, self.layer)
-            return self.layer
+            return Site(self.layer)
         try:
-            return find_gap_head(self.model, x).layer
+            return Site(find_gap_head(self.model, x).layer)
         except NotGapHeadError:
-            return last_conv_module(self.model, x)
+            return Site(last_conv_module(self.model, x))
 
     def channel_weights(
-        self, features: torch.Tensor, logits: torch.Tensor, classes: torch.Tensor
+        self, site: Site, features: torch.Tensor, logits: torch.Tensor, classes: torch.Tensor
     ) -> torch.Tensor:
-        """``alpha``: ``[N, T, C]`` weights of each channel for each target class."""
+        """``alpha``: ``[N, T, C]`` weights of each channel for each target class, from
+        the ``features`` and ``logits`` that :meth:`forward` returned."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -241,7 +240,8 @@ class ActivationMapMethod:
         ``[N, T]``), at the layer's resolution and upsampled to the input's."""
         if x.ndim != 4:
             raise ValueError(f"inputs must be [N, C, H, W], got shape {tuple(x.shape)}")
-        layer = self.resolve_layer(x)
+        site = self.locate(x)
+        layer = site.layer
         logits, features = self.forward(x, layer)
         if features.ndim != 4:
             raise ValueError(
@@ -254,7 +254,7 @@ class ActivationMapMethod:
             classes = logits.topk(top, dim=1).indices
         elif classes.ndim != 2 or classes.shape[0] != x.shape[0]:
             raise ValueError(f"classes must be [N, T] with N={x.shape[0]}")
-        alpha = self.channel_weights(features, logits, classes)
+        alpha = self.channel_weights(site, features, logits, classes)
         maps = torch.einsum("ntc,nchw->nthw", alpha, features.detach())
         if self.relu:
             maps = maps.clamp_min(0)
@@ -267,7 +267,7 @@ class ActivationMapMethod:
             layer=layer,
             logits=logits.detach(),
             probs=logits.detach().softmax(1),
-            classes=classes,
+            class_indices=classes,
             maps=maps,
             normalized=normalized,
             upsampled=upsampled,
@@ -281,20 +281,15 @@ class CAM(ActivationMapMethod):
 
     name = "cam"
 
-    def __init__(self, model: nn.Module, layer: str | None = None) -> None:
-        super().__init__(model, layer)
-        self.head: GapHead | None = None
-
-    def resolve_layer(self, x: torch.Tensor) -> str:
-        if self.head is None or (self.layer is not None and self.head.layer != self.layer):
-            self.head = find_gap_head(self.model, x, self.layer)
-        return self.head.layer
+    def locate(self, x: torch.Tensor) -> Site:
+        head = find_gap_head(self.model, x, self.layer)
+        return Site(head.layer, head)
 
     def channel_weights(
-        self, features: torch.Tensor, logits: torch.Tensor, classes: torch.Tensor
+        self, site: Site, features: torch.Tensor, logits: torch.Tensor, classes: torch.Tensor
     ) -> torch.Tensor:
-        assert self.head is not None
-        return self.head.weight.to(features.device)[classes]  # [N, T, C]
+        assert site.head is not None  # locate() always finds one or raises
+        return site.head.weight.to(features.device)[classes]  # [N, T, C]
 
 
 class GradCAM(ActivationMapMethod):
@@ -305,8 +300,9 @@ class GradCAM(ActivationMapMethod):
     relu = True
 
     def forward(self, x: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
-        # The input requires grad so the layer's output does even when the caller froze
-        # the parameters; no parameter gradient is computed or stored.
+        """Logits and features that keep their autograd graph, for channel_weights.
+        The input requires grad so the layer's output does even when the caller froze
+        the parameters; no parameter gradient is computed or stored."""
         xg = x.detach().clone().requires_grad_(True)
         with (
             eval_mode(self.model),
@@ -316,23 +312,18 @@ class GradCAM(ActivationMapMethod):
             logits = self.model(xg)
         if layer not in store:
             raise ValueError(f"layer {layer!r} was not run by the model's forward pass")
-        self._graph = (logits, store[layer])
         return logits.float(), store[layer]
 
     def channel_weights(
-        self, features: torch.Tensor, logits: torch.Tensor, classes: torch.Tensor
+        self, site: Site, features: torch.Tensor, logits: torch.Tensor, classes: torch.Tensor
     ) -> torch.Tensor:
-        raw_logits, feats = self._graph
         alphas = []
-        try:
-            for t in range(classes.shape[1]):
-                # Images are independent in evaluation mode, so one backward pass of the
-                # summed target logits gives every image's gradient.
-                target = raw_logits.gather(1, classes[:, t : t + 1]).sum()
-                (grad,) = torch.autograd.grad(target, feats, retain_graph=t + 1 < classes.shape[1])
-                alphas.append(grad.float().mean((2, 3)))
-        finally:
-            del self._graph
+        for t in range(classes.shape[1]):
+            # Images are independent in evaluation mode, so one backward pass of the
+            # summed target logits gives every image's gradient.
+            target = logits.gather(1, classes[:, t : t + 1]).sum()
+            (grad,) = torch.autograd.grad(target, features, retain_graph=t + 1 < classes.shape[1])
+            alphas.append(grad.float().mean((2, 3)))
         return torch.stack(alphas, dim=1)  # [N, T, C]
 
 

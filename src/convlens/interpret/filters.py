@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from convlens.core.hooks import get_layer
+from convlens.core.tensors import minmax_scale
 
 
 def normalize_tensor(t: torch.Tensor, per: str = "filter", eps: float = 1e-12) -> torch.Tensor:
@@ -35,17 +36,8 @@ def normalize_tensor(t: torch.Tensor, per: str = "filter", eps: float = 1e-12) -
         raise ValueError(f"per must be 'filter' or 'layer', got {per!r}")
     if t.numel() == 0:
         raise ValueError("cannot normalise an empty tensor")
-    x = t.detach().float().clone()
-    if per == "layer" or x.ndim == 0:
-        lo, hi = x.min(), x.max()
-    else:
-        flat = x.reshape(x.shape[0], -1)
-        shape = (-1,) + (1,) * (x.ndim - 1)
-        lo, hi = flat.min(1).values.reshape(shape), flat.max(1).values.reshape(shape)
-    span = hi - lo
-    constant = span < eps
-    out = (x - lo) / torch.where(constant, torch.ones_like(span), span)
-    return torch.where(constant, torch.full_like(out, 0.5), out)
+    start = 0 if per == "layer" or t.ndim == 0 else 1
+    return minmax_scale(t, start, constant=0.5, eps=eps)
 
 
 @dataclass(frozen=True)

@@ -342,7 +342,7 @@ def build_report(
         result = cam.class_maps(model, x, top=min(5, probs.shape[1]), method=method)
         labels = [
             [f"{loaded.classes[c]} {float(p[c]):.1%}" for c in cl.tolist()]
-            for cl, p in zip(result.classes, result.probs, strict=True)
+            for cl, p in zip(result.class_indices, result.probs, strict=True)
         ]
         name = "CAM" if method == "cam" else "Grad-CAM"
         report.figure(
@@ -355,7 +355,7 @@ def build_report(
                 f"{name} of {result.layer} for the top classes",
             ),
             "cam",
-            f"{name} for the top-{result.classes.shape[1]} classes of each image, from layer "
+            f"{name} for the top-{result.class_indices.shape[1]} classes of each image, from layer "
             f"{result.layer}"
             + (
                 ": its output reshaped to (hw x c) times the FC weights gives (hw x classes)"

@@ -20,7 +20,7 @@ from convlens.core.fileio import atomic_write_bytes
 from convlens.interpret.ablation import FewestUnits
 from convlens.interpret.filters import FilterTiles
 from convlens.sweep.results import SweepResults, is_log_scale, results_table
-from convlens.sweep.spec import point_key
+from convlens.sweep.spec import format_value, point_key
 
 
 class Figure(matplotlib.figure.Figure):
@@ -346,9 +346,9 @@ def draw_sweep_param(results: SweepResults, name: str) -> Figure:
             ordered = sorted(values, key=lambda v: (sum(v), tuple(v)))
         else:
             ordered = values
-        labels = list(dict.fromkeys(_label(v) for v in ordered))  # lists are not hashable
+        labels = list(dict.fromkeys(format_value(v) for v in ordered))  # lists are not hashable
         index = {lab: i for i, lab in enumerate(labels)}
-        xs = [float(index[_label(v)]) for v in values]
+        xs = [float(index[format_value(v)]) for v in values]
         order = sorted(range(len(xs)), key=lambda i: xs[i])
         ax.set_xticks(range(len(labels)), labels, rotation=20 if len(labels) > 3 else 0)
     for key, style, label in (
@@ -387,7 +387,7 @@ def draw_sweep_param(results: SweepResults, name: str) -> Figure:
         ax.set_xscale("log")
     if numeric:  # label the values tried, not a generic scale
         ticks = sorted(set(xs))
-        ax.set_xticks(ticks, [_label(x) for x in ticks])
+        ax.set_xticks(ticks, [format_value(x) for x in ticks])
         ax.minorticks_off()
     ax.set_xlabel(_UNITS.get(name, name) + (" (log scale)" if log else ""))
     ax.set_ylabel("top-1 accuracy (%)")
@@ -398,12 +398,6 @@ def draw_sweep_param(results: SweepResults, name: str) -> Figure:
     ax.set_title(f"{name} ({epochs} epochs per trial)", fontsize=10)
     fig.tight_layout()
     return fig
-
-
-def _label(v: object) -> str:
-    if isinstance(v, list | tuple):
-        return "x".join(map(str, v))
-    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def draw_learning_curves(results: SweepResults, top: int = 10) -> Figure:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from convlens.sweep._optuna import TrialState
-from convlens.sweep.spec import SweepSpec
+from convlens.sweep.spec import SweepSpec, format_value
 from convlens.sweep.worker import open_storage, open_study
 
 # ----------------------------------------------------------------------------- results
@@ -115,7 +115,9 @@ def results_rows(results: SweepResults) -> tuple[list[str], list[list[str]]]:
     for i, t in enumerate(results.trials):
         test = f"{t.test_top1:.4f}" if i == 0 and t.test_top1 is not None else ""
         seconds = f"{t.seconds:.0f}" if t.seconds else ""
-        vals = [_fmt(results.value(t, n)) + ("" if n in t.point else " (base)") for n in names]
+        vals = [
+            format_value(results.value(t, n)) + ("" if n in t.point else " (base)") for n in names
+        ]
         rows.append([str(i + 1), *vals, f"{t.train_top1:.4f}", f"{t.val_top1:.4f}", test, seconds])
     return header, rows
 
@@ -129,14 +131,6 @@ def results_table(results: SweepResults) -> tuple[str, str]:
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(csv_lines) + "\n", "\n".join(md) + "\n"
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, list | tuple):
-        return "x".join(map(str, v))
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
 
 
 LOG_FIELDS = ("lr", "weight_decay")  # always drawn on a log axis when positive

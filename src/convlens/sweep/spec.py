@@ -174,6 +174,13 @@ def make_spec(
     return SweepSpec(base_dict, points=unique, kind=kind, seed=seed)
 
 
+def format_value(v: Any) -> str:
+    """A hyperparameter value as tables and axes show it: ``0.1``, ``32x64x128``."""
+    if isinstance(v, list | tuple):
+        return "x".join(map(str, v))
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
 def point_key(params: dict[str, Any]) -> str:
     """A readable, file-system-safe name for a point: ``lr=0.1,optimizer=adam``."""
     if not params:
