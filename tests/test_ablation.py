@@ -82,7 +82,7 @@ def test_units_by_fc_weight() -> None:
     head = cam.find_gap_head(model, torch.randn(1, 1, 28, 28))
     top = ablation.units_by_fc_weight(head, 2, 3)
     assert top == model.fc.weight[2].argsort(descending=True)[:3].tolist()
-    with pytest.raises(ValueError, match="top-k must be in 1..6"):
+    with pytest.raises(ValueError, match="`top` must be in 1..6"):
         ablation.units_by_fc_weight(head, 2, 7)
 
 

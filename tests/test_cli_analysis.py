@@ -88,7 +88,7 @@ def test_units_cli_modes(tmp_path: Path, photo: Path, capsys: pytest.CaptureFixt
     [
         (["--unit", "999"], r"units \[999\] out of range: layer 'features.2.1' has 128 units"),
         (["--region", "1,2,3"], "--region takes four numbers"),
-        (["--top", "0"], "n must be in 1..128"),
+        (["--top", "0"], "--top must be in 1..128"),
     ],
 )
 @needs_fashion
@@ -163,7 +163,7 @@ def test_ablate_cli(tmp_path: Path, photo: Path, capsys: pytest.CaptureFixture[s
     path, _ = official_checkpoint(tmp_path, "resnet18")
     common = ["ablate", "places365-resnet18", str(photo), "--weights", str(path)]
     out = tmp_path / "a.svg"
-    assert main([*common, "--top-k", "4", "--min-units", "--out", str(out)]) == 0
+    assert main([*common, "--top", "4", "--min-units", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "units of layer4 with the largest FC weight" in text
     assert "before" in text and "after activation ablation of 4 units of layer4" in text
@@ -175,7 +175,7 @@ def test_ablate_cli(tmp_path: Path, photo: Path, capsys: pytest.CaptureFixture[s
     assert main([*common, "--units", "600"]) == 2
     assert "units [600] out of range: layer 'layer4' has 512" in capsys.readouterr().err
     assert main(common) == 2
-    assert "give --units K [K ...], --top-k N or --min-units" in capsys.readouterr().err
+    assert "give --units K [K ...], --top N or --min-units" in capsys.readouterr().err
 
 
 @needs_fashion

@@ -46,12 +46,13 @@ def test_upsampling_aligns_cells_with_image_blocks(maps: torch.Tensor) -> None:
 
 
 def test_top_units(maps: torch.Tensor) -> None:
-    idx, score = units.top_units(Pick(maps), torch.zeros(2, 1, 28, 28), "feat", 2)
+    best = units.top_units(Pick(maps), torch.zeros(2, 1, 28, 28), "feat", 2)
+    idx, score = best.units, best.scores
     assert idx.tolist() == [[2, 1], [2, 1]]
     assert score[0].tolist() == pytest.approx([24.0, 2.0 * 21 / 49])  # means of units 2, 1
-    idx, _ = units.top_units(Pick(maps), torch.zeros(1, 1, 28, 28), "feat", 1, by="max")
+    idx = units.top_units(Pick(maps), torch.zeros(1, 1, 28, 28), "feat", 1, by="max").units
     assert idx.tolist() == [[2]]
-    with pytest.raises(ValueError, match="n must be in 1..4"):
+    with pytest.raises(ValueError, match="`top` must be in 1..4"):
         units.top_units(Pick(maps), torch.zeros(1, 1, 28, 28), "feat", 5)
 
 

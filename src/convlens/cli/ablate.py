@@ -29,7 +29,9 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--units", nargs="+", metavar="K", help="unit indices to remove")
     p.add_argument(
+        "--top",
         "--top-k",
+        dest="top",
         type=int,
         metavar="N",
         help="remove the N units with the largest FC weight for the image's top-1 class",
@@ -51,35 +53,27 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convlens.core import hooks
     from convlens.data import images
     from convlens.interpret import ablation, cam, units
     from convlens.render import viz
 
-    if args.units is None and args.top_k is None and not args.min_units:
-        raise ValueError("give --units K [K ...], --top-k N or --min-units")
-    if args.units is not None and args.top_k is not None:
-        raise ValueError("give either --units or --top-k, not both")
+    if args.units is None and args.top is None and not args.min_units:
+        raise ValueError("give --units K [K ...], --top N or --min-units")
+    if args.units is not None and args.top is not None:
+        raise ValueError("give either --units or --top, not both")
     loaded = load_model(args)
     x = model_inputs(args, loaded, [args.image]).x
     model, classes = loaded.model, loaded.classes
     layer = args.layer
     out = args.out or Path("ablation.png")
-    if args.units is not None or args.top_k is not None:
-        if args.top_k is not None:
-            head = cam.find_gap_head(model, x)
-            layer = layer or head.layer
-            logits, acts = hooks.activations(model, x, layer)
-            channels = acts[layer].shape[1]
-            if channels != head.weight.shape[1]:
-                raise ValueError(
-                    f"--top-k ranks units by their weight in {head.fc!r}, which has "
-                    f"{head.weight.shape[1]} inputs, but {layer!r} has {channels} units; "
-                    f"use --layer {head.layer} or --units"
-                )
-            c = int(logits.argmax(1))
-            chosen = ablation.units_by_fc_weight(head, c, args.top_k)
-            print(f"units of {layer} with the largest FC weight for {classes[c]!r}: {chosen}")
+    if args.units is not None or args.top is not None:
+        if args.top is not None:
+            weighted = ablation.top_weighted_units(model, x, args.top, layer)
+            layer, chosen = weighted.layer, weighted.units
+            print(
+                f"units of {layer} with the largest FC weight for "
+                f"{classes[weighted.class_index]!r}: {chosen}"
+            )
         else:
             layer = layer or cam.find_gap_head(model, x).layer
             chosen = parse_ints(" ".join(args.units), "--units")

@@ -28,7 +28,9 @@ def add_parser(sub: Any) -> None:
     add_image_args(p)
     p.add_argument("--layer", required=True, help="layer name (see `convlens layers`)")
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--unit", nargs="+", metavar="K", help="unit indices")
+    what.add_argument(
+        "--units", "--unit", dest="units", nargs="+", metavar="K", help="unit indices"
+    )
     what.add_argument("--top", type=int, metavar="N", help="the N most active units")
     what.add_argument(
         "--region",
@@ -82,13 +84,13 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         if args.top is not None:
-            idx, scores = units.top_units(loaded.model, x, args.layer, args.top, by=args.by)
-            chosen = idx[0].tolist()
+            best = units.top_units(loaded.model, x, args.layer, args.top, by=args.by)
+            chosen, scores = best.units[0].tolist(), best.scores
             print(f"most active units of {args.layer} ({args.by} activation):")
             for u, s in zip(chosen, scores[0].tolist(), strict=True):
                 print(f"  unit {u:>4}  {s:.3f}")
         else:
-            chosen = parse_ints(" ".join(args.unit), "--unit")
+            chosen = parse_ints(" ".join(args.units), "--units")
         um = units.unit_maps(loaded.model, x, args.layer, chosen)
         fig = viz.draw_unit_maps(
             shown,

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from convlens.core.hooks import capture, eval_mode, get_layer, hooked
+from convlens.core.hooks import activations, capture, eval_mode, get_layer, hooked
 from convlens.core.progress import progress_bar
 from convlens.interpret.cam import GapHead, NotGapHeadError, find_gap_head
 from convlens.interpret.units import check_units
@@ -170,13 +170,49 @@ def ablate(
     return Ablation(layer, modified, mode, tuple(units), before, after, maps[:, units].float())
 
 
-def units_by_fc_weight(head: GapHead, class_index: int, k: int) -> list[int]:
-    """The ``k`` units of the head's feature layer with the largest weight into
+def units_by_fc_weight(head: GapHead, class_index: int, top: int) -> list[int]:
+    """The ``top`` units of the head's feature layer with the largest weight into
     class ``class_index`` of the linear layer (``W[c, :]``, largest first)."""
     channels = head.weight.shape[1]
-    if not 1 <= k <= channels:
-        raise ValueError(f"top-k must be in 1..{channels}, got {k}")
-    return head.weight[class_index].topk(k).indices.tolist()
+    if not 1 <= top <= channels:
+        raise ValueError(f"`top` must be in 1..{channels}, got {top}")
+    return head.weight[class_index].topk(top).indices.tolist()
+
+
+@dataclass(frozen=True)
+class WeightedUnits:
+    """The units that weigh most in one image's predicted class."""
+
+    layer: str  # the layer feeding global average pooling
+    class_index: int  # the image's top-1 class
+    units: list[int]  # largest FC weight W[class_index, k] first
+
+
+def top_weighted_units(
+    model: nn.Module, x: torch.Tensor, top: int, layer: str | None = None
+) -> WeightedUnits:
+    """The ``top`` units with the largest FC weight for the top-1 class of ``x`` (one
+    image), on the layer whose global average feeds the linear head.
+
+    Raises:
+        NotGapHeadError: the model has no GAP + linear head.
+        ValueError: ``layer`` is given and has another number of units than the linear
+            layer has inputs (the weights rank only the head's own feature layer).
+    """
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ValueError(f"x must be one image [1, C, H, W], got shape {tuple(x.shape)}")
+    head = find_gap_head(model, x)
+    layer = layer or head.layer
+    logits, acts = activations(model, x, layer)
+    channels = acts[layer].shape[1]
+    if channels != head.weight.shape[1]:
+        raise ValueError(
+            f"units are ranked by their weight in {head.fc!r}, which has "
+            f"{head.weight.shape[1]} inputs, but {layer!r} has {channels} units; rank the "
+            f"units of {head.layer!r} (`layer`) or choose `units` yourself"
+        )
+    c = int(logits.argmax(1)[0])
+    return WeightedUnits(layer, c, units_by_fc_weight(head, c, top))
 
 
 @dataclass(frozen=True)

@@ -86,26 +86,32 @@ def unit_maps(model: nn.Module, x: torch.Tensor, layer: str, units: Sequence[int
     )
 
 
+@dataclass(frozen=True)
+class TopUnits:
+    """The most active units of a layer for each image, best first."""
+
+    layer: str
+    units: torch.Tensor  # [N, top] unit indices
+    scores: torch.Tensor  # [N, top] their mean or peak activation
+
+
 def top_units(
-    model: nn.Module, x: torch.Tensor, layer: str, n: int, by: str = "mean"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``n`` most active units of ``layer`` for each image.
+    model: nn.Module, x: torch.Tensor, layer: str, top: int, by: str = "mean"
+) -> TopUnits:
+    """The ``top`` most active units of ``layer`` for each image.
 
     Args:
         by: ``"mean"`` ranks by spatial mean activation (what global average pooling
             passes on), ``"max"`` by peak activation.
-
-    Returns:
-        ``(units, scores)``, both ``[N, n]``, best first.
     """
     if by not in ("mean", "max"):
-        raise ValueError(f"by must be 'mean' or 'max', got {by!r}")
+        raise ValueError(f"`by` must be 'mean' or 'max', got {by!r}")
     maps = feature_maps(model, x, layer)
-    if not 1 <= n <= maps.shape[1]:
-        raise ValueError(f"n must be in 1..{maps.shape[1]} for layer {layer!r}, got {n}")
+    if not 1 <= top <= maps.shape[1]:
+        raise ValueError(f"`top` must be in 1..{maps.shape[1]} for layer {layer!r}, got {top}")
     score = maps.mean((2, 3)) if by == "mean" else maps.amax((2, 3))
-    top = score.topk(n, dim=1)
-    return top.indices, top.values
+    best = score.topk(top, dim=1)
+    return TopUnits(layer, best.indices, best.values)
 
 
 def threshold_maps(upsampled: torch.Tensor, quantile: float) -> torch.Tensor:

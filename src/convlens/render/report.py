@@ -242,7 +242,7 @@ def build_report(
             "upsampled bilinearly to the input and overlaid (each scaled by its own peak).",
         )
         for i in range(x.shape[0]):
-            idx, _ = units.top_units(model, x[i : i + 1], layer, opts.top_units)
+            idx = units.top_units(model, x[i : i + 1], layer, opts.top_units).units
             top = idx[0].tolist()
             tm = units.unit_maps(model, x[i : i + 1], layer, top)
             report.figure(
