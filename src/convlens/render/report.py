@@ -42,7 +42,7 @@ class ReportOptions:
     layer: str | None = None  # unit/ablation layer [the layer feeding global pooling]
     units: Sequence[int] = ()  # units whose maps to show [the first 6]
     top_units: int = 6
-    ablate_top_k: int = 3  # ablate the units with the largest FC weight for the top class
+    ablate_top: int = 3  # ablate the units with the largest FC weight for the top class
     region: torch.Tensor | None = None  # [H, W] bool mask in model-input pixels
     run_dir: Path | None = None  # learning curves of this training run
     sweep_dir: Path | None = None  # hyperparameter figures of this sweep
@@ -127,6 +127,313 @@ code {{ background: #f5f5f5; padding: 0 .2rem; }}
 """
 
 
+@dataclass(frozen=True)
+class ReportContext:
+    """What every section reads: the model, the images, and what is computed once."""
+
+    loaded: LoadedModel
+    inputs: images.Inputs
+    options: ReportOptions
+    shown: list[torch.Tensor]  # the images for display, values in [0, 1]
+    head: cam.GapHead | None  # the GAP + linear head, when the model has one
+    layer: str  # the layer for units and ablation
+    probs: torch.Tensor  # [N, classes]
+
+
+def report_context(
+    loaded: LoadedModel, inputs: images.Inputs, options: ReportOptions
+) -> ReportContext:
+    """Find the head and the layer, and run the model once."""
+    model, x = loaded.model, inputs.x
+    head: cam.GapHead | None
+    try:
+        head = cam.find_gap_head(model, x)
+    except cam.NotGapHeadError:
+        head = None
+    layer = options.layer or (head.layer if head else cam.last_conv_module(model, x))
+    logits, _ = activations(model, x, layer)
+    shown = [images.to_display(xi, loaded.preprocessing) for xi in x]
+    return ReportContext(loaded, inputs, options, shown, head, layer, logits.float().softmax(1))
+
+
+def summary_section(report: Report, ctx: ReportContext) -> None:
+    """Model facts, conv layers and the top-5 predictions per image."""
+    loaded, inputs, opts, head, probs = ctx.loaded, ctx.inputs, ctx.options, ctx.head, ctx.probs
+    model, x = loaded.model, inputs.x
+    s = report.section("model", "Model and predictions")
+    params = sum(p.numel() for p in model.parameters())
+    rows: list[list[Any]] = [
+        ["model", loaded.name],
+        ["parameters", f"{params:,}"],
+        ["classes", len(loaded.classes)],
+        ["input", "x".join(map(str, x.shape[1:]))],
+        ["head", f"global average pooling of {head.layer} + {head.fc}" if head else "other"],
+    ]
+    if opts.test_top1 is not None:
+        rows.append(["test top-1 (measured now)", f"{opts.test_top1:.2%}"])
+    for key, label in (
+        ("epochs", "epochs trained"),
+        ("val_top1", "validation top-1 (from training)"),
+        ("test_top1", "test top-1 (from training)"),
+    ):
+        v = loaded.metrics.get(key)
+        if v is not None:
+            rows.append([label, f"{v:.2%}" if "top1" in key else v])
+    report.table(s, ["property", "value"], rows)
+    names = conv_layer_names(model)
+    _, acts = activations(model, x[:1], names)
+    report.text(s, f"{len(names)} convolutional layers (output shapes for one image):")
+    report.table(
+        s,
+        ["layer", "kernel", "output"],
+        [
+            [
+                n,
+                "x".join(map(str, dict(model.named_modules())[n].weight.shape)),
+                "x".join(map(str, acts[n].shape)),
+            ]
+            for n in names
+        ],
+    )
+    top = probs.topk(min(5, probs.shape[1]), dim=1)
+    report.text(s, "Top-5 predictions per image:")
+    report.table(
+        s,
+        ["image", *[f"#{i + 1}" for i in range(top.indices.shape[1])]],
+        [
+            [name]
+            + [
+                f"{loaded.classes[c]} {p:.1%}"
+                for p, c in zip(pv.tolist(), ci.tolist(), strict=True)
+            ]
+            for name, pv, ci in zip(inputs.names, top.values, top.indices, strict=True)
+        ],
+    )
+
+
+def filters_section(report: Report, ctx: ReportContext) -> None:
+    """Problem 1: kernels of the first and a middle conv layer."""
+    model = ctx.loaded.model
+    s = report.section("filters", "Problem 1: filters")
+    names = conv_layer_names(model)
+    picks = [names[0]] + ([names[len(names) // 2]] if len(names) > 1 else [])
+    for i, name in enumerate(picks):
+        tiles = filters.filter_tiles(model, name, max_filters=16 if i else 64)
+        shape = "x".join(map(str, tiles.weight_shape))
+        how = (
+            "colour tiles, one per filter (R, G, B input channels)"
+            if tiles.rgb
+            else "rows: output filters, columns: input channels, each kernel in grayscale"
+        )
+        report.figure(
+            s,
+            viz.draw_filters(tiles),
+            f"filters-{name}",
+            f"Kernels of {name} (weight {shape}), each filter min-max normalised to [0, 1]; {how}.",
+            width=700,
+        )
+
+
+def units_section(report: Report, ctx: ReportContext) -> None:
+    """Problem 2a-b: chosen and most active units, and region matching."""
+    inputs, opts, shown, layer = ctx.inputs, ctx.options, ctx.shown, ctx.layer
+    model, x = ctx.loaded.model, inputs.x
+    s = report.section("units", "Problem 2a-b: units and their feature maps")
+    chosen = list(opts.units) or list(range(opts.top_units))
+    um = units.unit_maps(model, x[:1], layer, chosen)
+    report.figure(
+        s,
+        viz.draw_unit_maps(
+            shown[0], um.upsampled[0], um.units, um.peaks[0].tolist(), f"{layer}: chosen units"
+        ),
+        "units-chosen",
+        f"Feature maps of units {list(um.units)} of {layer} for {inputs.names[0]}, "
+        "upsampled bilinearly to the input and overlaid (each scaled by its own peak).",
+    )
+    for i in range(x.shape[0]):
+        idx = units.top_units(model, x[i : i + 1], layer, opts.top_units).units
+        top = idx[0].tolist()
+        tm = units.unit_maps(model, x[i : i + 1], layer, top)
+        report.figure(
+            s,
+            viz.draw_unit_maps(
+                shown[i],
+                tm.upsampled[0],
+                tm.units,
+                tm.peaks[0].tolist(),
+                f"{layer}: most active units",
+            ),
+            f"units-top-{i}",
+            f"The {len(top)} most active units of {layer} for {inputs.names[i]} (by mean "
+            f"activation): {top}.",
+        )
+    if opts.region is not None:
+        match = units.match_region(model, x[:1], layer, opts.region)
+        k = min(6, len(match.units))
+        report.figure(
+            s,
+            viz.draw_region_match(
+                shown[0],
+                opts.region,
+                match.units[:k].tolist(),
+                match.iou[:k].tolist(),
+                match.masks[:k],
+                f"{layer}: units best matching the region",
+            ),
+            "units-region",
+            f"Units of {layer} ranked by IoU between the region (white outline) and the "
+            f"unit's map thresholded at its own {match.quantile} quantile (yellow).",
+        )
+
+
+def ablation_section(report: Report, ctx: ReportContext) -> None:
+    """Problem 2c-d: ablating the units that weigh most, and the fewest units."""
+    loaded, inputs, opts, shown = ctx.loaded, ctx.inputs, ctx.options, ctx.shown
+    model, x, head, layer, probs = loaded.model, inputs.x, ctx.head, ctx.layer, ctx.probs
+    s = report.section("ablation", "Problem 2c-d: ablating units")
+    if head is None or layer != head.layer:
+        report.text(
+            s, "Skipped: ablation by FC weight needs the layer feeding a GAP + linear head."
+        )
+        return
+    for i in range(x.shape[0]):
+        c = int(probs[i].argmax())
+        chosen = ablation.units_by_fc_weight(head, c, opts.ablate_top)
+        result = ablation.ablate(model, x[i : i + 1], layer, chosen)
+        up = units.upsample(result.maps, tuple(x.shape[2:]))[0]  # type: ignore[arg-type]
+        before, after = result.probs_before[0], result.probs_after[0]
+        report.figure(
+            s,
+            viz.draw_ablation(
+                shown[i],
+                up,
+                chosen,
+                loaded.classes,
+                before,
+                after,
+                f"{inputs.names[i]}: ablating {len(chosen)} units of {layer}",
+            ),
+            f"ablation-{i}",
+            f"{inputs.names[i]}: the {len(chosen)} units of {layer} with the largest FC "
+            f"weight for {loaded.classes[c]} ({chosen}) set to zero; their maps, and the "
+            "class probabilities before and after.",
+            width=700,
+        )
+        fewest = ablation.fewest_units(model, x[i : i + 1], layer)
+        report.table(
+            s,
+            [
+                "image",
+                "before",
+                "after ablating " + ", ".join(map(str, chosen)),
+                "fewest units that change the top-1",
+            ],
+            [
+                [
+                    inputs.names[i],
+                    f"{loaded.classes[c]} {float(before[c]):.1%}",
+                    f"{loaded.classes[int(after.argmax())]} {float(after.max()):.1%}",
+                    (
+                        f"{len(fewest.units)} units {list(fewest.units)} -> "
+                        f"{loaded.classes[fewest.new_class]}"
+                        if fewest.found
+                        else "none found"
+                    ),
+                ]
+            ],
+        )
+    report.text(
+        s,
+        "Fewest units: exact minimum over all subsets, from the closed form "
+        "(zeroing unit k moves every logit by -W[:, k] x mean(A_k)), confirmed by a real "
+        "forward pass.",
+    )
+
+
+def cam_section(report: Report, ctx: ReportContext) -> None:
+    """Problem 3: CAM (or Grad-CAM without a GAP head) of the top classes."""
+    loaded, inputs, shown, head, probs = ctx.loaded, ctx.inputs, ctx.shown, ctx.head, ctx.probs
+    model, x = loaded.model, inputs.x
+    s = report.section("cam", "Problem 3: class activation maps")
+    method = "cam" if head is not None else "gradcam"
+    result = cam.class_maps(model, x, top=min(5, probs.shape[1]), method=method)
+    labels = [
+        [f"{loaded.classes[c]} {float(p[c]):.1%}" for c in cl.tolist()]
+        for cl, p in zip(result.class_indices, result.probs, strict=True)
+    ]
+    name = "CAM" if method == "cam" else "Grad-CAM"
+    report.figure(
+        s,
+        viz.draw_class_maps(
+            shown,
+            result.upsampled,
+            labels,
+            list(inputs.names),
+            f"{name} of {result.layer} for the top classes",
+        ),
+        "cam",
+        f"{name} for the top-{result.class_indices.shape[1]} classes of each image, from layer "
+        f"{result.layer}"
+        + (
+            ": its output reshaped to (hw x c) times the FC weights gives (hw x classes)"
+            if method == "cam"
+            else ": channels weighted by the spatial mean of the class score's gradient"
+        )
+        + "; each map is min-max scaled and upsampled over the image.",
+    )
+
+
+def training_section(report: Report, ctx: ReportContext) -> None:
+    """Problem 4: learning curves and sweep figures, when given."""
+    opts = ctx.options
+    if opts.run_dir is None and opts.sweep_dir is None:
+        return
+    s = report.section("training", "Problem 4: training and hyperparameters")
+    if opts.run_dir is not None and (opts.run_dir / "metrics.json").is_file():
+        metrics = json.loads((opts.run_dir / "metrics.json").read_text())
+        report.figure(
+            s,
+            viz.draw_run_curves(metrics, str(opts.run_dir)),
+            "run-curves",
+            "Training-set top-1 (running, with augmentation) and validation top-1 per epoch.",
+            width=650,
+        )
+    if opts.sweep_dir is not None:
+        results = sweep_results.load_results(opts.sweep_dir)
+        if not results.trials:
+            report.text(s, f"The sweep in {opts.sweep_dir} has no finished trials yet.")
+            return
+        for param in results.varied():
+            report.figure(
+                s,
+                viz.draw_sweep_param(results, param),
+                f"sweep-{param}",
+                f"Top-1 on the training set (no augmentation) and the validation set "
+                f"against {param}"
+                + ("; the star is the baseline configuration." if results.baseline else "."),
+                width=560,
+            )
+        report.figure(
+            s,
+            viz.draw_learning_curves(results),
+            "sweep-curves",
+            "Validation top-1 per epoch of the best trials.",
+            width=760,
+        )
+        header, rows = sweep_results.results_rows(results)
+        report.table(s, header, rows)
+
+
+SECTIONS: tuple[Callable[[Report, ReportContext], None], ...] = (
+    summary_section,
+    filters_section,
+    units_section,
+    ablation_section,
+    cam_section,
+    training_section,
+)
+
+
 def build_report(
     loaded: LoadedModel,
     inputs: images.Inputs,
@@ -134,285 +441,16 @@ def build_report(
     options: ReportOptions | None = None,
     progress: bool | None = None,
 ) -> Path:
-    """Write ``out/index.html`` with the answers for ``loaded`` on ``inputs``.
+    """Write ``out/index.html`` with the answers for ``loaded`` on ``inputs``: one
+    section per function of :data:`SECTIONS`.
 
     Returns:
         The path of ``index.html``.
     """
-    opts = options or ReportOptions()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model, x = loaded.model, inputs.x
+    ctx = report_context(loaded, inputs, options or ReportOptions())
     report = Report(out, f"convlens report: {loaded.name}")
-    shown = [images.to_display(xi, loaded.preprocessing) for xi in x]
-    steps: list[tuple[str, Callable[[], None]]] = []
-
-    head: cam.GapHead | None
-    try:
-        head = cam.find_gap_head(model, x)
-    except cam.NotGapHeadError:
-        head = None
-    layer = opts.layer or (head.layer if head else cam.last_conv_module(model, x))
-    logits, _ = activations(model, x, layer)
-    probs = logits.float().softmax(1)
-
-    def summary() -> None:
-        s = report.section("model", "Model and predictions")
-        params = sum(p.numel() for p in model.parameters())
-        rows: list[list[Any]] = [
-            ["model", loaded.name],
-            ["parameters", f"{params:,}"],
-            ["classes", len(loaded.classes)],
-            ["input", "x".join(map(str, x.shape[1:]))],
-            ["head", f"global average pooling of {head.layer} + {head.fc}" if head else "other"],
-        ]
-        if opts.test_top1 is not None:
-            rows.append(["test top-1 (measured now)", f"{opts.test_top1:.2%}"])
-        for key, label in (
-            ("epochs", "epochs trained"),
-            ("val_top1", "validation top-1 (from training)"),
-            ("test_top1", "test top-1 (from training)"),
-        ):
-            v = loaded.metrics.get(key)
-            if v is not None:
-                rows.append([label, f"{v:.2%}" if "top1" in key else v])
-        report.table(s, ["property", "value"], rows)
-        names = conv_layer_names(model)
-        _, acts = activations(model, x[:1], names)
-        report.text(s, f"{len(names)} convolutional layers (output shapes for one image):")
-        report.table(
-            s,
-            ["layer", "kernel", "output"],
-            [
-                [
-                    n,
-                    "x".join(map(str, dict(model.named_modules())[n].weight.shape)),
-                    "x".join(map(str, acts[n].shape)),
-                ]
-                for n in names
-            ],
-        )
-        top = probs.topk(min(5, probs.shape[1]), dim=1)
-        report.text(s, "Top-5 predictions per image:")
-        report.table(
-            s,
-            ["image", *[f"#{i + 1}" for i in range(top.indices.shape[1])]],
-            [
-                [name]
-                + [
-                    f"{loaded.classes[c]} {p:.1%}"
-                    for p, c in zip(pv.tolist(), ci.tolist(), strict=True)
-                ]
-                for name, pv, ci in zip(inputs.names, top.values, top.indices, strict=True)
-            ],
-        )
-
-    def filter_section() -> None:
-        s = report.section("filters", "Problem 1: filters")
-        names = conv_layer_names(model)
-        picks = [names[0]] + ([names[len(names) // 2]] if len(names) > 1 else [])
-        for i, name in enumerate(picks):
-            tiles = filters.filter_tiles(model, name, max_filters=16 if i else 64)
-            shape = "x".join(map(str, tiles.weight_shape))
-            how = (
-                "colour tiles, one per filter (R, G, B input channels)"
-                if tiles.rgb
-                else "rows: output filters, columns: input channels, each kernel in grayscale"
-            )
-            report.figure(
-                s,
-                viz.draw_filters(tiles),
-                f"filters-{name}",
-                f"Kernels of {name} (weight {shape}), each filter min-max normalised to [0, 1]; "
-                f"{how}.",
-                width=700,
-            )
-
-    def unit_section() -> None:
-        s = report.section("units", "Problem 2a-b: units and their feature maps")
-        chosen = list(opts.units) or list(range(opts.top_units))
-        um = units.unit_maps(model, x[:1], layer, chosen)
-        report.figure(
-            s,
-            viz.draw_unit_maps(
-                shown[0], um.upsampled[0], um.units, um.peaks[0].tolist(), f"{layer}: chosen units"
-            ),
-            "units-chosen",
-            f"Feature maps of units {list(um.units)} of {layer} for {inputs.names[0]}, "
-            "upsampled bilinearly to the input and overlaid (each scaled by its own peak).",
-        )
-        for i in range(x.shape[0]):
-            idx = units.top_units(model, x[i : i + 1], layer, opts.top_units).units
-            top = idx[0].tolist()
-            tm = units.unit_maps(model, x[i : i + 1], layer, top)
-            report.figure(
-                s,
-                viz.draw_unit_maps(
-                    shown[i],
-                    tm.upsampled[0],
-                    tm.units,
-                    tm.peaks[0].tolist(),
-                    f"{layer}: most active units",
-                ),
-                f"units-top-{i}",
-                f"The {len(top)} most active units of {layer} for {inputs.names[i]} (by mean "
-                f"activation): {top}.",
-            )
-        if opts.region is not None:
-            match = units.match_region(model, x[:1], layer, opts.region)
-            k = min(6, len(match.units))
-            report.figure(
-                s,
-                viz.draw_region_match(
-                    shown[0],
-                    opts.region,
-                    match.units[:k].tolist(),
-                    match.iou[:k].tolist(),
-                    match.masks[:k],
-                    f"{layer}: units best matching the region",
-                ),
-                "units-region",
-                f"Units of {layer} ranked by IoU between the region (white outline) and the "
-                f"unit's map thresholded at its own {match.quantile} quantile (yellow).",
-            )
-
-    def ablation_section() -> None:
-        s = report.section("ablation", "Problem 2c-d: ablating units")
-        if head is None or layer != head.layer:
-            report.text(
-                s, "Skipped: ablation by FC weight needs the layer feeding a GAP + linear head."
-            )
-            return
-        for i in range(x.shape[0]):
-            c = int(probs[i].argmax())
-            chosen = ablation.units_by_fc_weight(head, c, opts.ablate_top_k)
-            result = ablation.ablate(model, x[i : i + 1], layer, chosen)
-            up = units.upsample(result.maps, tuple(x.shape[2:]))[0]  # type: ignore[arg-type]
-            before, after = result.probs_before[0], result.probs_after[0]
-            report.figure(
-                s,
-                viz.draw_ablation(
-                    shown[i],
-                    up,
-                    chosen,
-                    loaded.classes,
-                    before,
-                    after,
-                    f"{inputs.names[i]}: ablating {len(chosen)} units of {layer}",
-                ),
-                f"ablation-{i}",
-                f"{inputs.names[i]}: the {len(chosen)} units of {layer} with the largest FC "
-                f"weight for {loaded.classes[c]} ({chosen}) set to zero; their maps, and the "
-                "class probabilities before and after.",
-                width=700,
-            )
-            fewest = ablation.fewest_units(model, x[i : i + 1], layer)
-            report.table(
-                s,
-                [
-                    "image",
-                    "before",
-                    "after ablating " + ", ".join(map(str, chosen)),
-                    "fewest units that change the top-1",
-                ],
-                [
-                    [
-                        inputs.names[i],
-                        f"{loaded.classes[c]} {float(before[c]):.1%}",
-                        f"{loaded.classes[int(after.argmax())]} {float(after.max()):.1%}",
-                        (
-                            f"{len(fewest.units)} units {list(fewest.units)} -> "
-                            f"{loaded.classes[fewest.new_class]}"
-                            if fewest.found
-                            else "none found"
-                        ),
-                    ]
-                ],
-            )
-        report.text(
-            s,
-            "Fewest units: exact minimum over all subsets, from the closed form "
-            "(zeroing unit k moves every logit by -W[:, k] x mean(A_k)), confirmed by a real "
-            "forward pass.",
-        )
-
-    def cam_section() -> None:
-        s = report.section("cam", "Problem 3: class activation maps")
-        method = "cam" if head is not None else "gradcam"
-        result = cam.class_maps(model, x, top=min(5, probs.shape[1]), method=method)
-        labels = [
-            [f"{loaded.classes[c]} {float(p[c]):.1%}" for c in cl.tolist()]
-            for cl, p in zip(result.class_indices, result.probs, strict=True)
-        ]
-        name = "CAM" if method == "cam" else "Grad-CAM"
-        report.figure(
-            s,
-            viz.draw_class_maps(
-                shown,
-                result.upsampled,
-                labels,
-                list(inputs.names),
-                f"{name} of {result.layer} for the top classes",
-            ),
-            "cam",
-            f"{name} for the top-{result.class_indices.shape[1]} classes of each image, from layer "
-            f"{result.layer}"
-            + (
-                ": its output reshaped to (hw x c) times the FC weights gives (hw x classes)"
-                if method == "cam"
-                else ": channels weighted by the spatial mean of the class score's gradient"
-            )
-            + "; each map is min-max scaled and upsampled over the image.",
-        )
-
-    def training_section() -> None:
-        if opts.run_dir is None and opts.sweep_dir is None:
-            return
-        s = report.section("training", "Problem 4: training and hyperparameters")
-        if opts.run_dir is not None and (opts.run_dir / "metrics.json").is_file():
-            metrics = json.loads((opts.run_dir / "metrics.json").read_text())
-            report.figure(
-                s,
-                viz.draw_run_curves(metrics, str(opts.run_dir)),
-                "run-curves",
-                "Training-set top-1 (running, with augmentation) and validation top-1 per epoch.",
-                width=650,
-            )
-        if opts.sweep_dir is not None:
-            results = sweep_results.load_results(opts.sweep_dir)
-            if not results.trials:
-                report.text(s, f"The sweep in {opts.sweep_dir} has no finished trials yet.")
-                return
-            for param in results.varied():
-                report.figure(
-                    s,
-                    viz.draw_sweep_param(results, param),
-                    f"sweep-{param}",
-                    f"Top-1 on the training set (no augmentation) and the validation set "
-                    f"against {param}"
-                    + ("; the star is the baseline configuration." if results.baseline else "."),
-                    width=560,
-                )
-            report.figure(
-                s,
-                viz.draw_learning_curves(results),
-                "sweep-curves",
-                "Validation top-1 per epoch of the best trials.",
-                width=760,
-            )
-            header, rows = sweep_results.results_rows(results)
-            report.table(s, header, rows)
-
-    steps = [
-        ("summary", summary),
-        ("filters", filter_section),
-        ("units", unit_section),
-        ("ablation", ablation_section),
-        ("cam", cam_section),
-        ("training", training_section),
-    ]
-    for _name, step in progress_bar(
-        steps, desc="report", unit="section", disable=progress is False
-    ):
-        step()
+    for section in progress_bar(SECTIONS, desc="report", unit="section", disable=progress is False):
+        section(report, ctx)
     return report.write()
