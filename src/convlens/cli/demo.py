@@ -40,6 +40,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Long but linear: the demo's steps (model, results, sweep, report) one after another.
     from convlens import models
     from convlens.cli.common import load_inputs
     from convlens.cli.sweep import print_trial

@@ -275,31 +275,7 @@ def fewest_units(
     Args:
         x: one image ``[1, C, H, W]``.
     """
-    if x.ndim != 4 or x.shape[0] != 1:
-        raise ValueError(f"fewest_units takes one image [1, C, H, W], got {tuple(x.shape)}")
-    if mode not in MODES:
-        raise ValueError(f"unknown ablation mode {mode!r}; choose activation or weights")
-    if order is not None and order not in ORDERS:
-        raise ValueError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
-    head: GapHead | None
-    try:
-        head = find_gap_head(model, x, layer)
-    except NotGapHeadError:
-        head = None
-        if layer is None:
-            raise
-    assert layer is not None or head is not None
-    layer = layer if layer is not None else head.layer  # type: ignore[union-attr]
-    closed_form = head is not None and mode == "activation"
-    if order is None:
-        order = "optimal" if closed_form else "greedy"
-    if order != "greedy" and not closed_form:
-        why = "weights mode" if head is not None else f"layer {layer!r}"
-        raise ValueError(
-            f"order {order!r} uses the linear head, which is exact only for activation "
-            f"ablation of the layer feeding global average pooling, not for {why}; "
-            "use the greedy search (`order` greedy)"
-        )
+    layer, head, order = _search_plan(model, x, layer, order, mode)
     with eval_mode(model), torch.no_grad():
         with capture(model, layer) as store:
             logits = model(x).float()
@@ -335,6 +311,38 @@ def fewest_units(
         predicted_logits=predicted,
         forward_passes=passes,
     )
+
+
+def _search_plan(
+    model: nn.Module, x: torch.Tensor, layer: str | None, order: str | None, mode: str
+) -> tuple[str, GapHead | None, str]:
+    """Check the arguments of :func:`fewest_units`; return the layer, the GAP head when
+    the closed form applies to it, and the search order."""
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ValueError(f"fewest_units takes one image [1, C, H, W], got {tuple(x.shape)}")
+    if mode not in MODES:
+        raise ValueError(f"unknown ablation mode {mode!r}; choose activation or weights")
+    if order is not None and order not in ORDERS:
+        raise ValueError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
+    head: GapHead | None
+    try:
+        head = find_gap_head(model, x, layer)
+    except NotGapHeadError:
+        if layer is None:
+            raise
+        head = None
+    layer = layer if layer is not None else head.layer  # type: ignore[union-attr]
+    closed_form = head is not None and mode == "activation"
+    if order is None:
+        order = "optimal" if closed_form else "greedy"
+    if order != "greedy" and not closed_form:
+        why = "weights mode" if head is not None else f"layer {layer!r}"
+        raise ValueError(
+            f"order {order!r} uses the linear head, which is exact only for activation "
+            f"ablation of the layer feeding global average pooling, not for {why}; "
+            "use the greedy search (`order` greedy)"
+        )
+    return layer, head, order
 
 
 def _closed_form(

@@ -75,6 +75,11 @@ def load(
         return _load_torchvision(key, weights)
     if weights is not None:
         raise ValueError("`weights` applies to places365-* and torchvision:* models only")
+    return _load_convlens(_convlens_file(key), key)
+
+
+def _convlens_file(key: str) -> Path:
+    """The model file that a shipped name, a run directory or a file name stands for."""
     if key in SHIPPED:
         path = SHIPPED[key]
         if not path.is_file():
@@ -82,20 +87,22 @@ def load(
                 f"the shipped weights {path} are missing from this installation; reinstall "
                 "convlens or train them with `make weights`"
             )
-    else:
-        path = Path(key)
-        if path.is_dir():
-            if (path / MODEL_FILE).is_file():
-                path = path / MODEL_FILE
-            elif (path / CHECKPOINT_FILE).is_file():
-                path = path / CHECKPOINT_FILE
-            else:
-                raise ValueError(f"{path} is a folder without {MODEL_FILE} or {CHECKPOINT_FILE}")
-        elif not path.exists():
-            raise ValueError(
-                f"unknown model {key!r}: not a file or folder; known names: "
-                + ", ".join(known_names())
-            )
+        return path
+    path = Path(key)
+    if path.is_dir():
+        for name in (MODEL_FILE, CHECKPOINT_FILE):  # finished, else its latest epoch
+            if (path / name).is_file():
+                return path / name
+        raise ValueError(f"{path} is a folder without {MODEL_FILE} or {CHECKPOINT_FILE}")
+    if not path.exists():
+        raise ValueError(
+            f"unknown model {key!r}: not a file or folder; known names: " + ", ".join(known_names())
+        )
+    return path
+
+
+def _load_convlens(path: Path, name: str) -> LoadedModel:
+    """A model that convlens trained, from its ``model.pt`` or ``checkpoint.pt``."""
     record = load_checkpoint_file(path)
     fmt = record.get("format")
     if fmt not in FORMATS:
@@ -117,7 +124,7 @@ def load(
     model.eval()
     return LoadedModel(
         model=model,
-        name=key,
+        name=name,
         classes=classes or fm.CLASSES,
         preprocessing=Preprocessing.from_dict(
             record.get("preprocessing") or fm.PREPROCESSING.to_dict()

@@ -288,6 +288,7 @@ def units_section(report: Report, ctx: ReportContext) -> None:
 
 def ablation_section(report: Report, ctx: ReportContext) -> None:
     """Problem 2c-d: ablating the units that weigh most, and the fewest units."""
+    # Long because each image gets a figure and a table row; the work is two library calls.
     loaded, inputs, opts, shown = ctx.loaded, ctx.inputs, ctx.options, ctx.shown
     model, x, head, layer, probs = loaded.model, inputs.x, ctx.head, ctx.layer, ctx.probs
     s = report.section("ablation", "Problem 2c-d: ablating units")

@@ -326,6 +326,7 @@ def draw_sweep_param(results: SweepResults, name: str) -> Figure:
     is not a plain number (choices, layer layouts, values including 0) a categorical
     one. The baseline configuration is marked with a star and a dotted line.
     """
+    # Long because numeric, list-valued and categorical axes each need their own ticks.
     trials = results.series(name)
     values = [results.value(t, name) for t in trials]
     log = is_log_scale(values, name)

@@ -121,6 +121,7 @@ def make_spec(
     points and the baseline; any range makes it a search of ``trials`` trials with
     ``sampler`` (``tpe`` by default, or ``random``).
     """
+    # Long because it checks every way the texts can disagree before anything runs.
     if not params and not presets:
         raise ValueError("give `params` (NAME=VALUES) or `presets` (names)")
     unknown = [p for p in presets if p not in PRESETS and p != "all"]

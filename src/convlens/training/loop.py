@@ -17,7 +17,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -322,119 +322,160 @@ def _train_run(
     stop_after: int | None,
     tune_allocator: bool,
 ) -> TrainResult:
-    """The body of :func:`train`, sectioned as data, model, optimiser, loop; the caller
-    checked the run directory and restores the process state afterwards."""
+    """The body of :func:`train`: data, model and optimiser, loop, final figures. The
+    caller checked the run directory and restores the process state afterwards."""
     # data
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     if datasets is None:
         full = fm.load_fashion_mnist("train", data_dir)
         train_set, val_set = fm.train_val_split(full, config.val_size, seed=0)
-        if test is None:
-            test = fm.load_fashion_mnist("test", data_dir)
+        test = test if test is not None else fm.load_fashion_mnist("test", data_dir)
     else:
         train_set, val_set = datasets
     if config.train_subset:
         train_set = train_set.subset(slice(0, config.train_subset))
 
-    # model
-    device = resolve_device(config.device)
-    if device.type == "cpu" and tune_allocator:
-        keep_freed_memory()
-    amp = autocast_dtype(config.precision, device)
-    model = build_model(config, num_classes=len(train_set.classes)).to(device)
-    if device.type == "cpu":
-        model = model.to(memory_format=torch.channels_last)
-    steps_per_epoch = max(1, len(train_set) // config.batch_size)
-    total_steps = config.epochs * steps_per_epoch
-
-    # optimiser
-    optimizer = make_optimizer(model, config)
-    average = WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None
-    generator = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)
-    metrics: list[dict[str, Any]] = []
-    epoch = 0
+    # model and optimiser, restored from the checkpoint when resuming
+    run = _Run.start(config, len(train_set), len(train_set.classes), tune_allocator)
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if average is not None:
-            average.load_state_dict(state["average"])
-        generator.set_state(state["rng"]["data"])
-        torch.set_rng_state(state["rng"]["torch"])
-        metrics = list(state["metrics"])
-        epoch = int(state["epoch"])
+        run.restore(state)
     rundir.write_config(run_dir, config)
 
     # loop
-    show = progress
     last = config.epochs if stop_after is None else min(config.epochs, stop_after)
-    while epoch < last:
-        t0 = time.perf_counter()
-        bar = progress_bar(
-            total=steps_per_epoch,
-            desc=f"epoch {epoch + 1}/{config.epochs}",
-            disable=None if show is None else not show,
-            leave=True,
-            dynamic_ncols=True,
-        )
-        with bar:
-            result = train_one_epoch(
-                model,
-                optimizer,
-                train_set.images,
-                train_set.labels,
-                batch_size=config.batch_size,
-                augment=config.augment,
-                crop_pad=config.crop_pad,
-                label_smoothing=config.label_smoothing,
-                lr_schedule=lambda s: lr_at(s, total_steps, config),
-                start_step=epoch * steps_per_epoch,
-                generator=generator,
-                average=average,
-                amp_dtype=amp,
-                size=config.image_size(epoch),
-                progress=bar,
-            )
-            train_seconds = time.perf_counter() - t0
-            # evaluation: one plain forward pass per image; the final figures add TTA
-            final_model = average.model if average is not None else model
-            val_top1 = (
-                evaluate(final_model, val_set.images, val_set.labels, amp_dtype=amp)
-                if len(val_set)
-                else float("nan")
-            )
-            bar.set_postfix(
-                loss=f"{result.loss:.3f}", acc=f"{result.accuracy:.3f}", val=f"{val_top1:.4f}"
-            )
-        epoch += 1
-        metrics.append(
-            {
-                "epoch": epoch,
-                "train_loss": result.loss,
-                "train_top1": result.accuracy,
-                "val_top1": val_top1,
-                "lr": optimizer.param_groups[0]["lr"],
-                "seconds": time.perf_counter() - t0,
-                "train_seconds": train_seconds,
-            }
-        )
-        checkpoint = {
-            "config": config.to_dict(),
-            "epoch": epoch,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "average": average.state_dict() if average is not None else None,
-            "scheduler": {"step": epoch * steps_per_epoch, "total_steps": total_steps},
-            "rng": {"data": generator.get_state(), "torch": torch.get_rng_state()},
-        }
-        rundir.write_epoch(run_dir, checkpoint, metrics)
+    while run.epoch < last:
+        run.metrics.append(_train_epoch(run, config, train_set, val_set, progress))
+        rundir.write_epoch(run_dir, run.checkpoint(config), run.metrics)
 
-    final_model = average.model if average is not None else model
     summary: dict[str, Any] = {}
-    if epoch >= config.epochs:
-        summary = _finish(run_dir, final_model, config, metrics, train_set, val_set, test, amp)
-    return TrainResult(run_dir, config, metrics, summary)
+    if run.epoch >= config.epochs:
+        summary = _finish(
+            run_dir, run.final_model, config, run.metrics, train_set, val_set, test, run.amp
+        )
+    return TrainResult(run_dir, config, run.metrics, summary)
+
+
+@dataclass
+class _Run:
+    """The state of a training run between epochs: everything a checkpoint holds."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    average: WeightAverage | None
+    generator: torch.Generator  # draws the data order and the augmentation
+    amp: torch.dtype | None
+    steps_per_epoch: int
+    total_steps: int
+    epoch: int = 0  # epochs finished
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def start(
+        cls, config: TrainConfig, train_size: int, num_classes: int, tune_allocator: bool
+    ) -> _Run:
+        device = resolve_device(config.device)
+        if device.type == "cpu" and tune_allocator:
+            keep_freed_memory()
+        model = build_model(config, num_classes=num_classes).to(device)
+        if device.type == "cpu":
+            model = model.to(memory_format=torch.channels_last)
+        steps_per_epoch = max(1, train_size // config.batch_size)
+        torch.manual_seed(config.seed)  # dropout draws from the global RNG
+        return cls(
+            model=model,
+            optimizer=make_optimizer(model, config),
+            average=WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None,
+            generator=torch.Generator().manual_seed(config.seed),
+            amp=autocast_dtype(config.precision, device),
+            steps_per_epoch=steps_per_epoch,
+            total_steps=config.epochs * steps_per_epoch,
+        )
+
+    @property
+    def final_model(self) -> nn.Module:
+        """The model that is evaluated: the weight average when there is one."""
+        return self.average.model if self.average is not None else self.model
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.average is not None:
+            self.average.load_state_dict(state["average"])
+        self.generator.set_state(state["rng"]["data"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.metrics = list(state["metrics"])
+        self.epoch = int(state["epoch"])
+
+    def checkpoint(self, config: TrainConfig) -> dict[str, Any]:
+        return {
+            "config": config.to_dict(),
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "average": self.average.state_dict() if self.average is not None else None,
+            "scheduler": {
+                "step": self.epoch * self.steps_per_epoch,
+                "total_steps": self.total_steps,
+            },
+            "rng": {"data": self.generator.get_state(), "torch": torch.get_rng_state()},
+        }
+
+
+def _train_epoch(
+    run: _Run,
+    config: TrainConfig,
+    train_set: fm.Dataset,
+    val_set: fm.Dataset,
+    progress: bool | None,
+) -> dict[str, Any]:
+    """Train epoch ``run.epoch`` and validate with one plain forward pass per image (the
+    final figures add TTA); returns the epoch's row of ``metrics.json``."""
+    t0 = time.perf_counter()
+    bar = progress_bar(
+        total=run.steps_per_epoch,
+        desc=f"epoch {run.epoch + 1}/{config.epochs}",
+        disable=None if progress is None else not progress,
+        leave=True,
+        dynamic_ncols=True,
+    )
+    with bar:
+        result = train_one_epoch(
+            run.model,
+            run.optimizer,
+            train_set.images,
+            train_set.labels,
+            batch_size=config.batch_size,
+            augment=config.augment,
+            crop_pad=config.crop_pad,
+            label_smoothing=config.label_smoothing,
+            lr_schedule=lambda s: lr_at(s, run.total_steps, config),
+            start_step=run.epoch * run.steps_per_epoch,
+            generator=run.generator,
+            average=run.average,
+            amp_dtype=run.amp,
+            size=config.image_size(run.epoch),
+            progress=bar,
+        )
+        train_seconds = time.perf_counter() - t0
+        val_top1 = (
+            evaluate(run.final_model, val_set.images, val_set.labels, amp_dtype=run.amp)
+            if len(val_set)
+            else float("nan")
+        )
+        bar.set_postfix(
+            loss=f"{result.loss:.3f}", acc=f"{result.accuracy:.3f}", val=f"{val_top1:.4f}"
+        )
+    run.epoch += 1
+    return {
+        "epoch": run.epoch,
+        "train_loss": result.loss,
+        "train_top1": result.accuracy,
+        "val_top1": val_top1,
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "seconds": time.perf_counter() - t0,
+        "train_seconds": train_seconds,
+    }
 
 
 def _finish(
