@@ -72,3 +72,15 @@ def test_the_library_never_imports_the_cli() -> None:
     for path in ROOT.rglob("*.py"):
         if path.relative_to(ROOT).parts[0] != "cli":
             assert not any(part_of(t) == "cli" for t in imports_of(path)), path
+
+
+def test_the_readme_lists_the_public_api() -> None:
+    """The README's API table names exactly ``convlens.__all__``, and each name loads."""
+    readme = (ROOT.parents[1] / "README.md").read_text()
+    section = readme.split("### Python API", 1)[1].split("###", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "`" in line]
+    listed = {name for row in rows for name in row.split("|")[2].replace("`", "").split(", ")}
+    listed = {name.strip() for name in listed}
+    assert listed == set(convlens.__all__)
+    for name in convlens.__all__:
+        assert getattr(convlens, name) is not None

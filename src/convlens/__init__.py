@@ -1,0 +1,58 @@
+"""convlens: look inside convolutional networks, and train the networks you look into.
+
+The public API, importable from here (``from convlens import load_model``); each name
+lives in the sub-package its job belongs to (see README, "Architecture"). Names load on
+first use, so that ``import convlens`` (and the CLI's start) stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> (module, name there)
+_API: dict[str, tuple[str, str]] = {
+    # data
+    "load_fashion_mnist": ("convlens.data.fashion_mnist", "load_fashion_mnist"),
+    "Dataset": ("convlens.data.fashion_mnist", "Dataset"),
+    "Preprocessing": ("convlens.data.images", "Preprocessing"),
+    "Inputs": ("convlens.data.images", "Inputs"),
+    "load_images": ("convlens.data.images", "load_files"),
+    # models
+    "load_model": ("convlens.models.zoo", "load"),
+    "LoadedModel": ("convlens.models.zoo", "LoadedModel"),
+    "FashionCNN": ("convlens.models.fashion_cnn", "FashionCNN"),
+    # training and inference
+    "TrainConfig": ("convlens.config", "TrainConfig"),
+    "train": ("convlens.training.loop", "train"),
+    "TrainResult": ("convlens.training.loop", "TrainResult"),
+    "predict_logits": ("convlens.inference", "predict_logits"),
+    "get_prediction": ("convlens.inference", "get_prediction"),
+    "evaluate": ("convlens.inference", "evaluate"),
+    # interpretation
+    "filter_tiles": ("convlens.interpret.filters", "filter_tiles"),
+    "unit_maps": ("convlens.interpret.units", "unit_maps"),
+    "top_units": ("convlens.interpret.units", "top_units"),
+    "match_region": ("convlens.interpret.units", "match_region"),
+    "class_maps": ("convlens.interpret.cam", "class_maps"),
+    "ablate": ("convlens.interpret.ablation", "ablate"),
+    "fewest_units": ("convlens.interpret.ablation", "fewest_units"),
+    # experiments and pictures
+    "make_spec": ("convlens.sweep.spec", "make_spec"),
+    "run_worker": ("convlens.sweep.worker", "run_worker"),
+    "load_results": ("convlens.sweep.results", "load_results"),
+    "build_report": ("convlens.render.report", "build_report"),
+}
+
+__all__ = list(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        module, attr = _API[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'convlens' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -177,6 +177,7 @@ def train_one_epoch(
     Raises:
         NonFiniteLossError: the loss became NaN or infinite.
     """
+    # Long because it is the hot loop: every step's work stays in view in one place.
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
     device = next(model.parameters()).device
