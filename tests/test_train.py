@@ -11,7 +11,14 @@ from convlens.config import TrainConfig
 from convlens.data import fashion_mnist as fm
 from convlens.inference import evaluate, get_prediction
 from convlens.training import augment
-from convlens.training.loop import NonFiniteLossError, lr_at, make_optimizer, train, train_one_epoch
+from convlens.training.loop import (
+    NonFiniteLossError,
+    lr_at,
+    make_optimizer,
+    resume,
+    train,
+    train_one_epoch,
+)
 
 
 def test_train_one_epoch_learns(tiny_config: TrainConfig, tiny_data: tuple) -> None:
@@ -97,7 +104,9 @@ def test_run_directory_contents(tmp_path: Path, tiny_config: TrainConfig, tiny_d
         result.summary["val_top1"]
     )
     assert not list(run.glob(".*.tmp")), "temporary files left behind"
-    with pytest.raises(ValueError, match="already holds a training run.*`resume=True`"):
+    with pytest.raises(
+        ValueError, match="already holds a training run; continue it \\(`resume`\\)"
+    ):
         train(tiny_config, run, datasets=tiny_data, progress=False)
 
 
@@ -140,12 +149,26 @@ def test_resume_equals_uninterrupted(
 ) -> None:
     cfg = tiny_config.replace(**changes)
     full = train(cfg, tmp_path / "full", datasets=tiny_data, progress=False)
-    partial = train(cfg, tmp_path / "cut", datasets=tiny_data, progress=False, stop_after=1)
-    assert len(partial.metrics) == 1 and not (tmp_path / "cut" / "model.pt").exists()
-    # a resumed run reads its own config: the one passed in is ignored
-    resumed = train(
-        TrainConfig(), tmp_path / "cut", resume=True, datasets=tiny_data, progress=False
+
+    class Killed(Exception):
+        pass
+
+    def kill(row: dict) -> None:
+        raise Killed(row["epoch"])
+
+    with pytest.raises(Killed):  # as if the process died after the first epoch
+        train(cfg, tmp_path / "cut", datasets=tiny_data, progress=False, on_epoch=kill)
+    assert not (tmp_path / "cut" / "model.pt").exists()
+    assert len(json.loads((tmp_path / "cut" / "metrics.json").read_text())) == 1
+    seen: list[int] = []
+    # a resumed run reads its own config
+    resumed = resume(
+        tmp_path / "cut",
+        datasets=tiny_data,
+        progress=False,
+        on_epoch=lambda r: seen.append(r["epoch"]),
     )
+    assert seen == [2, 3]
     a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)["model"]
     assert a.keys() == b.keys()
@@ -157,7 +180,7 @@ def test_resume_equals_uninterrupted(
 
 def test_resume_without_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="cannot resume.*does not exist"):
-        train(TrainConfig(), tmp_path, resume=True)
+        resume(tmp_path)
 
 
 def test_augmentations_keep_shape_and_content() -> None:

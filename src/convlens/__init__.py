@@ -25,6 +25,7 @@ _API: dict[str, tuple[str, str]] = {
     # training and inference
     "TrainConfig": ("convlens.config", "TrainConfig"),
     "train": ("convlens.training.loop", "train"),
+    "resume": ("convlens.training.loop", "resume"),
     "TrainResult": ("convlens.training.loop", "TrainResult"),
     "predict_logits": ("convlens.inference", "predict_logits"),
     "get_prediction": ("convlens.inference", "get_prediction"),

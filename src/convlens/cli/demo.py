@@ -49,16 +49,19 @@ def run(args: argparse.Namespace) -> int:
     from convlens.inference import evaluate, predict_logits
     from convlens.render import report
     from convlens.sweep import worker
-    from convlens.training.loop import train
+    from convlens.training.loop import resume, train
 
     out: Path = args.out
     if args.train:
         run_dir = out / "run"
         args.interrupt_hint = "run `convlens demo --train` again to resume"
         if not (run_dir / "model.pt").is_file():
-            resume = (run_dir / "checkpoint.pt").is_file()
-            print(("resuming" if resume else "training") + f" the default config in {run_dir}")
-            train(TrainConfig(), run_dir, resume=resume, data_dir=args.data_dir)
+            again = (run_dir / "checkpoint.pt").is_file()
+            print(("resuming" if again else "training") + f" the default config in {run_dir}")
+            if again:
+                resume(run_dir, data_dir=args.data_dir)
+            else:
+                train(TrainConfig(), run_dir, data_dir=args.data_dir)
         source = str(run_dir)
     else:
         source = "fashion-cnn"

@@ -38,7 +38,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 # Library argument names whose flag here has another name (see cli_message).
-FLAGS = {"run_dir": "--out", "resume=True": "--resume"}
+FLAGS = {"run_dir": "--out"}
 
 
 def add_parser(sub: Any) -> None:
@@ -64,7 +64,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convlens.training.loop import train
+    from convlens.training.loop import resume, train
 
     progress = False if args.no_progress else None
     if args.resume is not None:
@@ -80,9 +80,7 @@ def run(args: argparse.Namespace) -> int:
             )
         run_dir = args.resume
         args.interrupt_hint = f"resume with: convlens train --resume {run_dir}"
-        result = train(
-            TrainConfig(), run_dir, resume=True, data_dir=args.data_dir, progress=progress
-        )
+        result = resume(run_dir, data_dir=args.data_dir, progress=progress)
     else:
         config = config_from_args(args)
         run_dir = args.out

@@ -4,6 +4,7 @@ re-queueing trials of dead workers, and training each trial's run directory."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -19,7 +20,7 @@ from convlens.config import TrainConfig
 from convlens.core.fileio import atomic_write_json
 from convlens.sweep._optuna import FrozenTrial, TrialState, optuna
 from convlens.sweep.spec import SweepSpec, json_value, point_key
-from convlens.training.loop import NonFiniteLossError, train
+from convlens.training.loop import NonFiniteLossError, resume, train
 from convlens.training.rundir import load_run_config
 
 STALE_AFTER = 120.0  # seconds without a heartbeat before a running trial counts as dead
@@ -424,8 +425,9 @@ def _run_trial(
                 summary = json.loads(summary_path.read_text())
                 metrics = json.loads((run_dir / "metrics.json").read_text())
             else:
-                resume = (run_dir / "checkpoint.pt").is_file()
-                result = train(config, run_dir, resume=resume, data_dir=data_dir, progress=progress)
+                again = (run_dir / "checkpoint.pt").is_file()
+                run = resume if again else functools.partial(train, config)
+                result = run(run_dir, data_dir=data_dir, progress=progress)
                 summary, metrics = result.summary, result.metrics
         except NonFiniteLossError as e:
             trial.set_user_attr("error", str(e))

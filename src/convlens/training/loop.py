@@ -14,6 +14,7 @@ image when ``config.tta`` is set.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from collections.abc import Callable
@@ -240,117 +241,139 @@ class TrainResult:
     summary: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class _Options:
+    """How :func:`train` and :func:`resume` run, besides the config."""
+
+    data_dir: str | None
+    datasets: tuple[fm.Dataset, fm.Dataset] | None
+    test: fm.Dataset | None
+    progress: bool | None
+    on_epoch: Callable[[dict[str, Any]], None] | None
+    tune_allocator: bool
+
+
 def train(
     config: TrainConfig,
     run_dir: str | Path,
     *,
-    resume: bool = False,
     data_dir: str | None = None,
     datasets: tuple[fm.Dataset, fm.Dataset] | None = None,
     test: fm.Dataset | None = None,
     progress: bool | None = None,
-    stop_after: int | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
     tune_allocator: bool = True,
 ) -> TrainResult:
-    """Train ``config`` into ``run_dir``, or continue it with ``resume=True``.
+    """Train ``config`` into a new run directory ``run_dir`` (see :mod:`rundir`).
 
     Args:
-        config: the configuration (ignored when resuming: the run's own is used).
-        run_dir: the run directory; created if absent.
-        resume: continue from ``run_dir/checkpoint.pt``.
+        config: the configuration.
+        run_dir: the run directory; created if absent, and must not hold a run.
         data_dir: extra folder searched for FashionMNIST.
-        datasets: ``(train, val)`` to use instead of FashionMNIST's split (tests).
+        datasets: ``(train, val)`` to train on instead of FashionMNIST's split.
         test: the test set for the final figure (default: FashionMNIST's test split;
             with ``datasets`` given and no ``test``, no test figure is computed).
         progress: show progress bars (``None``: only on a terminal).
-        stop_after: stop after this many epochs in total, as if killed (tests).
+        on_epoch: called with each epoch's row of ``metrics.json`` once that epoch's
+            checkpoint is written; an exception from it stops the run there, and
+            :func:`resume` continues it.
         tune_allocator: on CPU, tell glibc to keep freed memory for reuse (faster
             steps; see :func:`keep_freed_memory`). This one setting outlasts the call:
             glibc cannot be put back, and the process keeps its peak memory. The global
             RNG and the thread count are restored when ``train`` returns.
 
     Raises:
-        ValueError: the run directory already holds a run (without ``resume``) or
-            holds none (with ``resume``); a bad config.
+        RunExistsError: ``run_dir`` already holds a run.
+        ValueError: a config that cannot train (sizes ending below full size).
         NonFiniteLossError: the loss diverged.
     """
     run_dir = Path(run_dir)
-    state: dict[str, Any] | None = None
-    if resume:
-        if not (run_dir / rundir.CHECKPOINT).is_file():
-            raise ValueError(
-                f"cannot resume: {run_dir / rundir.CHECKPOINT} does not exist; start a new run"
-            )
-        config = rundir.load_run_config(run_dir)
-        state = rundir.read_checkpoint(run_dir)
-    elif rundir.holds_run(run_dir):
+    if rundir.holds_run(run_dir):
         raise RunExistsError(
-            f"{run_dir} already holds a training run; pass `resume=True` to continue it "
-            "or choose another `run_dir`"
+            f"{run_dir} already holds a training run; continue it (`resume`) or choose "
+            "another `run_dir`"
         )
-    else:
-        config.check_trainable()
+    config.check_trainable()
+    options = _Options(data_dir, datasets, test, progress, on_epoch, tune_allocator)
+    return _in_own_state(config, run_dir, None, options)
 
-    # Process-wide state that training changes is given back on return: the global RNG
-    # (seeded for dropout and PyTorch's default init) and the thread count. glibc's
-    # allocator setting (keep_freed_memory) lasts for the process; see tune_allocator.
+
+def resume(
+    run_dir: str | Path,
+    *,
+    data_dir: str | None = None,
+    datasets: tuple[fm.Dataset, fm.Dataset] | None = None,
+    test: fm.Dataset | None = None,
+    progress: bool | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    tune_allocator: bool = True,
+) -> TrainResult:
+    """Continue the interrupted run in ``run_dir`` from its last checkpoint, with the
+    config it was started with; with the same data the result equals an uninterrupted
+    run. A finished run is returned as it is. Arguments as for :func:`train`.
+
+    Raises:
+        ValueError: ``run_dir`` holds no checkpoint.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / rundir.CHECKPOINT).is_file():
+        raise ValueError(
+            f"cannot resume: {run_dir / rundir.CHECKPOINT} does not exist; start a new run"
+        )
+    config = rundir.load_run_config(run_dir)
+    state = rundir.read_checkpoint(run_dir)
+    options = _Options(data_dir, datasets, test, progress, on_epoch, tune_allocator)
+    return _in_own_state(config, run_dir, state, options)
+
+
+def _in_own_state(
+    config: TrainConfig, run_dir: Path, state: dict[str, Any] | None, options: _Options
+) -> TrainResult:
+    """Run training and give back the process-wide state it changes: the global RNG
+    (seeded for dropout) and the thread count. glibc's allocator setting
+    (keep_freed_memory) lasts for the process; see ``tune_allocator``."""
     threads = torch.get_num_threads()
     try:
         with torch.random.fork_rng(devices=[]):
-            return _train_run(
-                config,
-                run_dir,
-                state,
-                data_dir,
-                datasets,
-                test,
-                progress,
-                stop_after,
-                tune_allocator,
-            )
+            return _train_run(config, run_dir, state, options)
     finally:
         torch.set_num_threads(threads)
 
 
 def _train_run(
-    config: TrainConfig,
-    run_dir: Path,
-    state: dict[str, Any] | None,
-    data_dir: str | None,
-    datasets: tuple[fm.Dataset, fm.Dataset] | None,
-    test: fm.Dataset | None,
-    progress: bool | None,
-    stop_after: int | None,
-    tune_allocator: bool,
+    config: TrainConfig, run_dir: Path, state: dict[str, Any] | None, options: _Options
 ) -> TrainResult:
     """The body of :func:`train`: data, model and optimiser, loop, final figures. The
     caller checked the run directory and restores the process state afterwards."""
     # data
     if config.threads > 0:
         torch.set_num_threads(config.threads)
-    if datasets is None:
-        full = fm.load_fashion_mnist("train", data_dir)
+    test = options.test
+    if options.datasets is None:
+        full = fm.load_fashion_mnist("train", options.data_dir)
         train_set, val_set = fm.train_val_split(full, config.val_size, seed=0)
-        test = test if test is not None else fm.load_fashion_mnist("test", data_dir)
+        test = test if test is not None else fm.load_fashion_mnist("test", options.data_dir)
     else:
-        train_set, val_set = datasets
+        train_set, val_set = options.datasets
     if config.train_subset:
         train_set = train_set.subset(slice(0, config.train_subset))
 
     # model and optimiser, restored from the checkpoint when resuming
-    run = _Run.start(config, len(train_set), len(train_set.classes), tune_allocator)
+    run = _Run.start(config, len(train_set), len(train_set.classes), options.tune_allocator)
     if state is not None:
         run.restore(state)
     rundir.write_config(run_dir, config)
 
     # loop
-    last = config.epochs if stop_after is None else min(config.epochs, stop_after)
-    while run.epoch < last:
-        run.metrics.append(_train_epoch(run, config, train_set, val_set, progress))
+    while run.epoch < config.epochs:
+        run.metrics.append(_train_epoch(run, config, train_set, val_set, options.progress))
         rundir.write_epoch(run_dir, run.checkpoint(config), run.metrics)
+        if options.on_epoch is not None:
+            options.on_epoch(run.metrics[-1])
 
-    summary: dict[str, Any] = {}
-    if run.epoch >= config.epochs:
+    if (run_dir / rundir.SUMMARY).is_file() and state is not None:  # resumed a finished run
+        summary = json.loads((run_dir / rundir.SUMMARY).read_text())
+    else:
         summary = _finish(
             run_dir, run.final_model, config, run.metrics, train_set, val_set, test, run.amp
         )
