@@ -353,3 +353,15 @@ def test_plot_categorical_layouts_and_numbers_with_zero() -> None:
     val = next(line for line in wd_ax.get_lines() if line.get_label() == "validation")
     assert list(val.get_ydata()) == pytest.approx([90.0, 91.0, 90.5])
     assert base["depth"] == [1, 2, 2]
+
+
+def test_every_preset_point_has_one_subject_whatever_its_key_order() -> None:
+    from convlens.sweep.spec import subject
+
+    for family, points in sweep.PRESETS.items():
+        for point in points:
+            name = subject(point)
+            assert name is not None and name in point, (family, point)
+            assert subject(dict(reversed(list(point.items())))) == name
+    assert subject({"lr": 2e-3, "optimizer": "adam", "weight_decay": 0.0}) == "optimizer"
+    assert subject({}) is None

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from convlens.sweep._optuna import TrialState
-from convlens.sweep.spec import SweepSpec, format_value
+from convlens.sweep.spec import SweepSpec, format_value, subject
 from convlens.sweep.worker import open_storage, open_study
 
 # ----------------------------------------------------------------------------- results
@@ -52,9 +52,9 @@ class SweepResults:
 
     def series(self, name: str) -> list[TrialResult]:
         """Trials that show how ``name`` matters: for presets, the points about ``name``
-        (first key) and the baseline; for grids and searches, every trial."""
+        (see :func:`subject`) and the baseline; for grids and searches, every trial."""
         if self.spec.kind == "preset":
-            return [t for t in self.trials if not t.point or next(iter(t.point)) == name]
+            return [t for t in self.trials if not t.point or subject(t.point) == name]
         return [t for t in self.trials if name in t.point]
 
     def value(self, t: TrialResult, name: str) -> Any:

@@ -57,8 +57,8 @@ def json_value(v: Any) -> Any:
 
 
 # One hyperparameter at a time around the baseline (TrainConfig's defaults). Each
-# point is a dict of overrides; its first key is the hyperparameter it is about, and
-# further keys are companions it needs (Adam at SGD's learning rate would diverge).
+# point is a dict of overrides: the hyperparameter it is about (its subject, see
+# subject()), plus companions it needs (Adam at SGD's learning rate would diverge).
 PRESETS: dict[str, list[dict[str, Any]]] = {
     "augmentation": [
         {"augment": a} for a in ("none", "flip", "crop", "erase", "flip+crop", "flip+crop+erase")
@@ -100,7 +100,7 @@ class SweepSpec:
     seed: int = 0
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__)  # key order matters: a point's first key is its subject
+        return json.dumps(self.__dict__)
 
     @classmethod
     def from_json(cls, text: str) -> SweepSpec:
@@ -173,6 +173,22 @@ def make_spec(
             unique.append(p)
     kind = "preset" if presets and not parsed else "grid"
     return SweepSpec(base_dict, points=unique, kind=kind, seed=seed)
+
+
+# Keys that a preset point sets only so that its subject works; see subject().
+COMPANIONS = ("lr", "weight_decay")
+
+
+def subject(point: dict[str, Any]) -> str | None:
+    """The hyperparameter a preset point is about: its key that is not a companion
+    (``{"optimizer": "adam", "lr": 2e-3}`` is about ``optimizer``), or its only key
+    (``{"lr": 0.1}``); ``None`` for the baseline."""
+    if not point:
+        return None
+    own = [k for k in point if k not in COMPANIONS]
+    if len(own) > 1:
+        raise ValueError(f"preset point {point} varies {own} at once; give it one subject")
+    return own[0] if own else next(iter(point))
 
 
 def format_value(v: Any) -> str:
