@@ -227,6 +227,24 @@ class ActivationMapMethod:
         the ``features`` and ``logits`` that :meth:`forward` returned."""
         raise NotImplementedError
 
+    def weighted_maps(
+        self,
+        x: torch.Tensor,
+        site: Site,
+        features: torch.Tensor,
+        logits: torch.Tensor,
+        classes: torch.Tensor,
+    ) -> torch.Tensor:
+        """``[N, T, h, w]``: ``sum_k alpha[c, k] A[k]``, with per-position weights when
+        :meth:`channel_weights` gives ``[N, T, C, h, w]`` (LayerCAM, HiResCAM)."""
+        alpha = self.channel_weights(site, features, logits, classes)
+        if alpha.ndim == 3:
+            alpha = alpha[..., None, None]
+        # multiply, then sum over channels: the order both reference libraries use, so
+        # that float rounding matches theirs too (an einsum differs by up to 1e-4 for
+        # Grad-CAM++, whose weights span many orders of magnitude)
+        return (alpha * features.detach()[:, None]).sum(2)
+
     def forward(self, x: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits, features)`` of ``x``; the features keep their graph if needed."""
         with eval_mode(self.model), torch.no_grad(), capture(self.model, layer) as store:
@@ -254,8 +272,9 @@ class ActivationMapMethod:
             classes = logits.topk(top, dim=1).indices
         elif classes.ndim != 2 or classes.shape[0] != x.shape[0]:
             raise ValueError(f"classes must be [N, T] with N={x.shape[0]}")
-        alpha = self.channel_weights(site, features, logits, classes)
-        maps = torch.einsum("ntc,nchw->nthw", alpha, features.detach())
+        elif classes.numel() and not 0 <= int(classes.min()) <= int(classes.max()) < k:
+            raise ValueError(f"class indices must be in 0..{k - 1}, got {classes.tolist()}")
+        maps = self.weighted_maps(x, site, features, logits, classes)
         if self.relu:
             maps = maps.clamp_min(0)
         normalized = normalize_maps(maps)
@@ -292,11 +311,10 @@ class CAM(ActivationMapMethod):
         return site.head.weight.to(features.device)[classes]  # [N, T, C]
 
 
-class GradCAM(ActivationMapMethod):
-    """Grad-CAM (Selvaraju et al., 2017): ``alpha[c, k] = mean_ij d logit_c / d A[k, i, j]``
-    and a ReLU on the weighted sum. Works on any layer with ``[N, C, h, w]`` output."""
+class _GradientMethod(ActivationMapMethod):
+    """A method whose weights come from the gradient of the class logits with respect
+    to the layer's output (one forward pass, one backward pass per target rank)."""
 
-    name = "gradcam"
     relu = True
 
     def forward(self, x: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -317,17 +335,208 @@ class GradCAM(ActivationMapMethod):
     def channel_weights(
         self, site: Site, features: torch.Tensor, logits: torch.Tensor, classes: torch.Tensor
     ) -> torch.Tensor:
-        alphas = []
-        for t in range(classes.shape[1]):
-            # Images are independent in evaluation mode, so one backward pass of the
-            # summed target logits gives every image's gradient.
-            target = logits.gather(1, classes[:, t : t + 1]).sum()
-            (grad,) = torch.autograd.grad(target, features, retain_graph=t + 1 < classes.shape[1])
-            alphas.append(grad.float().mean((2, 3)))
-        return torch.stack(alphas, dim=1)  # [N, T, C]
+        return self.weights_from(gradients(logits, features, classes), features.detach())
+
+    def weights_from(self, grads: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+        """Weights from the gradients ``[N, T, C, h, w]`` and activations ``[N, C, h, w]``."""
+        raise NotImplementedError
 
 
-METHODS: dict[str, type[ActivationMapMethod]] = {"cam": CAM, "gradcam": GradCAM}
+def gradients(logits: torch.Tensor, features: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """``d logit_c / d A``: ``[N, T, C, h, w]`` for the classes ``[N, T]``; ``logits`` and
+    ``features`` must come from one forward pass that kept its graph."""
+    grads = []
+    for t in range(classes.shape[1]):
+        # Images are independent in evaluation mode, so one backward pass of the summed
+        # target logits gives every image's gradient.
+        target = logits.gather(1, classes[:, t : t + 1]).sum()
+        (grad,) = torch.autograd.grad(target, features, retain_graph=t + 1 < classes.shape[1])
+        grads.append(grad.float())
+    return torch.stack(grads, dim=1)
+
+
+class GradCAM(_GradientMethod):
+    """Grad-CAM (Selvaraju et al., 2017): ``alpha[c, k] = mean_ij d logit_c / d A[k, i, j]``
+    and a ReLU on the weighted sum. Works on any layer with ``[N, C, h, w]`` output."""
+
+    name = "gradcam"
+
+    def weights_from(self, grads: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+        return grads.mean((3, 4))
+
+
+class GradCAMpp(_GradientMethod):
+    """Grad-CAM++ (Chattopadhyay et al., 2018), eq. 19 with exponential scores:
+    ``alpha_ij = g^2 / (2 g^2 + sum_ab A_ab g^3)`` (0 where ``g = 0``) and
+    ``w_k = sum_ij alpha_ij relu(g_ij)``, as pytorch-grad-cam computes it.
+
+    ``reference="torchcam"`` reproduces torchcam 0.5, whose in-place division of
+    ``alpha`` acts on a copy (``alpha[mask].div_``) and so leaves ``alpha = g^2``:
+    ``w_k = sum_ij g^2 relu(g)``. See docs/faithfulness.md."""
+
+    name = "gradcampp"
+
+    def __init__(
+        self, model: nn.Module, layer: str | None = None, reference: str = "paper"
+    ) -> None:
+        super().__init__(model, layer)
+        if reference not in ("paper", "torchcam"):
+            raise ValueError(f"`reference` must be 'paper' or 'torchcam', got {reference!r}")
+        self.reference = reference
+
+    def weights_from(self, grads: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+        g2 = grads.pow(2)
+        if self.reference == "torchcam":
+            return (g2 * grads.clamp_min(0)).sum((3, 4))
+        total = acts.sum((2, 3))[:, None, :, None, None]  # [N, 1, C, 1, 1]
+        alpha = g2 / (2 * g2 + total * g2 * grads + 1e-6)
+        alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
+        return (grads.clamp_min(0) * alpha).sum((3, 4))
+
+
+class XGradCAM(_GradientMethod):
+    """XGrad-CAM (Fu et al., 2020): ``w_k = sum_ij g_ij A_ij / (sum_ij A_ij + eps)``."""
+
+    name = "xgradcam"
+
+    def weights_from(self, grads: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+        total = acts.sum((2, 3))[:, None] + 1e-7  # [N, 1, C]
+        return (grads * acts[:, None]).sum((3, 4)) / total
+
+
+class LayerCAM(_GradientMethod):
+    """LayerCAM (Jiang et al., 2021): each position weighted by its own positive
+    gradient, ``map = relu(sum_k relu(g_k) A_k)``."""
+
+    name = "layercam"
+
+    def weights_from(self, grads: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+        return grads.clamp_min(0)  # [N, T, C, h, w]
+
+
+class HiResCAM(_GradientMethod):
+    """HiResCAM (Draelos and Carin, 2020): ``map = relu(sum_k g_k * A_k)``, the
+    element-wise product that keeps the map faithful to the logit."""
+
+    name = "hirescam"
+
+    def weights_from(self, grads: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+        return grads  # [N, T, C, h, w]
+
+
+class ScoreCAM(ActivationMapMethod):
+    """Score-CAM (Wang et al., 2020): each channel, scaled to [0, 1] and upsampled to
+    the input, masks the image; ``w_k = softmax_k(logit_c(x * M_k))``, then a ReLU.
+
+    All ``N x C`` masked images run once in batches of ``batch_size`` and give the
+    weights of every target class at once (torchcam runs them again per class).
+    ``reference`` picks how masks are made: ``"torchcam"`` (default) scales at the
+    layer's resolution then upsamples with ``align_corners=False``; ``"pytorch-grad-cam"``
+    upsamples with ``align_corners=True`` then scales."""
+
+    name = "scorecam"
+    relu = True
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str | None = None,
+        batch_size: int = 128,
+        reference: str = "torchcam",
+    ) -> None:
+        super().__init__(model, layer)
+        if reference not in ("torchcam", "pytorch-grad-cam"):
+            raise ValueError(
+                f"`reference` must be 'torchcam' or 'pytorch-grad-cam', got {reference!r}"
+            )
+        self.batch_size = batch_size
+        self.reference = reference
+
+    def masks(self, acts: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """``[N, C, H, W]`` masks in [0, 1] from the activations ``[N, C, h, w]``."""
+        if self.reference == "torchcam":
+            lo = acts.amin((2, 3), keepdim=True)
+            scaled = (acts - lo) / ((acts - lo).amax((2, 3), keepdim=True) + 1e-8)
+            return F.interpolate(scaled, size=size, mode="bilinear", align_corners=False)
+        up = F.interpolate(acts, size=size, mode="bilinear", align_corners=True)
+        lo, hi = up.amin((2, 3), keepdim=True), up.amax((2, 3), keepdim=True)
+        return (up - lo) / (hi - lo + 1e-8)
+
+    @torch.no_grad()
+    def weighted_maps(
+        self,
+        x: torch.Tensor,
+        site: Site,
+        features: torch.Tensor,
+        logits: torch.Tensor,
+        classes: torch.Tensor,
+    ) -> torch.Tensor:
+        n, c = features.shape[:2]
+        masks = self.masks(features, (x.shape[2], x.shape[3]))  # [N, C, H, W]
+        scores = []  # logits of every masked image, [N * C, K]
+        with eval_mode(self.model):
+            for start in range(0, n * c, self.batch_size):
+                idx = torch.arange(start, min(start + self.batch_size, n * c))
+                batch = x[idx // c] * masks.flatten(0, 1)[idx, None]
+                scores.append(self.model(batch).float())
+        per_channel = torch.cat(scores).reshape(n, c, -1)  # [N, C, K]
+        picked = per_channel.gather(2, classes[:, None, :].expand(n, c, -1))  # [N, C, T]
+        alpha = picked.softmax(1).transpose(1, 2)  # [N, T, C]
+        return (alpha[..., None, None] * features[:, None]).sum(2)
+
+
+class EigenCAM(ActivationMapMethod):
+    """Eigen-CAM (Muhammad and Yeasin, 2020): the activations at each position
+    (``[hw, C]``, centred per channel) projected on their first principal direction;
+    the same map for every class. A principal direction has no sign of its own: as in
+    pytorch-grad-cam, it is the one LAPACK's SVD (through NumPy) returns, and the ReLU
+    keeps the positive side, so the maps equal pytorch-grad-cam's."""
+
+    name = "eigencam"
+    relu = True
+
+    @torch.no_grad()
+    def weighted_maps(
+        self,
+        x: torch.Tensor,
+        site: Site,
+        features: torch.Tensor,
+        logits: torch.Tensor,
+        classes: torch.Tensor,
+    ) -> torch.Tensor:
+        import numpy as np
+
+        n, h, w = features.shape[0], features.shape[2], features.shape[3]
+        rows = features.nan_to_num(0.0).flatten(2).transpose(1, 2).cpu().numpy()  # [N, hw, C]
+        maps = []
+        for a in rows:
+            centred = a - a.mean(axis=0)
+            _, _, vh = np.linalg.svd(centred, full_matrices=True)
+            maps.append(torch.from_numpy(centred @ vh[0]).reshape(h, w))
+        out = torch.stack(maps).to(features.device, torch.float32)[:, None]
+        return out.expand(n, classes.shape[1], h, w)
+
+
+METHODS: dict[str, type[ActivationMapMethod]] = {
+    "cam": CAM,
+    "gradcam": GradCAM,
+    "gradcampp": GradCAMpp,
+    "xgradcam": XGradCAM,
+    "layercam": LayerCAM,
+    "hirescam": HiResCAM,
+    "scorecam": ScoreCAM,
+    "eigencam": EigenCAM,
+}
+NAMES = {
+    "cam": "CAM",
+    "gradcam": "Grad-CAM",
+    "gradcampp": "Grad-CAM++",
+    "xgradcam": "XGrad-CAM",
+    "layercam": "LayerCAM",
+    "hirescam": "HiResCAM",
+    "scorecam": "Score-CAM",
+    "eigencam": "Eigen-CAM",
+}
 
 
 def class_maps(

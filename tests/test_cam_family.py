@@ -1,0 +1,171 @@
+"""Every CAM method equals its reference implementation (torchcam, pytorch-grad-cam),
+for batches of images and several classes, after the same min-max normalisation."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from pytorch_grad_cam import (
+    EigenCAM,
+    GradCAM,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    ScoreCAM,
+    XGradCAM,
+)
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
+from torchcam import methods as tcm
+
+from convlens.core.hooks import hook_count
+from convlens.interpret import cam
+from convlens.models import FashionCNN, places365
+
+TOL = 1e-5
+
+
+def torchcam_maps(cls: type, model: nn.Module, layer: str, x: torch.Tensor, classes: torch.Tensor,
+                  **kwargs: object) -> torch.Tensor:  # fmt: skip
+    """torchcam's raw maps ``[N, T, h, w]`` (ReLU applied where the method has one)."""
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with cls(model, target_layer=layer, **kwargs) as extractor:
+            for t in range(classes.shape[1]):
+                scores = model(x)
+                out.append(extractor(classes[:, t].tolist(), scores, normalized=False)[0])
+    return torch.stack(out, 1).detach()
+
+
+def grad_cam_maps(cls: type, model: nn.Module, layer: str, x: torch.Tensor,
+                  classes: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """pytorch-grad-cam's maps ``[N, T, H, W]``: ReLU, resized to the input, min-max."""
+    module = dict(model.named_modules())[layer]
+    out = []
+    with cls(model=model, target_layers=[module]) as extractor:
+        if hasattr(extractor, "batch_size"):
+            extractor.batch_size = 64
+        for t in range(classes.shape[1]):
+            targets = [ClassifierOutputTarget(int(c)) for c in classes[:, t]]
+            out.append(torch.from_numpy(extractor(input_tensor=x, targets=targets)))
+    return torch.stack(out, 1)
+
+
+def fashion() -> tuple[nn.Module, torch.Tensor, str]:
+    torch.manual_seed(0)
+    model = FashionCNN(widths=(8, 16), depth=(1, 1), num_classes=6).eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    return model, torch.randn(4, 1, 28, 28), "features"
+
+
+def resnet18() -> tuple[nn.Module, torch.Tensor, str]:
+    torch.manual_seed(0)
+    return places365.build("resnet18", num_classes=20).eval(), torch.randn(2, 3, 96, 96), "layer4"
+
+
+MODELS = {"fashion-cnn": fashion, "resnet18": resnet18}
+TORCHCAM = {
+    "gradcam": tcm.GradCAM,
+    "xgradcam": tcm.XGradCAM,
+    "layercam": tcm.LayerCAM,
+    "scorecam": tcm.ScoreCAM,
+}
+GRAD_CAM = {
+    "gradcam": GradCAM,
+    "gradcampp": GradCAMPlusPlus,
+    "xgradcam": XGradCAM,
+    "layercam": LayerCAM,
+    "hirescam": HiResCAM,
+    "scorecam": ScoreCAM,
+    "eigencam": EigenCAM,
+}
+
+
+def top_classes(model: nn.Module, x: torch.Tensor, k: int = 3) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x).topk(k, 1).indices
+
+
+@pytest.mark.parametrize("which", list(MODELS))
+@pytest.mark.parametrize("method", list(TORCHCAM))
+def test_equal_to_torchcam(which: str, method: str) -> None:
+    model, x, layer = MODELS[which]()
+    classes = top_classes(model, x)
+    ours = cam.METHODS[method](model, layer)(x, classes=classes)
+    theirs = torchcam_maps(TORCHCAM[method], model, layer, x, classes)
+    torch.testing.assert_close(ours.normalized, cam.normalize_maps(theirs), atol=TOL, rtol=0)
+    assert hook_count(model) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", list(MODELS))
+@pytest.mark.parametrize("method", list(GRAD_CAM))
+def test_equal_to_pytorch_grad_cam(which: str, method: str) -> None:
+    model, x, layer = MODELS[which]()
+    classes = top_classes(model, x)
+    options = {"reference": "pytorch-grad-cam"} if method == "scorecam" else {}
+    ours = cam.METHODS[method](model, layer, **options)(x, classes=classes)
+    theirs = grad_cam_maps(GRAD_CAM[method], model, layer, x, classes)
+    # pytorch-grad-cam min-max scales after resizing to the input: do the same to ours
+    torch.testing.assert_close(cam.normalize_maps(ours.upsampled), theirs, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("which", list(MODELS))
+def test_grad_cam_pp_torchcam_variant(which: str) -> None:
+    """torchcam's Grad-CAM++ divides a copy of alpha in place, so its weights are
+    sum(g^2 relu(g)); reference="torchcam" reproduces that, the default follows the
+    paper and pytorch-grad-cam, and the two differ."""
+    model, x, layer = MODELS[which]()
+    classes = top_classes(model, x)
+    compat = cam.GradCAMpp(model, layer, reference="torchcam")(x, classes=classes)
+    theirs = torchcam_maps(tcm.GradCAMpp, model, layer, x, classes)
+    torch.testing.assert_close(compat.normalized, cam.normalize_maps(theirs), atol=TOL, rtol=0)
+    paper = cam.GradCAMpp(model, layer)(x, classes=classes)
+    assert (paper.normalized - compat.normalized).abs().max() > 1e-2
+
+
+def test_score_cam_variants_differ_only_in_their_masks() -> None:
+    model, x, layer = fashion()
+    a = cam.ScoreCAM(model, layer)(x, top=2)
+    b = cam.ScoreCAM(model, layer, reference="pytorch-grad-cam")(x, top=2)
+    assert a.maps.shape == b.maps.shape and not torch.allclose(a.maps, b.maps)
+    with pytest.raises(ValueError, match="`reference` must be"):
+        cam.ScoreCAM(model, layer, reference="other")
+
+
+def test_eigen_cam_is_the_same_for_every_class() -> None:
+    model, x, layer = fashion()
+    maps = cam.EigenCAM(model, layer)(x, top=3).maps
+    assert torch.equal(maps[:, 0], maps[:, 2])
+
+
+@pytest.mark.parametrize("method", list(cam.METHODS))
+def test_every_method_leaves_the_model_as_it_was(method: str) -> None:
+    model, x, layer = fashion()
+    model.train()
+    for p in model.fc.parameters():
+        p.requires_grad_(False)
+    frozen = [p.requires_grad for p in model.parameters()]
+    out = cam.class_maps(model, x, top=2, method=method, layer=None if method == "cam" else layer)
+    assert out.maps.shape[:2] == (4, 2) and torch.isfinite(out.normalized).all()
+    assert model.training and [p.requires_grad for p in model.parameters()] == frozen
+    assert hook_count(model) == 0 and all(p.grad is None for p in model.parameters())
+    with pytest.raises(ValueError, match=r"class indices must be in 0..5"):
+        cam.METHODS[method](model, layer)(x, classes=torch.full((4, 1), 6))
+    assert hook_count(model) == 0 and model.training
+
+
+def test_a_constant_map_is_zero_not_nan() -> None:
+    model, x, layer = fashion()
+    with torch.no_grad():
+        model.fc.weight.zero_()  # every gradient is zero
+    for method in ("gradcam", "gradcampp", "xgradcam", "layercam", "hirescam"):
+        out = cam.METHODS[method](model, layer)(x, top=1)
+        assert torch.equal(out.normalized, torch.zeros_like(out.normalized)), method
