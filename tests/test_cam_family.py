@@ -4,9 +4,11 @@ for batches of images and several classes, after the same min-max normalisation.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from pytorch_grad_cam import (
     EigenCAM,
     GradCAM,
@@ -20,9 +22,11 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 from torchcam import methods as tcm
 
+from convlens.cli import main
 from convlens.core.hooks import hook_count
 from convlens.interpret import cam
 from convlens.models import FashionCNN, places365
+from tests.test_zoo import official_checkpoint
 
 TOL = 1e-5
 
@@ -169,3 +173,21 @@ def test_a_constant_map_is_zero_not_nan() -> None:
     for method in ("gradcam", "gradcampp", "xgradcam", "layercam", "hirescam"):
         out = cam.METHODS[method](model, layer)(x, top=1)
         assert torch.equal(out.normalized, torch.zeros_like(out.normalized)), method
+
+
+def test_cam_cli_every_method_and_a_chosen_class(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights, _ = official_checkpoint(tmp_path, "resnet18")
+    photo = tmp_path / "scene.png"
+    Image.new("RGB", (64, 48), (90, 150, 230)).save(photo)
+    base = ["cam", "places365-resnet18", str(photo), "--weights", str(weights)]
+    out = tmp_path / "all.png"
+    assert main([*base, "--method", "all", "--class", "3", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "CAM, Grad-CAM, Grad-CAM++, XGrad-CAM, LayerCAM, HiResCAM, Score-CAM, Eigen-CAM" in text
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert main([*base, "--method", "layercam", "--class", "nowhere_at_all"]) == 2
+    assert "--class 'nowhere_at_all' is not a class of this model" in capsys.readouterr().err
+    assert main([*base, "--class", "999"]) == 2
+    assert "the model has classes 0..364" in capsys.readouterr().err

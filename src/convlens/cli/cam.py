@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from convlens.cli.common import add_image_args, add_model_args, load_model, model_inputs
 
-METHODS = ("cam", "gradcam")  # convlens.cam.METHODS (tested equal), without torch
+# convlens.interpret.cam.METHODS (tested equal), here so that --help needs no torch
+METHODS = (
+    "cam",
+    "gradcam",
+    "gradcampp",
+    "xgradcam",
+    "layercam",
+    "hirescam",
+    "scorecam",
+    "eigencam",
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -22,7 +33,18 @@ def add_parser(sub: Any) -> None:
     add_model_args(p)
     add_image_args(p, "+")
     p.add_argument("--top", type=int, default=5, help="classes per image [5]")
-    p.add_argument("--method", choices=METHODS, default="cam", help="[cam]")
+    p.add_argument(
+        "--method",
+        choices=(*METHODS, "all"),
+        default="cam",
+        help="[cam]; all: one figure, rows images, columns methods, for the top class",
+    )
+    p.add_argument(
+        "--class",
+        dest="target",
+        metavar="CLASS",
+        help="map this class (index or name) instead of the top ones",
+    )
     p.add_argument(
         "--layer",
         help="layer to explain [CAM: the one feeding global pooling; Grad-CAM: the same, "
@@ -33,31 +55,98 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from convlens.data import images
     from convlens.interpret import cam
     from convlens.render import viz
 
     loaded = load_model(args)
     inputs = model_inputs(args, loaded, args.images)
-    result = cam.class_maps(loaded.model, inputs.x, args.top, args.method, args.layer)
+    classes = None
+    if args.target is not None:
+        index = class_index(args.target, loaded.classes)
+        classes = torch.full((inputs.x.shape[0], 1), index, dtype=torch.long)
+    shown = [images.to_display(x, loaded.preprocessing) for x in inputs.x]
+    out = args.out or Path("cam.png")
+    if args.method == "all":
+        return _every_method(args, loaded, inputs, shown, classes, out)
+    result = cam.class_maps(
+        loaded.model, inputs.x, args.top, args.method, args.layer, classes=classes
+    )
     h, w = result.maps.shape[2:]
     print(f"{result.method} of layer {result.layer} ({h}x{w} maps)")
     labels = []
-    for name, classes, probs in zip(inputs.names, result.class_indices, result.probs, strict=True):
-        row = [f"{loaded.classes[c]} {float(probs[c]):.1%}" for c in classes.tolist()]
+    for name, indices, probs in zip(inputs.names, result.class_indices, result.probs, strict=True):
+        row = [f"{loaded.classes[c]} {float(probs[c]):.1%}" for c in indices.tolist()]
         labels.append(row)
         print(f"{name}: " + ", ".join(row))
-    shown = [images.to_display(x, loaded.preprocessing) for x in inputs.x]
-    method = "CAM" if result.method == "cam" else "Grad-CAM"
+    method = cam.NAMES[result.method]
     fig = viz.draw_class_maps(
         shown,
         result.upsampled,
         labels,
         inputs.names,
-        f"{loaded.name}: {method} of {result.layer} for the top {result.class_indices.shape[1]} "
-        "classes (each map min-max scaled)",
+        f"{loaded.name}: {method} of {result.layer} for "
+        + (
+            f"class {loaded.classes[int(classes[0, 0])]}"
+            if classes is not None
+            else f"the top {result.class_indices.shape[1]} classes"
+        )
+        + " (each map min-max scaled)",
     )
-    out = args.out or Path("cam.png")
+    viz.save_figure(fig, out)
+    print(f"wrote {out}")
+    return 0
+
+
+def class_index(text: str, names: Sequence[str]) -> int:
+    """A class given as an index or a name (case-insensitive)."""
+    if text.isdigit():
+        if int(text) >= len(names):
+            raise ValueError(f"--class {text}: the model has classes 0..{len(names) - 1}")
+        return int(text)
+    lowered = [n.lower() for n in names]
+    if text.lower() in lowered:
+        return lowered.index(text.lower())
+    close = [n for n in names if text.lower() in n.lower()][:5]
+    raise ValueError(
+        f"--class {text!r} is not a class of this model"
+        + (f"; did you mean {', '.join(close)}?" if close else "; give its index")
+    )
+
+
+def _every_method(
+    args: argparse.Namespace,
+    loaded: Any,
+    inputs: Any,
+    shown: list[Any],
+    classes: Any,
+    out: Path,
+) -> int:
+    """``--method all``: rows images, columns methods, for one class per image."""
+    import torch
+
+    from convlens.interpret import cam
+    from convlens.render import viz
+
+    results = cam.every_method(loaded.model, inputs.x, args.layer, classes)
+    first = next(iter(results.values()))
+    names = [cam.NAMES[m] for m in results]
+    maps = torch.stack([r.upsampled[:, 0] for r in results.values()], 1)  # [N, M, H, W]
+    targets = first.class_indices[:, 0].tolist()
+    for i, (name, c) in enumerate(zip(inputs.names, targets, strict=True)):
+        print(f"{name}: {loaded.classes[c]} {float(first.probs[i, c]):.1%}")
+    print("methods: " + ", ".join(names) + f" (layer {first.layer})")
+    fig = viz.draw_class_maps(
+        shown,
+        maps,
+        [names] * len(targets),
+        [f"{n}: {loaded.classes[c]}" for n, c in zip(inputs.names, targets, strict=True)],
+        f"{loaded.name}: every method for "
+        + ("the chosen class" if classes is not None else "the top class")
+        + f" (layer {first.layer}; each map min-max scaled)",
+    )
     viz.save_figure(fig, out)
     print(f"wrote {out}")
     return 0

@@ -545,13 +545,34 @@ def class_maps(
     top: int = 5,
     method: str = "cam",
     layer: str | None = None,
+    classes: torch.Tensor | None = None,
 ) -> ClassMaps:
-    """Top-``top`` class activation maps of ``x`` with ``method`` (``cam`` or ``gradcam``).
+    """Class activation maps of ``x`` with ``method`` (a key of :data:`METHODS`) for the
+    ``top`` most probable classes of each image, or for ``classes`` (``[N, T]``).
 
     Raises:
         NotGapHeadError: ``cam`` on a model without a GAP + linear head.
-        ValueError: unknown method or layer, bad ``top``.
+        ValueError: unknown method or layer, bad ``top`` or class index.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    return METHODS[method](model, layer)(x, top=top)
+    return METHODS[method](model, layer)(x, top=top, classes=classes)
+
+
+def every_method(
+    model: nn.Module,
+    x: torch.Tensor,
+    layer: str | None = None,
+    classes: torch.Tensor | None = None,
+) -> dict[str, ClassMaps]:
+    """The maps of every method in :data:`METHODS` for the top class of each image (or
+    ``classes``, ``[N, T]``), in one layer; CAM is left out when the model has no GAP
+    + linear head (or ``layer`` is not the one feeding it)."""
+    out = {}
+    for name, method in METHODS.items():
+        try:
+            out[name] = method(model, layer)(x, top=1, classes=classes)
+        except NotGapHeadError:
+            if name != "cam":
+                raise
+    return out
