@@ -1,0 +1,94 @@
+"""Faithfulness metrics: equal to torchcam's on the same maps, and right by hand."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from functools import partial
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from torchcam.metrics import ClassificationMetric, DeletionInsertionMetric
+
+from convlens.interpret import cam
+from convlens.interpret.faithfulness import baseline_image, faithfulness
+from tests.test_cam_family import fashion
+
+
+class GivenMaps:
+    """A torchcam CAM extractor that returns maps computed beforehand, so that both
+    libraries score the very same maps."""
+
+    def __init__(self, model: nn.Module, maps: torch.Tensor) -> None:
+        self.model, self.maps = model, maps
+
+    def __call__(self, class_idx: Any = None, scores: Any = None, **_: Any) -> list[torch.Tensor]:
+        return [self.maps]
+
+    def fuse_cams(self, cams: list[torch.Tensor]) -> torch.Tensor:
+        return cams[0]
+
+    @contextlib.contextmanager
+    def _hooks_off(self) -> Iterator[None]:
+        yield
+
+
+@pytest.mark.parametrize("steps", [7, 20])
+def test_equal_to_torchcam(steps: int) -> None:
+    model, x, layer = fashion()
+    maps = cam.GradCAM(model, layer)(x, top=1)
+    ours = faithfulness(model, x, maps.upsampled[:, 0], steps=steps, batch_size=13)
+    extractor = GivenMaps(model, maps.normalized[:, 0])
+    softmax = partial(torch.softmax, dim=-1)
+    di = DeletionInsertionMetric(extractor, softmax, steps=steps, batch_size=13)  # type: ignore[arg-type]
+    di.update(x)
+    theirs = di.summary()
+    assert float(ours.deletion_auc.mean()) == pytest.approx(theirs["deletion_auc"], abs=1e-6)
+    assert float(ours.insertion_auc.mean()) == pytest.approx(theirs["insertion_auc"], abs=1e-6)
+    cm = ClassificationMetric(extractor, softmax)  # type: ignore[arg-type]
+    cm.update(x)
+    summary = cm.summary()
+    assert float(ours.drop.mean()) == pytest.approx(summary["avg_drop"], abs=1e-6)
+    assert float(ours.increase.float().mean()) == pytest.approx(summary["conf_increase"])
+
+
+def test_curves_by_hand() -> None:
+    """A 'model' whose class-0 logit is the sum of the four pixels: deleting the most
+    salient pixel first lowers it by exactly that pixel's value."""
+
+    class SumPixels(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            s = x.flatten(1).sum(1)
+            return torch.stack([s, torch.zeros_like(s)], 1)
+
+    x = torch.tensor([4.0, 3.0, 2.0, 1.0]).reshape(1, 1, 2, 2)
+    saliency = torch.tensor([0.1, 0.9, 0.5, 0.2]).reshape(1, 2, 2)  # order: 3, 2, 1, 4
+    out = faithfulness(SumPixels(), x, saliency, torch.tensor([0]), steps=4)
+    kept = torch.tensor([10.0, 7.0, 5.0, 4.0, 0.0])  # pixel sums as 3, 2, 1, 4 are removed
+    expected = torch.sigmoid(kept)  # softmax of (s, 0) for class 0
+    torch.testing.assert_close(out.fractions, torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]))
+    torch.testing.assert_close(out.deletion[0], expected)
+    inserted = torch.sigmoid(torch.tensor([0.0, 3.0, 5.0, 6.0, 10.0]))
+    torch.testing.assert_close(out.insertion[0], inserted)
+    assert float(out.deletion_auc[0]) == pytest.approx(float(torch.trapezoid(expected, dx=0.25)))
+
+
+def test_baselines_and_bad_input() -> None:
+    model, x, _ = fashion()
+    for kind in ("zeros", "blur", "mean"):
+        assert baseline_image(x, kind).shape == x.shape
+    blurred = baseline_image(x, "blur")
+    assert blurred.std() < x.std()  # a blur smooths
+    with pytest.raises(ValueError, match="`baseline` must be one of"):
+        baseline_image(x, "noise")
+    flat = torch.zeros(4, 28, 28)  # a constant map: defined, not NaN
+    out = faithfulness(model, x, flat)
+    assert torch.isfinite(out.deletion_auc).all() and torch.isfinite(out.drop).all()
+    with pytest.raises(ValueError, match="saliency must be"):
+        faithfulness(model, x, torch.zeros(4, 7, 7))
+    with pytest.raises(ValueError, match="NaN"):
+        faithfulness(model, x, torch.full((4, 28, 28), float("nan")))
+    with pytest.raises(ValueError, match="classes must be"):
+        faithfulness(model, x, flat, torch.tensor([0, 1, 2, 99]))
