@@ -13,6 +13,7 @@ from convlens.cli import (
     cam,
     demo,
     evaluate,
+    faithfulness,
     filters,
     layers,
     plot,
@@ -34,6 +35,7 @@ COMMANDS = (
     units,
     ablate,
     cam,
+    faithfulness,
     report,
     demo,
 )

@@ -19,6 +19,7 @@ exactly (tested equal). Every perturbed image of a batch runs in one forward pas
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlens.core.hooks import eval_mode
+from convlens.core.progress import progress_bar
+from convlens.core.tensors import minmax_scale
+from convlens.interpret import cam
 
 BASELINES = ("zeros", "blur", "mean")
 
@@ -166,3 +170,95 @@ def _curves(
     deletion, insertion = curves[:, 0].clone(), curves[:, 1].clone()
     deletion[:, 0], insertion[:, -1] = p, p
     return counts.float() / positions, deletion, insertion
+
+
+# ----------------------------------------------------------------------------- over a data set
+
+# Maps that know nothing of the model, to show what "better than chance" means.
+REFERENCE_MAPS = ("random", "edges")
+
+
+def reference_map(x: torch.Tensor, kind: str, seed: int = 0) -> torch.Tensor:
+    """``[N, H, W]`` maps in [0, 1] that ignore the model: ``random`` (uniform noise,
+    seeded) or ``edges`` (the Sobel gradient magnitude of the image, channels averaged)."""
+    n, _, h, w = x.shape
+    if kind == "random":
+        g = torch.Generator().manual_seed(seed)
+        return torch.rand(n, h, w, generator=g).to(x.device)
+    if kind == "edges":
+        gray = x.mean(1, keepdim=True)
+        sx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=x.device)
+        padded = F.pad(gray, (1, 1, 1, 1), mode="replicate")
+        gx = F.conv2d(padded, sx.view(1, 1, 3, 3))
+        gy = F.conv2d(padded, sx.t().reshape(1, 1, 3, 3))
+        return minmax_scale(torch.sqrt(gx**2 + gy**2)[:, 0], 1)
+    raise ValueError(f"unknown reference map {kind!r}; choose one of {', '.join(REFERENCE_MAPS)}")
+
+
+@dataclass(frozen=True)
+class MethodScore:
+    """Faithfulness of one method over a data set: means over the images."""
+
+    method: str
+    images: int
+    deletion_auc: float
+    insertion_auc: float
+    average_drop: float  # in [0, 1], lower is better
+    increase: float  # fraction of images, higher is better
+    fractions: torch.Tensor  # [S]
+    deletion: torch.Tensor  # [S] mean curve
+    insertion: torch.Tensor  # [S] mean curve
+
+
+def score_methods(
+    model: nn.Module,
+    batches: Iterable[torch.Tensor],
+    methods: Sequence[str],
+    *,
+    layer: str | None = None,
+    steps: int = 20,
+    baseline: str = "zeros",
+    batch_size: int = 256,
+    progress: bool | None = None,
+) -> list[MethodScore]:
+    """Faithfulness of each method (a CAM method name, or one of :data:`REFERENCE_MAPS`)
+    over every image of ``batches``, for the top-1 class of each image."""
+    unknown = [m for m in methods if m not in cam.METHODS and m not in REFERENCE_MAPS]
+    if unknown:
+        valid = ", ".join([*cam.METHODS, *REFERENCE_MAPS])
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {valid}")
+    parts: dict[str, list[Faithfulness]] = {m: [] for m in methods}
+    seen = 0
+    for x in progress_bar(batches, desc="faithfulness", unit="batch", disable=progress is False):
+        with torch.no_grad(), eval_mode(model):
+            top1 = model(x).argmax(1)
+        for m in methods:
+            if m in REFERENCE_MAPS:
+                maps = reference_map(x, m, seed=seen)
+            else:
+                maps = cam.METHODS[m](model, layer)(x, classes=top1[:, None]).upsampled[:, 0]
+            parts[m].append(
+                faithfulness(
+                    model, x, maps, top1, steps=steps, baseline=baseline, batch_size=batch_size
+                )
+            )
+        seen += x.shape[0]
+    return [_summary(m, parts[m]) for m in methods]
+
+
+def _summary(method: str, parts: list[Faithfulness]) -> MethodScore:
+    if not parts:
+        raise ValueError("no images to score")
+    deletion = torch.cat([p.deletion for p in parts])
+    insertion = torch.cat([p.insertion for p in parts])
+    return MethodScore(
+        method=method,
+        images=deletion.shape[0],
+        deletion_auc=float(torch.cat([p.deletion_auc for p in parts]).mean()),
+        insertion_auc=float(torch.cat([p.insertion_auc for p in parts]).mean()),
+        average_drop=float(torch.cat([p.drop for p in parts]).mean()),
+        increase=float(torch.cat([p.increase for p in parts]).float().mean()),
+        fractions=parts[0].fractions,
+        deletion=deletion.mean(0),
+        insertion=insertion.mean(0),
+    )

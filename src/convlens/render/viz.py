@@ -18,6 +18,7 @@ from matplotlib.axes import Axes
 
 from convlens.core.fileio import atomic_write_bytes
 from convlens.interpret.ablation import FewestUnits
+from convlens.interpret.faithfulness import MethodScore
 from convlens.interpret.filters import FilterTiles
 from convlens.sweep.results import SweepResults, is_log_scale, results_table
 from convlens.sweep.spec import format_value, point_key
@@ -470,3 +471,52 @@ def draw_run_curves(metrics: Sequence[dict[str, float]], title: str) -> Figure:
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def draw_faithfulness(scores: Sequence[MethodScore], title: str) -> Figure:
+    """Mean deletion and insertion curves, one line per method; reference maps
+    (random, edges) dashed in grey tones."""
+    fig = Figure(figsize=(10.0, 4.0))
+    axes = fig.subplots(1, 2)
+    for ax, which, better in zip(axes, ("deletion", "insertion"), ("lower", "higher"), strict=True):
+        for s in scores:
+            curve = getattr(s, which)
+            auc = getattr(s, f"{which}_auc")
+            reference = s.method in ("random", "edges")
+            ax.plot(
+                s.fractions.numpy(),
+                curve.numpy(),
+                linestyle="--" if reference else "-",
+                color=("0.55" if s.method == "random" else "0.3") if reference else None,
+                label=f"{s.method} ({auc:.3f})",
+            )
+        ax.set_xlabel(f"fraction of pixels {'removed' if which == 'deletion' else 'restored'}")
+        ax.set_ylabel("class probability")
+        ax.set_title(f"{which}: AUC in brackets, {better} is more faithful", fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def faithfulness_table(scores: Sequence[MethodScore]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows, most faithful by insertion minus deletion AUC first."""
+    header = ["method", "images", "deletion AUC", "insertion AUC", "ins - del", "avg drop",
+              "increase"]  # fmt: skip
+    ranked = sorted(scores, key=lambda s: s.deletion_auc - s.insertion_auc)
+    rows = [
+        [
+            s.method,
+            str(s.images),
+            f"{s.deletion_auc:.4f}",
+            f"{s.insertion_auc:.4f}",
+            f"{s.insertion_auc - s.deletion_auc:.4f}",
+            f"{s.average_drop:.2%}",
+            f"{s.increase:.2%}",
+        ]
+        for s in ranked
+    ]
+    return header, rows

@@ -1,0 +1,111 @@
+"""``convlens faithfulness``: which saliency map to believe, measured over a data set."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from convlens.cli.cam import METHODS
+from convlens.cli.common import add_model_args, load_model
+
+REFERENCES = ("random", "edges")  # convlens.interpret.faithfulness.REFERENCE_MAPS
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "faithfulness",
+        help="deletion/insertion AUC and Average Drop of each CAM method over a data set",
+        description="Score how faithful each method's maps are to the model, for the top-1 "
+        "class of every image: deletion and insertion AUC (RISE) and Average Drop / "
+        "Increase in Confidence (Grad-CAM++), next to a random map and an edge detector. "
+        "Writes OUT/faithfulness.csv, .md and curves.png.",
+    )
+    add_model_args(p)
+    p.add_argument(
+        "--data",
+        default="test",
+        help="FashionMNIST split (test, train) or a folder of images, searched recursively [test]",
+    )
+    p.add_argument("--limit", type=int, default=1000, help="images to score [1000]")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=[m for m in METHODS if m != "scorecam"],
+        choices=(*METHODS, *REFERENCES),
+        metavar="METHOD",
+        help=f"any of {', '.join((*METHODS, *REFERENCES))} [every method but scorecam]",
+    )
+    p.add_argument("--no-references", action="store_true", help="leave out random and edges")
+    p.add_argument("--layer", help="layer to explain [the one feeding global pooling]")
+    p.add_argument("--steps", type=int, default=20, help="perturbation steps [20]")
+    p.add_argument(
+        "--baseline",
+        choices=("zeros", "blur", "mean"),
+        default="zeros",
+        help="what removed pixels become [zeros]",
+    )
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch [64]")
+    p.add_argument("--out", type=Path, default=Path("faithfulness"), help="[faithfulness]")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from convlens.core.fileio import atomic_write_text
+    from convlens.interpret.faithfulness import score_methods
+    from convlens.render import viz
+
+    if args.limit < 1 or args.batch_size < 1:
+        raise ValueError("--limit and --batch-size must be >= 1")
+    loaded = load_model(args)
+    methods = list(dict.fromkeys(args.methods))
+    if not args.no_references:
+        methods += [r for r in REFERENCES if r not in methods]
+    batches = list(_batches(args, loaded))
+    scores = score_methods(
+        loaded.model,
+        batches,
+        methods,
+        layer=args.layer,
+        steps=args.steps,
+        baseline=args.baseline,
+        batch_size=256,
+    )
+    header, rows = viz.faithfulness_table(scores)
+    args.out.mkdir(parents=True, exist_ok=True)
+    csv = "\n".join(",".join(r) for r in [header, *rows]) + "\n"
+    md = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
+    md += "".join("| " + " | ".join(r) + " |\n" for r in rows)
+    atomic_write_text(args.out / "faithfulness.csv", csv)
+    atomic_write_text(args.out / "faithfulness.md", md)
+    n = scores[0].images
+    title = f"{loaded.name} on {n} images of {args.data} (baseline {args.baseline})"
+    viz.save_figure(viz.draw_faithfulness(scores, title), args.out / "curves.png")
+    print(md, end="")
+    print(f"wrote {args.out / 'faithfulness.csv'}, faithfulness.md and curves.png")
+    return 0
+
+
+def _batches(args: argparse.Namespace, loaded: Any) -> Iterator[Any]:
+    """Model inputs ``[B, C, H, W]`` of the chosen data, ``--limit`` images in all."""
+    from convlens.data import fashion_mnist, images
+
+    if args.data in ("test", "train"):
+        p = loaded.preprocessing
+        if p.channels != 1 or p.size != 28:
+            raise ValueError(f"--data {args.data} is FashionMNIST; this model takes other images")
+        data = fashion_mnist.load_fashion_mnist(args.data, args.data_dir)
+        x = fashion_mnist.to_float(data.images[: args.limit])
+        yield from x.split(args.batch_size)
+        return
+    folder = Path(args.data)
+    if not folder.is_dir():
+        raise ValueError(f"--data {args.data!r}: not test, train or a folder of images")
+    files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"--data {folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in it")
+    files = files[: args.limit]
+    for i in range(0, len(files), args.batch_size):
+        yield images.load_files(files[i : i + args.batch_size], loaded.preprocessing).x
