@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,8 +13,10 @@ import torch
 from torch import nn
 from torchcam.metrics import ClassificationMetric, DeletionInsertionMetric
 
+from convlens.cli import main
 from convlens.interpret import cam
 from convlens.interpret.faithfulness import baseline_image, faithfulness
+from tests.conftest import needs_fashion
 from tests.test_cam_family import fashion
 
 
@@ -92,3 +95,21 @@ def test_baselines_and_bad_input() -> None:
         faithfulness(model, x, torch.full((4, 28, 28), float("nan")))
     with pytest.raises(ValueError, match="classes must be"):
         faithfulness(model, x, flat, torch.tensor([0, 1, 2, 99]))
+
+
+@needs_fashion
+def test_faithfulness_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "f"
+    args = ["faithfulness", "fashion-cnn", "--limit", "12", "--batch-size", "5", "--steps", "5"]
+    assert main([*args, "--methods", "cam", "gradcam", "--out", str(out)]) == 0
+    rows = (out / "faithfulness.csv").read_text().splitlines()
+    assert rows[0].startswith("method,images,deletion AUC,insertion AUC")
+    assert sorted(r.split(",")[0] for r in rows[1:]) == ["cam", "edges", "gradcam", "random"]
+    assert all(r.split(",")[1] == "12" for r in rows[1:])
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    assert main([*args, "--data", str(tmp_path / "nowhere")]) == 2
+    assert "not test, train or a folder of images" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main([*args, "--data", str(tmp_path / "empty")]) == 2
+    assert "no image files" in capsys.readouterr().err
