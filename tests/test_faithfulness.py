@@ -113,3 +113,15 @@ def test_faithfulness_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     (tmp_path / "empty").mkdir()
     assert main([*args, "--data", str(tmp_path / "empty")]) == 2
     assert "no image files" in capsys.readouterr().err
+
+
+@needs_fashion
+def test_report_says_which_map_to_trust(tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    argv = ["report", "fashion-cnn", "test:0", "--out", str(out)]
+    assert main([*argv, "--faithfulness", "test", "--faithfulness-images", "6"]) == 0
+    page = (out / "index.html").read_text()
+    assert "Which map to trust" in page and "Measured on 6 images of test" in page
+    assert (out / "faithfulness.png").read_bytes()[:4] == b"\x89PNG"
+    for method in ("gradcampp", "eigencam", "random", "edges"):
+        assert f"<td>{method}</td>" in page

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     methods = list(dict.fromkeys(args.methods))
     if not args.no_references:
         methods += [r for r in REFERENCES if r not in methods]
-    batches = list(_batches(args, loaded))
+    batches = list(data_batches(args.data, args.limit, args.batch_size, loaded, args.data_dir))
     scores = score_methods(
         loaded.model,
         batches,
@@ -88,24 +88,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _batches(args: argparse.Namespace, loaded: Any) -> Iterator[Any]:
-    """Model inputs ``[B, C, H, W]`` of the chosen data, ``--limit`` images in all."""
+def data_batches(
+    source: str, limit: int, batch_size: int, loaded: Any, data_dir: str | None
+) -> Iterator[Any]:
+    """Model inputs ``[B, C, H, W]`` of ``source`` (a FashionMNIST split, ``test`` or
+    ``train``, or a folder of images searched recursively), ``limit`` images in all."""
     from convlens.data import fashion_mnist, images
 
-    if args.data in ("test", "train"):
+    if source in ("test", "train"):
         p = loaded.preprocessing
         if p.channels != 1 or p.size != 28:
-            raise ValueError(f"--data {args.data} is FashionMNIST; this model takes other images")
-        data = fashion_mnist.load_fashion_mnist(args.data, args.data_dir)
-        x = fashion_mnist.to_float(data.images[: args.limit])
-        yield from x.split(args.batch_size)
+            raise ValueError(f"{source} is FashionMNIST; this model takes other images")
+        data = fashion_mnist.load_fashion_mnist(source, data_dir)
+        yield from fashion_mnist.to_float(data.images[:limit]).split(batch_size)
         return
-    folder = Path(args.data)
+    folder = Path(source)
     if not folder.is_dir():
-        raise ValueError(f"--data {args.data!r}: not test, train or a folder of images")
+        raise ValueError(f"{source!r}: not test, train or a folder of images")
     files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ValueError(f"--data {folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in it")
-    files = files[: args.limit]
-    for i in range(0, len(files), args.batch_size):
-        yield images.load_files(files[i : i + args.batch_size], loaded.preprocessing).x
+        raise ValueError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in it")
+    files = files[:limit]
+    for i in range(0, len(files), batch_size):
+        yield images.load_files(files[i : i + batch_size], loaded.preprocessing).x

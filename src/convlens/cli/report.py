@@ -33,6 +33,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--region", metavar="X0,Y0,X1,Y1", help="box in the first image's pixels")
     p.add_argument("--mask", type=Path, help="mask image for the first image")
     p.add_argument("--sweep", type=Path, help="a sweep directory to include")
+    p.add_argument(
+        "--faithfulness",
+        metavar="DATA",
+        help="add 'which map to trust': every CAM method scored on DATA (test, train or a "
+        "folder of images)",
+    )
+    p.add_argument(
+        "--faithfulness-images", type=int, default=200, help="images of DATA to score [200]"
+    )
     p.set_defaults(run=run)
 
 
@@ -43,12 +52,24 @@ def run(args: argparse.Namespace) -> int:
     inputs = model_inputs(args, loaded, args.images)
     region = region_mask(args, inputs, loaded)
     run_dir = Path(args.model) if Path(args.model, "metrics.json").is_file() else None
+    scores = []
+    if args.faithfulness:
+        from convlens.cli.cam import METHODS
+        from convlens.cli.faithfulness import REFERENCES, data_batches
+        from convlens.interpret.faithfulness import score_methods
+
+        source, n = args.faithfulness, args.faithfulness_images
+        batches = list(data_batches(source, n, 64, loaded, args.data_dir))
+        methods = [m for m in METHODS if m != "scorecam"] + list(REFERENCES)
+        scores = score_methods(loaded.model, batches, methods, layer=args.layer, batch_size=256)
     options = report.ReportOptions(
         layer=args.layer,
         units=parse_ints(args.units, "--units") if args.units else (),
         region=region,
         run_dir=run_dir,
         sweep_dir=args.sweep,
+        faithfulness=scores,
+        faithfulness_data=args.faithfulness or "",
     )
     path = report.build_report(loaded, inputs, args.out, options)
     print(f"open {path.resolve()}")

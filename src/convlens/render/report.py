@@ -23,6 +23,7 @@ from convlens.core.hooks import activations, conv_layer_names
 from convlens.core.progress import progress_bar
 from convlens.data import images
 from convlens.interpret import ablation, cam, filters, units
+from convlens.interpret.faithfulness import MethodScore
 from convlens.models import LoadedModel
 from convlens.render import viz
 from convlens.sweep import results as sweep_results
@@ -47,6 +48,9 @@ class ReportOptions:
     run_dir: Path | None = None  # learning curves of this training run
     sweep_dir: Path | None = None  # hyperparameter figures of this sweep
     test_top1: float | None = None  # measured test top-1, shown in the summary
+    # faithfulness of each CAM method over a data set (interpret.faithfulness.score_methods)
+    faithfulness: Sequence[MethodScore] = ()
+    faithfulness_data: str = ""  # what the scores were measured on, for the caption
 
 
 class Report:
@@ -425,12 +429,38 @@ def training_section(report: Report, ctx: ReportContext) -> None:
         report.table(s, header, rows)
 
 
+def trust_section(report: Report, ctx: ReportContext) -> None:
+    """Which map to trust: faithfulness of every CAM method, when scores are given."""
+    scores = ctx.options.faithfulness
+    if not scores:
+        return
+    s = report.section("faithfulness", "Which map to trust: faithfulness of each method")
+    header, rows = viz.faithfulness_table(scores)
+    report.text(
+        s,
+        f"Measured on {scores[0].images} images of {ctx.options.faithfulness_data or 'a data set'}"
+        " for each image's top-1 class. Deletion: the probability as the most salient pixels "
+        "are removed (lower area is more faithful); insertion: as they are restored "
+        "(higher is better); random and edges are maps that ignore the model.",
+    )
+    report.table(s, header, rows)
+    report.figure(
+        s,
+        viz.draw_faithfulness(scores, "mean deletion and insertion curves"),
+        "faithfulness",
+        "Mean class probability against the fraction of pixels removed (left) or restored "
+        "(right); the area under each curve is in brackets.",
+        width=900,
+    )
+
+
 SECTIONS: tuple[Callable[[Report, ReportContext], None], ...] = (
     summary_section,
     filters_section,
     units_section,
     ablation_section,
     cam_section,
+    trust_section,
     training_section,
 )
 

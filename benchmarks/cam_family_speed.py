@@ -1,0 +1,164 @@
+"""Speed of every CAM method next to torchcam's and pytorch-grad-cam's, in one run.
+
+For each model and method: images/s of our maps for the top-``--top`` classes of a
+batch, the same for each reference library that has the method (torchcam computes one
+class per call, pytorch-grad-cam one forward and backward pass per class), our speed
+as a ratio to the fastest reference, and the largest difference of the normalised
+maps. Score-CAM runs on a smaller batch (it runs the model once per channel).
+
+    uv run python benchmarks/cam_family_speed.py          # about 10 minutes on 2 cores
+    uv run python benchmarks/cam_family_speed.py --json benchmarks/results/cam_family_speed.json
+
+Models: resnet18 in the Places365 format (365 classes, random weights, seed 0) at
+224x224, and the shipped FashionMNIST model on test images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from convlens import models
+from convlens.core.device import machine_info
+from convlens.core.fileio import atomic_write_json
+from convlens.data import fashion_mnist as data
+from convlens.interpret import cam
+from convlens.models import places365
+
+warnings.filterwarnings("ignore")
+
+
+def best_time(fn: Callable[[], object], repeats: int) -> float:
+    """Fastest of ``repeats`` runs after one warm-up, seconds."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def torchcam_maps(name: str, model: nn.Module, layer: str, x: torch.Tensor,
+                  classes: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    from torchcam import methods
+
+    cls = {"gradcam": methods.GradCAM, "gradcampp": methods.GradCAMpp,
+           "xgradcam": methods.XGradCAM, "layercam": methods.LayerCAM,
+           "scorecam": methods.ScoreCAM}[name]  # fmt: skip
+    out = []
+    with cls(model, target_layer=layer) as extractor:
+        for t in range(classes.shape[1]):
+            scores = model(x)
+            out.append(extractor(classes[:, t].tolist(), scores, normalized=False)[0])
+    return torch.stack(out, 1).detach()
+
+
+def grad_cam_maps(name: str, model: nn.Module, layer: str, x: torch.Tensor,
+                  classes: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    import pytorch_grad_cam as pgc
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    cls = {"gradcam": pgc.GradCAM, "gradcampp": pgc.GradCAMPlusPlus, "xgradcam": pgc.XGradCAM,
+           "layercam": pgc.LayerCAM, "hirescam": pgc.HiResCAM, "scorecam": pgc.ScoreCAM,
+           "eigencam": pgc.EigenCAM}[name]  # fmt: skip
+    module = dict(model.named_modules())[layer]
+    out = []
+    with cls(model=model, target_layers=[module]) as extractor:
+        for t in range(classes.shape[1]):
+            targets = [ClassifierOutputTarget(int(c)) for c in classes[:, t]]
+            out.append(torch.from_numpy(extractor(input_tensor=x, targets=targets)))
+    return torch.stack(out, 1)
+
+
+REFERENCES = {"torchcam": torchcam_maps, "pytorch-grad-cam": grad_cam_maps}
+HAS = {
+    "torchcam": ("gradcam", "gradcampp", "xgradcam", "layercam", "scorecam"),
+    "pytorch-grad-cam": (
+        "gradcam",
+        "gradcampp",
+        "xgradcam",
+        "layercam",
+        "hirescam",
+        "scorecam",
+        "eigencam",
+    ),
+}
+
+
+def bench(name: str, model: nn.Module, x: torch.Tensor, layer: str, top: int,
+          repeats: int, score_batch: int) -> list[dict[str, Any]]:  # fmt: skip
+    model.eval()
+    rows = []
+    for method in [m for m in cam.METHODS if m != "cam"]:
+        xb = x[:score_batch] if method == "scorecam" else x
+        with torch.no_grad():
+            classes = model(xb).topk(top, 1).indices
+        reps = 1 if method == "scorecam" else repeats
+        ours = cam.METHODS[method](model, layer)
+        row: dict[str, Any] = {"model": name, "method": method, "batch": xb.shape[0], "top": top}
+        row["ours_img_s"] = xb.shape[0] / best_time(lambda: ours(xb, classes=classes), reps)  # noqa: B023
+        mine = ours(xb, classes=classes)
+        for lib, fn in REFERENCES.items():
+            if method not in HAS[lib]:
+                continue
+            t = best_time(lambda: fn(method, model, layer, xb, classes), reps)  # noqa: B023
+            row[f"{lib}_img_s"] = xb.shape[0] / t
+            theirs = fn(method, model, layer, xb, classes)
+            if lib == "torchcam":
+                diff = (mine.normalized - cam.normalize_maps(theirs)).abs().max()
+            else:
+                diff = (cam.normalize_maps(mine.upsampled) - theirs).abs().max()
+            row[f"{lib}_max_diff"] = float(diff)
+        fastest = max(v for k, v in row.items() if k.endswith("_img_s") and k != "ours_img_s")
+        row["ratio_to_fastest"] = row["ours_img_s"] / fastest
+        print(row, flush=True)
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--top", type=int, default=5)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    resnet = places365.build("resnet18").eval()
+    rows = bench("resnet18", resnet, torch.randn(8, 3, 224, 224), "layer4", args.top,
+                 args.repeats, score_batch=1)  # fmt: skip
+    fashion = models.load("fashion-cnn").model
+    xf = data.to_float(data.load_fashion_mnist("test").images[:256])
+    rows += bench("fashion-cnn", fashion, xf, "features", args.top, args.repeats, score_batch=16)
+    info = {**machine_info(), "torchcam": importlib.metadata.version("torchcam"),
+            "pytorch_grad_cam": importlib.metadata.version("grad-cam")}  # fmt: skip
+    print(f"\nmachine: {info['processor']}, {info['threads']} threads, torch {info['torch']}")
+    print(f"top-{args.top} maps; img/s (ours, torchcam, pytorch-grad-cam), ratio to the fastest")
+    print("reference, largest difference of the normalised maps\n")
+    print(
+        "| model | method | batch | ours img/s | torchcam | pytorch-grad-cam | ratio | max diff |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        tc, pg = r.get("torchcam_img_s"), r.get("pytorch-grad-cam_img_s")
+        diff = max(v for k, v in r.items() if k.endswith("_max_diff"))
+        print(
+            f"| {r['model']} | {r['method']} | {r['batch']} | {r['ours_img_s']:.2f} | "
+            f"{f'{tc:.2f}' if tc else '-'} | {f'{pg:.2f}' if pg else '-'} | "
+            f"{r['ratio_to_fastest']:.1f}x | {diff:.1e} |"
+        )
+    if args.json:
+        atomic_write_json(args.json, {"machine": info, "top": args.top, "rows": rows})
+        print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
