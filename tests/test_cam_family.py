@@ -191,3 +191,11 @@ def test_cam_cli_every_method_and_a_chosen_class(
     assert "--class 'nowhere_at_all' is not a class of this model" in capsys.readouterr().err
     assert main([*base, "--class", "999"]) == 2
     assert "the model has classes 0..364" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["gradcampp", "scorecam", "eigencam"])
+def test_a_layer_without_spatial_extent_is_a_clear_error(method: str) -> None:
+    model, x, _ = fashion()
+    with pytest.raises(ValueError, match=r"layer 'fc' outputs shape \(4, 6\), not \[N, C, h, w\]"):
+        cam.class_maps(model, x, top=1, method=method, layer="fc")
+    assert hook_count(model) == 0
