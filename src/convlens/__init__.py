@@ -36,6 +36,9 @@ _API: dict[str, tuple[str, str]] = {
     "top_units": ("convlens.interpret.units", "top_units"),
     "match_region": ("convlens.interpret.units", "match_region"),
     "class_maps": ("convlens.interpret.cam", "class_maps"),
+    "every_method": ("convlens.interpret.cam", "every_method"),
+    "faithfulness": ("convlens.interpret.faithfulness", "faithfulness"),
+    "score_methods": ("convlens.interpret.faithfulness", "score_methods"),
     "ablate": ("convlens.interpret.ablation", "ablate"),
     "fewest_units": ("convlens.interpret.ablation", "fewest_units"),
     # experiments and pictures
