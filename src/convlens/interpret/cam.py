@@ -428,8 +428,9 @@ class ScoreCAM(ActivationMapMethod):
     """Score-CAM (Wang et al., 2020): each channel, scaled to [0, 1] and upsampled to
     the input, masks the image; ``w_k = softmax_k(logit_c(x * M_k))``, then a ReLU.
 
-    All ``N x C`` masked images run once in batches of ``batch_size`` and give the
-    weights of every target class at once (torchcam runs them again per class).
+    All ``N x C`` masked images run once, in batches of ``batch_size`` in channels-last
+    layout on the CPU, and give the weights of every target class at once (torchcam runs
+    them again for each class).
     ``reference`` picks how masks are made: ``"torchcam"`` (default) scales at the
     layer's resolution then upsamples with ``align_corners=False``; ``"pytorch-grad-cam"``
     upsamples with ``align_corners=True`` then scales."""
@@ -441,7 +442,7 @@ class ScoreCAM(ActivationMapMethod):
         self,
         model: nn.Module,
         layer: str | None = None,
-        batch_size: int = 128,
+        batch_size: int = 32,
         reference: str = "torchcam",
     ) -> None:
         super().__init__(model, layer)
@@ -478,6 +479,8 @@ class ScoreCAM(ActivationMapMethod):
             for start in range(0, n * c, self.batch_size):
                 idx = torch.arange(start, min(start + self.batch_size, n * c))
                 batch = x[idx // c] * masks.flatten(0, 1)[idx, None]
+                if batch.device.type == "cpu":  # oneDNN's faster layout for convolutions
+                    batch = batch.contiguous(memory_format=torch.channels_last)
                 scores.append(self.model(batch).float())
         per_channel = torch.cat(scores).reshape(n, c, -1)  # [N, C, K]
         picked = per_channel.gather(2, classes[:, None, :].expand(n, c, -1))  # [N, C, T]
