@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +30,9 @@ from convlens.core.fileio import atomic_write_json
 from convlens.data import fashion_mnist as data
 from convlens.interpret import cam
 from convlens.models import places365
+from timing import best_time
 
 warnings.filterwarnings("ignore")
-
-
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    """Fastest of ``repeats`` runs after one warm-up, seconds."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def torchcam_maps(name: str, model: nn.Module, layer: str, x: torch.Tensor,

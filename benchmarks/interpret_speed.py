@@ -7,9 +7,9 @@ maps and theirs (both min-max normalised). Then it times the fewest-units search
 closed form on the layer feeding global pooling, greedy forward search on an inner
 layer.
 
-The reference libraries are installed only for this script:
+The reference libraries are in the dev dependency group that `make test` installs:
 
-    uv run --with torchcam --with grad-cam python benchmarks/interpret_speed.py
+    uv run python benchmarks/interpret_speed.py
 
 Models: torchvision's resnet18 at 224x224 with random weights (seed 0; speed and
 agreement do not depend on the weights, and nothing is downloaded), and the shipped
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +34,7 @@ from convlens.core.device import machine_info
 from convlens.core.fileio import atomic_write_json
 from convlens.data import fashion_mnist as data
 from convlens.interpret import ablation, cam
-
-
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    """Fastest of ``repeats`` runs after one warm-up, seconds."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+from timing import best_time
 
 
 def torchcam_top5(model: nn.Module, x: torch.Tensor, layer: str, fc: str) -> torch.Tensor:
