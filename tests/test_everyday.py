@@ -17,12 +17,13 @@ from PIL import Image
 from convlens import models
 from convlens.cli import ablate as cli_ablate
 from convlens.cli import cam as cli_cam
+from convlens.cli import faithfulness as cli_faithfulness
 from convlens.cli import main
 from convlens.config import TrainConfig
 from convlens.data import fashion_mnist as fm
 from convlens.data import images
 from convlens.inference import evaluate, get_prediction, predict_logits
-from convlens.interpret import ablation, cam
+from convlens.interpret import ablation, cam, faithfulness
 from convlens.models import places365
 from convlens.training.loop import make_optimizer, train, train_one_epoch
 from tests.conftest import needs_fashion
@@ -56,6 +57,7 @@ def test_cli_choices_match_the_library() -> None:
     assert tuple(cam.METHODS) == cli_cam.METHODS
     assert tuple(ablation.MODES) == cli_ablate.MODES
     assert tuple(ablation.ORDERS) == cli_ablate.ORDERS
+    assert cli_faithfulness.REFERENCES == faithfulness.REFERENCE_MAPS
 
 
 # ----------------------------------------------------------------------------- inputs
