@@ -11,6 +11,8 @@ from convlens.cli.cam import METHODS
 from convlens.cli.common import add_model_args, load_model
 
 REFERENCES = ("random", "edges")  # convlens.interpret.faithfulness.REFERENCE_MAPS
+# Every method but Score-CAM (one forward pass per channel), then the reference maps.
+DEFAULT_METHODS = (*(m for m in METHODS if m != "scorecam"), *REFERENCES)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -33,7 +35,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--methods",
         nargs="+",
-        default=[m for m in METHODS if m != "scorecam"],
+        default=[m for m in DEFAULT_METHODS if m not in REFERENCES],
         choices=(*METHODS, *REFERENCES),
         metavar="METHOD",
         help=f"any of {', '.join((*METHODS, *REFERENCES))} [every method but scorecam]",

@@ -54,14 +54,14 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.model) if Path(args.model, "metrics.json").is_file() else None
     scores = []
     if args.faithfulness:
-        from convlens.cli.cam import METHODS
-        from convlens.cli.faithfulness import REFERENCES, data_batches
+        from convlens.cli.faithfulness import DEFAULT_METHODS, data_batches
         from convlens.interpret.faithfulness import score_methods
 
         source, n = args.faithfulness, args.faithfulness_images
         batches = list(data_batches(source, n, 64, loaded, args.data_dir))
-        methods = [m for m in METHODS if m != "scorecam"] + list(REFERENCES)
-        scores = score_methods(loaded.model, batches, methods, layer=args.layer, batch_size=256)
+        scores = score_methods(
+            loaded.model, batches, DEFAULT_METHODS, layer=args.layer, batch_size=256
+        )
     options = report.ReportOptions(
         layer=args.layer,
         units=parse_ints(args.units, "--units") if args.units else (),
