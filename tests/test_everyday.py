@@ -46,7 +46,7 @@ def test_the_cli_starts_without_torch_optuna_or_matplotlib() -> None:
 
 def test_fashion_cnn_loads_without_torchvision() -> None:
     code = (
-        "import sys; from convlens import models; models.load('fashion-cnn'); "
+        "import sys; from convlens import inference, models; models.load('fashion-cnn'); "
         "print('torchvision' in sys.modules, 'optuna' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

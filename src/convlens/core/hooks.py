@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.models.feature_extraction import create_feature_extractor
 
 
 @contextmanager
@@ -123,6 +122,8 @@ def truncate(model: nn.Module, layer: str) -> nn.Module:
     model (ResNets, our CNNs), also when ``forward`` is not a plain sequence. The
     returned module shares its parameters with ``model``.
     """
+    from torchvision.models.feature_extraction import create_feature_extractor  # slow import
+
     get_layer(model, layer)
     extractor = create_feature_extractor(model, return_nodes={layer: "out"})
     return _Unwrap(extractor)
