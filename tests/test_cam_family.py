@@ -157,6 +157,8 @@ def test_every_method_leaves_the_model_as_it_was(method: str) -> None:
     assert out.maps.shape[:2] == (4, 2) and torch.isfinite(out.normalized).all()
     assert model.training and [p.requires_grad for p in model.parameters()] == frozen
     assert hook_count(model) == 0 and all(p.grad is None for p in model.parameters())
+    # Score-CAM runs a channels-last copy; the model's own weights keep their layout
+    assert all(p.is_contiguous() for p in model.parameters())
     with pytest.raises(ValueError, match=r"class indices must be in 0..9"):
         cam.METHODS[method](model, layer)(x, classes=torch.full((4, 1), 10))
     assert hook_count(model) == 0 and model.training
