@@ -12,6 +12,7 @@ from convlens.cli import (
     ablate,
     cam,
     demo,
+    dissect,
     evaluate,
     faithfulness,
     filters,
@@ -36,6 +37,7 @@ COMMANDS = (
     ablate,
     cam,
     faithfulness,
+    dissect,
     report,
     demo,
 )

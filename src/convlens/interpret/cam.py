@@ -120,6 +120,15 @@ def find_gap_head(model: nn.Module, x: torch.Tensor, layer: str | None = None) -
 
 
 @torch.no_grad()
+def default_layer(model: nn.Module, x: torch.Tensor) -> str:
+    """The layer convlens reads when none is named: the one whose global average feeds
+    the final linear layer, else the last convolutional module."""
+    try:
+        return find_gap_head(model, x).layer
+    except NotGapHeadError:
+        return last_conv_module(model, x)
+
+
 def last_conv_module(model: nn.Module, x: torch.Tensor) -> str:
     """The last module, in execution order, that contains (or is) an ``nn.Conv2d`` and
     returns ``[N, C, h, w]``: ``layer4`` of a ResNet, ``features`` of a VGG."""

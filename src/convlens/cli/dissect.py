@@ -1,0 +1,90 @@
+"""``convlens dissect``: what each unit of a layer responds to, over a whole data set."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from convlens.cli.common import add_model_args, load_model
+
+FLAGS = {"data": "--data", "top": "--top", "quantile": "--quantile", "by": "--by"}
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "dissect",
+        help="a unit atlas over a data set: top images, class selectivity, concept labels",
+        description="Stream a data set through MODEL once and describe every unit of LAYER: "
+        "its activation threshold (top --quantile of all activations), its top images with "
+        "the thresholded maps, the class it responds to most and how selectively (labelled "
+        "data), and for a Broden data set its IoU with every concept and its label. Writes "
+        "OUT/index.html (the atlas), units.csv and units.json.",
+    )
+    add_model_args(p)
+    p.add_argument("--layer", help="convolutional layer [the one feeding global pooling]")
+    p.add_argument(
+        "--data",
+        default="test",
+        help="FashionMNIST split (test, train, val), a folder of images (sub-folders are "
+        "classes), or a Broden folder (with index.csv) [test]",
+    )
+    p.add_argument("--limit", type=int, help="dissect only the first N images [all]")
+    p.add_argument("--out", type=Path, default=Path("dissection"), help="[dissection]")
+    p.add_argument("--top", type=int, default=8, help="top images per unit [8]")
+    p.add_argument(
+        "--quantile", type=float, default=0.005, help="top fraction above threshold [0.005]"
+    )
+    p.add_argument(
+        "--by", choices=("peak", "mean"), default="peak", help="rank top images by [peak]"
+    )
+    p.add_argument(
+        "--iou-threshold", type=float, default=0.04, help="IoU to label a unit (Broden) [0.04]"
+    )
+    p.add_argument("--batch-size", type=int, default=128, help="images per batch [128]")
+    p.add_argument("--workers", type=int, default=2, help="image-loading processes [2]")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N [auto: CUDA if present]")
+    p.set_defaults(run=run, interrupt_hint="nothing was written")
+
+
+def run(args: argparse.Namespace) -> int:
+    from convlens.core.device import resolve_device
+    from convlens.data.sources import open_source
+    from convlens.interpret import cam
+    from convlens.interpret.dissect import dissect
+    from convlens.render.atlas import write_atlas
+
+    if args.workers < 0 or (args.limit is not None and args.limit < 1):
+        raise ValueError("--workers must be >= 0 and --limit >= 1")
+    loaded = load_model(args)
+    source = open_source(args.data, loaded.preprocessing, args.data_dir, args.limit)
+    model = loaded.model.to(resolve_device(args.device))
+    layer = args.layer
+    if layer is None:
+        probe = next(source.batches(1)).x.to(next(model.parameters()).device)
+        layer = cam.default_layer(model, probe)
+    d = dissect(
+        model,
+        source,
+        layer,
+        top=args.top,
+        quantile=args.quantile,
+        by=args.by,
+        iou_threshold=args.iou_threshold,
+        batch_size=args.batch_size,
+        workers=args.workers,
+    )
+    page = write_atlas(d, source, args.out, f"{loaded.name}: units of {layer}")
+    print(f"dissected {d.units} units of {layer} over {d.images} images of {d.source}")
+    if d.skipped:
+        print(f"skipped {len(d.skipped)} unreadable files, e.g. {d.skipped[0]}")
+    rows = d.unit_rows()
+    if d.best_concept is not None:
+        labelled = [r for r in rows if r["label"]]
+        print(f"{len(labelled)} units labelled (IoU >= {d.iou_threshold})")
+    elif d.class_means is not None:
+        best = sorted(rows, key=lambda r: -r["selectivity"])[:5]
+        shown = ", ".join(f"{r['unit']} {r['top_class']} {r['selectivity']:.2f}" for r in best)
+        print(f"most class-selective units: {shown}")
+    print(f"wrote {page}")
+    return 0

@@ -1,0 +1,391 @@
+"""Network Dissection over a whole data set: what each unit of a layer responds to.
+
+One pass over the data (:func:`dissect`) keeps, per unit of the layer, in memory that
+does not grow with the data set:
+
+- a quantile sketch of all its activations (every spatial position of every image),
+  giving the unit's threshold at the top ``quantile`` (0.5% by default, Bau et al.'s
+  rule), within a relative error of 1/257 (:class:`QuantileSketch`);
+- its top-N images by peak (or mean) activation, with their maps;
+- for labelled data, the sum of its mean activation per class, hence the top class
+  and a class selectivity index ``(mu_top - mu_rest) / (mu_top + mu_rest)`` (Morcos
+  et al., 2018; ``mu_rest`` is the mean over the other classes).
+
+For a Broden data set a second pass thresholds each unit's maps, upsampled to the
+segmentation's size, and tallies NetDissect-Lite's data-set-level IoU per concept:
+``sum of intersections / sum of unions`` over all images, where a unit's activated
+pixels count towards a concept's union on the images where they touch some label of
+that concept's category (NetDissect-Lite's ``tally_units_cat``). A unit's label is its
+best concept when that IoU reaches ``iou_threshold`` (0.04, as in the paper).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convlens.core.hooks import eval_mode, get_layer, hooked
+from convlens.core.progress import progress_bar
+from convlens.data.broden import BrodenSource, Concept
+from convlens.data.sources import Source, SourceBatch
+
+BY = ("peak", "mean")
+
+
+class QuantileSketch:
+    """Per-unit histograms of float32 values in buckets of relative width 2^-7.
+
+    A bucket is a float's sign, exponent and first 7 mantissa bits, so the bucket of a
+    value is a shift of its bits (no logarithm) and a quantile's estimate (the bucket's
+    harmonic midpoint) is within a relative error of 1/257 of the value of that rank
+    (``torch.quantile(..., interpolation="lower")``). Magnitudes below 2^-24 (6e-8)
+    count as zero; above 2^24 (1.7e7) they share the last bucket. Memory: ``units x
+    12,289`` counters, whatever the number of values.
+    """
+
+    SHIFT = 16  # 23 mantissa bits, keep 7
+    RELATIVE_ERROR = 1 / 257
+
+    def __init__(self, units: int, device: torch.device | str = "cpu") -> None:
+        self.units = units
+        self.low = (127 - 24) << 7  # the bucket key of 2^-24
+        self.n = (24 + 24) << 7  # buckets per sign
+        self.width = 2 * self.n + 1  # negatives, zero, positives; ascending values
+        self.counts = torch.zeros(units, self.width, dtype=torch.long, device=device)
+        self._offsets = torch.arange(units, device=device)[:, None] * self.width
+
+    def add(self, values: torch.Tensor) -> None:
+        """Count ``values``, ``[units, M]`` (any float dtype)."""
+        v = values.float().contiguous()
+        key = (v.abs().view(torch.int32) >> self.SHIFT) - self.low
+        key = key.clamp(-1, self.n - 1)
+        bucket = torch.where(v < 0, self.n - 1 - key, self.n + 1 + key)
+        bucket = torch.where(key < 0, self.n, bucket) + self._offsets
+        self.counts += torch.bincount(bucket.flatten(), minlength=self.units * self.width).view(
+            self.units, self.width
+        )
+
+    def _value(self, key: torch.Tensor) -> torch.Tensor:
+        """The harmonic midpoint of positive bucket ``key``."""
+        lo = ((key + self.low) << self.SHIFT).int().view(torch.float32)
+        hi = ((key + self.low + 1) << self.SHIFT).int().view(torch.float32)
+        return 2 * lo * hi / (lo + hi)
+
+    def quantile(self, q: float) -> torch.Tensor:
+        """``[units]``: estimates of the value of rank ``floor(q * (M - 1))``."""
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"quantile must be in [0, 1], got {q}")
+        total = self.counts.sum(1)
+        if int(total.min()) == 0:
+            raise ValueError("no values were added")
+        rank = torch.floor(q * (total - 1).double()).long()
+        bucket = (self.counts.cumsum(1) > rank[:, None]).int().argmax(1)
+        pos = self._value((bucket - self.n - 1).clamp_min(0))
+        neg = -self._value((self.n - 1 - bucket).clamp_min(0))
+        zero = torch.zeros_like(pos)
+        return torch.where(bucket > self.n, pos, torch.where(bucket < self.n, neg, zero))
+
+
+class _TopImages:
+    """The ``k`` best images of each unit so far, with their maps."""
+
+    def __init__(self, units: int, k: int, device: torch.device) -> None:
+        self.k = k
+        self.score = torch.full((units, k), -math.inf, device=device)
+        self.index = torch.full((units, k), -1, dtype=torch.long, device=device)
+        self.maps: torch.Tensor | None = None
+
+    def add(self, score: torch.Tensor, index: torch.Tensor, feats: torch.Tensor) -> None:
+        """``score`` ``[B, C]``, ``index`` ``[B]``, ``feats`` ``[B, C, h, w]``."""
+        c, (h, w) = feats.shape[1], feats.shape[2:]
+        if self.maps is None:
+            self.maps = feats.new_zeros(c, self.k, h, w)
+        best = torch.cat([self.score, score.T], 1).topk(self.k, 1)
+        self.score = best.values
+        self.index = torch.cat([self.index, index[None].expand(c, -1)], 1).gather(1, best.indices)
+        both = torch.cat([self.maps, feats.transpose(0, 1)], 1)
+        self.maps = both.gather(1, best.indices[..., None, None].expand(-1, -1, h, w))
+
+
+class _IoUTally:
+    """NetDissect-Lite's tallies for the IoU of every unit with every concept."""
+
+    def __init__(self, units: int, concepts: list[Concept], categories: list[str], device: Any):
+        self.labels = max(c.number for c in concepts) + 1
+        self.cat_index = {cat: g for g, cat in enumerate(categories)}
+        labelcat = torch.zeros(self.labels, max(1, len(categories)), device=device)
+        for c in concepts:
+            for cat in c.categories:
+                if cat in self.cat_index:
+                    labelcat[c.number, self.cat_index[cat]] = 1
+        self.labelcat = labelcat
+        self.both = torch.zeros(units * self.labels, dtype=torch.float64, device=device)
+        self.units_cat = torch.zeros(units, labelcat.shape[1], dtype=torch.float64, device=device)
+        self.label_pixels = torch.zeros(self.labels, dtype=torch.float64, device=device)
+        self.units = units
+
+    def add(self, feats: torch.Tensor, threshold: torch.Tensor, seg: torch.Tensor) -> None:
+        """One image: features ``[C, h, w]``, thresholds ``[C]``, segmentation ``[D, sh, sw]``."""
+        size = (seg.shape[1], seg.shape[2])
+        seg = seg.to(feats.device).clamp(0, self.labels - 1).flatten(1)  # unknown labels: 0
+        counted = torch.bincount(seg.flatten(), minlength=self.labels).double()
+        counted[0] = 0
+        self.label_pixels += counted
+        # NetDissect upsamples each map to the segmentation's size, then thresholds it
+        up = F.interpolate(feats[None], size=size, mode="bilinear", align_corners=False)
+        mask = up[0].flatten(1) > threshold[:, None]  # [C, P]
+        unit, pix = mask.nonzero(as_tuple=True)
+        if unit.numel() == 0:
+            return
+        lab = seg[:, pix]  # [D, nnz]
+        keys = (unit[None] * self.labels + lab)[lab > 0]
+        uniq, count = keys.unique(return_counts=True)
+        self.both.index_add_(0, uniq, count.double())
+        hit = torch.zeros(self.units, self.labelcat.shape[1], device=feats.device)
+        hit.index_add_(0, uniq // self.labels, self.labelcat[uniq % self.labels])
+        active = torch.bincount(unit, minlength=self.units).double()
+        self.units_cat += active[:, None] * (hit > 0)
+
+    def iou(self, numbers: list[int]) -> torch.Tensor:
+        """``[C, len(numbers)]`` IoU of every unit with the concepts ``numbers``."""
+        both = self.both.view(self.units, self.labels)
+        union = self.units_cat @ self.labelcat.double().T + self.label_pixels[None] - both
+        iou = both / (union + 1e-10)
+        return iou[:, numbers].float()
+
+
+@dataclass(frozen=True)
+class Dissection:
+    """What each unit of ``layer`` responds to over a data set (see the module doc)."""
+
+    layer: str
+    source: str  # what was dissected, in words
+    images: int  # images seen
+    skipped: tuple[str, ...]  # unreadable files left out
+    quantile: float  # the top fraction of activations above each threshold
+    by: str  # "peak" or "mean": how top images are ranked
+    thresholds: torch.Tensor  # [C]
+    top_index: torch.Tensor  # [C, N] source positions of each unit's top images, best first
+    top_score: torch.Tensor  # [C, N] their peak (or mean) activation
+    top_maps: torch.Tensor  # [C, N, h, w] their activation maps
+    top_names: tuple[tuple[str, ...], ...]  # [C][N] how the source calls them
+    classes: tuple[str, ...] = ()
+    class_means: torch.Tensor | None = None  # [K, C] mean activation per class
+    class_counts: torch.Tensor | None = None  # [K] images per class
+    concepts: tuple[Concept, ...] = ()
+    iou: torch.Tensor | None = None  # [C, L] IoU with each concept
+    iou_threshold: float = 0.04
+
+    @property
+    def units(self) -> int:
+        return self.thresholds.shape[0]
+
+    @property
+    def top_class(self) -> torch.Tensor | None:
+        """``[C]`` the class with the largest mean activation, or None without labels."""
+        if self.class_means is None:
+            return None
+        return self.class_means.nan_to_num(-math.inf).argmax(0)
+
+    @property
+    def selectivity(self) -> torch.Tensor | None:
+        """``[C]`` ``(mu_top - mu_rest) / (mu_top + mu_rest)``; 0 where both are 0.
+        Meant for non-negative activations (after a ReLU), where it lies in [0, 1]."""
+        if self.class_means is None or self.class_means.shape[0] < 2:
+            return None
+        means = self.class_means.nan_to_num(0.0)
+        top = means.max(0).values
+        rest = (means.sum(0) - top) / (means.shape[0] - 1)
+        denom = top + rest
+        return torch.where(denom != 0, (top - rest) / denom.where(denom != 0, 1.0), 0.0)
+
+    @property
+    def best_concept(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``([C] concept positions, [C] IoU)`` of each unit's best concept."""
+        if self.iou is None or self.iou.shape[1] == 0:
+            return None
+        best = self.iou.max(1)
+        return best.indices, best.values
+
+    def unit_rows(self) -> list[dict[str, Any]]:
+        """One plain dict per unit (for CSV, JSON and the atlas), ordered by unit."""
+        top_class, sel, best = self.top_class, self.selectivity, self.best_concept
+        rows = []
+        for u in range(self.units):
+            row: dict[str, Any] = {"unit": u, "threshold": float(self.thresholds[u])}
+            if best is not None:
+                c, score = self.concepts[int(best[0][u])], float(best[1][u])
+                row.update(
+                    concept=c.name,
+                    category=";".join(c.categories),
+                    iou=score,
+                    label=c.name if score >= self.iou_threshold else "",
+                )
+            if top_class is not None and sel is not None and self.class_means is not None:
+                row.update(
+                    top_class=self.classes[int(top_class[u])],
+                    selectivity=float(sel[u]),
+                    class_means=[float(m) for m in self.class_means[:, u]],
+                )
+            row["top_images"] = list(self.top_names[u])
+            row["top_scores"] = [float(s) for s in self.top_score[u]]
+            rows.append(row)
+        return rows
+
+
+class _Stop(Exception):
+    """Raised by the capture hook: nothing after the layer needs computing."""
+
+
+def _layer_features(model: nn.Module, layer: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function running ``model`` up to ``layer`` and returning its output."""
+    module = get_layer(model, layer)
+    store: dict[str, torch.Tensor] = {}
+
+    def hook(_m: nn.Module, _i: Any, out: Any) -> None:
+        store["out"] = out
+        raise _Stop
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with hooked([(module, hook)]), contextlib.suppress(_Stop):
+            model(x)
+        if "out" not in store:
+            raise ValueError(f"layer {layer!r} did not run in the model's forward pass")
+        out = store.pop("out")
+        if not isinstance(out, torch.Tensor) or out.ndim != 4:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(
+                f"layer {layer!r} outputs {shape}, not [N, C, h, w]: dissection needs a "
+                "convolutional layer (one with spatial maps)"
+            )
+        return out
+
+    return run
+
+
+def _check(top: int, quantile: float, by: str, batch_size: int) -> None:
+    if top < 1:
+        raise ValueError(f"top must be >= 1, got {top}")
+    if not 0.0 < quantile < 1.0:
+        raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+    if by not in BY:
+        raise ValueError(f"by must be one of {', '.join(BY)}, got {by!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+
+@torch.inference_mode()
+def dissect(
+    model: nn.Module,
+    data: Source,
+    layer: str,
+    *,
+    top: int = 8,
+    quantile: float = 0.005,
+    by: str = "peak",
+    iou_threshold: float = 0.04,
+    batch_size: int = 128,
+    workers: int = 0,
+    progress: bool = True,
+) -> Dissection:
+    """Dissect ``layer`` of ``model`` over ``data`` (see the module doc).
+
+    The model runs where its parameters are, in evaluation mode (restored after);
+    each batch stops at ``layer``. ``top`` images per unit, ranked ``by`` peak or mean
+    activation; thresholds at the top ``quantile`` of all activations.
+
+    Raises:
+        ValueError: unknown layer, a layer without spatial maps, bad arguments.
+    """
+    _check(top, quantile, by, batch_size)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    features = _layer_features(model, layer)
+    sketch: QuantileSketch | None = None
+    best: _TopImages | None = None
+    k = len(data.classes)
+    sums = counts = None
+    seen = 0
+    with eval_mode(model):
+        for batch in _batches(data, batch_size, workers, progress, "dissecting"):
+            feats = features(batch.x.to(device)).float()
+            n, c = feats.shape[:2]
+            if sketch is None:
+                sketch, best = QuantileSketch(c, device), _TopImages(c, top, device)
+                if k:
+                    sums = torch.zeros(k, c, dtype=torch.float64, device=device)
+                    counts = torch.zeros(k, dtype=torch.float64, device=device)
+            assert best is not None
+            sketch.add(feats.transpose(0, 1).reshape(c, -1))
+            means = feats.mean((2, 3))
+            best.add(feats.amax((2, 3)) if by == "peak" else means, batch.index.to(device), feats)
+            if sums is not None and counts is not None and batch.labels is not None:
+                labels = batch.labels.to(device)
+                sums.index_add_(0, labels, means.double())
+                counts += torch.bincount(labels, minlength=k).double()
+            seen += n
+        if sketch is None or best is None or best.maps is None:
+            raise ValueError(f"{data.description}: no image could be read")
+        thresholds = sketch.quantile(1.0 - quantile)
+        iou = None
+        concepts: list[Concept] = []
+        if isinstance(data, BrodenSource):
+            concepts = data.concepts
+            iou = _tally_iou(features, data, thresholds, concepts, batch_size, workers, progress)
+    n_top = min(top, seen)
+    index = best.index[:, :n_top].cpu()
+    class_means = None if sums is None or counts is None else (sums / counts[:, None]).float()
+    return Dissection(
+        layer=layer,
+        source=data.description,
+        images=seen,
+        skipped=tuple(data.skipped),
+        quantile=quantile,
+        by=by,
+        thresholds=thresholds.cpu(),
+        top_index=index,
+        top_score=best.score[:, :n_top].cpu(),
+        top_maps=best.maps[:, :n_top].cpu(),
+        top_names=tuple(tuple(data.name(int(i)) for i in row) for row in index),
+        classes=data.classes,
+        class_means=None if class_means is None else class_means.cpu(),
+        class_counts=None if counts is None else counts.long().cpu(),
+        concepts=tuple(concepts),
+        iou=None if iou is None else iou.cpu(),
+        iou_threshold=iou_threshold,
+    )
+
+
+def _batches(data: Source, batch_size: int, workers: int, progress: bool, what: str) -> Any:
+    bar = progress_bar(total=len(data), desc=what, unit="img", disable=not progress)
+    with bar:
+        for batch in data.batches(batch_size, workers):
+            yield batch
+            bar.update(len(batch.index))
+
+
+def _tally_iou(
+    features: Callable[[torch.Tensor], torch.Tensor],
+    data: BrodenSource,
+    thresholds: torch.Tensor,
+    concepts: list[Concept],
+    batch_size: int,
+    workers: int,
+    progress: bool,
+) -> torch.Tensor:
+    tally: _IoUTally | None = None
+    batch: SourceBatch
+    for batch in _batches(data, batch_size, workers, progress, "IoU with concepts"):
+        feats = features(batch.x.to(thresholds.device)).float()
+        if tally is None:
+            tally = _IoUTally(feats.shape[1], concepts, data.categories, thresholds.device)
+        for f, seg in zip(feats, batch.segmentations, strict=True):
+            tally.add(f, thresholds, seg)
+    assert tally is not None
+    return tally.iou([c.number for c in concepts])

@@ -1,0 +1,264 @@
+"""The unit atlas of a dissection: ``index.html`` (one card per unit, sortable), a PNG
+strip of each unit's top images with their thresholded maps, a summary chart, and the
+numbers as ``units.csv`` and ``units.json``. The folder is written whole or not at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from convlens.core.fileio import atomic_directory
+from convlens.core.progress import progress_bar
+from convlens.data.sources import Source
+from convlens.interpret.dissect import Dissection
+from convlens.render import viz
+
+CSV_FIELDS = (
+    "unit", "label", "concept", "category", "iou", "top_class", "selectivity",
+    "threshold", "top_images",
+)  # fmt: skip
+
+
+def overlay(image: torch.Tensor, unit_map: torch.Tensor, threshold: float, side: int) -> np.ndarray:
+    """``image`` ``[C, H, W]`` in [0, 1] at ``side`` x ``side`` pixels, dimmed where the
+    unit's map (bilinear to that size) is at or below ``threshold``, with the edge of
+    the region above it drawn in yellow. Returns ``[side, side, 3]`` uint8."""
+    img = F.interpolate(
+        image[None].float(), size=(side, side), mode="bilinear", align_corners=False
+    )
+    rgb = img[0].expand(3, -1, -1) if image.shape[0] == 1 else img[0]
+    up = F.interpolate(unit_map[None, None].float(), size=(side, side), mode="bilinear",
+                       align_corners=False)[0, 0]  # fmt: skip
+    inside = up > threshold
+    grown = F.max_pool2d(inside[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
+    edge = grown & ~inside
+    out = torch.where(inside, rgb, rgb * 0.3)
+    out[:, edge] = torch.tensor([1.0, 0.85, 0.0])[:, None]
+    return (out.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def unit_strip(d: Dissection, source: Source, unit: int, side: int) -> bytes:
+    """PNG bytes: the unit's top images side by side, each with its map thresholded."""
+    tiles = [
+        overlay(source.display(int(i)), d.top_maps[unit, n], float(d.thresholds[unit]), side)
+        for n, i in enumerate(d.top_index[unit])
+    ]
+    gap = np.full((side, 4, 3), 255, dtype=np.uint8)
+    row = np.concatenate([t for tile in tiles for t in (tile, gap)][:-1], axis=1)
+    buf = io.BytesIO()
+    Image.fromarray(row).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def summary_figure(d: Dissection) -> viz.Figure | None:
+    """Units per concept (labelled units, when concepts were given) or per top class,
+    split by how selective they are; None when the data had neither."""
+    rows = d.unit_rows()
+    fig = viz.Figure(figsize=(8, 3.6))
+    ax = fig.subplots()
+    if d.best_concept is not None:
+        counts = Counter(r["label"] for r in rows if r["label"])
+        if not counts:
+            ax.text(0.5, 0.5, f"no unit reaches IoU {d.iou_threshold}", ha="center")
+            ax.set_axis_off()
+            return fig
+        names = [n for n, _ in counts.most_common(25)]
+        ax.bar(range(len(names)), [counts[n] for n in names], color="#4c72b0")
+        ax.set_ylabel("units labelled")
+        ax.set_title(f"{d.layer}: concepts detected (IoU >= {d.iou_threshold})", fontsize=10)
+    elif d.class_means is not None:
+        names = list(d.classes)
+        strong = Counter(r["top_class"] for r in rows if r["selectivity"] >= 0.5)
+        weak = Counter(r["top_class"] for r in rows if r["selectivity"] < 0.5)
+        pos = range(len(names))
+        ax.bar(pos, [strong[n] for n in names], color="#c44e52", label="selectivity >= 0.5")
+        ax.bar(pos, [weak[n] for n in names], bottom=[strong[n] for n in names],
+               color="#dd8452", alpha=0.45, label="selectivity < 0.5")  # fmt: skip
+        ax.set_ylabel("units")
+        ax.legend(fontsize=8, frameon=False)
+        ax.set_title(f"{d.layer}: units by the class they respond to most", fontsize=10)
+    else:
+        return None
+    ax.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
+def _histogram_svg(means: list[float], classes: tuple[str, ...], top: int) -> str:
+    """Mean activation per class as small bars, the top class in red."""
+    w, h, n = 180, 40, len(means)
+    hi = max(max(means), 1e-12)
+    bar = w / n
+    rects = "".join(
+        f'<rect x="{k * bar + 1:.1f}" y="{h - max(v, 0) / hi * h:.1f}" width="{bar - 2:.1f}" '
+        f'height="{max(v, 0) / hi * h:.1f}" fill="{"#c44e52" if k == top else "#9aa"}">'
+        f"<title>{html.escape(classes[k])}: {v:.3g}</title></rect>"
+        for k, v in enumerate(means)
+    )
+    return f'<svg class="hist" width="{w}" height="{h}" role="img">{rects}</svg>'
+
+
+def _card(row: dict[str, Any], d: Dissection) -> str:
+    u = row["unit"]
+    if "iou" in row:
+        title = row["label"] or f"({row['concept']})"
+        score, what = row["iou"], f"IoU {row['iou']:.3f} · {html.escape(row['category'])}"
+    elif "selectivity" in row:
+        title = row["top_class"]
+        score, what = row["selectivity"], f"selectivity {row['selectivity']:.2f}"
+    else:
+        title, score, what = "", float(row["top_scores"][0]), ""
+    parts = [
+        f'<div class="card" data-unit="{u}" data-score="{score:.6f}" '
+        f'data-text="{html.escape(str(title).lower())}">',
+        f'<h3>unit {u} <span class="label">{html.escape(str(title))}</span></h3>',
+        f'<p class="meta">{what} · threshold {row["threshold"]:.3g}</p>',
+        f'<img src="units/unit-{u:04d}.png" alt="top images of unit {u}" loading="lazy">',
+    ]
+    if "class_means" in row and d.classes:
+        top = d.classes.index(row["top_class"])
+        parts.append(_histogram_svg(row["class_means"], d.classes, top))
+    names = ", ".join(html.escape(n) for n in row["top_images"][:4])
+    parts.append(f'<p class="names">{names}{" …" if len(row["top_images"]) > 4 else ""}</p>')
+    return "".join(parts) + "</div>"
+
+
+def write_atlas(
+    d: Dissection,
+    source: Source,
+    out: str | os.PathLike[str],
+    title: str,
+    progress: bool = True,
+) -> Path:
+    """Write the atlas folder ``out`` (replacing it whole); returns its ``index.html``."""
+    out = Path(out)
+    rows = d.unit_rows()
+    side = max(96, min(128, int(source.display(int(d.top_index[0, 0])).shape[-1])))
+    with atomic_directory(out) as tmp:
+        (tmp / "units").mkdir()
+        for u in progress_bar(range(d.units), desc="atlas", unit="unit", disable=not progress):
+            (tmp / "units" / f"unit-{u:04d}.png").write_bytes(unit_strip(d, source, u, side))
+        fig = summary_figure(d)
+        if fig is not None:
+            viz.save_figure(fig, tmp / "summary.png", dpi=110)
+        _write_tables(d, rows, tmp)
+        order = sorted(rows, key=lambda r: -float(_score(r)))
+        page = _PAGE.format(
+            title=html.escape(title),
+            facts=html.escape(_facts(d)),
+            summary='<img class="summary" src="summary.png" alt="summary">' if fig else "",
+            cards="".join(_card(r, d) for r in order),
+            score="IoU" if d.best_concept is not None else "selectivity",
+        )
+        (tmp / "index.html").write_text(page, encoding="utf-8")
+    return out / "index.html"
+
+
+def _score(row: dict[str, Any]) -> float:
+    if "iou" in row:
+        return float(row["iou"])
+    if "selectivity" in row:
+        return float(row["selectivity"])
+    return float(row["top_scores"][0])
+
+
+def _facts(d: Dissection) -> str:
+    text = (
+        f"{d.units} units of {d.layer} over {d.images} images of {d.source}; thresholds at "
+        f"the top {d.quantile:.2%} of activations; top images by {d.by} activation."
+    )
+    if d.skipped:
+        text += f" {len(d.skipped)} unreadable files were skipped (listed in units.json)."
+    return text
+
+
+def _write_tables(d: Dissection, rows: list[dict[str, Any]], folder: Path) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({**r, "top_images": " ".join(r["top_images"])})
+    (folder / "units.csv").write_text(buf.getvalue(), encoding="utf-8")
+    meta = {
+        "layer": d.layer,
+        "source": d.source,
+        "images": d.images,
+        "skipped": list(d.skipped),
+        "quantile": d.quantile,
+        "by": d.by,
+        "iou_threshold": d.iou_threshold,
+        "classes": list(d.classes),
+        "concepts": [
+            {"number": c.number, "name": c.name, "categories": list(c.categories)}
+            for c in d.concepts
+        ],
+        "units": rows,
+    }
+    (folder / "units.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>
+body {{ font: 14px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 1300px;
+       padding: 1.2rem; color: #222; }}
+h1 {{ font-size: 1.5rem; margin: 0 0 .3rem; }}
+.summary {{ max-width: min(100%, 800px); height: auto; border: 1px solid #eee; }}
+.controls {{ margin: 1rem 0; display: flex; gap: 1rem; align-items: center; }}
+.grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(420px, 1fr));
+        gap: .8rem; }}
+.card {{ border: 1px solid #ddd; border-radius: 6px; padding: .5rem .7rem; }}
+.card h3 {{ margin: 0; font-size: 1rem; }}
+.card .label {{ color: #c44e52; }}
+.card img {{ display: block; max-width: 100%; height: auto; margin: .3rem 0; }}
+.meta, .names {{ margin: .1rem 0; color: #555; font-size: .85rem; }}
+.names {{ white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }}
+</style></head>
+<body><h1>{title}</h1>
+<p>{facts} Written by <code>convlens dissect</code>; numbers in
+<a href="units.csv">units.csv</a> and <a href="units.json">units.json</a>.</p>
+{summary}
+<div class="controls">
+<label>sort by <select id="sort"><option value="score">{score}</option>
+<option value="unit">unit</option></select></label>
+<label>filter <input id="filter" type="search" placeholder="label or class"></label>
+<span id="count"></span>
+</div>
+<div class="grid" id="cards">{cards}</div>
+<script>
+const grid = document.getElementById("cards");
+const cards = Array.from(grid.children);
+function update() {{
+  const by = document.getElementById("sort").value;
+  const text = document.getElementById("filter").value.trim().toLowerCase();
+  const key = (c) => by === "unit" ? Number(c.dataset.unit) : -Number(c.dataset.score);
+  const shown = cards.slice().sort((a, b) => key(a) - key(b));
+  let n = 0;
+  for (const c of shown) {{
+    const keep = !text || c.dataset.text.includes(text);
+    c.hidden = !keep;
+    n += keep;
+    grid.appendChild(c);
+  }}
+  document.getElementById("count").textContent = n + " of " + cards.length + " units";
+}}
+document.getElementById("sort").addEventListener("change", update);
+document.getElementById("filter").addEventListener("input", update);
+update();
+</script>
+</body></html>
+"""
