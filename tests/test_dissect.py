@@ -299,6 +299,19 @@ def test_cli_dissects_the_shipped_model(tmp_path: Path, capsys: pytest.CaptureFi
     assert "most class-selective units:" in text
     meta = json.loads((out / "units.json").read_text())
     assert meta["layer"] == "features" and len(meta["units"]) == 128
+    # the report shows the atlas's summary and its most selective units
+    rep = tmp_path / "rep"
+    assert (
+        main(["report", "fashion-cnn", "test:0", "--dissection", str(out), "--out", str(rep)]) == 0
+    )
+    text = (rep / "index.html").read_text()
+    best = max(meta["units"], key=lambda r: r["selectivity"])
+    assert f'<img src="dissection-unit-{best["unit"]:04d}.png"' in text
+    assert f"unit {best['unit']}: {best['top_class']} (selectivity" in text
+    assert (rep / "dissection-summary.png").is_file()
+    assert main(["report", "fashion-cnn", "test:0", "--dissection", str(tmp_path), "--out",
+                 str(rep)]) == 2  # fmt: skip
+    assert "holds no dissection (no units.json); run convlens dissect" in capsys.readouterr().err
     assert main(["dissect", "fashion-cnn", "--layer", "fc", "--limit", "5", "--out",
                  str(tmp_path / "x")]) == 2  # fmt: skip
     assert "dissection needs a convolutional layer" in capsys.readouterr().err

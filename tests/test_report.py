@@ -83,6 +83,10 @@ def test_demo_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert f"open {page.resolve()}" in out
     text = page.read_text()
     assert '<img src="sweep-lr.png"' in text and '<img src="sweep-curves.png"' in text
+    # the demo dissects features over the test set, and the report shows the atlas's best
+    assert "<h2>Units of features across a data set</h2>" in text
+    assert '<a href="../dissect/index.html">' in text
+    assert len(json.loads((tmp_path / "dissect" / "units.json").read_text())["units"]) == 128
     assert "test top-1 (measured now)" in text
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["test_top1"] >= 0.93

@@ -18,6 +18,8 @@ _API: dict[str, tuple[str, str]] = {
     "Preprocessing": ("convlens.data.images", "Preprocessing"),
     "Inputs": ("convlens.data.images", "Inputs"),
     "load_images": ("convlens.data.images", "load_files"),
+    "open_source": ("convlens.data.sources", "open_source"),
+    "TensorSource": ("convlens.data.sources", "TensorSource"),
     # models
     "load_model": ("convlens.models.zoo", "load"),
     "LoadedModel": ("convlens.models.zoo", "LoadedModel"),
@@ -41,11 +43,14 @@ _API: dict[str, tuple[str, str]] = {
     "score_methods": ("convlens.interpret.faithfulness", "score_methods"),
     "ablate": ("convlens.interpret.ablation", "ablate"),
     "fewest_units": ("convlens.interpret.ablation", "fewest_units"),
+    "dissect": ("convlens.interpret.dissect", "dissect"),
+    "Dissection": ("convlens.interpret.dissect", "Dissection"),
     # experiments and pictures
     "make_spec": ("convlens.sweep.spec", "make_spec"),
     "run_worker": ("convlens.sweep.worker", "run_worker"),
     "load_results": ("convlens.sweep.results", "load_results"),
     "build_report": ("convlens.render.report", "build_report"),
+    "write_atlas": ("convlens.render.atlas", "write_atlas"),
 }
 
 __all__ = list(_API)

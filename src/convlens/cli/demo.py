@@ -46,8 +46,11 @@ def run(args: argparse.Namespace) -> int:
     from convlens.cli.sweep import print_trial
     from convlens.core.fileio import atomic_write_json
     from convlens.data import fashion_mnist as data
+    from convlens.data.sources import FashionSplit
     from convlens.inference import evaluate, predict_logits
+    from convlens.interpret.dissect import dissect
     from convlens.render import report
+    from convlens.render.atlas import write_atlas
     from convlens.sweep import worker
     from convlens.training.loop import resume, train
 
@@ -102,10 +105,18 @@ def run(args: argparse.Namespace) -> int:
         worker.run_worker(
             sweep_dir, None, "sweep", spec, data_dir=args.data_dir, on_trial=print_trial
         )
+    dissection = out / "dissect"
+    print(f"dissecting the units of features over the test set into {dissection}")
+    test_source = FashionSplit("test", args.data_dir)
+    d = dissect(loaded.model, test_source, "features")
+    write_atlas(d, test_source, dissection, f"{source}: units of features")
     picks = [f"test:{i}" for i in first[:4]]  # four classes: T-shirt, trouser, pullover, dress
     inputs = load_inputs(picks, loaded.preprocessing, args.data_dir)
     options = report.ReportOptions(
-        run_dir=Path(source) if args.train else None, sweep_dir=sweep_dir, test_top1=top1
+        run_dir=Path(source) if args.train else None,
+        sweep_dir=sweep_dir,
+        test_top1=top1,
+        dissection=dissection,
     )
     path = report.build_report(loaded, inputs, out / "report", options)
     print(f"report written; open {path.resolve()}")

@@ -42,6 +42,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--faithfulness-images", type=int, default=200, help="images of DATA to score [200]"
     )
+    p.add_argument(
+        "--dissection", type=Path, metavar="DIR", help="a `convlens dissect` folder to include"
+    )
     p.set_defaults(run=run)
 
 
@@ -70,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         sweep_dir=args.sweep,
         faithfulness=scores,
         faithfulness_data=args.faithfulness or "",
+        dissection=args.dissection,
     )
     path = report.build_report(loaded, inputs, args.out, options)
     print(f"open {path.resolve()}")

@@ -154,7 +154,7 @@ def write_atlas(
         if fig is not None:
             viz.save_figure(fig, tmp / "summary.png", dpi=110)
         _write_tables(d, rows, tmp)
-        order = sorted(rows, key=lambda r: -float(_score(r)))
+        order = sorted(rows, key=lambda r: -unit_score(r))
         page = _PAGE.format(
             title=html.escape(title),
             facts=html.escape(_facts(d)),
@@ -166,7 +166,34 @@ def write_atlas(
     return out / "index.html"
 
 
-def _score(row: dict[str, Any]) -> float:
+def read_atlas(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``units.json`` of an atlas folder.
+
+    Raises:
+        ValueError: no atlas there, or an unreadable one.
+    """
+    path = Path(folder) / "units.json"
+    if not path.is_file():
+        raise ValueError(f"{folder} holds no dissection (no units.json); run convlens dissect")
+    try:
+        meta: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        meta["units"], meta["layer"], meta["source"]
+    except (ValueError, KeyError) as e:
+        raise ValueError(f"{path} is not a convlens dissection ({e})") from e
+    return meta
+
+
+def unit_caption(row: dict[str, Any]) -> str:
+    """``red (IoU 0.12)``, ``Sandal (selectivity 0.89)`` or the peak activation."""
+    if "iou" in row:
+        return f"{row['label'] or row['concept']} (IoU {row['iou']:.3f})"
+    if "selectivity" in row:
+        return f"{row['top_class']} (selectivity {row['selectivity']:.2f})"
+    return f"peak {row['top_scores'][0]:.3g}"
+
+
+def unit_score(row: dict[str, Any]) -> float:
+    """What atlas cards are sorted by: IoU, else selectivity, else the top peak."""
     if "iou" in row:
         return float(row["iou"])
     if "selectivity" in row:

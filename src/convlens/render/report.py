@@ -25,7 +25,7 @@ from convlens.data import images
 from convlens.interpret import ablation, cam, filters, units
 from convlens.interpret.faithfulness import MethodScore
 from convlens.models import LoadedModel
-from convlens.render import viz
+from convlens.render import atlas, viz
 from convlens.sweep import results as sweep_results
 
 
@@ -51,6 +51,7 @@ class ReportOptions:
     # faithfulness of each CAM method over a data set (interpret.faithfulness.score_methods)
     faithfulness: Sequence[MethodScore] = ()
     faithfulness_data: str = ""  # what the scores were measured on, for the caption
+    dissection: Path | None = None  # a `convlens dissect` atlas folder to summarise
 
 
 class Report:
@@ -71,9 +72,13 @@ class Report:
         self, section: _Section, fig: Figure, name: str, caption: str, width: int = 900
     ) -> None:
         path = viz.save_figure(fig, self.out / f"{name}.png", dpi=110)
-        self.figures.append(path.name)
+        self.figure_file(section, path.name, caption, width)
+
+    def figure_file(self, section: _Section, name: str, caption: str, width: int = 900) -> None:
+        """An image already written into the report folder as ``name``."""
+        self.figures.append(name)
         section.blocks.append(
-            f'<figure><img src="{html.escape(path.name)}" alt="{html.escape(caption)}" '
+            f'<figure><img src="{html.escape(name)}" alt="{html.escape(caption)}" '
             f'style="max-width:min(100%,{width}px)"><figcaption>{html.escape(caption)}'
             "</figcaption></figure>"
         )
@@ -454,6 +459,38 @@ def trust_section(report: Report, ctx: ReportContext) -> None:
     )
 
 
+def dissection_section(report: Report, ctx: ReportContext, shown: int = 8) -> None:
+    """Units across a data set: the atlas's summary and its most selective units (or
+    best concept detectors), when a dissection folder is given."""
+    folder = ctx.options.dissection
+    if folder is None:
+        return
+    meta = atlas.read_atlas(folder)
+    s = report.section("dissection", f"Units of {meta['layer']} across a data set")
+    index = Path(os.path.relpath(Path(folder) / "index.html", report.out)).as_posix()
+    report.text(
+        s,
+        f"{len(meta['units'])} units over {meta['images']} images of {meta['source']} "
+        f"(convlens dissect; thresholds at the top {meta['quantile']:.2%} of activations). "
+        f"Below, the {shown} units that respond most selectively, each with its top images "
+        "(outside the yellow outline, where the unit is below its threshold, is dimmed).",
+    )
+    s.blocks.append(
+        f'<p>The whole atlas, one card per unit: <a href="{html.escape(index)}">'
+        f"{html.escape(index)}</a></p>"
+    )
+    if (Path(folder) / "summary.png").is_file():
+        name = "dissection-summary.png"
+        atomic_write_bytes(report.out / name, (Path(folder) / "summary.png").read_bytes())
+        report.figure_file(s, name, "How many units respond to what.", width=760)
+    best = sorted(meta["units"], key=lambda r: -atlas.unit_score(r))[:shown]
+    for r in best:
+        name = f"dissection-unit-{r['unit']:04d}.png"
+        strip = Path(folder) / "units" / f"unit-{r['unit']:04d}.png"
+        atomic_write_bytes(report.out / name, strip.read_bytes())
+        report.figure_file(s, name, f"unit {r['unit']}: {atlas.unit_caption(r)}")
+
+
 SECTIONS: tuple[Callable[[Report, ReportContext], None], ...] = (
     summary_section,
     filters_section,
@@ -461,6 +498,7 @@ SECTIONS: tuple[Callable[[Report, ReportContext], None], ...] = (
     ablation_section,
     cam_section,
     trust_section,
+    dissection_section,
     training_section,
 )
 
