@@ -109,7 +109,9 @@ def test_faithfulness_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()
     assert main([*args, "--data", str(tmp_path / "nowhere")]) == 2
-    assert "not test, train or a folder of images" in capsys.readouterr().err
+    assert (
+        "is neither a FashionMNIST split (test, train, val) nor a folder" in capsys.readouterr().err
+    )
     (tmp_path / "empty").mkdir()
     assert main([*args, "--data", str(tmp_path / "empty")]) == 2
     assert "no image files" in capsys.readouterr().err

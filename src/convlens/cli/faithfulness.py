@@ -13,7 +13,6 @@ from convlens.cli.common import add_model_args, load_model
 REFERENCES = ("random", "edges")  # convlens.interpret.faithfulness.REFERENCE_MAPS
 # Every method but Score-CAM (one forward pass per channel), then the reference maps.
 DEFAULT_METHODS = (*(m for m in METHODS if m != "scorecam"), *REFERENCES)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 def add_parser(sub: Any) -> None:
@@ -29,7 +28,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--data",
         default="test",
-        help="FashionMNIST split (test, train) or a folder of images, searched recursively [test]",
+        help="FashionMNIST split (test, train, val) or a folder of images, searched "
+        "recursively [test]",
     )
     p.add_argument("--limit", type=int, default=1000, help="images to score [1000]")
     p.add_argument(
@@ -93,23 +93,10 @@ def run(args: argparse.Namespace) -> int:
 def data_batches(
     source: str, limit: int, batch_size: int, loaded: Any, data_dir: str | None
 ) -> Iterator[Any]:
-    """Model inputs ``[B, C, H, W]`` of ``source`` (a FashionMNIST split, ``test`` or
-    ``train``, or a folder of images searched recursively), ``limit`` images in all."""
-    from convlens.data import fashion_mnist, images
+    """Model inputs ``[B, C, H, W]`` of ``source`` (a FashionMNIST split or a folder of
+    images searched recursively, see :func:`convlens.data.sources.open_source`),
+    ``limit`` images in all."""
+    from convlens.data.sources import open_source
 
-    if source in ("test", "train"):
-        p = loaded.preprocessing
-        if p.channels != 1 or p.size != 28:
-            raise ValueError(f"{source} is FashionMNIST; this model takes other images")
-        data = fashion_mnist.load_fashion_mnist(source, data_dir)
-        yield from fashion_mnist.to_float(data.images[:limit]).split(batch_size)
-        return
-    folder = Path(source)
-    if not folder.is_dir():
-        raise ValueError(f"{source!r}: not test, train or a folder of images")
-    files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in it")
-    files = files[:limit]
-    for i in range(0, len(files), batch_size):
-        yield images.load_files(files[i : i + batch_size], loaded.preprocessing).x
+    for batch in open_source(source, loaded.preprocessing, data_dir, limit).batches(batch_size):
+        yield batch.x
