@@ -21,6 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "training": {"core", "data", "config", "models", "inference"},
     "sweep": {"core", "config", "training"},
     "render": {"core", "data", "config", "models", "interpret", "sweep"},
+    "serve": {"core", "data", "models", "inference", "interpret", "render"},
     "cli": {
         "core",
         "data",
@@ -31,6 +32,7 @@ ALLOWED: dict[str, set[str]] = {
         "training",
         "sweep",
         "render",
+        "serve",
     },
 }
 

@@ -20,6 +20,7 @@ from convlens.cli import (
     plot,
     predict,
     report,
+    serve,
     sweep,
     train,
     units,
@@ -39,6 +40,7 @@ COMMANDS = (
     faithfulness,
     dissect,
     report,
+    serve,
     demo,
 )
 

@@ -1,0 +1,64 @@
+"""``convlens serve``: an interactive explorer of a model in the browser."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from convlens.cli.common import add_model_args, load_model
+
+FLAGS = {"images": "--images", "data": "--data", "dissection": "--dissection"}
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="explore MODEL in the browser: top-5, CAMs, units, ablation, filters",
+        description="Start a local web server and print its URL. The page shows an image's "
+        "top-5 classes, the map of any class (CAM family), the most active units of a "
+        "layer, the top-5 after switching units off, the fewest units that flip the top-1, "
+        "the filters of a conv layer, and a unit's atlas card when --dissection is given.",
+    )
+    add_model_args(p)
+    p.add_argument("--images", type=Path, help="a folder of images to browse")
+    p.add_argument(
+        "--data",
+        choices=("test", "none"),
+        help="browse the FashionMNIST test set [test for 28x28 grayscale models]",
+    )
+    p.add_argument("--dissection", type=Path, help="a `convlens dissect` folder for unit cards")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind [127.0.0.1]")
+    p.add_argument("--port", type=int, default=8000, help="[8000]")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from convlens.serve.app import create_app
+    from convlens.serve.explorer import Explorer
+
+    loaded = load_model(args)
+    fashion = loaded.preprocessing.channels == 1 and loaded.preprocessing.size == 28
+    data = args.data or ("test" if fashion else "none")
+    explorer = Explorer(
+        loaded,
+        images_dir=args.images,
+        data=None if data == "none" else data,
+        dissection=args.dissection,
+        data_dir=args.data_dir,
+    )
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"warning: binding to {args.host} makes the explorer reachable from other "
+            "machines; it has no authentication",
+            file=sys.stderr,
+        )
+    print(f"convlens explorer for {loaded.name}: http://{args.host}:{args.port}/", flush=True)
+    try:
+        uvicorn.run(create_app(explorer), host=args.host, port=args.port, log_level="warning")
+    finally:
+        explorer.close()
+    return 0

@@ -1,0 +1,383 @@
+"""What the explorer page asks of one loaded model, as plain values and PNG bytes.
+
+:class:`Explorer` holds the model, the images the page can address (FashionMNIST test
+images, a folder, uploads; each by an id, never a path), small caches per image, and
+one lock: every computation that touches the model (hooks, evaluation mode, ablation)
+runs under it, so two requests never see each other's ablated units. The web app
+(:mod:`convlens.serve.app`) only maps these methods to HTTP.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib import colormaps
+from PIL import Image
+
+from convlens.core.hooks import conv_layer_names
+from convlens.data import fashion_mnist
+from convlens.data.images import open_image, preprocess, to_display
+from convlens.data.sources import IMAGE_SUFFIXES
+from convlens.interpret import ablation, cam, units
+from convlens.interpret.filters import filter_tiles
+from convlens.models import LoadedModel
+from convlens.render import viz
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+_ID = re.compile(r"^(test|file|upload):(\d{1,9})$")
+
+
+class NotFoundError(LookupError):
+    """An image, layer, unit or class id that does not exist (HTTP 404)."""
+
+
+class BadRequestError(ValueError):
+    """A request that cannot be answered as asked (HTTP 400 or 413)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class _Image:
+    x: torch.Tensor  # [1, C, H, W] model input
+    shown: torch.Tensor  # [C, H, W] in [0, 1], as the model sees it
+    name: str
+    label: int | None
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def _heat_png(m: torch.Tensor) -> bytes:
+    """A map ``[H, W]`` in [0, 1] as an RGBA jet heatmap PNG."""
+    rgba = colormaps["jet"](m.clamp(0, 1).numpy())
+    return _png((rgba * 255 + 0.5).astype(np.uint8))
+
+
+class Explorer:
+    """One model and the images it is explored on (see the module doc)."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        images_dir: Path | None = None,
+        data: str | None = None,
+        dissection: Path | None = None,
+        data_dir: str | None = None,
+        cache_size: int = 256,
+    ) -> None:
+        self.loaded = loaded
+        self.model = loaded.model.eval()
+        self.lock = threading.Lock()
+        p = loaded.preprocessing
+        self.fashion = p.channels == 1 and p.size == 28
+        self.test = None
+        if data is not None:
+            if data != "test":
+                raise ValueError(f"`data` can only be 'test' (FashionMNIST), got {data!r}")
+            if not self.fashion:
+                raise ValueError("`data` test is FashionMNIST, for 28x28 grayscale models only")
+            self.test = fashion_mnist.load_fashion_mnist("test", data_dir)
+        self.files: list[Path] = []
+        if images_dir is not None:
+            if not images_dir.is_dir():
+                raise ValueError(f"`images` {images_dir} is not a folder")
+            self.files = sorted(
+                f
+                for f in images_dir.rglob("*")
+                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+            )
+            if not self.files:
+                raise ValueError(f"`images` {images_dir} holds no image files")
+        self.dissection = self._read_dissection(dissection)
+        self.uploads: list[_Image] = []
+        self._upload_dir = tempfile.TemporaryDirectory(prefix="convlens-uploads-")
+        self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._cache_size = cache_size
+        with self.lock:
+            probe = torch.zeros(1, p.channels, *p.input_size)
+            self.default_layer = cam.default_layer(self.model, probe)
+        self.layers = conv_layer_names(self.model)
+        if self.default_layer not in self.layers:
+            self.layers.append(self.default_layer)
+        self.methods = [m for m in cam.METHODS if m != "scorecam"]
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _cached(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        value = compute()
+        self._cache[key] = value
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return value
+
+    def image(self, image_id: str) -> _Image:
+        """The image called ``image_id`` (``test:N``, ``file:N``, ``upload:N``)."""
+        m = _ID.match(image_id)
+        if not m:
+            raise NotFoundError(f"no image {image_id!r}: ids are test:N, file:N or upload:N")
+        kind, n = m.group(1), int(m.group(2))
+        if kind == "upload":
+            if n >= len(self.uploads):
+                raise NotFoundError(f"no image {image_id!r}")
+            return self.uploads[n]
+        return self._cached(("image", image_id), lambda: self._load(kind, n, image_id))
+
+    def _load(self, kind: str, n: int, image_id: str) -> _Image:
+        if kind == "test":
+            if self.test is None or n >= len(self.test):
+                raise NotFoundError(f"no image {image_id!r}")
+            x = fashion_mnist.to_float(self.test.images[n : n + 1])
+            shown = self.test.images[n].float() / 255.0
+            return _Image(x, shown, image_id, int(self.test.labels[n]))
+        if n >= len(self.files):
+            raise NotFoundError(f"no image {image_id!r}")
+        p = self.loaded.preprocessing
+        x = preprocess(open_image(self.files[n], p.channels), p)[None]
+        return _Image(x, to_display(x[0], p), self.files[n].name, None)
+
+    def _check_layer(self, layer: str | None) -> str:
+        layer = layer or self.default_layer
+        if layer not in self.layers:
+            raise NotFoundError(f"no layer {layer!r}; layers: {', '.join(self.layers)}")
+        return layer
+
+    def _top5(self, logits: torch.Tensor) -> list[dict[str, Any]]:
+        probs = logits.float().softmax(-1)
+        top = probs.topk(min(5, probs.shape[-1]))
+        return [
+            {"index": int(i), "name": self.loaded.classes[int(i)], "prob": float(p)}
+            for p, i in zip(top.values, top.indices, strict=True)
+        ]
+
+    def _logits(self, image_id: str) -> torch.Tensor:
+        img = self.image(image_id)
+
+        def run() -> torch.Tensor:
+            with self.lock, torch.no_grad():
+                return self.model(img.x).float()[0]
+
+        return self._cached(("logits", image_id), run)
+
+    # ------------------------------------------------------------------ answers
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "model": self.loaded.name,
+            "classes": list(self.loaded.classes),
+            "layers": self.layers,
+            "default_layer": self.default_layer,
+            "methods": self.methods,
+            "images": self.image_count(),
+            "dissection": None
+            if self.dissection is None
+            else {"layer": self.dissection["layer"], "units": len(self.dissection["units"])},
+            "max_upload_bytes": MAX_UPLOAD_BYTES,
+        }
+
+    def image_count(self) -> int:
+        return (len(self.test) if self.test is not None else 0) + len(self.files)
+
+    def list_images(self, offset: int, limit: int) -> dict[str, Any]:
+        """A page of the browsable images (test images first, then the folder's)."""
+        if offset < 0 or not 1 <= limit <= 200:
+            raise BadRequestError("offset must be >= 0 and limit in 1..200")
+        ids = []
+        n_test = len(self.test) if self.test is not None else 0
+        for k in range(offset, min(offset + limit, self.image_count())):
+            ids.append(f"test:{k}" if k < n_test else f"file:{k - n_test}")
+        items = []
+        for i in ids:
+            label = None
+            if i.startswith("test:") and self.test is not None:
+                label = self.loaded.classes[int(self.test.labels[int(i[5:])])]
+            name = i if i.startswith("test:") else self.files[int(i[5:])].name
+            items.append({"id": i, "name": name, "label": label})
+        return {"total": self.image_count(), "offset": offset, "items": items}
+
+    def image_png(self, image_id: str) -> bytes:
+        img = self.image(image_id)
+        a = (img.shown.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+        return self._cached(("png", image_id), lambda: _png(a[..., 0] if a.shape[2] == 1 else a))
+
+    def add_upload(self, data: bytes, filename: str, content_type: str | None) -> dict[str, Any]:
+        """Store an uploaded image under a new id; it is read only from the server's
+        own temporary folder, under a name the server chose."""
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise BadRequestError(
+                f"upload is {len(data):,} bytes, over the limit of {MAX_UPLOAD_BYTES:,}", 413
+            )
+        if content_type is not None and not content_type.startswith("image/"):
+            raise BadRequestError(f"upload is {content_type}, not an image", 415)
+        path = Path(self._upload_dir.name) / f"upload-{len(self.uploads)}"
+        path.write_bytes(data)
+        p = self.loaded.preprocessing
+        try:
+            img = open_image(path, p.channels)
+        except ValueError as e:
+            path.unlink(missing_ok=True)
+            message = str(e).replace(str(path), filename or "upload")
+            raise BadRequestError(message, 400) from e
+        x = preprocess(img, p)[None]
+        with self.lock:  # ids are positions: appends must not interleave
+            image_id = f"upload:{len(self.uploads)}"
+            self.uploads.append(_Image(x, to_display(x[0], p), filename or image_id, None))
+        return {"id": image_id, "name": filename}
+
+    def predict(self, image_id: str) -> dict[str, Any]:
+        img = self.image(image_id)
+        label = None if img.label is None else self.loaded.classes[img.label]
+        return {"id": image_id, "label": label, "top5": self._top5(self._logits(image_id))}
+
+    def cam_png(self, image_id: str, class_index: int, method: str, layer: str | None) -> bytes:
+        """The ``method`` map of class ``class_index`` as a heatmap PNG at input size."""
+        img = self.image(image_id)
+        if method not in self.methods:
+            raise NotFoundError(f"no method {method!r}; methods: {', '.join(self.methods)}")
+        if not 0 <= class_index < len(self.loaded.classes):
+            raise NotFoundError(
+                f"no class {class_index}; classes are 0..{len(self.loaded.classes) - 1}"
+            )
+        layer = None if layer is None else self._check_layer(layer)
+
+        def run() -> bytes:
+            with self.lock:
+                maps = cam.class_maps(
+                    self.model, img.x, method=method, layer=layer,
+                    classes=torch.tensor([[class_index]]),
+                )  # fmt: skip
+            return _heat_png(maps.upsampled[0, 0])
+
+        return self._cached(("cam", image_id, class_index, method, layer), run)
+
+    def unit_maps(self, image_id: str, layer: str | None, top: int) -> dict[str, Any]:
+        """The ``top`` most active units of ``layer`` with their maps (as PNG data)."""
+        img = self.image(image_id)
+        layer = self._check_layer(layer)
+        if not 1 <= top <= 64:
+            raise BadRequestError("top must be in 1..64")
+
+        def run() -> dict[str, Any]:
+            with self.lock:
+                maps = units.feature_maps(self.model, img.x, layer)[0]  # [C, h, w]
+            means = maps.mean((1, 2))
+            order = means.argsort(descending=True)[: min(top, maps.shape[0])]
+            size = (img.x.shape[2], img.x.shape[3])
+            up = units.upsample(maps[order][None], size)[0]
+            up = up / up.amax((1, 2), keepdim=True).clamp_min(1e-12)
+            rows = []
+            for k, u in enumerate(order.tolist()):
+                png = base64.b64encode(_heat_png(up[k])).decode()
+                peak = float(maps[u].max())
+                rows.append({"unit": u, "mean": float(means[u]), "peak": peak, "png": png})
+            return {"layer": layer, "channels": maps.shape[0], "units": rows}
+
+        return self._cached(("units", image_id, layer, top), run)
+
+    def ablate(self, image_id: str, layer: str | None, unit_ids: list[int], mode: str) -> Any:
+        """Top-5 before and after removing ``unit_ids`` of ``layer``."""
+        img = self.image(image_id)
+        layer = self._check_layer(layer)
+        if mode not in ("activation", "weights"):
+            raise BadRequestError(f"mode must be activation or weights, got {mode!r}")
+        if not unit_ids:
+            raise BadRequestError("choose at least one unit to ablate")
+        try:
+            with self.lock:
+                r = ablation.ablate(self.model, img.x, layer, unit_ids, mode)
+        except ValueError as e:
+            raise NotFoundError(str(e)) from e
+        return {
+            "layer": layer,
+            "mode": mode,
+            "units": list(r.units),
+            "before": self._top5(r.logits_before[0]),
+            "after": self._top5(r.logits_after[0]),
+        }
+
+    def fewest(self, image_id: str, layer: str | None, mode: str) -> dict[str, Any]:
+        """The fewest units of ``layer`` whose removal changes the top-1 class."""
+        img = self.image(image_id)
+        layer = self._check_layer(layer)
+        if mode not in ("activation", "weights"):
+            raise BadRequestError(f"mode must be activation or weights, got {mode!r}")
+
+        def run() -> dict[str, Any]:
+            with self.lock:
+                r = ablation.fewest_units(self.model, img.x, layer, mode=mode, max_units=32)
+            return {
+                "layer": layer,
+                "mode": mode,
+                "found": r.found,
+                "method": r.method,
+                "units": list(r.units),
+                "before": self._top5(r.logits_before),
+                "after": self._top5(r.logits_after),
+            }
+
+        return self._cached(("fewest", image_id, layer, mode), run)
+
+    def filters_png(self, layer: str) -> bytes:
+        if layer not in conv_layer_names(self.model):
+            raise NotFoundError(f"no conv layer {layer!r}")
+
+        def run() -> bytes:
+            with self.lock:
+                tiles = filter_tiles(self.model, layer)
+            buf = io.BytesIO()
+            viz.draw_filters(tiles).savefig(buf, format="png", dpi=90, bbox_inches="tight")
+            return buf.getvalue()
+
+        return self._cached(("filters", layer), run)
+
+    # ------------------------------------------------------------------ dissection
+
+    @staticmethod
+    def _read_dissection(folder: Path | None) -> dict[str, Any] | None:
+        if folder is None:
+            return None
+        path = folder / "units.json"
+        if not path.is_file():
+            raise ValueError(f"`dissection` {folder} holds no units.json; run convlens dissect")
+        meta: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        meta["folder"] = folder
+        return meta
+
+    def dissection_unit(self, unit: int) -> dict[str, Any]:
+        if self.dissection is None:
+            raise NotFoundError("no dissection was given (convlens serve --dissection DIR)")
+        rows = self.dissection["units"]
+        if not 0 <= unit < len(rows):
+            raise NotFoundError(f"no unit {unit} in the dissection (0..{len(rows) - 1})")
+        return {"layer": self.dissection["layer"], **rows[unit]}
+
+    def dissection_strip(self, unit: int) -> bytes:
+        self.dissection_unit(unit)  # checks
+        assert self.dissection is not None
+        path = self.dissection["folder"] / "units" / f"unit-{unit:04d}.png"
+        if not path.is_file():
+            raise NotFoundError(f"the dissection has no image for unit {unit}")
+        return path.read_bytes()
+
+    def close(self) -> None:
+        self._upload_dir.cleanup()

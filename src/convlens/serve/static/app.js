@@ -1,0 +1,237 @@
+// convlens explorer: plain JavaScript over the JSON/PNG API of `convlens serve`.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { info: null, offset: 0, pageSize: 48, image: null, cls: null, off: new Set() };
+let pending = 0;
+
+function busy(delta) {
+  pending += delta;
+  $("busy").hidden = pending === 0;
+}
+
+async function api(path, options) {
+  busy(1);
+  try {
+    const r = await fetch(path, options);
+    const body = await r.json();
+    if (!r.ok) throw new Error(typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail));
+    $("error").textContent = "";
+    return body;
+  } finally {
+    busy(-1);
+  }
+}
+
+function showError(e) {
+  $("error").textContent = e.message;
+}
+
+function option(select, value, text) {
+  const o = document.createElement("option");
+  o.value = value;
+  o.textContent = text || value;
+  select.appendChild(o);
+}
+
+function fillClasses(list, top5, onClick) {
+  list.replaceChildren();
+  for (const c of top5) {
+    const li = document.createElement("li");
+    li.dataset.index = c.index;
+    li.textContent = `${c.name} ${(100 * c.prob).toFixed(1)}%`;
+    const bar = document.createElement("span");
+    bar.className = "bar";
+    bar.style.width = `${Math.round(80 * c.prob)}px`;
+    li.appendChild(bar);
+    if (onClick) li.addEventListener("click", () => onClick(c.index));
+    list.appendChild(li);
+  }
+}
+
+async function loadPage() {
+  const page = await api(`/api/images?offset=${state.offset}&limit=${state.pageSize}`);
+  const thumbs = $("thumbs");
+  thumbs.replaceChildren();
+  for (const item of page.items) {
+    const img = document.createElement("img");
+    img.src = `/api/images/${item.id}.png`;
+    img.alt = item.label ? `${item.name} (${item.label})` : item.name;
+    img.title = img.alt;
+    img.dataset.id = item.id;
+    img.addEventListener("click", () => choose(item.id).catch(showError));
+    thumbs.appendChild(img);
+  }
+  const last = Math.min(state.offset + state.pageSize, page.total);
+  $("page").textContent = page.total ? `${state.offset + 1}-${last} of ${page.total}` : "no images";
+  $("prev").disabled = state.offset === 0;
+  $("next").disabled = last >= page.total;
+}
+
+async function choose(id) {
+  state.image = id;
+  state.off.clear();
+  for (const t of $("thumbs").children) t.classList.toggle("chosen", t.dataset.id === id);
+  $("image").src = `/api/images/${id}.png`;
+  $("image-name").textContent = id;
+  $("overlay").hidden = true;
+  const p = await api(`/api/predict?image=${encodeURIComponent(id)}`);
+  if (state.image !== id) return; // another image was chosen meanwhile
+  fillClasses($("top5"), p.top5, (c) => showMap(c));
+  fillClasses($("before"), p.top5);
+  $("after").replaceChildren();
+  $("ablated").textContent = "nothing";
+  $("fewest-result").textContent = "";
+  await showMap(p.top5[0].index);
+  await loadUnits();
+}
+
+async function showMap(cls) {
+  state.cls = cls;
+  for (const li of $("top5").children) li.classList.toggle("chosen", Number(li.dataset.index) === cls);
+  const url = `/api/cam.png?image=${encodeURIComponent(state.image)}&class=${cls}&method=${$("method").value}`;
+  const overlay = $("overlay");
+  busy(1);
+  try {
+    const r = await fetch(url);
+    if (!r.ok) throw new Error((await r.json()).detail);
+    if (state.cls !== cls) return; // another class was chosen meanwhile
+    const old = overlay.src;
+    overlay.src = URL.createObjectURL(await r.blob());
+    if (old.startsWith("blob:")) URL.revokeObjectURL(old);
+    overlay.dataset.cls = cls;
+  } finally {
+    busy(-1);
+  }
+  overlay.style.opacity = $("opacity").value;
+  overlay.hidden = false;
+}
+
+async function loadUnits() {
+  const layer = $("layer").value;
+  const id = state.image;
+  const r = await api(`/api/units?image=${encodeURIComponent(id)}&layer=${encodeURIComponent(layer)}&top=12`);
+  if (state.image !== id || $("layer").value !== layer) return;
+  const box = $("units");
+  box.replaceChildren();
+  for (const u of r.units) {
+    const div = document.createElement("div");
+    div.className = "unit";
+    div.dataset.unit = u.unit;
+    const img = document.createElement("img");
+    img.src = "data:image/png;base64," + u.png;
+    img.alt = `unit ${u.unit}`;
+    div.appendChild(img);
+    div.appendChild(document.createTextNode(`unit ${u.unit} · ${u.mean.toFixed(2)}`));
+    div.addEventListener("click", () => toggleUnit(u.unit).catch(showError));
+    box.appendChild(div);
+  }
+}
+
+function markUnits() {
+  for (const d of $("units").children) d.classList.toggle("off", state.off.has(Number(d.dataset.unit)));
+}
+
+async function toggleUnit(unit) {
+  if (state.off.has(unit)) state.off.delete(unit);
+  else state.off.add(unit);
+  markUnits();
+  await showCard(unit);
+  await ablate();
+}
+
+async function ablate() {
+  const units = [...state.off];
+  if (units.length === 0) {
+    $("after").replaceChildren();
+    $("ablated").textContent = "nothing";
+    return;
+  }
+  const id = state.image;
+  const r = await api("/api/ablate", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ image: id, layer: $("layer").value, units, mode: $("mode").value }),
+  });
+  if (state.image !== id || [...state.off].join() !== units.join()) return; // a newer request follows
+  fillClasses($("before"), r.before);
+  fillClasses($("after"), r.after);
+  $("ablated").textContent = `${r.units.length} unit${r.units.length > 1 ? "s" : ""}`;
+}
+
+async function fewest() {
+  $("fewest-result").textContent = "searching…";
+  const r = await api("/api/fewest", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ image: state.image, layer: $("layer").value, mode: $("mode").value }),
+  });
+  state.off = new Set(r.units);
+  markUnits();
+  fillClasses($("before"), r.before);
+  fillClasses($("after"), r.after);
+  $("ablated").textContent = `${r.units.length} unit${r.units.length === 1 ? "" : "s"}`;
+  $("fewest-result").textContent = r.found
+    ? `Removing ${r.units.length} unit(s) (${r.units.join(", ")}) changes the top-1 (${r.method}).`
+    : `No set of up to 32 units changes the top-1 (${r.method}).`;
+}
+
+async function showCard(unit) {
+  const d = state.info.dissection;
+  const card = $("dissection-card");
+  if (!d || d.layer !== $("layer").value) {
+    card.hidden = true;
+    return;
+  }
+  const u = await api(`/api/dissection/${unit}`);
+  const what = u.label !== undefined
+    ? `${u.label || u.concept} (IoU ${u.iou.toFixed(3)})`
+    : u.top_class !== undefined ? `${u.top_class} (selectivity ${u.selectivity.toFixed(2)})` : "";
+  card.replaceChildren();
+  const h = document.createElement("h3");
+  h.textContent = `dissection: unit ${unit} ${what}`;
+  const img = document.createElement("img");
+  img.src = `/api/dissection/${unit}.png`;
+  img.alt = `top images of unit ${unit} across the data set`;
+  card.append(h, img);
+  card.hidden = false;
+}
+
+async function start() {
+  const info = await api("/api/info");
+  state.info = info;
+  $("model").textContent = `· ${info.model}`;
+  for (const m of info.methods) option($("method"), m);
+  for (const l of info.layers) option($("layer"), l);
+  $("layer").value = info.default_layer;
+  for (const l of info.layers) option($("filter-layer"), l);
+  $("filters").src = `/api/filters.png?layer=${encodeURIComponent(info.layers[0])}`;
+  $("method").addEventListener("change", () => state.cls !== null && showMap(state.cls).catch(showError));
+  $("opacity").addEventListener("input", () => { $("overlay").style.opacity = $("opacity").value; });
+  $("layer").addEventListener("change", () => { state.off.clear(); loadUnits().then(ablate).catch(showError); });
+  $("mode").addEventListener("change", () => ablate().catch(showError));
+  $("fewest").addEventListener("click", () => fewest().catch(showError));
+  $("clear").addEventListener("click", () => { state.off.clear(); markUnits(); ablate().catch(showError); });
+  $("filter-layer").addEventListener("change", () => {
+    $("filters").src = `/api/filters.png?layer=${encodeURIComponent($("filter-layer").value)}`;
+  });
+  $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - state.pageSize); loadPage().catch(showError); });
+  $("next").addEventListener("click", () => { state.offset += state.pageSize; loadPage().catch(showError); });
+  $("upload").addEventListener("change", async () => {
+    const file = $("upload").files[0];
+    if (!file) return;
+    const form = new FormData();
+    form.append("file", file);
+    try {
+      const r = await api("/api/upload", { method: "POST", body: form });
+      await choose(r.id);
+    } catch (e) {
+      showError(e);
+    }
+  });
+  await loadPage();
+  if (info.images > 0) await choose($("thumbs").firstChild.dataset.id);
+  document.body.dataset.ready = "1";
+}
+
+start().catch(showError);

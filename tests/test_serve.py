@@ -1,0 +1,339 @@
+"""`convlens serve`: every endpoint through the ASGI test client (answers equal the
+library's, bad input is a 4xx with a message), parallel ablations against a real
+server, and the page driven in headless Chromium with Selenium."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from matplotlib import colormaps
+from PIL import Image
+
+from convlens import models
+from convlens.data import fashion_mnist as fm
+from convlens.data.sources import FashionSplit
+from convlens.interpret import ablation, cam
+from convlens.interpret.dissect import dissect
+from convlens.render.atlas import write_atlas
+from convlens.serve.app import create_app
+from convlens.serve.explorer import Explorer
+from tests.browser import CHROMIUM, needs_chromium
+from tests.conftest import needs_fashion
+
+pytestmark = needs_fashion
+
+
+def png_bytes(size: tuple[int, int] = (40, 30), seed: int = 0) -> bytes:
+    a = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Explorer, TestClient]]:
+    tmp = tmp_path_factory.mktemp("serve")
+    (tmp / "imgs").mkdir()
+    for i in range(2):
+        (tmp / "imgs" / f"photo{i}.png").write_bytes(png_bytes(seed=i))
+    loaded = models.load("fashion-cnn")
+    source = FashionSplit("test", limit=300)
+    d = dissect(loaded.model, source, "features", progress=False)
+    write_atlas(d, source, tmp / "atlas", "atlas", progress=False)
+    explorer = Explorer(loaded, images_dir=tmp / "imgs", data="test", dissection=tmp / "atlas")
+    with TestClient(create_app(explorer)) as client:
+        yield explorer, client
+    explorer.close()
+
+
+def test_page_info_and_images(served: tuple[Explorer, TestClient]) -> None:
+    _, client = served
+    page = client.get("/")
+    assert page.status_code == 200 and "convlens explorer" in page.text
+    assert client.get("/static/app.js").status_code == 200
+    info = client.get("/api/info").json()
+    assert info["model"] == "fashion-cnn" and info["default_layer"] == "features"
+    assert info["images"] == 10_002 and info["dissection"] == {"layer": "features", "units": 128}
+    assert "gradcam" in info["methods"] and "scorecam" not in info["methods"]
+    last = client.get("/api/images", params={"offset": 9_998, "limit": 10}).json()
+    assert [i["id"] for i in last["items"]] == ["test:9998", "test:9999", "file:0", "file:1"]
+    assert last["items"][0]["label"] == fm.CLASSES[int(fm.load_fashion_mnist("test").labels[9998])]
+    png = client.get("/api/images/test:3.png")
+    assert png.headers["content-type"] == "image/png" and Image.open(
+        io.BytesIO(png.content)
+    ).size == (28, 28)
+
+
+def test_answers_equal_the_library(served: tuple[Explorer, TestClient]) -> None:
+    explorer, client = served
+    x = explorer.image("test:7").x
+    model = explorer.model
+    with torch.no_grad():
+        probs = model(x).softmax(1)[0]
+    top = client.get("/api/predict", params={"image": "test:7"}).json()["top5"]
+    assert [t["index"] for t in top] == probs.topk(5).indices.tolist()
+    assert top[0]["prob"] == pytest.approx(float(probs.max()), abs=1e-6)
+
+    heat = client.get("/api/cam.png", params={"image": "test:7", "class": 3, "method": "gradcam"})
+    assert heat.status_code == 200
+    assert Image.open(io.BytesIO(heat.content)).size == (28, 28)
+    want = cam.class_maps(model, x, method="gradcam", classes=torch.tensor([[3]])).upsampled[0, 0]
+    got = np.asarray(Image.open(io.BytesIO(heat.content)).convert("RGB"))
+    jet = (colormaps["jet"](want.numpy())[..., :3] * 255 + 0.5).astype(np.uint8)
+    assert np.array_equal(got, jet)
+
+    units = client.get("/api/units", params={"image": "test:7", "layer": "features"}).json()
+    means = units_means = [u["mean"] for u in units["units"]]
+    assert len(units["units"]) == 12 and means == sorted(units_means, reverse=True)
+
+    chosen = [u["unit"] for u in units["units"][:3]]
+    r = client.post("/api/ablate", json={"image": "test:7", "units": chosen}).json()
+    lib = ablation.ablate(model, x, "features", chosen)
+    assert [t["index"] for t in r["after"]] == lib.probs_after[0].topk(5).indices.tolist()
+    assert r["after"][0]["prob"] == pytest.approx(float(lib.probs_after[0].max()), abs=1e-6)
+    w = client.post("/api/ablate", json={"image": "test:7", "units": chosen, "mode": "weights",
+                                         "layer": "features.2.1.conv"})  # fmt: skip
+    assert w.status_code == 200 and w.json()["mode"] == "weights"
+
+    f = client.post("/api/fewest", json={"image": "test:7"}).json()
+    lib_f = ablation.fewest_units(model, x)
+    assert f["found"] and f["units"] == list(lib_f.units)
+    assert f["after"][0]["index"] != f["before"][0]["index"]
+
+    filters = client.get("/api/filters.png", params={"layer": "features.0.0.conv"})
+    assert filters.status_code == 200 and filters.content[:4] == b"\x89PNG"
+    card = client.get("/api/dissection/5").json()
+    assert card["unit"] == 5 and card["layer"] == "features" and "selectivity" in card
+    assert client.get("/api/dissection/5.png").content[:4] == b"\x89PNG"
+
+
+def test_uploads(served: tuple[Explorer, TestClient], monkeypatch: pytest.MonkeyPatch) -> None:
+    _, client = served
+    r = client.post("/api/upload", files={"file": ("shoe.png", png_bytes(), "image/png")})
+    assert r.status_code == 200
+    new = r.json()["id"]
+    assert new.startswith("upload:") and client.get(f"/api/images/{new}.png").status_code == 200
+    assert len(client.get("/api/predict", params={"image": new}).json()["top5"]) == 5
+
+    text = client.post("/api/upload", files={"file": ("a.txt", b"hello", "text/plain")})
+    assert text.status_code == 415 and text.json()["detail"] == "upload is text/plain, not an image"
+    junk = client.post("/api/upload", files={"file": ("x.png", b"not a png", "image/png")})
+    assert junk.status_code == 400 and "x.png is not a readable image" in junk.json()["detail"]
+    assert "convlens-uploads" not in junk.json()["detail"]  # no server path leaks out
+    big = client.post("/api/upload", files={"file": ("big.png", b"0" * (21 * 2**20), "image/png")})
+    assert big.status_code == 413
+    monkeypatch.setenv("CONVLENS_MAX_IMAGE_PIXELS", "100")
+    bomb = client.post("/api/upload", files={"file": ("bomb.png", png_bytes(), "image/png")})
+    assert bomb.status_code == 400 and "more than the limit of 100" in bomb.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params", "status", "message"),
+    [
+        ("get", "/api/predict", {"image": "../../etc/passwd"}, 404, "ids are test:N, file:N"),
+        ("get", "/api/predict", {"image": "test:10000"}, 404, "no image 'test:10000'"),
+        ("get", "/api/predict", {"image": "upload:99"}, 404, "no image 'upload:99'"),
+        ("get", "/api/images/file:7.png", {}, 404, "no image 'file:7'"),
+        ("get", "/api/cam.png", {"image": "test:1", "class": 10}, 404, "no class 10"),
+        ("get", "/api/cam.png", {"image": "test:1", "class": 1, "method": "x"}, 404, "no method"),
+        ("get", "/api/units", {"image": "test:1", "layer": "fc"}, 404, "no layer 'fc'"),
+        ("get", "/api/units", {"image": "test:1", "top": 0}, 400, "top must be in 1..64"),
+        ("post", "/api/ablate", {"image": "test:1", "units": [500]}, 404, "unit"),
+        ("post", "/api/ablate", {"image": "test:1", "units": []}, 400, "at least one unit"),
+        ("post", "/api/ablate", {"image": "test:1", "units": [1], "mode": "x"}, 400, "mode must"),
+        ("post", "/api/fewest", {"image": "test:1", "layer": "nope"}, 404, "no layer 'nope'"),
+        ("get", "/api/filters.png", {"layer": "features"}, 404, "no conv layer"),
+        ("get", "/api/dissection/128", {}, 404, "no unit 128 in the dissection"),
+        ("get", "/api/images", {"limit": 1000}, 400, "limit in 1..200"),
+    ],
+)
+def test_bad_requests_are_4xx_with_a_message(
+    served: tuple[Explorer, TestClient],
+    method: str,
+    path: str,
+    params: dict[str, Any],
+    status: int,
+    message: str,
+) -> None:
+    _, client = served
+    r = client.get(path, params=params) if method == "get" else client.post(path, json=params)
+    assert r.status_code == status, r.text
+    assert message in r.json()["detail"]
+
+
+# ------------------------------------------------------------------ a real server
+
+
+# the page's shown images that did not load
+BROKEN_IMAGES = (
+    "return Array.from(document.images).filter("
+    "i => !i.hidden && !(i.complete && i.naturalWidth > 0)).map(i => i.src)"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def server(served: tuple[Explorer, TestClient]) -> Iterator[str]:
+    import uvicorn
+
+    explorer, _ = served
+    port = free_port()
+    config = uvicorn.Config(create_app(explorer), host="127.0.0.1", port=port, log_level="error")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "the server did not start"
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(10)
+
+
+def test_parallel_ablations_never_mix(served: tuple[Explorer, TestClient], server: str) -> None:
+    explorer, _ = served
+    x = explorer.image("test:11").x
+    sets = [[3, 17, 40], [5], list(range(0, 128, 2)), [100, 101]]
+    want = {
+        tuple(s): ablation.ablate(explorer.model, x, "features", s).probs_after[0].topk(5)
+        for s in sets
+    }
+
+    def call(units: list[int]) -> tuple[tuple[int, ...], list[int], float]:
+        with httpx.Client(base_url=server, timeout=60) as c:
+            r = c.post("/api/ablate", json={"image": "test:11", "units": units}).json()
+        return tuple(units), [t["index"] for t in r["after"]], r["after"][0]["prob"]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(call, [s for _ in range(10) for s in sets]))
+    for units, indices, prob in results:
+        assert indices == want[units].indices.tolist()
+        assert prob == pytest.approx(float(want[units].values[0]), abs=1e-6)
+    assert all(not m._forward_hooks for m in explorer.model.modules())
+
+
+@needs_chromium
+def test_the_page_in_chromium(served: tuple[Explorer, TestClient], server: str,
+                              tmp_path: Path) -> None:  # fmt: skip
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--window-size=1300,1100",
+        "--disable-background-networking",
+        f"--user-data-dir={tmp_path / 'chrome'}",
+    ):
+        options.add_argument(flag)  # fmt: skip
+    assert CHROMIUM is not None
+    options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver_path = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    wait = WebDriverWait(driver, 60)
+    api = httpx.Client(base_url=server, timeout=60)
+    try:
+        driver.get(server + "/")
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
+        image = driver.find_element(By.ID, "image-name").text
+        assert image == "test:0"
+        # pick another image, then its second class
+        driver.find_element(By.CSS_SELECTOR, '#thumbs img[data-id="test:5"]').click()
+        wait.until(lambda d: d.find_element(By.ID, "image-name").text == "test:5")
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#units .unit")) == 12)
+        top5 = api.get("/api/predict", params={"image": "test:5"}).json()["top5"]
+        second = top5[1]["index"]
+        driver.find_elements(By.CSS_SELECTOR, "#top5 li")[1].click()
+        wait.until(
+            lambda d: d.find_element(By.ID, "overlay").get_attribute("data-cls") == str(second)
+        )
+        # switch two units off: the page shows what the API answers
+        tiles = driver.find_elements(By.CSS_SELECTOR, "#units .unit")
+        units = [int(t.get_attribute("data-unit")) for t in tiles[:2]]
+        tiles[0].click()
+        wait.until(lambda d: d.find_element(By.ID, "ablated").text == "1 unit")
+        tiles[1].click()
+        wait.until(lambda d: d.find_element(By.ID, "ablated").text == "2 units")
+        want = api.post("/api/ablate", json={"image": "test:5", "units": units}).json()
+        shown = [
+            li.get_attribute("data-index")
+            for li in driver.find_elements(By.CSS_SELECTOR, "#after li")
+        ]
+        assert shown == [str(t["index"]) for t in want["after"]]
+        assert driver.find_element(By.ID, "dissection-card").is_displayed()
+        # the fewest units that flip the top-1
+        driver.find_element(By.ID, "fewest").click()
+        wait.until(lambda d: d.find_element(By.ID, "fewest-result").text.startswith("Removing"))
+        fewest = api.post("/api/fewest", json={"image": "test:5"}).json()
+        after = [
+            li.get_attribute("data-index")
+            for li in driver.find_elements(By.CSS_SELECTOR, "#after li")
+        ]
+        assert after == [str(t["index"]) for t in fewest["after"]] and after[0] != str(
+            top5[0]["index"]
+        )
+        off = sorted(
+            int(t.get_attribute("data-unit"))
+            for t in driver.find_elements(By.CSS_SELECTOR, "#units .unit.off")
+        )
+        assert off == sorted(
+            u for u in fewest["units"] if u in {int(t.get_attribute("data-unit")) for t in tiles}
+        )
+        # every image loaded, and the console is clean
+        wait.until(lambda d: d.execute_script(BROKEN_IMAGES) == [])
+        errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+        assert errors == []
+        assert driver.find_element(By.ID, "error").text == ""
+        assert not driver.find_element(By.ID, "busy").is_displayed()
+        driver.save_screenshot(str(tmp_path / "explorer.png"))
+        assert (tmp_path / "explorer.png").read_bytes()[:4] == b"\x89PNG"
+        shot = os.environ.get("CONVLENS_SCREENSHOT")
+        if shot:  # how docs/serve.png is made
+            driver.save_screenshot(shot)
+    finally:
+        api.close()
+        driver.quit()
+
+
+def test_serve_command_prints_the_url_and_warns_off_loopback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uvicorn
+
+    from convlens.cli import main
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw, app=app))
+    assert main(["serve", "fashion-cnn", "--port", "8123"]) == 0
+    out = capsys.readouterr()
+    assert "http://127.0.0.1:8123/" in out.out and "warning" not in out.err
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 8123
+    assert main(["serve", "fashion-cnn", "--host", "0.0.0.0"]) == 0
+    assert "warning: binding to 0.0.0.0" in capsys.readouterr().err
+    assert main(["serve", "fashion-cnn", "--images", "/nonexistent"]) == 2
+    assert "--images /nonexistent is not a folder" in capsys.readouterr().err
