@@ -1,11 +1,16 @@
-"""Training speed and accuracy of the default FashionMNIST config.
+"""Training speed and accuracy of FashionMNIST configurations, side by side.
 
-Trains the default config (10 epochs) once per seed and prints, as a Markdown table:
-training images/s, wall time of the run, test top-1 (mean and spread over seeds),
-the time at which validation top-1 first reached 93%, and the network's achieved
-FLOP rate as a fraction of this machine's fp32 matmul rate, measured in the same run.
+Trains each preset given (``--configs``; ``convlens.config.PRESETS``) once per seed, one
+after another in one run, and prints per preset, as a Markdown table: training images/s,
+wall time of a run, test top-1 (mean and spread over seeds), the time at which
+validation top-1 first reached 93%, and the network's achieved FLOP rate as a fraction
+of this machine's fp32 matmul rate, measured in the same run. ``--figure`` plots
+validation top-1 against elapsed seconds, epoch by epoch, for every preset in one
+figure (time to accuracy).
 
-    uv run python benchmarks/train_speed.py            # 3 seeds, ~10 minutes on 2 cores
+    uv run python benchmarks/train_speed.py            # the default, 3 seeds, ~6 minutes
+    uv run python benchmarks/train_speed.py --configs previous default best \
+        --json benchmarks/results/train_speed.json --figure docs/time_to_accuracy.png
     uv run python benchmarks/train_speed.py --seeds 1 --epochs 2
     uv run python benchmarks/train_speed.py --seeds 1 --set depth=1,1,2 --set low_res=0
     uv run python benchmarks/train_speed.py --table benchmarks/results/train_speed.json
@@ -24,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from convlens.config import TrainConfig, parse_sets
+from convlens.config import PRESETS, TrainConfig, parse_sets, preset
 from convlens.core.device import machine_info
 from convlens.core.fileio import atomic_write_json
 from convlens.models import build_model
@@ -116,68 +121,120 @@ def print_table(record: dict[str, Any]) -> None:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--table", type=Path, help="only print the table of a --json file")
-    parser.add_argument("--keep", type=Path, help="keep the run directories here")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="time another config than the default, e.g. --set depth=1,1,2",
-    )
-    args = parser.parse_args()
-    if args.table:
-        print_table(json.loads(args.table.read_text()))
-        return
-
-    try:
-        config = TrainConfig().replace(epochs=args.epochs, **parse_sets(args.set))
-    except ValueError as e:
-        parser.error(str(e))
-    peak = matmul_gflops()
+def run_config(name: str, config: TrainConfig, seeds: int, keep: Path | None) -> dict[str, Any]:
+    """Train ``config`` once per seed; per run: wall time, images/s, test and validation
+    top-1, and the curve of validation top-1 against elapsed seconds, epoch by epoch."""
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(args.seeds):
+        for seed in range(seeds):
             cfg = config.replace(seed=seed)
             t0 = time.perf_counter()
-            result = train(cfg, (args.keep or Path(tmp)) / f"seed{seed}", progress=False)
+            result = train(cfg, (keep or Path(tmp)) / f"{name}-seed{seed}", progress=False)
             wall = time.perf_counter() - t0
             train_images = (60_000 - cfg.val_size) // cfg.batch_size * cfg.batch_size
             train_s = sum(m["train_seconds"] for m in result.metrics)
-            elapsed, reach = 0.0, None
+            elapsed, reach, curve = 0.0, None, []
             for m in result.metrics:
                 elapsed += m["seconds"]
+                curve.append([elapsed, m["val_top1"]])
                 if reach is None and m["val_top1"] >= 0.93:
                     reach = elapsed
             runs.append(
                 {
                     "seed": seed,
                     "wall_s": wall,
+                    "train_s": train_s,
                     "images_per_s": train_images * cfg.epochs / train_s,
                     "test_top1": result.summary["test_top1"],
                     "val_top1": result.summary["val_top1"],
                     "reach_93_val_s": reach,
+                    "curve": curve,
                 }
             )
-            print(json.dumps(runs[-1]), flush=True)
-
-    record = {
+            print(json.dumps({"config": name, **runs[-1], "curve": None}), flush=True)
+    return {
         "runs": runs,
         "config": config.to_dict(),
-        "matmul_gflops": peak,
         "forward_flops": forward_flops(build_model(config)),
         "train_forward_flops": training_flops(config),
-        "machine": machine_info(),
     }
-    print()
-    print_table(record)
+
+
+def draw_time_to_accuracy(record: dict[str, Any], path: Path) -> None:
+    """Validation top-1 against elapsed seconds (mean over seeds, one point per epoch)
+    for every configuration of the record, in one figure."""
+    from convlens.render import viz
+
+    fig = viz.Figure(figsize=(7.5, 4.2))
+    ax = fig.subplots()
+    for name, rec in record["configs"].items():
+        runs = rec["runs"]
+        epochs = len(runs[0]["curve"])
+        xs = [statistics.mean(r["curve"][e][0] for r in runs) for e in range(epochs)]
+        ys = [100 * statistics.mean(r["curve"][e][1] for r in runs) for e in range(epochs)]
+        test = 100 * statistics.mean(r["test_top1"] for r in runs)
+        ax.plot(xs, ys, marker="o", markersize=3,
+                label=f"{name}: test {test:.2f}% (mean of {len(runs)})")  # fmt: skip
+    ax.set_ylim(85, 96)
+    ax.set_xlabel("seconds since the start of training (2 CPU threads)")
+    ax.set_ylabel("validation top-1 after the epoch, %")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    info = record["machine"]
+    ax.set_title(f"time to accuracy on {info['processor']}", fontsize=10)
+    viz.save_figure(fig, path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=["default"],
+        choices=tuple(PRESETS),
+        help="presets to train side by side (convlens.config.PRESETS) [default]",
+    )
+    parser.add_argument("--epochs", type=int, help="override the epochs of every config")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--figure", type=Path, help="write the time-to-accuracy figure here")
+    parser.add_argument("--table", type=Path, help="only print the tables of a --json file")
+    parser.add_argument("--keep", type=Path, help="keep the run directories here")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="change every config, e.g. --set depth=1,1,2",
+    )
+    args = parser.parse_args()
+    if args.table:
+        record = json.loads(args.table.read_text())
+        for name, rec in record["configs"].items():
+            print(f"\n## {name}\n")
+            print_table({**rec, "matmul_gflops": record["matmul_gflops"],
+                         "machine": record["machine"]})  # fmt: skip
+        return
+
+    try:
+        changes = parse_sets(args.set)
+        if args.epochs:
+            changes["epochs"] = str(args.epochs)
+        configs = {name: preset(name).replace(**changes) for name in args.configs}
+    except ValueError as e:
+        parser.error(str(e))
+    peak = matmul_gflops()
+    record: dict[str, Any] = {"configs": {}, "matmul_gflops": peak, "machine": machine_info()}
+    for name, config in configs.items():
+        record["configs"][name] = run_config(name, config, args.seeds, args.keep)
+    for name, rec in record["configs"].items():
+        print(f"\n## {name}\n")
+        print_table({**rec, "matmul_gflops": peak, "machine": record["machine"]})
     if args.json:
         atomic_write_json(args.json, record)
+    if args.figure:
+        draw_time_to_accuracy(record, args.figure)
+        print(f"\nwrote {args.figure}")
 
 
 if __name__ == "__main__":
