@@ -25,8 +25,9 @@ def add_parser(sub: Any) -> None:
         help="run the main job on built-in defaults",
         description="Evaluate the shipped FashionMNIST model (or, with --train, train the "
         "default configuration, reusing or resuming an earlier run) on the test set, run a "
-        "small learning-rate sweep, and write an HTML report of every answer of the "
-        "problem set for a few test images of different classes.",
+        "small learning-rate sweep, dissect the units of its last stage over the test set, "
+        "and write an HTML report of every answer of the problem set for a few test images "
+        "of different classes.",
     )
     p.add_argument("--out", type=Path, default=Path("demo"), help="output folder [demo]")
     p.add_argument(
@@ -40,7 +41,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Long but linear: the demo's steps (model, results, sweep, report) one after another.
+    # Long but linear: the demo's steps (model, results, sweep, dissection, report) in turn.
     from convlens import models
     from convlens.cli.common import load_inputs
     from convlens.cli.sweep import print_trial
