@@ -315,6 +315,12 @@ def test_the_page_in_chromium(served: tuple[Explorer, TestClient], server: str,
         shot = os.environ.get("CONVLENS_SCREENSHOT")
         if shot:  # how docs/serve.png is made
             driver.save_screenshot(shot)
+        # a bad upload: one clear line on the page
+        notes = tmp_path / "notes.txt"
+        notes.write_text("not an image")
+        driver.find_element(By.ID, "upload").send_keys(str(notes))
+        wait.until(lambda d: d.find_element(By.ID, "error").text)
+        assert driver.find_element(By.ID, "error").text == "upload is text/plain, not an image"
     finally:
         api.close()
         driver.quit()
