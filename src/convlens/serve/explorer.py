@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import tempfile
 import threading
@@ -110,6 +111,7 @@ class Explorer:
         self.uploads: list[_Image] = []
         self._upload_dir = tempfile.TemporaryDirectory(prefix="convlens-uploads-")
         self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._cache_lock = threading.Lock()
         self._cache_size = cache_size
         with self.lock:
             probe = torch.zeros(1, p.channels, *p.input_size)
@@ -122,13 +124,15 @@ class Explorer:
     # ------------------------------------------------------------------ plumbing
 
     def _cached(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
+        with self._cache_lock:  # requests run in threads; the model lock is another
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
         value = compute()
-        self._cache[key] = value
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        with self._cache_lock:
+            self._cache[key] = value
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
         return value
 
     def image(self, image_id: str) -> _Image:
@@ -217,8 +221,12 @@ class Explorer:
 
     def image_png(self, image_id: str) -> bytes:
         img = self.image(image_id)
-        a = (img.shown.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-        return self._cached(("png", image_id), lambda: _png(a[..., 0] if a.shape[2] == 1 else a))
+
+        def run() -> bytes:
+            a = (img.shown.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+            return _png(a[..., 0] if a.shape[2] == 1 else a)
+
+        return self._cached(("png", image_id), run)
 
     def add_upload(self, data: bytes, filename: str, content_type: str | None) -> dict[str, Any]:
         """Store an uploaded image under a new id; it is read only from the server's
@@ -229,8 +237,10 @@ class Explorer:
             )
         if content_type is not None and not content_type.startswith("image/"):
             raise BadRequestError(f"upload is {content_type}, not an image", 415)
-        path = Path(self._upload_dir.name) / f"upload-{len(self.uploads)}"
-        path.write_bytes(data)
+        fd, name = tempfile.mkstemp(dir=self._upload_dir.name, prefix="upload-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        path = Path(name)
         p = self.loaded.preprocessing
         try:
             img = open_image(path, p.channels)
