@@ -9,7 +9,7 @@ validation top-1 against elapsed seconds, epoch by epoch, for every preset in on
 figure (time to accuracy).
 
     uv run python benchmarks/train_speed.py            # the default, 3 seeds, ~6 minutes
-    uv run python benchmarks/train_speed.py --configs default best \
+    uv run python benchmarks/train_speed.py --configs previous default best \
         --json benchmarks/results/train_speed.json --figure docs/time_to_accuracy.png
     uv run python benchmarks/train_speed.py --seeds 1 --epochs 2
     uv run python benchmarks/train_speed.py --seeds 1 --set depth=1,1,2 --set low_res=0
