@@ -22,11 +22,12 @@ def test_shipped_model_was_trained_with_the_default_config() -> None:
 
 
 @needs_fashion
-def test_shipped_model_scores_at_least_93_percent() -> None:
+def test_shipped_model_scores_the_default_level() -> None:
     test = fm.load_fashion_mnist("test", download_missing=False)
     loaded = models.load("fashion-cnn")
     top1 = evaluate(loaded.model, test.images, test.labels, tta=True)
-    assert top1 >= 0.93
+    # the default's mean over seeds 0-2 (93.68%, make bench) less its spread (0.09)
+    assert top1 >= 0.9359
     assert top1 == pytest.approx(loaded.metrics["test_top1"], abs=2e-3)
 
 
