@@ -112,14 +112,14 @@ def _histogram_svg(means: list[float], classes: tuple[str, ...], top: int) -> st
 
 def _card(row: dict[str, Any], d: Dissection) -> str:
     u = row["unit"]
+    score = unit_score(row)
     if "iou" in row:
         title = row["label"] or f"({row['concept']})"
-        score, what = row["iou"], f"IoU {row['iou']:.3f} · {html.escape(row['category'])}"
+        what = f"IoU {row['iou']:.3f} · {html.escape(row['category'])}"
     elif "selectivity" in row:
-        title = row["top_class"]
-        score, what = row["selectivity"], f"selectivity {row['selectivity']:.2f}"
+        title, what = row["top_class"], f"selectivity {row['selectivity']:.2f}"
     else:
-        title, score, what = "", float(row["top_scores"][0]), ""
+        title, what = "", ""
     parts = [
         f'<div class="card" data-unit="{u}" data-score="{score:.6f}" '
         f'data-text="{html.escape(str(title).lower())}">',

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
 import re
 import tempfile
@@ -34,7 +33,7 @@ from convlens.data.sources import IMAGE_SUFFIXES
 from convlens.interpret import ablation, cam, units
 from convlens.interpret.filters import filter_tiles
 from convlens.models import LoadedModel
-from convlens.render import viz
+from convlens.render import atlas, viz
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 _ID = re.compile(r"^(test|file|upload):(\d{1,9})$")
@@ -107,7 +106,8 @@ class Explorer:
             )
             if not self.files:
                 raise ValueError(f"`images` {images_dir} holds no image files")
-        self.dissection = self._read_dissection(dissection)
+        self.dissection_dir = dissection
+        self.dissection = None if dissection is None else atlas.read_atlas(dissection)
         self.uploads: list[_Image] = []
         self._upload_dir = tempfile.TemporaryDirectory(prefix="convlens-uploads-")
         self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
@@ -362,17 +362,6 @@ class Explorer:
 
     # ------------------------------------------------------------------ dissection
 
-    @staticmethod
-    def _read_dissection(folder: Path | None) -> dict[str, Any] | None:
-        if folder is None:
-            return None
-        path = folder / "units.json"
-        if not path.is_file():
-            raise ValueError(f"`dissection` {folder} holds no units.json; run convlens dissect")
-        meta: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        meta["folder"] = folder
-        return meta
-
     def dissection_unit(self, unit: int) -> dict[str, Any]:
         if self.dissection is None:
             raise NotFoundError("no dissection was given (convlens serve --dissection DIR)")
@@ -383,8 +372,8 @@ class Explorer:
 
     def dissection_strip(self, unit: int) -> bytes:
         self.dissection_unit(unit)  # checks
-        assert self.dissection is not None
-        path = self.dissection["folder"] / "units" / f"unit-{unit:04d}.png"
+        assert self.dissection_dir is not None
+        path = self.dissection_dir / "units" / f"unit-{unit:04d}.png"
         if not path.is_file():
             raise NotFoundError(f"the dissection has no image for unit {unit}")
         return path.read_bytes()
