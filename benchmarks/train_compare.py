@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,13 +39,17 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     return name, changes
 
 
+# the command of the environment running this script, found without activating it
+CONVLENS = shutil.which("convlens") or str(Path(sys.executable).with_name("convlens"))
+
+
 def train_one(out: Path, changes: dict[str, str], seed: int, threads: int) -> dict[str, float]:
     summary = out / "summary.json"
     if not summary.is_file():
         if out.exists():  # an interrupted run: continue it
-            cmd = ["convlens", "train", "--resume", str(out), "--no-progress"]
+            cmd = [CONVLENS, "train", "--resume", str(out), "--no-progress"]
         else:
-            cmd = ["convlens", "train", "--out", str(out), "--no-progress", "--seed", str(seed),
+            cmd = [CONVLENS, "train", "--out", str(out), "--no-progress", "--seed", str(seed),
                    "--threads", str(threads)]  # fmt: skip
             for k, v in changes.items():
                 cmd += [f"--{k.replace('_', '-')}", v]

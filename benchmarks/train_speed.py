@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -34,6 +35,8 @@ from convlens.core.device import machine_info
 from convlens.core.fileio import atomic_write_json
 from convlens.models import build_model
 from convlens.training.loop import train
+
+BENCH_RECORD = "bench.json"  # in a kept run directory: the benchmark's figures of that run
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
@@ -121,15 +124,38 @@ def print_table(record: dict[str, Any]) -> None:
     )
 
 
+def kept_record(run_dir: Path, config: TrainConfig) -> dict[str, Any] | None:
+    """The benchmark's record of a finished run of ``config`` kept in ``run_dir``, or
+    ``None``. A run left without its record (the benchmark was interrupted during it) or
+    made with another config (a preset changed since) is deleted, to be trained again."""
+    record_file = run_dir / BENCH_RECORD
+    if record_file.is_file():
+        record: dict[str, Any] = json.loads(record_file.read_text())
+        if record.get("config") == config.to_dict():
+            return record
+    if run_dir.exists():
+        print(f"{run_dir}: unfinished or made with another config; training it again")
+        shutil.rmtree(run_dir)
+    return None
+
+
 def run_config(name: str, config: TrainConfig, seeds: int, keep: Path | None) -> dict[str, Any]:
     """Train ``config`` once per seed; per run: wall time, images/s, test and validation
-    top-1, and the curve of validation top-1 against elapsed seconds, epoch by epoch."""
+    top-1, and the curve of validation top-1 against elapsed seconds, epoch by epoch.
+
+    With ``keep``, the runs stay there with their record, and a finished run of the same
+    config is not trained again: an interrupted benchmark continues where it stopped."""
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(seeds):
             cfg = config.replace(seed=seed)
+            run_dir = (keep or Path(tmp)) / f"{name}-seed{seed}"
+            if keep and (kept := kept_record(run_dir, cfg)):
+                runs.append(kept["run"])
+                print(f"{run_dir}: kept from an earlier benchmark run", flush=True)
+                continue
             t0 = time.perf_counter()
-            result = train(cfg, (keep or Path(tmp)) / f"{name}-seed{seed}", progress=False)
+            result = train(cfg, run_dir, progress=False)
             wall = time.perf_counter() - t0
             train_images = (60_000 - cfg.val_size) // cfg.batch_size * cfg.batch_size
             train_s = sum(m["train_seconds"] for m in result.metrics)
@@ -151,6 +177,7 @@ def run_config(name: str, config: TrainConfig, seeds: int, keep: Path | None) ->
                     "curve": curve,
                 }
             )
+            atomic_write_json(run_dir / BENCH_RECORD, {"config": cfg.to_dict(), "run": runs[-1]})
             print(json.dumps({"config": name, **runs[-1], "curve": None}), flush=True)
     return {
         "runs": runs,
