@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from convlens.cli import main
+from convlens.cli import build_parser, main
+from convlens.cli.train import config_from_args
+from convlens.config import PRESETS, TrainConfig, preset
 from tests.conftest import needs_fashion
 
 TINY = [
@@ -51,6 +53,21 @@ def test_train_evaluate_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["predict", str(run), "--test-index", "0", "7", "--top", "3"]) == 0
     out = capsys.readouterr().out
     assert "test:0 (true: Ankle boot)" in out and out.count("%") == 6
+
+
+def test_train_preset_then_config_file_then_flags(tmp_path: Path) -> None:
+    def config(*argv: str) -> TrainConfig:
+        return config_from_args(build_parser().parse_args(["train", "--out", "r", *argv]))
+
+    assert config() == TrainConfig() == preset("default")
+    best = config("--preset", "best")
+    assert best == preset("best") and best != TrainConfig()
+    for field, value in PRESETS["best"].items():  # each as the config would hold it
+        assert getattr(best, field) == getattr(TrainConfig().replace(**{field: value}), field)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("epochs = 3\nlr = 0.1\n")
+    layered = config("--preset", "best", "--config", str(cfg), "--lr", "0.2")
+    assert (layered.epochs, layered.lr, layered.widths) == (3, 0.2, best.widths)
 
 
 def test_config_file_with_unknown_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
