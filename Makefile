@@ -47,7 +47,8 @@ weights: setup data
 	cp runs/fashion-cnn/model.pt src/convlens/models/weights/fashion-cnn.pt
 
 # The previous default, the default and the best preset, 3 seeds each, side by side
-# (about 45 minutes on 2 cores); the runs stay in runs/bench.
+# (about an hour on 2 cores); the runs stay in runs/bench, and a benchmark that was
+# interrupted continues from the runs it finished.
 bench: setup data
 	$(UV) run --frozen python benchmarks/train_speed.py --configs previous default best \
 	  --json benchmarks/results/train_speed.json --figure docs/time_to_accuracy.png \

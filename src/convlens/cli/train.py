@@ -59,7 +59,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--preset",
         choices=tuple(PRESETS),
-        help="a named configuration: best (2x wider, 32 epochs, random erasing: about 14 "
+        help="a named configuration: best (2x wider, 28 epochs, random erasing: about 13 "
         "minutes on 2 cores), previous (the default before the last change: 10 epochs) "
         "[default]",
     )
