@@ -8,7 +8,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from convlens.config import PRESETS, TrainConfig, coerce, load_config_file
+from convlens.config import PRESETS, TrainConfig, coerce, load_config_file, preset
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +27,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Defaults, then the ``--preset``, then the ``--config`` file, then explicit flags."""
-    values: dict[str, Any] = dict(PRESETS[getattr(args, "preset", None) or "default"])
+    values = preset(getattr(args, "preset", None) or "default").to_dict()
     if getattr(args, "config", None):
         values.update(load_config_file(args.config))
     for f in dataclasses.fields(TrainConfig):
