@@ -80,10 +80,11 @@ def run(args: argparse.Namespace) -> int:
             for f in dataclasses.fields(TrainConfig)
             if getattr(args, f"cfg_{f.name}") is not None
         ]
-        if given or args.config or args.preset:
+        given += [flag for flag in ("--preset", "--config") if getattr(args, flag[2:])]
+        if given:
             raise ValueError(
                 "--resume continues a run with its saved config; drop the config flags "
-                f"({', '.join(given) or '--config'})"
+                f"({', '.join(given)})"
             )
         run_dir = args.resume
         args.interrupt_hint = f"resume with: convlens train --resume {run_dir}"
