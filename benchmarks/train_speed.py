@@ -79,6 +79,12 @@ def training_flops(config: TrainConfig) -> float:
     return statistics.mean(forward_flops(model, (1, 1, s, s)) for s in sizes)
 
 
+def threads_used(config: TrainConfig, machine: dict[str, Any]) -> int:
+    """The CPU threads the runs of ``config`` trained with: its ``threads`` when set
+    (``--set threads=N``), else the benchmark process's count."""
+    return config.threads or int(machine["threads"])
+
+
 def print_table(record: dict[str, Any]) -> None:
     """The Markdown table of a benchmark record (what ``--json`` writes)."""
     runs = record["runs"]
@@ -91,7 +97,8 @@ def print_table(record: dict[str, Any]) -> None:
     reached = [r["reach_93_val_s"] for r in runs if r["reach_93_val_s"] is not None]
     achieved = 3 * train_flops * ips / 1e9  # forward + backward ~ 3 forward passes
     info = record["machine"]
-    print(f"machine: {info['processor']}, {info['threads']} threads, torch {info['torch']}")
+    threads = threads_used(config, info)
+    print(f"machine: {info['processor']}, {threads} threads, torch {info['torch']}")
     print(f"config: {json.dumps(config.to_dict())}")
     print()
     print("| figure | value |")
@@ -203,11 +210,15 @@ def draw_time_to_accuracy(record: dict[str, Any], path: Path) -> None:
         ax.plot(xs, ys, marker="o", markersize=3,
                 label=f"{name}: test {test:.2f}% (mean of {len(runs)})")  # fmt: skip
     ax.set_ylim(85, 96)
-    ax.set_xlabel("seconds since the start of training (2 CPU threads)")
+    info = record["machine"]
+    configs = [TrainConfig.from_saved(r["config"]) for r in record["configs"].values()]
+    threads = sorted({threads_used(c, info) for c in configs})
+    ax.set_xlabel(
+        f"seconds since the start of training ({'/'.join(map(str, threads))} CPU threads)"
+    )
     ax.set_ylabel("validation top-1 after the epoch, %")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    info = record["machine"]
     ax.set_title(f"time to accuracy on {info['processor']}", fontsize=10)
     viz.save_figure(fig, path, dpi=120)
 
