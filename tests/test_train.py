@@ -12,6 +12,7 @@ from convlens.data import fashion_mnist as fm
 from convlens.inference import evaluate, get_prediction
 from convlens.training import augment
 from convlens.training.loop import (
+    Lookahead,
     NonFiniteLossError,
     lr_at,
     make_optimizer,
@@ -142,7 +143,12 @@ def test_final_figures_use_tta_and_epochs_do_not(
 
 
 @pytest.mark.parametrize(
-    "changes", [{}, {"ema_decay": 0.9, "dropout": 0.3, "augment": "flip+crop+erase"}]
+    "changes",
+    [
+        {},
+        {"ema_decay": 0.9, "dropout": 0.3, "augment": "flip+crop+erase"},
+        {"lookahead": 0.8, "augment": "altflip+erase"},
+    ],
 )
 def test_resume_equals_uninterrupted(
     tmp_path: Path, tiny_config: TrainConfig, tiny_data: tuple, changes: dict
@@ -201,6 +207,35 @@ def test_augmentations_keep_shape_and_content() -> None:
         )
 
 
+def test_alternating_flips_show_each_image_both_ways() -> None:
+    flips = [augment.alternating_flips(1000, epoch, seed=3) for epoch in range(4)]
+    assert 400 < int(flips[0].sum()) < 600  # a random half first
+    assert torch.equal(flips[0], ~flips[1]) and torch.equal(flips[0], flips[2])
+    assert not torch.equal(flips[0], augment.alternating_flips(1000, 0, seed=4))
+    x = torch.randn(4, 1, 5, 5)
+    on = torch.tensor([True, False, True, False])
+    out = augment.augment_batch(x, "altflip", 2, torch.Generator(), on)
+    assert torch.equal(out[on], x[on].flip(3)) and torch.equal(out[~on], x[~on])
+    with pytest.raises(ValueError, match="altflip.*one flip decision per image"):
+        augment.augment_batch(x, "altflip", 2, torch.Generator())
+
+
+def test_lookahead_moves_slow_weights_and_ends_on_them() -> None:
+    model = torch.nn.Linear(2, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    la = Lookahead(model, decay=0.5, total_steps=10, every=5)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    la.update(model, 0)  # not a 5th step: nothing happens
+    assert torch.equal(model.weight, torch.ones(1, 2))
+    la.update(model, 4)  # d = 0.5 * (5 / 10)^3 = 1/16: slow = 1/16 * 0 + 15/16 * 1
+    assert torch.allclose(model.weight, torch.full((1, 2), 15 / 16))
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    la.update(model, 9)  # the last step: the model takes the slow weights, unmixed
+    assert torch.allclose(model.weight, torch.full((1, 2), 15 / 16))
+
+
 def test_config_rejects_unknown_keys_and_bad_values() -> None:
     with pytest.raises(ValueError, match="unknown config key.*lrr"):
         TrainConfig.from_dict({"lrr": 0.1})
@@ -208,6 +243,10 @@ def test_config_rejects_unknown_keys_and_bad_values() -> None:
         TrainConfig(optimizer="rmsprop")
     with pytest.raises(ValueError, match="augment='rotate'"):
         TrainConfig(augment="rotate")
+    with pytest.raises(ValueError, match="augment='flip\\+altflip'"):
+        TrainConfig(augment="flip+altflip")
+    with pytest.raises(ValueError, match="lookahead must be in"):
+        TrainConfig(lookahead=1.0)
     with pytest.raises(ValueError, match="lr must be > 0"):
         TrainConfig(lr=0)
     assert TrainConfig.from_dict({"widths": "8,16", "depth": [1, 1]}).widths == (8, 16)

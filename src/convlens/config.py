@@ -30,6 +30,8 @@ AUGMENTATIONS = (
     "flip+erase",
     "crop+erase",
     "flip+crop+erase",
+    "altflip",
+    "altflip+erase",
 )
 INITS = ("default", "kaiming", "xavier", "orthogonal")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -69,6 +71,9 @@ class TrainConfig:
     warmup: float = 0.2  # fraction of all steps spent warming up (onecycle)
     label_smoothing: float = 0.1
     ema_decay: float = 0.0  # exponential weight averaging per step (0 = off)
+    # Lookahead (airbench): every 5 steps the slow weights move toward the trained ones
+    # and replace them; the slow weights' decay rises as (step / steps)^3 to this (0 = off)
+    lookahead: float = 0.0
     # evaluation
     tta: bool = True  # final figures average the image and its mirror image's predictions
     # machinery
@@ -83,9 +88,13 @@ class TrainConfig:
         _check_choice("init", self.init, INITS)
         _check_choice("precision", self.precision, PRECISIONS)
         parts = self.augment.split("+")
-        if self.augment != "none" and not set(parts) <= {"flip", "crop", "erase"}:
+        if self.augment != "none" and (
+            not set(parts) <= {"flip", "altflip", "crop", "erase"}
+            or {"flip", "altflip"} <= set(parts)
+        ):
             raise ValueError(
-                f"augment={self.augment!r}: use 'none' or a '+'-joined choice of flip, crop, erase"
+                f"augment={self.augment!r}: use 'none' or a '+'-joined choice of flip (or "
+                "altflip), crop, erase"
             )
         if len(self.widths) != len(self.depth) or not self.widths:
             raise ValueError(
@@ -105,7 +114,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        for name in ("dropout", "label_smoothing", "ema_decay", "warmup", "low_res"):
+        for name in ("dropout", "label_smoothing", "ema_decay", "lookahead", "warmup", "low_res"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {v}")

@@ -317,6 +317,7 @@ _UNITS = {
     "momentum": "momentum",
     "crop_pad": "crop padding (px)",
     "ema_decay": "EMA decay per step",
+    "lookahead": "Lookahead decay",
 }
 
 

@@ -63,13 +63,33 @@ def random_erase(
     return torch.where(mask, torch.full_like(x, float(x.amin())), x)
 
 
-def augment_batch(x: torch.Tensor, spec: str, pad: int, g: torch.Generator) -> torch.Tensor:
-    """Apply the '+'-joined augmentations of ``spec`` (e.g. ``'flip+crop'``) in a fixed order."""
+def alternating_flips(n: int, epoch: int, seed: int) -> torch.Tensor:
+    """Which of ``n`` training images to mirror in ``epoch`` (bool ``[n]``) under
+    alternating flips (airbench): a random half in even epochs, the other half in odd
+    ones, so consecutive epochs show every image both ways round. A pure function of
+    the seed, so a resumed run flips as an uninterrupted one."""
+    first = torch.rand(n, generator=torch.Generator().manual_seed(seed + 7919)) < 0.5
+    return first ^ bool(epoch % 2)
+
+
+def augment_batch(
+    x: torch.Tensor,
+    spec: str,
+    pad: int,
+    g: torch.Generator,
+    flips: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Apply the '+'-joined augmentations of ``spec`` (e.g. ``'flip+crop'``) in a fixed
+    order; ``altflip`` mirrors the images where ``flips`` (bool ``[N]``) is true."""
     if spec == "none":
         return x
     parts = set(spec.split("+"))
     if "flip" in parts:
         x = random_flip(x, g)
+    if "altflip" in parts:
+        if flips is None or flips.shape != x.shape[:1]:
+            raise ValueError("augment 'altflip' needs one flip decision per image (flips)")
+        x = torch.where(flips.to(x.device)[:, None, None, None], x.flip(3), x)
     if "crop" in parts:
         x = random_crop(x, pad, g)
     if "erase" in parts:

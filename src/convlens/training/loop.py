@@ -40,7 +40,7 @@ from convlens.data import fashion_mnist as fm
 from convlens.inference import evaluate
 from convlens.models.fashion_cnn import build_model
 from convlens.training import rundir
-from convlens.training.augment import augment_batch
+from convlens.training.augment import alternating_flips, augment_batch
 
 
 class RunExistsError(ValueError):
@@ -123,6 +123,42 @@ class WeightAverage:
         self.model.load_state_dict(state["model"])
 
 
+class Lookahead:
+    """Lookahead as airbench uses it: every ``every`` steps the slow copy of the
+    parameters and buffers moves toward the model's, ``slow = d * slow + (1 - d) *
+    model``, and the model takes the slow values. The decay ``d`` rises as ``decay *
+    (step / total)^3``, so early training is plain SGD; at the last step the model takes
+    the slow values unmixed."""
+
+    def __init__(self, model: nn.Module, decay: float, total_steps: int, every: int = 5) -> None:
+        self.decay = decay
+        self.total_steps = total_steps
+        self.every = every
+        self.slow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        """Call after the optimiser's ``step`` (0-based global step)."""
+        last = step + 1 == self.total_steps
+        if (step + 1) % self.every and not last:
+            return
+        d = 1.0 if last else self.decay * ((step + 1) / self.total_steps) ** 3
+        for k, v in model.state_dict().items():
+            slow = self.slow[k]
+            if v.dtype.is_floating_point:
+                slow.lerp_(v, 1.0 - d)
+            else:
+                slow.copy_(v)
+            v.copy_(slow)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"slow": self.slow}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, v in state["slow"].items():
+            self.slow[k].copy_(v)
+
+
 # ----------------------------------------------------------------------------- building blocks
 
 
@@ -147,9 +183,11 @@ def train_one_epoch(
     start_step: int = 0,
     generator: torch.Generator | None = None,
     average: WeightAverage | None = None,
+    lookahead: Lookahead | None = None,
     amp_dtype: torch.dtype | None = None,
     size: int | None = None,
     progress: tqdm | None = None,
+    flips: torch.Tensor | None = None,
 ) -> EpochResult:
     """One pass over ``images`` in a random order, updating ``model`` in place.
 
@@ -168,9 +206,11 @@ def train_one_epoch(
             seeds a fresh generator from torch's global RNG, so that successive calls
             shuffle differently and ``torch.manual_seed`` makes them reproducible.
         average: a weight average updated after every step.
+        lookahead: slow weights updated after every step.
         amp_dtype: autocast dtype (``torch.bfloat16``) or ``None`` for fp32.
         size: resize the (augmented) batches to ``size`` x ``size`` pixels (bilinear,
             antialiased) before the forward pass; ``None`` keeps them as they are.
+        flips: for ``augment`` with ``altflip``, which images to mirror (bool ``[N]``).
 
     Returns:
         Mean loss, top-1 accuracy on the training batches, number of steps.
@@ -196,7 +236,8 @@ def train_one_epoch(
     seen = 0
     for i in range(steps):
         idx = order[i * batch_size : (i + 1) * batch_size]
-        x = augment_batch(x_all[idx], augment, crop_pad, g).to(device, non_blocking=True)
+        flip = flips[idx] if flips is not None else None
+        x = augment_batch(x_all[idx], augment, crop_pad, g, flip).to(device, non_blocking=True)
         if size is not None and size != x.shape[-1]:
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
         if channels_last:
@@ -219,6 +260,8 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if lookahead is not None:
+            lookahead.update(model, start_step + i)
         if average is not None:
             average.update(model)
         loss_sum += loss.detach() * y.shape[0]
@@ -387,6 +430,7 @@ class _Run:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     average: WeightAverage | None
+    lookahead: Lookahead | None
     generator: torch.Generator  # draws the data order and the augmentation
     amp: torch.dtype | None
     steps_per_epoch: int
@@ -405,15 +449,19 @@ class _Run:
         if device.type == "cpu":
             model = model.to(memory_format=torch.channels_last)
         steps_per_epoch = max(1, train_size // config.batch_size)
+        total_steps = config.epochs * steps_per_epoch
         torch.manual_seed(config.seed)  # dropout draws from the global RNG
         return cls(
             model=model,
             optimizer=make_optimizer(model, config),
             average=WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None,
+            lookahead=Lookahead(model, config.lookahead, total_steps)
+            if config.lookahead > 0
+            else None,
             generator=torch.Generator().manual_seed(config.seed),
             amp=autocast_dtype(config.precision, device),
             steps_per_epoch=steps_per_epoch,
-            total_steps=config.epochs * steps_per_epoch,
+            total_steps=total_steps,
         )
 
     @property
@@ -426,6 +474,8 @@ class _Run:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.average is not None:
             self.average.load_state_dict(state["average"])
+        if self.lookahead is not None:
+            self.lookahead.load_state_dict(state["lookahead"])
         self.generator.set_state(state["rng"]["data"])
         torch.set_rng_state(state["rng"]["torch"])
         self.metrics = list(state["metrics"])
@@ -438,6 +488,7 @@ class _Run:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "average": self.average.state_dict() if self.average is not None else None,
+            "lookahead": self.lookahead.state_dict() if self.lookahead is not None else None,
             "scheduler": {
                 "step": self.epoch * self.steps_per_epoch,
                 "total_steps": self.total_steps,
@@ -477,9 +528,13 @@ def _train_epoch(
             start_step=run.epoch * run.steps_per_epoch,
             generator=run.generator,
             average=run.average,
+            lookahead=run.lookahead,
             amp_dtype=run.amp,
             size=config.image_size(run.epoch),
             progress=bar,
+            flips=alternating_flips(len(train_set), run.epoch, config.seed)
+            if "altflip" in config.augment.split("+")
+            else None,
         )
         train_seconds = time.perf_counter() - t0
         val_top1 = (
