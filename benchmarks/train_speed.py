@@ -138,7 +138,8 @@ def kept_record(run_dir: Path, config: TrainConfig) -> dict[str, Any] | None:
     record_file = run_dir / BENCH_RECORD
     if record_file.is_file():
         record: dict[str, Any] = json.loads(record_file.read_text())
-        if record.get("config") == config.to_dict():
+        saved = record.get("config")  # fields added since take their reproducing value
+        if isinstance(saved, dict) and TrainConfig.from_saved(saved) == config:
             return record
     if run_dir.exists():
         print(f"{run_dir}: unfinished or made with another config; training it again")

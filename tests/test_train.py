@@ -14,8 +14,11 @@ from convlens.training import augment
 from convlens.training.loop import (
     Lookahead,
     NonFiniteLossError,
+    frozen_batchnorm_stats,
+    hardest,
     lr_at,
     make_optimizer,
+    ranking_logits,
     resume,
     train,
     train_one_epoch,
@@ -147,7 +150,7 @@ def test_final_figures_use_tta_and_epochs_do_not(
     [
         {},
         {"ema_decay": 0.9, "dropout": 0.3, "augment": "flip+crop+erase"},
-        {"lookahead": 0.8, "augment": "altflip+erase"},
+        {"lookahead": 0.8, "augment": "altflip+erase", "backprop_fraction": 0.5},
     ],
 )
 def test_resume_equals_uninterrupted(
@@ -236,6 +239,31 @@ def test_lookahead_moves_slow_weights_and_ends_on_them() -> None:
     assert torch.allclose(model.weight, torch.full((1, 2), 15 / 16))
 
 
+def test_selective_backprop_trains_on_the_hardest_images(
+    tiny_config: TrainConfig, tiny_data: tuple
+) -> None:
+    model = models.build_model(tiny_config).train()
+    x, y = fm.to_float(tiny_data[0].images[:32]), tiny_data[0].labels[:32]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with frozen_batchnorm_stats(model):
+        logits = ranking_logits(model, x, None)
+    for k, v in model.state_dict().items():  # the ranking pass leaves BatchNorm as it was
+        assert torch.equal(v, before[k]), k
+    assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert torch.equal(logits, model(x).float())  # and normalises by the batch, as a step does
+    losses = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    keep = hardest(logits, y, 0.0, 0.25)
+    assert sorted(keep.tolist()) == sorted(losses.argsort(descending=True)[:8].tolist())
+    # one epoch on a quarter of each batch still learns and reports whole batches
+    opt = make_optimizer(model, tiny_config)
+    images, labels = tiny_data[0].images, tiny_data[0].labels
+    result = train_one_epoch(
+        model, opt, images, labels, batch_size=32, backprop_fraction=0.25,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    assert result.steps == len(labels) // 32 and 0 < result.loss < 10
+
+
 def test_config_rejects_unknown_keys_and_bad_values() -> None:
     with pytest.raises(ValueError, match="unknown config key.*lrr"):
         TrainConfig.from_dict({"lrr": 0.1})
@@ -247,6 +275,8 @@ def test_config_rejects_unknown_keys_and_bad_values() -> None:
         TrainConfig(augment="flip+altflip")
     with pytest.raises(ValueError, match="lookahead must be in"):
         TrainConfig(lookahead=1.0)
+    with pytest.raises(ValueError, match="backprop_fraction must be in"):
+        TrainConfig(backprop_fraction=0.0)
     with pytest.raises(ValueError, match="lr must be > 0"):
         TrainConfig(lr=0)
     assert TrainConfig.from_dict({"widths": "8,16", "depth": [1, 1]}).widths == (8, 16)

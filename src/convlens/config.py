@@ -74,6 +74,9 @@ class TrainConfig:
     # Lookahead (airbench): every 5 steps the slow weights move toward the trained ones
     # and replace them; the slow weights' decay rises as (step / steps)^3 to this (0 = off)
     lookahead: float = 0.0
+    # selective backprop: a no-grad forward pass ranks each batch by loss and only this
+    # fraction of it, the highest losses, is trained on (1 = the whole batch)
+    backprop_fraction: float = 1.0
     # evaluation
     tta: bool = True  # final figures average the image and its mirror image's predictions
     # machinery
@@ -118,6 +121,8 @@ class TrainConfig:
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {v}")
+        if not 0.0 < self.backprop_fraction <= 1.0:
+            raise ValueError(f"backprop_fraction must be in (0, 1], got {self.backprop_fraction}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
 

@@ -318,6 +318,7 @@ _UNITS = {
     "crop_pad": "crop padding (px)",
     "ema_decay": "EMA decay per step",
     "lookahead": "Lookahead decay",
+    "backprop_fraction": "fraction of each batch trained on",
 }
 
 

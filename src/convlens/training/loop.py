@@ -13,11 +13,12 @@ image when ``config.tta`` is set.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,7 @@ def train_one_epoch(
     size: int | None = None,
     progress: tqdm | None = None,
     flips: torch.Tensor | None = None,
+    backprop_fraction: float = 1.0,
 ) -> EpochResult:
     """One pass over ``images`` in a random order, updating ``model`` in place.
 
@@ -211,6 +213,9 @@ def train_one_epoch(
         size: resize the (augmented) batches to ``size`` x ``size`` pixels (bilinear,
             antialiased) before the forward pass; ``None`` keeps them as they are.
         flips: for ``augment`` with ``altflip``, which images to mirror (bool ``[N]``).
+        backprop_fraction: train on only this fraction of each batch, the images with the
+            highest loss in a no-grad forward pass first (selective backprop); the loss and
+            accuracy returned are then those of that pass over the whole batch.
 
     Returns:
         Mean loss, top-1 accuracy on the training batches, number of steps.
@@ -247,9 +252,17 @@ def train_one_epoch(
             lr = lr_schedule(start_step + i)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+        x_step, y_step = x, y
+        if backprop_fraction < 1.0:  # selective backprop: rank, then step on the hardest
+            with frozen_batchnorm_stats(model):
+                ranked = ranking_logits(model, x, amp_dtype)
+            keep = hardest(ranked, y, label_smoothing, backprop_fraction)
+            x_step, y_step = x[keep], y[keep]
+            if channels_last:
+                x_step = x_step.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp_dtype):
-            logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+            logits = model(x_step)
+            loss = F.cross_entropy(logits.float(), y_step, label_smoothing=label_smoothing)
         if not torch.isfinite(loss):
             lr_now = optimizer.param_groups[0]["lr"]
             raise NonFiniteLossError(
@@ -264,7 +277,11 @@ def train_one_epoch(
             lookahead.update(model, start_step + i)
         if average is not None:
             average.update(model)
-        loss_sum += loss.detach() * y.shape[0]
+        batch_loss = loss.detach()
+        if backprop_fraction < 1.0:  # report the whole batch, as seen by the ranking pass
+            logits = ranked
+            batch_loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        loss_sum += batch_loss * y.shape[0]
         correct += (logits.argmax(1) == y).sum()
         seen += y.shape[0]
         if progress is not None:
@@ -274,6 +291,45 @@ def train_one_epoch(
                     loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}"
                 )
     return EpochResult(loss_sum.item() / seen, correct.item() / seen, steps)
+
+
+@torch.no_grad()
+def ranking_logits(
+    model: nn.Module, x: torch.Tensor, amp_dtype: torch.dtype | None
+) -> torch.Tensor:
+    """Logits of a batch in training mode (BatchNorm normalises by the batch, as the
+    step will)."""
+    with autocast(x.device, amp_dtype):
+        return model(x).float()
+
+
+@contextlib.contextmanager
+def frozen_batchnorm_stats(model: nn.Module) -> Iterator[None]:
+    """Forward passes in training mode that leave BatchNorm's running statistics (and
+    batch counts) as they were."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    counts = [m.num_batches_tracked.clone() for m in norms if m.num_batches_tracked is not None]
+    for m in norms:
+        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        tracked = [m for m in norms if m.num_batches_tracked is not None]
+        for m, count in zip(tracked, counts, strict=True):
+            assert m.num_batches_tracked is not None
+            m.num_batches_tracked.copy_(count)
+
+
+def hardest(
+    logits: torch.Tensor, y: torch.Tensor, label_smoothing: float, fraction: float
+) -> torch.Tensor:
+    """Indices of the ``fraction`` of the batch with the highest loss."""
+    losses = F.cross_entropy(logits, y, label_smoothing=label_smoothing, reduction="none")
+    k = max(1, round(fraction * y.shape[0]))
+    return losses.topk(k, sorted=False).indices
 
 
 @dataclass(frozen=True)
@@ -535,6 +591,7 @@ def _train_epoch(
             flips=alternating_flips(len(train_set), run.epoch, config.seed)
             if "altflip" in config.augment.split("+")
             else None,
+            backprop_fraction=config.backprop_fraction,
         )
         train_seconds = time.perf_counter() - t0
         val_top1 = (
