@@ -43,8 +43,24 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
 CONVLENS = shutil.which("convlens") or str(Path(sys.executable).with_name("convlens"))
 
 
+def check_reused(out: Path, changes: dict[str, str], seed: int) -> None:
+    """Refuse to reuse a run directory trained with another config than the variant's
+    (say, under an earlier default): the thread count aside, it must be the same."""
+    saved = TrainConfig.from_saved(json.loads((out / "config.json").read_text()))
+    saved = saved.replace(threads=0)
+    wanted = TrainConfig().replace(**changes, seed=seed)
+    if saved != wanted:
+        differ = sorted(k for k, v in wanted.to_dict().items() if saved.to_dict()[k] != v)
+        raise SystemExit(
+            f"{out} was trained with another config ({', '.join(differ)} differ, e.g. under "
+            "an earlier default); name the variant differently or spell those fields out"
+        )
+
+
 def train_one(out: Path, changes: dict[str, str], seed: int, threads: int) -> dict[str, float]:
     summary = out / "summary.json"
+    if out.exists():
+        check_reused(out, changes, seed)
     if not summary.is_file():
         if out.exists():  # an interrupted run: continue it
             cmd = [CONVLENS, "train", "--resume", str(out), "--no-progress"]

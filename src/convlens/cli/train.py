@@ -60,7 +60,8 @@ def add_parser(sub: Any) -> None:
         "--preset",
         choices=tuple(PRESETS),
         help="a named configuration: best (2x wider, 28 epochs, random erasing: about 13 "
-        "minutes on 2 cores), previous (the default before the last change: 10 epochs) "
+        "minutes on 2 cores), previous (the default of an earlier release: 10 epochs on every "
+        "image) "
         "[default]",
     )
     p.add_argument("--config", type=Path, help="JSON or TOML file of config fields")
