@@ -129,7 +129,7 @@ def test_tiny_sweep_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
     }
     assert list(val_line.get_xdata()) == [0.05, 0.4]
     assert list(val_line.get_ydata()) == pytest.approx([best_per_lr[0.05], best_per_lr[0.4]])
-    init_ax = viz.draw_sweep_param(results, "init").axes[0]
+    init_ax = viz.draw_sweep_param(results, "init").axes[0]  # in the sweep's order, not by score
     assert [t.get_text() for t in init_ax.get_xticklabels()] == ["kaiming", "xavier"]
 
     # Running the sweep again finds nothing to do and trains nothing.

@@ -348,8 +348,12 @@ def draw_sweep_param(results: SweepResults, name: str) -> Figure:
             ordered = sorted(set(values), key=float)
         elif layouts:  # channel or depth layouts: by total size, then stage by stage
             ordered = sorted(values, key=lambda v: (sum(v), tuple(v)))
-        else:
-            ordered = values
+        else:  # choices in the order the sweep lists them, the baseline's value first
+            listed = results.spec.choices.get(name) or [
+                p[name] for p in results.spec.points if name in p
+            ]
+            rank = {format_value(v): i for i, v in reversed(list(enumerate(listed)))}
+            ordered = sorted(values, key=lambda v: rank.get(format_value(v), -1))
         labels = list(dict.fromkeys(format_value(v) for v in ordered))  # lists are not hashable
         index = {lab: i for i, lab in enumerate(labels)}
         xs = [float(index[format_value(v)]) for v in values]
