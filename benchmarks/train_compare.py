@@ -47,10 +47,10 @@ def check_reused(out: Path, changes: dict[str, str], seed: int) -> None:
     """Refuse to reuse a run directory trained with another config than the variant's
     (say, under an earlier default): the thread count aside, it must be the same."""
     saved = TrainConfig.from_saved(json.loads((out / "config.json").read_text()))
-    saved = saved.replace(threads=0)
-    wanted = TrainConfig().replace(**changes, seed=seed)
+    saved = saved.replace(threads=0).to_dict()
+    wanted = TrainConfig().replace(**changes, seed=seed).to_dict()
     if saved != wanted:
-        differ = sorted(k for k, v in wanted.to_dict().items() if saved.to_dict()[k] != v)
+        differ = sorted(k for k, v in wanted.items() if saved[k] != v)
         raise SystemExit(
             f"{out} was trained with another config ({', '.join(differ)} differ, e.g. under "
             "an earlier default); name the variant differently or spell those fields out"

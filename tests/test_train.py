@@ -252,7 +252,7 @@ def test_selective_backprop_trains_on_the_hardest_images(
     assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert torch.equal(logits, model(x).float())  # and normalises by the batch, as a step does
     losses = torch.nn.functional.cross_entropy(logits, y, reduction="none")
-    keep = hardest(logits, y, 0.0, 0.25)
+    keep = hardest(losses, 0.25)
     assert sorted(keep.tolist()) == sorted(losses.argsort(descending=True)[:8].tolist())
     # one epoch on a quarter of each batch still learns and reports whole batches
     opt = make_optimizer(model, tiny_config)

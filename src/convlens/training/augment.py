@@ -10,10 +10,14 @@ import torch
 import torch.nn.functional as F
 
 
+def mirror(x: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+    """Mirror left-right the images where ``which`` (bool ``[N]``) is true."""
+    return torch.where(which.to(x.device)[:, None, None, None], x.flip(3), x)
+
+
 def random_flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Mirror each image left-right with probability 1/2."""
-    flip = torch.rand(x.shape[0], generator=g, device="cpu").to(x.device) < 0.5
-    return torch.where(flip[:, None, None, None], x.flip(3), x)
+    return mirror(x, torch.rand(x.shape[0], generator=g, device="cpu") < 0.5)
 
 
 def random_crop(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
@@ -89,7 +93,7 @@ def augment_batch(
     if "altflip" in parts:
         if flips is None or flips.shape != x.shape[:1]:
             raise ValueError("augment 'altflip' needs one flip decision per image (flips)")
-        x = torch.where(flips.to(x.device)[:, None, None, None], x.flip(3), x)
+        x = mirror(x, flips)
     if "crop" in parts:
         x = random_crop(x, pad, g)
     if "erase" in parts:

@@ -256,7 +256,8 @@ def train_one_epoch(
         if backprop_fraction < 1.0:  # selective backprop: rank, then step on the hardest
             with frozen_batchnorm_stats(model):
                 ranked = ranking_logits(model, x, amp_dtype)
-            keep = hardest(ranked, y, label_smoothing, backprop_fraction)
+            losses = F.cross_entropy(ranked, y, label_smoothing=label_smoothing, reduction="none")
+            keep = hardest(losses, backprop_fraction)
             x_step, y_step = x[keep], y[keep]
             if channels_last:
                 x_step = x_step.contiguous(memory_format=torch.channels_last)
@@ -279,8 +280,7 @@ def train_one_epoch(
             average.update(model)
         batch_loss = loss.detach()
         if backprop_fraction < 1.0:  # report the whole batch, as seen by the ranking pass
-            logits = ranked
-            batch_loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+            logits, batch_loss = ranked, losses.mean()
         loss_sum += batch_loss * y.shape[0]
         correct += (logits.argmax(1) == y).sum()
         seen += y.shape[0]
@@ -308,27 +308,21 @@ def frozen_batchnorm_stats(model: nn.Module) -> Iterator[None]:
     """Forward passes in training mode that leave BatchNorm's running statistics (and
     batch counts) as they were."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    counts = [m.num_batches_tracked.clone() for m in norms if m.num_batches_tracked is not None]
+    saved = [(m.momentum, {k: v.clone() for k, v in m.named_buffers()}) for m in norms]
     for m in norms:
         m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
     try:
         yield
     finally:
-        for m, momentum in zip(norms, momenta, strict=True):
+        for m, (momentum, buffers) in zip(norms, saved, strict=True):
             m.momentum = momentum
-        tracked = [m for m in norms if m.num_batches_tracked is not None]
-        for m, count in zip(tracked, counts, strict=True):
-            assert m.num_batches_tracked is not None
-            m.num_batches_tracked.copy_(count)
+            for name, value in m.named_buffers():
+                value.copy_(buffers[name])
 
 
-def hardest(
-    logits: torch.Tensor, y: torch.Tensor, label_smoothing: float, fraction: float
-) -> torch.Tensor:
-    """Indices of the ``fraction`` of the batch with the highest loss."""
-    losses = F.cross_entropy(logits, y, label_smoothing=label_smoothing, reduction="none")
-    k = max(1, round(fraction * y.shape[0]))
+def hardest(losses: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Indices of the ``fraction`` of a batch with the highest per-image ``losses``."""
+    k = max(1, round(fraction * losses.shape[0]))
     return losses.topk(k, sorted=False).indices
 
 
