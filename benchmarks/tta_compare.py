@@ -28,8 +28,15 @@ from convlens.core.device import autocast_dtype
 from convlens.data import fashion_mnist as data
 from convlens.inference import predict_logits
 
-SHIFTS = {"up-left": (-1, -1), "down-right": (1, 1), "up": (-1, 0), "down": (1, 0)}
-SHIFTS |= {"left": (0, -1), "right": (0, 1)}
+# (rows down, columns right) of each moved copy
+SHIFTS = {
+    "up-left": (-1, -1),
+    "down-right": (1, 1),
+    "up": (-1, 0),
+    "down": (1, 0),
+    "left": (0, -1),
+    "right": (0, 1),
+}
 
 
 def shifted(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -66,11 +73,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    _, val = data.train_val_split(data.load_fashion_mnist("train"), 10_000, seed=0)
+    try:  # every model first, so that a bad path fails before any scoring
+        loaded_runs = [(run, models.load(run)) for run in args.runs]
+    except ValueError as e:
+        parser.error(str(e))
+    train = data.load_fashion_mnist("train")
     test = data.load_fashion_mnist("test")
     rows = []
-    for run in args.runs:
-        model = models.load(run).model
+    for run, loaded in loaded_runs:
+        model = loaded.model
+        # the validation split the run held out (training splits with seed 0)
+        val_size = loaded.config.val_size if loaded.config else 10_000
+        _, val = data.train_val_split(train, val_size, seed=0)
         scores = {
             split: top1_by_tta(model, ds.images, ds.labels)
             for split, ds in (("val", val), ("test", test))
