@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import statistics
 import tempfile
@@ -96,8 +97,9 @@ def print_table(record: dict[str, Any]) -> None:
     spread = statistics.stdev(tests) if len(tests) > 1 else 0.0
     reached = [r["reach_93_val_s"] for r in runs if r["reach_93_val_s"] is not None]
     # forward + backward ~ 3 forward passes; with selective backprop, a ranking forward
-    # pass of every image and a step on backprop_fraction of them
-    passes = 3.0 if config.backprop_fraction >= 1 else 1 + 3 * config.backprop_fraction
+    # pass of every image (in the epochs that rank afresh) and a step on backprop_fraction
+    ranking = math.ceil(config.epochs / config.rank_every) / config.epochs
+    passes = 3.0 if config.backprop_fraction >= 1 else ranking + 3 * config.backprop_fraction
     achieved = passes * train_flops * ips / 1e9
     info = record["machine"]
     threads = threads_used(config, info)

@@ -151,6 +151,8 @@ def test_final_figures_use_tta_and_epochs_do_not(
         {},
         {"ema_decay": 0.9, "dropout": 0.3, "augment": "flip+crop+erase"},
         {"lookahead": 0.8, "augment": "altflip+erase", "backprop_fraction": 0.5},
+        # cut after the ranking epoch: the stale epoch after it needs the saved losses
+        {"backprop_fraction": 0.5, "rank_every": 2},
     ],
 )
 def test_resume_equals_uninterrupted(
@@ -264,6 +266,33 @@ def test_selective_backprop_trains_on_the_hardest_images(
     assert result.steps == len(labels) // 32 and 0 < result.loss < 10
 
 
+def test_stale_selective_backprop_ranks_by_the_last_known_losses(
+    tiny_config: TrainConfig, tiny_data: tuple
+) -> None:
+    model = models.build_model(tiny_config)
+    opt = make_optimizer(model, tiny_config)
+    images, labels = tiny_data[0].images[:64], tiny_data[0].labels[:64]
+    known = torch.randperm(64, generator=torch.Generator().manual_seed(3)).float() + 100
+    losses = known.clone()
+    result = train_one_epoch(
+        model, opt, images, labels, batch_size=64, backprop_fraction=0.25,
+        image_losses=losses, rank=False, generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    hardest16 = known.argsort(descending=True)[:16]
+    changed = (losses != known).nonzero().flatten()
+    # the 16 highest known losses were trained on, and now hold their training-pass loss
+    assert sorted(changed.tolist()) == sorted(hardest16.tolist())
+    assert losses[changed].max() < 10 and result.loss == pytest.approx(losses[changed].mean())
+    # a fresh ranking pass records every image's loss
+    train_one_epoch(
+        model, opt, images, labels, batch_size=64, backprop_fraction=0.25,
+        image_losses=losses, generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    assert losses.max() < 10
+    with pytest.raises(ValueError, match="needs image_losses"):
+        train_one_epoch(model, opt, images, labels, backprop_fraction=0.25, rank=False)
+
+
 def test_config_rejects_unknown_keys_and_bad_values() -> None:
     with pytest.raises(ValueError, match="unknown config key.*lrr"):
         TrainConfig.from_dict({"lrr": 0.1})
@@ -277,6 +306,8 @@ def test_config_rejects_unknown_keys_and_bad_values() -> None:
         TrainConfig(lookahead=1.0)
     with pytest.raises(ValueError, match="backprop_fraction must be in"):
         TrainConfig(backprop_fraction=0.0)
+    with pytest.raises(ValueError, match="rank_every must be >= 1"):
+        TrainConfig(rank_every=0)
     with pytest.raises(ValueError, match="lr must be > 0"):
         TrainConfig(lr=0)
     assert TrainConfig.from_dict({"widths": "8,16", "depth": [1, 1]}).widths == (8, 16)

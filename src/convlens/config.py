@@ -21,6 +21,7 @@ ADDED_LATER: dict[str, Any] = {
     "low_res": 0.0,
     "low_res_size": 20,
     "backprop_fraction": 1.0,  # runs saved before selective backprop trained on every image
+    "rank_every": 1,  # and before stale ranking, ranked every batch afresh
 }
 FULL_SIZE = 28  # FashionMNIST's side in pixels, the size every model is tested at
 
@@ -83,6 +84,10 @@ class TrainConfig:
     # fraction of it, the highest losses, is trained on (1 = the whole batch); a step on
     # 35% costs about 0.7 of a full one, which pays for the 15 epochs instead of 11
     backprop_fraction: float = 0.35
+    # stale selective backprop (Jiang et al. 2019): the ranking pass runs only in every
+    # rank_every-th epoch (the first included); the epochs between rank each batch by the
+    # loss each image had when last seen, and skip the ranking pass (1 = rank every batch)
+    rank_every: int = 1
     # evaluation
     tta: bool = True  # final figures average the image and its mirror image's predictions
     # machinery
@@ -118,7 +123,7 @@ class TrainConfig:
             )
         if len(self.widths) > 3:
             raise ValueError("at most 3 stages: 28x28 images are pooled to 7x7 by stage 3")
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "rank_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:

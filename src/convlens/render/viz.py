@@ -319,6 +319,7 @@ _UNITS = {
     "ema_decay": "EMA decay per step",
     "lookahead": "Lookahead decay",
     "backprop_fraction": "fraction of each batch trained on",
+    "rank_every": "epochs per fresh ranking pass",
 }
 
 

@@ -190,6 +190,8 @@ def train_one_epoch(
     progress: tqdm | None = None,
     flips: torch.Tensor | None = None,
     backprop_fraction: float = 1.0,
+    image_losses: torch.Tensor | None = None,
+    rank: bool = True,
 ) -> EpochResult:
     """One pass over ``images`` in a random order, updating ``model`` in place.
 
@@ -216,6 +218,13 @@ def train_one_epoch(
         backprop_fraction: train on only this fraction of each batch, the images with the
             highest loss in a no-grad forward pass first (selective backprop); the loss and
             accuracy returned are then those of that pass over the whole batch.
+        image_losses: with ``backprop_fraction < 1``, each training image's loss when it
+            was last seen (float ``[N]``, on the CPU), updated in place: by the ranking
+            pass for the whole batch, and by the training pass for the images trained on.
+        rank: with ``backprop_fraction < 1``, rank each batch by a fresh no-grad forward
+            pass; ``False`` ranks it by ``image_losses`` instead (stale selective
+            backprop), and the loss and accuracy returned are those of the training
+            passes, on the images trained on.
 
     Returns:
         Mean loss, top-1 accuracy on the training batches, number of steps.
@@ -226,6 +235,10 @@ def train_one_epoch(
     # Long because it is the hot loop: every step's work stays in view in one place.
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+    selective = backprop_fraction < 1.0
+    stale = selective and not rank
+    if stale and image_losses is None:
+        raise ValueError("ranking without a fresh pass (rank=False) needs image_losses")
     device = next(model.parameters()).device
     if generator is None:
         generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
@@ -253,17 +266,28 @@ def train_one_epoch(
             for group in optimizer.param_groups:
                 group["lr"] = lr
         x_step, y_step = x, y
-        if backprop_fraction < 1.0:  # selective backprop: rank, then step on the hardest
+        if stale:  # selective backprop by each image's last known loss
+            keep = hardest(image_losses[idx], backprop_fraction)  # type: ignore[index]
+            x_step, y_step = x[keep.to(device)], y[keep.to(device)]
+        elif selective:  # selective backprop: rank, then step on the hardest
             with frozen_batchnorm_stats(model):
                 ranked = ranking_logits(model, x, amp_dtype)
             losses = F.cross_entropy(ranked, y, label_smoothing=label_smoothing, reduction="none")
+            if image_losses is not None:
+                image_losses[idx] = losses.cpu()
             keep = hardest(losses, backprop_fraction)
             x_step, y_step = x[keep], y[keep]
-            if channels_last:
-                x_step = x_step.contiguous(memory_format=torch.channels_last)
+        if selective and channels_last:
+            x_step = x_step.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp_dtype):
             logits = model(x_step)
-            loss = F.cross_entropy(logits.float(), y_step, label_smoothing=label_smoothing)
+            if stale:
+                step_losses = F.cross_entropy(
+                    logits.float(), y_step, label_smoothing=label_smoothing, reduction="none"
+                )
+                loss = step_losses.mean()
+            else:
+                loss = F.cross_entropy(logits.float(), y_step, label_smoothing=label_smoothing)
         if not torch.isfinite(loss):
             lr_now = optimizer.param_groups[0]["lr"]
             raise NonFiniteLossError(
@@ -274,16 +298,18 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if stale:
+            image_losses[idx[keep.cpu()]] = step_losses.detach().cpu()  # type: ignore[index]
         if lookahead is not None:
             lookahead.update(model, start_step + i)
         if average is not None:
             average.update(model)
-        batch_loss = loss.detach()
-        if backprop_fraction < 1.0:  # report the whole batch, as seen by the ranking pass
-            logits, batch_loss = ranked, losses.mean()
-        loss_sum += batch_loss * y.shape[0]
-        correct += (logits.argmax(1) == y).sum()
-        seen += y.shape[0]
+        batch_loss, y_seen = loss.detach(), y_step
+        if selective and not stale:  # report the whole batch, as seen by the ranking pass
+            logits, batch_loss, y_seen = ranked, losses.mean(), y
+        loss_sum += batch_loss * y_seen.shape[0]
+        correct += (logits.argmax(1) == y_seen).sum()
+        seen += y_seen.shape[0]
         if progress is not None:
             progress.update(1)
             if i % 10 == 0 or i == steps - 1:
@@ -485,6 +511,8 @@ class _Run:
     amp: torch.dtype | None
     steps_per_epoch: int
     total_steps: int
+    # each training image's last known loss, for stale selective backprop (rank_every > 1)
+    image_losses: torch.Tensor | None = None
     epoch: int = 0  # epochs finished
     metrics: list[dict[str, Any]] = field(default_factory=list)
 
@@ -512,6 +540,9 @@ class _Run:
             amp=autocast_dtype(config.precision, device),
             steps_per_epoch=steps_per_epoch,
             total_steps=total_steps,
+            image_losses=torch.zeros(train_size)
+            if config.backprop_fraction < 1 and config.rank_every > 1
+            else None,
         )
 
     @property
@@ -526,6 +557,8 @@ class _Run:
             self.average.load_state_dict(state["average"])
         if self.lookahead is not None:
             self.lookahead.load_state_dict(state["lookahead"])
+        if self.image_losses is not None:
+            self.image_losses.copy_(state["image_losses"])
         self.generator.set_state(state["rng"]["data"])
         torch.set_rng_state(state["rng"]["torch"])
         self.metrics = list(state["metrics"])
@@ -539,6 +572,7 @@ class _Run:
             "optimizer": self.optimizer.state_dict(),
             "average": self.average.state_dict() if self.average is not None else None,
             "lookahead": self.lookahead.state_dict() if self.lookahead is not None else None,
+            "image_losses": self.image_losses,
             "scheduler": {
                 "step": self.epoch * self.steps_per_epoch,
                 "total_steps": self.total_steps,
@@ -586,6 +620,8 @@ def _train_epoch(
             if "altflip" in config.augment.split("+")
             else None,
             backprop_fraction=config.backprop_fraction,
+            image_losses=run.image_losses,
+            rank=run.epoch % config.rank_every == 0,
         )
         train_seconds = time.perf_counter() - t0
         val_top1 = (
