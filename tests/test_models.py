@@ -26,10 +26,10 @@ def test_shipped_model_scores_the_default_level() -> None:
     test = fm.load_fashion_mnist("test", download_missing=False)
     loaded = models.load("fashion-cnn")
     top1 = evaluate(loaded.model, test.images, test.labels, tta=True)
-    # the default's mean over seeds 0-2 (93.85%, make bench) less its spread (0.10), less
-    # 0.05 for precision: evaluated here in fp32 the shipped model scores 93.74%, where
-    # the bf16 evaluation at the end of its training run gave 93.77%
-    assert top1 >= 0.9370
+    # the default's mean over seeds 0-2 (94.13%, make bench) less its spread (0.08), less
+    # 0.05 for precision (fp32 here, bf16 at the end of training): the shipped model
+    # scores 94.19% both ways
+    assert top1 >= 0.9400
     assert top1 == pytest.approx(loaded.metrics["test_top1"], abs=2e-3)
 
 

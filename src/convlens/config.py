@@ -66,7 +66,8 @@ class TrainConfig:
     dropout: float = 0.0  # dropout probability before the linear layer
     init: str = "kaiming"  # weight initialisation, one of INITS
     # optimisation
-    epochs: int = 15  # 10, then 11, then 15 with backprop_fraction (docs/experiments.md)
+    # 10, then 11, then 15 with backprop_fraction, then 24 with rank_every (docs/experiments.md)
+    epochs: int = 24
     batch_size: int = 256  # images per step
     optimizer: str = "sgd"  # one of OPTIMIZERS
     lr: float = 0.5  # peak learning rate
@@ -82,12 +83,13 @@ class TrainConfig:
     lookahead: float = 0.0
     # selective backprop: a no-grad forward pass ranks each batch by loss and only this
     # fraction of it, the highest losses, is trained on (1 = the whole batch); a step on
-    # 35% costs about 0.7 of a full one, which pays for the 15 epochs instead of 11
+    # 35% costs about 0.7 of a full one
     backprop_fraction: float = 0.35
     # stale selective backprop (Jiang et al. 2019): the ranking pass runs only in every
     # rank_every-th epoch (the first included); the epochs between rank each batch by the
-    # loss each image had when last seen, and skip the ranking pass (1 = rank every batch)
-    rank_every: int = 1
+    # loss each image had when last seen, and skip the ranking pass (1 = rank every batch);
+    # an epoch without it costs about 0.6 of one with it, which pays for 24 epochs, not 15
+    rank_every: int = 3
     # evaluation
     tta: bool = True  # final figures average the image and its mirror image's predictions
     # machinery
@@ -269,12 +271,13 @@ DEFAULT = TrainConfig()
 # on (docs/experiments.md).
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
-    "previous": {"epochs": 10, "backprop_fraction": 1.0},
+    "previous": {"epochs": 10, "backprop_fraction": 1.0, "rank_every": 1},
     "best": {
         "widths": (64, 128, 256),
         "epochs": 28,
         "augment": "flip+erase",
         "backprop_fraction": 1.0,
+        "rank_every": 1,
     },
 }
 
