@@ -219,8 +219,9 @@ def train_one_epoch(
             highest loss in a no-grad forward pass first (selective backprop); the loss and
             accuracy returned are then those of that pass over the whole batch.
         image_losses: with ``backprop_fraction < 1``, each training image's loss when it
-            was last seen (float ``[N]``, on the CPU), updated in place: by the ranking
-            pass for the whole batch, and by the training pass for the images trained on.
+            was last seen (float ``[N]``, on the CPU), updated in place: with ``rank``, by
+            the ranking pass for the whole batch; without, by the training pass for the
+            images trained on.
         rank: with ``backprop_fraction < 1``, rank each batch by a fresh no-grad forward
             pass; ``False`` ranks it by ``image_losses`` instead (stale selective
             backprop), and the loss and accuracy returned are those of the training
