@@ -268,8 +268,8 @@ def train_one_epoch(
                 group["lr"] = lr
         x_step, y_step = x, y
         if stale:  # selective backprop by each image's last known loss
-            keep = hardest(image_losses[idx], backprop_fraction)  # type: ignore[index]
-            x_step, y_step = x[keep.to(device)], y[keep.to(device)]
+            keep = hardest(image_losses[idx], backprop_fraction).to(device)  # type: ignore[index]
+            x_step, y_step = x[keep], y[keep]
         elif selective:  # selective backprop: rank, then step on the hardest
             with frozen_batchnorm_stats(model):
                 ranked = ranking_logits(model, x, amp_dtype)
