@@ -16,13 +16,14 @@ $(UV):
 
 setup: .venv/.synced
 
-# FashionMNIST from Debian's dataset-fashion-mnist when it is missing and apt-get is usable;
+# FashionMNIST from Debian's dataset-fashion-mnist when it is missing and apt-get is usable
+# (through .ci/apt-get, which waits while another process holds the package manager's lock);
 # otherwise convlens looks in $$CONVLENS_DATA and its cache, and downloads on first use.
 data:
 	@if [ ! -f $(DATA_FILE) ] && [ -z "$$CONVLENS_DATA" ] && command -v apt-get >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
 	  echo "installing Debian's dataset-fashion-mnist"; \
-	  ($$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist) \
+	  ($$SUDO .ci/apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO .ci/apt-get install -y -qq dataset-fashion-mnist) \
 	    || echo "could not install dataset-fashion-mnist; convlens will try to download FashionMNIST"; \
 	fi
 

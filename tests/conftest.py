@@ -29,6 +29,7 @@ def tiny_config() -> TrainConfig:
         tta=False,
         low_res=0.34,  # the first of 3 epochs on shrunk images, as the default does
         low_res_size=16,
+        backprop_warmup=256,  # with selective backprop, the first epoch trains on everything
     )
 
 

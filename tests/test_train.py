@@ -12,16 +12,22 @@ from convlens.data import fashion_mnist as fm
 from convlens.inference import evaluate, get_prediction
 from convlens.training import augment
 from convlens.training.loop import (
-    Lookahead,
     NonFiniteLossError,
-    frozen_batchnorm_stats,
-    hardest,
     lr_at,
     make_optimizer,
-    ranking_logits,
     resume,
     train,
     train_one_epoch,
+)
+from convlens.training.parts import (
+    AllImages,
+    BatchMaker,
+    FreshHardest,
+    Lookahead,
+    RecordedHardest,
+    frozen_batchnorm_stats,
+    hardest,
+    ranking_logits,
 )
 
 
@@ -127,7 +133,9 @@ def test_epoch_image_sizes(tiny_config: TrainConfig, tiny_data: tuple) -> None:
     model.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape[2:])))
     opt = make_optimizer(model, tiny_config)
     part = tiny_data[0].subset(slice(0, 64))
-    train_one_epoch(model, opt, part.images, part.labels, batch_size=32, size=12)
+    train_one_epoch(
+        model, opt, part.images, part.labels, batch_size=32, batches=BatchMaker(size=12)
+    )
     train_one_epoch(model, opt, part.images, part.labels, batch_size=32)
     assert seen == [(12, 12), (12, 12), (28, 28), (28, 28)]
 
@@ -154,7 +162,9 @@ def test_final_figures_use_tta_and_epochs_do_not(
         {"ema_decay": 0.9, "dropout": 0.3, "augment": "flip+crop+erase"},
         {"lookahead": 0.8, "augment": "altflip+erase", "backprop_fraction": 0.5},
         # cut after the ranking epoch: the stale epoch after it needs the saved losses
-        {"backprop_fraction": 0.5, "rank_every": 2},
+        {"backprop_fraction": 0.5, "rank_every": 2, "backprop_warmup": 0},
+        # cut after the warm-up epoch, which records the losses the stale epoch ranks by
+        {"backprop_fraction": 0.5, "rank_every": 3},
     ],
 )
 def test_resume_equals_uninterrupted(
@@ -233,13 +243,13 @@ def test_lookahead_moves_slow_weights_and_ends_on_them() -> None:
     la = Lookahead(model, decay=0.5, total_steps=10, every=5)
     with torch.no_grad():
         model.weight.fill_(1.0)
-    la.update(model, 0)  # not a 5th step: nothing happens
+    la.after_step(model, 0)  # not a 5th step: nothing happens
     assert torch.equal(model.weight, torch.ones(1, 2))
-    la.update(model, 4)  # d = 0.5 * (5 / 10)^3 = 1/16: slow = 1/16 * 0 + 15/16 * 1
+    la.after_step(model, 4)  # d = 0.5 * (5 / 10)^3 = 1/16: slow = 1/16 * 0 + 15/16 * 1
     assert torch.allclose(model.weight, torch.full((1, 2), 15 / 16))
     with torch.no_grad():
         model.weight.fill_(3.0)
-    la.update(model, 9)  # the last step: the model takes the slow weights, unmixed
+    la.after_step(model, 9)  # the last step: the model takes the slow weights, unmixed
     assert torch.allclose(model.weight, torch.full((1, 2), 15 / 16))
 
 
@@ -262,7 +272,7 @@ def test_selective_backprop_trains_on_the_hardest_images(
     opt = make_optimizer(model, tiny_config)
     images, labels = tiny_data[0].images, tiny_data[0].labels
     result = train_one_epoch(
-        model, opt, images, labels, batch_size=32, backprop_fraction=0.25,
+        model, opt, images, labels, batch_size=32, selector=FreshHardest(0.25),
         generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
     assert result.steps == len(labels) // 32 and 0 < result.loss < 10
@@ -277,22 +287,22 @@ def test_stale_selective_backprop_ranks_by_the_last_known_losses(
     known = torch.randperm(64, generator=torch.Generator().manual_seed(3)).float() + 100
     losses = known.clone()
     result = train_one_epoch(
-        model, opt, images, labels, batch_size=64, backprop_fraction=0.25,
-        image_losses=losses, rank=False, generator=torch.Generator().manual_seed(0),
+        model, opt, images, labels, batch_size=64, selector=RecordedHardest(0.25, losses),
+        generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
     hardest16 = known.argsort(descending=True)[:16]
     changed = (losses != known).nonzero().flatten()
     # the 16 highest known losses were trained on, and now hold their training-pass loss
     assert sorted(changed.tolist()) == sorted(hardest16.tolist())
     assert losses[changed].max() < 10 and result.loss == pytest.approx(losses[changed].mean())
-    # a fresh ranking pass records every image's loss
-    train_one_epoch(
-        model, opt, images, labels, batch_size=64, backprop_fraction=0.25,
-        image_losses=losses, generator=torch.Generator().manual_seed(0),
-    )  # fmt: skip
-    assert losses.max() < 10
-    with pytest.raises(ValueError, match="needs image_losses"):
-        train_one_epoch(model, opt, images, labels, backprop_fraction=0.25, rank=False)
+    # a fresh ranking pass records every image's loss, and so does a warm-up epoch
+    for selector in (FreshHardest(0.25, image_losses=losses), AllImages(losses)):
+        losses.copy_(known)
+        train_one_epoch(
+            model, opt, images, labels, batch_size=64, selector=selector,
+            generator=torch.Generator().manual_seed(0),
+        )  # fmt: skip
+        assert losses.max() < 10
 
 
 def test_config_rejects_unknown_keys_and_bad_values() -> None:
@@ -345,6 +355,20 @@ def test_saved_configs_keep_how_they_were_trained() -> None:
     assert [short.image_size(e) for e in range(2)] == [20, 20]
     assert TrainConfig.from_dict(saved).low_res == TrainConfig().low_res  # a partial file
     assert TrainConfig.from_saved(TrainConfig().to_dict()) == TrainConfig()
+    # written before the warm-up: selective backprop from the first step, as trained
+    del saved["backprop_warmup"]
+    assert TrainConfig.from_saved(saved).selective_epoch(0, 50_000)
+
+
+def test_selective_backprop_starts_after_the_warm_up() -> None:
+    config = TrainConfig()  # 50,000 images in full, then 35% of each batch
+    assert [config.selective_epoch(e, 50_000) for e in range(3)] == [False, True, True]
+    # a subset: every epoch that begins before 50,000 images were seen trains on all
+    assert [config.selective_epoch(e, 12_000) for e in range(6)] == [False] * 5 + [True]
+    assert config.replace(backprop_warmup=0).selective_epoch(0, 12_000)
+    assert not config.replace(backprop_fraction=1.0).selective_epoch(10, 50_000)
+    with pytest.raises(ValueError, match="backprop_warmup must be >= 0"):
+        TrainConfig(backprop_warmup=-1)
 
 
 @pytest.mark.parametrize("epochs", [1, 2, 3, 4, 5, 10, 17])

@@ -22,6 +22,7 @@ ADDED_LATER: dict[str, Any] = {
     "low_res_size": 20,
     "backprop_fraction": 1.0,  # runs saved before selective backprop trained on every image
     "rank_every": 1,  # and before stale ranking, ranked every batch afresh
+    "backprop_warmup": 0,  # and before the warm-up, selected from the first step
 }
 FULL_SIZE = 28  # FashionMNIST's side in pixels, the size every model is tested at
 
@@ -90,6 +91,11 @@ class TrainConfig:
     # loss each image had when last seen, and skip the ranking pass (1 = rank every batch);
     # an epoch without it costs about 0.6 of one with it, which pays for 24 epochs, not 15
     rank_every: int = 3
+    # selective backprop starts once the network has trained on this many images in full
+    # (counted in whole epochs: an epoch that begins before this many images were seen
+    # trains on every image); about one pass over FashionMNIST, so that a short run (a few
+    # epochs, or a subset) trains on everything and a long run loses one cheap epoch
+    backprop_warmup: int = 50_000
     # evaluation
     tta: bool = True  # final figures average the image and its mirror image's predictions
     # machinery
@@ -138,6 +144,8 @@ class TrainConfig:
             raise ValueError(f"backprop_fraction must be in (0, 1], got {self.backprop_fraction}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.backprop_warmup < 0:
+            raise ValueError(f"backprop_warmup must be >= 0, got {self.backprop_warmup}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -175,6 +183,12 @@ class TrainConfig:
             return self.sizes[min(epoch, len(self.sizes) - 1)]
         low_epochs = math.floor(self.low_res * self.epochs)
         return self.low_res_size if epoch < low_epochs else FULL_SIZE
+
+    def selective_epoch(self, epoch: int, train_size: int) -> bool:
+        """Whether ``epoch`` (0-based) of a run on ``train_size`` images trains on only
+        the hardest ``backprop_fraction`` of each batch: once the images seen before the
+        epoch reach ``backprop_warmup``."""
+        return self.backprop_fraction < 1.0 and epoch * train_size >= self.backprop_warmup
 
     def check_trainable(self) -> None:
         """Raise ValueError when a new run of this config would end below full size

@@ -25,6 +25,7 @@ from convlens.cli import (
     train,
     units,
 )
+from convlens.cli.common import parse_args
 
 COMMANDS = (
     train,
@@ -79,7 +80,7 @@ def cli_message(text: str, parser: argparse.ArgumentParser, flags: Mapping[str, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     try:
         return int(args.run(args) or 0)
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly

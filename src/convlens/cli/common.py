@@ -8,6 +8,7 @@ inside each command's ``run``.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -37,11 +38,33 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_image_args(p: argparse.ArgumentParser, nargs: str | None = None) -> None:
-    """The IMAGE argument: one (``nargs=None``) or several (``'+'``, ``'*'``)."""
+    """The IMAGE argument: one (``nargs=None``) or several (``'+'``, ``'*'``).
+
+    Every command takes MODEL, then its images before or after the options, or on both
+    sides. argparse alone cannot do that for several images: it fills them (empty, for
+    ``'*'``) from the first run of positionals and calls the images after the options
+    unrecognised; :func:`parse_args` gives such a command those images too.
+    """
     if nargs is None:
         p.add_argument("image", metavar="IMAGE", help=IMAGE_HELP)
     else:
         p.add_argument("images", nargs=nargs, metavar="IMAGE", help=IMAGE_HELP + "; several")
+    p.set_defaults(images_anywhere=nargs is not None)
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that a command of several images (see
+    :func:`add_image_args`) also takes those given after its options."""
+    args, extra = parser.parse_known_args(argv)
+    if (
+        extra
+        and getattr(args, "images_anywhere", False)
+        and not any(e.startswith("-") for e in extra)
+    ):
+        args.images.extend(extra)
+    elif extra:
+        args.parser_of.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def load_model(args: argparse.Namespace) -> models.LoadedModel:

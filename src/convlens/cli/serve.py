@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from convlens.serve.app import create_app
     from convlens.serve.explorer import Explorer
 
+    check_address(args.host, args.port)  # before the model loads: fail fast
     loaded = load_model(args)
     fashion = loaded.preprocessing.channels == 1 and loaded.preprocessing.size == 28
     data = args.data or ("test" if fashion else "none")
@@ -62,3 +65,31 @@ def run(args: argparse.Namespace) -> int:
     finally:
         explorer.close()
     return 0
+
+
+def check_address(host: str, port: int) -> None:
+    """Raise ValueError, naming the flag, when the server could not listen on ``host``:
+    ``port``: a port out of range, a host name that does not resolve, or an address
+    already in use (or not this machine's)."""
+    if not 1 <= port <= 65535:
+        raise ValueError(f"`port` {port} is out of range: give a port in 1..65535")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise ValueError(
+            f"`host` {host!r} does not resolve ({reason}); give an address such as 127.0.0.1"
+        ) from e
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as e:
+            raise ValueError(
+                f"cannot listen on {host}:{port} ({e.strerror}): "
+                + (
+                    "another program uses that port; choose another `port`"
+                    if e.errno == errno.EADDRINUSE
+                    else "choose another `port`, or a `host` of this machine"
+                )
+            ) from e

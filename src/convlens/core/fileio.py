@@ -95,19 +95,38 @@ class UnsafeCheckpointError(ValueError):
     """A checkpoint holds pickled Python objects that a weights-only load refuses."""
 
 
+# torch's weights-only unpickler words its refusals of a pickle in these forms (torch
+# 2.6-2.10, torch/_weights_only_unpickler.py); each names what the pickle asked for
+_REFUSALS = (
+    (r"unsupported GLOBAL (\S+) whose module \S+ is blocked", "{}"),
+    (r"Unsupported global: GLOBAL (\S+)", "{}"),
+    (r"Can only (?:build|create new object for) .*?(?:but )?got (.+?)(?:$|\n)", "an object of {}"),
+    (r"Unsupported operand (\d+)", "pickle opcode {}"),
+)
+
+
 def raise_if_unsafe(path: str | os.PathLike[str], error: BaseException) -> None:
     """Raise :class:`UnsafeCheckpointError` when ``error`` is ``torch.load``'s weights-only
-    refusal of ``path``: a file of pickled objects other than tensors and plain containers,
+    refusal of ``path``, in any of its forms (a blocked module such as ``os.system``, a
+    global that is not allowed, an object of a type it will not build, an opcode it
+    does not run): a file of pickled objects other than tensors and plain containers,
     which could run code when unpickled. Other errors pass through untouched."""
-    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    matches = ((re.search(pattern, str(error)), what) for pattern, what in _REFUSALS)
+    found, what = next(((m, w) for m, w in matches if m is not None), (None, ""))
     if found is None:  # not a refusal of objects: a truncated or foreign file
         return
+    what = what.format(found.group(1).strip().rstrip("."))
+    holds = f"it holds pickled Python objects other than tensors ({what})"
+    if what.startswith("pickle opcode"):  # also what a file of random bytes can look like
+        holds = (
+            f"its pickle uses an instruction that weights-only loading does not run ({what}), "
+            "so it is either corrupt or holds pickled Python objects other than tensors"
+        )
     raise UnsafeCheckpointError(
-        f"{path} was refused: it holds pickled Python objects other than tensors (such as "
-        f"{found.group(1)}), "
-        "which could run code when loaded; convlens reads checkpoints with weights_only=True "
-        "and never unpickles such objects. Re-save its tensors, e.g. "
-        "torch.save(model.state_dict(), FILE), where you trust the file"
+        f"{path} was refused: {holds}, which could run code when loaded; convlens reads "
+        "checkpoints with weights_only=True and never unpickles such objects. Do not load it "
+        "elsewhere unless you trust it; if you do, re-save its tensors, e.g. "
+        "torch.save(model.state_dict(), FILE)"
     ) from error
 
 

@@ -60,7 +60,8 @@ def load(
             (torchvision's default weights from the local torch cache).
         weights: for Places365 and torchvision models, a checkpoint file to use
             instead of the cache (offline use); ``"none"`` for torchvision gives
-            random weights.
+            random weights. For ``fashion-cnn``, a convlens model file or run directory
+            to use instead of the shipped weights.
         progress: show download progress bars.
 
     Raises:
@@ -73,8 +74,13 @@ def load(
         return _load_places365(key, weights, progress)
     if key.startswith("torchvision:"):
         return _load_torchvision(key, weights)
+    if weights is not None and key in SHIPPED and str(weights) != "none":
+        return _load_convlens(_convlens_file(str(weights)), key)
     if weights is not None:
-        raise ValueError("`weights` applies to places365-* and torchvision:* models only")
+        raise ValueError(
+            "`weights` applies to places365-*, torchvision:* and fashion-cnn (a convlens model "
+            "file) only; give a run directory or model file as MODEL itself"
+        )
     return _load_convlens(_convlens_file(key), key)
 
 

@@ -13,12 +13,11 @@ image when ``config.tta`` is set.
 
 from __future__ import annotations
 
-import contextlib
-import copy
+import functools
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,18 @@ from convlens.data import fashion_mnist as fm
 from convlens.inference import evaluate
 from convlens.models.fashion_cnn import build_model
 from convlens.training import rundir
-from convlens.training.augment import alternating_flips, augment_batch
+from convlens.training.augment import alternating_flips
+from convlens.training.parts import (
+    AllImages,
+    BatchMaker,
+    BatchSelector,
+    FreshHardest,
+    Lookahead,
+    RecordedHardest,
+    StepHook,
+    WeightAverage,
+    channels_last,
+)
 
 
 class RunExistsError(ValueError):
@@ -91,75 +101,6 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, 0.999))
 
 
-class WeightAverage:
-    """Exponential moving average of a model's parameters and buffers.
-
-    ``avg = d * avg + (1 - d) * current`` after every step, with the decay ramped
-    up as ``min(d, (1 + n) / (10 + n))`` so early steps do not dominate.
-    """
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.updates = 0
-        self.model = copy.deepcopy(model).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        self.updates += 1
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        avg = self.model.state_dict()
-        for k, v in model.state_dict().items():
-            if v.dtype.is_floating_point:
-                avg[k].lerp_(v, 1.0 - d)
-            else:
-                avg[k].copy_(v)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"updates": self.updates, "model": self.model.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.updates = int(state["updates"])
-        self.model.load_state_dict(state["model"])
-
-
-class Lookahead:
-    """Lookahead as airbench uses it: every ``every`` steps the slow copy of the
-    parameters and buffers moves toward the model's, ``slow = d * slow + (1 - d) *
-    model``, and the model takes the slow values. The decay ``d`` rises as ``decay *
-    (step / total)^3``, so early training is plain SGD; at the last step the model takes
-    the slow values unmixed."""
-
-    def __init__(self, model: nn.Module, decay: float, total_steps: int, every: int = 5) -> None:
-        self.decay = decay
-        self.total_steps = total_steps
-        self.every = every
-        self.slow = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
-        """Call after the optimiser's ``step`` (0-based global step)."""
-        last = step + 1 == self.total_steps
-        if (step + 1) % self.every and not last:
-            return
-        d = 1.0 if last else self.decay * ((step + 1) / self.total_steps) ** 3
-        for k, v in model.state_dict().items():
-            slow = self.slow[k]
-            if v.dtype.is_floating_point:
-                slow.lerp_(v, 1.0 - d)
-            else:
-                slow.copy_(v)
-            v.copy_(slow)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"slow": self.slow}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for k, v in state["slow"].items():
-            self.slow[k].copy_(v)
-
-
 # ----------------------------------------------------------------------------- building blocks
 
 
@@ -177,23 +118,20 @@ def train_one_epoch(
     labels: torch.Tensor,
     *,
     batch_size: int = 256,
-    augment: str = "none",
-    crop_pad: int = 2,
+    batches: BatchMaker | None = None,
+    selector: BatchSelector | None = None,
+    hooks: Sequence[StepHook] = (),
     label_smoothing: float = 0.0,
     lr_schedule: Callable[[int], float] | None = None,
     start_step: int = 0,
     generator: torch.Generator | None = None,
-    average: WeightAverage | None = None,
-    lookahead: Lookahead | None = None,
     amp_dtype: torch.dtype | None = None,
-    size: int | None = None,
     progress: tqdm | None = None,
-    flips: torch.Tensor | None = None,
-    backprop_fraction: float = 1.0,
-    image_losses: torch.Tensor | None = None,
-    rank: bool = True,
 ) -> EpochResult:
     """One pass over ``images`` in a random order, updating ``model`` in place.
+
+    Each step makes a batch (``batches``), asks ``selector`` which of its images to train
+    on, takes one optimiser step on those, and runs each of ``hooks``.
 
     Args:
         model: the network; it is put in training mode (and left there).
@@ -203,29 +141,19 @@ def train_one_epoch(
         labels: int64 ``[N]``.
         batch_size: images per step; the last incomplete batch is dropped when
             there is more than one batch.
-        augment: ``'none'`` or a '+'-joined choice of flip, crop, erase.
+        batches: augmentation and resizing (``None``: the images as they are).
+        selector: which images of each batch to train on (``None``: all of them). A
+            selector that ranks by a fresh pass reports that pass's loss and accuracy over
+            the whole batch; otherwise the step's, on the images trained on, are reported.
+        hooks: run after every optimiser step, in order (Lookahead, a weight average).
+        label_smoothing: of the cross-entropy loss.
         lr_schedule: maps the global step to a learning rate (``None``: keep it).
         start_step: the global step of this epoch's first batch.
         generator: draws the order and the augmentation (reproducibility); ``None``
             seeds a fresh generator from torch's global RNG, so that successive calls
             shuffle differently and ``torch.manual_seed`` makes them reproducible.
-        average: a weight average updated after every step.
-        lookahead: slow weights updated after every step.
         amp_dtype: autocast dtype (``torch.bfloat16``) or ``None`` for fp32.
-        size: resize the (augmented) batches to ``size`` x ``size`` pixels (bilinear,
-            antialiased) before the forward pass; ``None`` keeps them as they are.
-        flips: for ``augment`` with ``altflip``, which images to mirror (bool ``[N]``).
-        backprop_fraction: train on only this fraction of each batch, the images with the
-            highest loss in a no-grad forward pass first (selective backprop); the loss and
-            accuracy returned are then those of that pass over the whole batch.
-        image_losses: with ``backprop_fraction < 1``, each training image's loss when it
-            was last seen (float ``[N]``, on the CPU), updated in place: with ``rank``, by
-            the ranking pass for the whole batch; without, by the training pass for the
-            images trained on.
-        rank: with ``backprop_fraction < 1``, rank each batch by a fresh no-grad forward
-            pass; ``False`` ranks it by ``image_losses`` instead (stale selective
-            backprop), and the loss and accuracy returned are those of the training
-            passes, on the images trained on.
+        progress: a progress bar advanced once per step.
 
     Returns:
         Mean loss, top-1 accuracy on the training batches, number of steps.
@@ -233,81 +161,62 @@ def train_one_epoch(
     Raises:
         NonFiniteLossError: the loss became NaN or infinite.
     """
-    # Long because it is the hot loop: every step's work stays in view in one place.
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
-    selective = backprop_fraction < 1.0
-    stale = selective and not rank
-    if stale and image_losses is None:
-        raise ValueError("ranking without a fresh pass (rank=False) needs image_losses")
+    batches = batches if batches is not None else BatchMaker()
+    selector = selector if selector is not None else AllImages()
     device = next(model.parameters()).device
     if generator is None:
         generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
-    g = generator
+    per_image_loss = functools.partial(
+        F.cross_entropy, label_smoothing=label_smoothing, reduction="none"
+    )
     x_all = fm.to_float(images)
-    n = x_all.shape[0]
-    steps = max(1, n // batch_size)
-    order = torch.randperm(n, generator=g)
-    channels_last = device.type == "cpu"
+    steps = max(1, x_all.shape[0] // batch_size)
+    order = torch.randperm(x_all.shape[0], generator=generator)
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     for i in range(steps):
+        # the batch, the learning rate, and the images to step on
         idx = order[i * batch_size : (i + 1) * batch_size]
-        flip = flips[idx] if flips is not None else None
-        x = augment_batch(x_all[idx], augment, crop_pad, g, flip).to(device, non_blocking=True)
-        if size is not None and size != x.shape[-1]:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = batches(x_all, idx, generator, device)
         y = labels[idx].to(device, non_blocking=True)
         if lr_schedule is not None:
-            lr = lr_schedule(start_step + i)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr_schedule(start_step + i)
+        chosen = selector.select(model, x, y, idx, per_image_loss)
         x_step, y_step = x, y
-        if stale:  # selective backprop by each image's last known loss
-            keep = hardest(image_losses[idx], backprop_fraction).to(device)  # type: ignore[index]
-            x_step, y_step = x[keep], y[keep]
-        elif selective:  # selective backprop: rank, then step on the hardest
-            with frozen_batchnorm_stats(model):
-                ranked = ranking_logits(model, x, amp_dtype)
-            losses = F.cross_entropy(ranked, y, label_smoothing=label_smoothing, reduction="none")
-            if image_losses is not None:
-                image_losses[idx] = losses.cpu()
-            keep = hardest(losses, backprop_fraction)
-            x_step, y_step = x[keep], y[keep]
-        if selective and channels_last:
-            x_step = x_step.contiguous(memory_format=torch.channels_last)
+        if chosen.keep is not None:
+            x_step, y_step = channels_last(x[chosen.keep]), y[chosen.keep]
+
+        # the step
         with autocast(device, amp_dtype):
             logits = model(x_step)
-            if stale:
-                step_losses = F.cross_entropy(
-                    logits.float(), y_step, label_smoothing=label_smoothing, reduction="none"
-                )
+            if selector.per_image:
+                step_losses = per_image_loss(logits.float(), y_step)
                 loss = step_losses.mean()
             else:
                 loss = F.cross_entropy(logits.float(), y_step, label_smoothing=label_smoothing)
         if not torch.isfinite(loss):
-            lr_now = optimizer.param_groups[0]["lr"]
             raise NonFiniteLossError(
-                f"training loss became {loss.item()} at step {start_step + i} "
-                f"(learning rate {lr_now:g}); the learning rate is probably too high: "
-                "lower `lr` or lengthen `warmup`"
+                f"training loss became {loss.item()} at step {start_step + i} (learning rate "
+                f"{optimizer.param_groups[0]['lr']:g}); the learning rate is probably too "
+                "high: lower `lr` or lengthen `warmup`"
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if stale:
-            image_losses[idx[keep.cpu()]] = step_losses.detach().cpu()  # type: ignore[index]
-        if lookahead is not None:
-            lookahead.update(model, start_step + i)
-        if average is not None:
-            average.update(model)
+        if selector.per_image:
+            selector.trained(idx, chosen.keep, step_losses)
+        for hook in hooks:
+            hook.after_step(model, start_step + i)
+
+        # the epoch's figures
         batch_loss, y_seen = loss.detach(), y_step
-        if selective and not stale:  # report the whole batch, as seen by the ranking pass
-            logits, batch_loss, y_seen = ranked, losses.mean(), y
+        if chosen.logits is not None and chosen.losses is not None:
+            logits, batch_loss, y_seen = chosen.logits, chosen.losses.mean(), y
         loss_sum += batch_loss * y_seen.shape[0]
         correct += (logits.argmax(1) == y_seen).sum()
         seen += y_seen.shape[0]
@@ -318,39 +227,6 @@ def train_one_epoch(
                     loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}"
                 )
     return EpochResult(loss_sum.item() / seen, correct.item() / seen, steps)
-
-
-@torch.no_grad()
-def ranking_logits(
-    model: nn.Module, x: torch.Tensor, amp_dtype: torch.dtype | None
-) -> torch.Tensor:
-    """Logits of a batch in training mode (BatchNorm normalises by the batch, as the
-    step will)."""
-    with autocast(x.device, amp_dtype):
-        return model(x).float()
-
-
-@contextlib.contextmanager
-def frozen_batchnorm_stats(model: nn.Module) -> Iterator[None]:
-    """Forward passes in training mode that leave BatchNorm's running statistics (and
-    batch counts) as they were."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, {k: v.clone() for k, v in m.named_buffers()}) for m in norms]
-    for m in norms:
-        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
-    try:
-        yield
-    finally:
-        for m, (momentum, buffers) in zip(norms, saved, strict=True):
-            m.momentum = momentum
-            for name, value in m.named_buffers():
-                value.copy_(buffers[name])
-
-
-def hardest(losses: torch.Tensor, fraction: float) -> torch.Tensor:
-    """Indices of the ``fraction`` of a batch with the highest per-image ``losses``."""
-    k = max(1, round(fraction * losses.shape[0]))
-    return losses.topk(k, sorted=False).indices
 
 
 @dataclass(frozen=True)
@@ -534,9 +410,9 @@ class _Run:
             model=model,
             optimizer=make_optimizer(model, config),
             average=WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None,
-            lookahead=Lookahead(model, config.lookahead, total_steps)
-            if config.lookahead > 0
-            else None,
+            lookahead=(
+                Lookahead(model, config.lookahead, total_steps) if config.lookahead > 0 else None
+            ),
             generator=torch.Generator().manual_seed(config.seed),
             amp=autocast_dtype(config.precision, device),
             steps_per_epoch=steps_per_epoch,
@@ -545,6 +421,21 @@ class _Run:
             if config.backprop_fraction < 1 and config.rank_every > 1
             else None,
         )
+
+    @property
+    def hooks(self) -> list[StepHook]:
+        """What runs after every step: Lookahead, then the weight average."""
+        return [h for h in (self.lookahead, self.average) if h is not None]
+
+    def selector(self, config: TrainConfig, train_size: int) -> BatchSelector:
+        """Which images epoch ``self.epoch`` trains on: every image until the warm-up is
+        over, then the hardest of each batch, ranked afresh every ``rank_every``-th epoch
+        and by the recorded losses in between (which a warm-up epoch records too)."""
+        if not config.selective_epoch(self.epoch, train_size):
+            return AllImages(self.image_losses)
+        if self.epoch % config.rank_every == 0 or self.image_losses is None:
+            return FreshHardest(config.backprop_fraction, self.amp, self.image_losses)
+        return RecordedHardest(config.backprop_fraction, self.image_losses)
 
     @property
     def final_model(self) -> nn.Module:
@@ -606,23 +497,22 @@ def _train_epoch(
             train_set.images,
             train_set.labels,
             batch_size=config.batch_size,
-            augment=config.augment,
-            crop_pad=config.crop_pad,
+            batches=BatchMaker(
+                augment=config.augment,
+                crop_pad=config.crop_pad,
+                flips=alternating_flips(len(train_set), run.epoch, config.seed)
+                if "altflip" in config.augment.split("+")
+                else None,
+                size=config.image_size(run.epoch),
+            ),
+            selector=run.selector(config, len(train_set)),
+            hooks=run.hooks,
             label_smoothing=config.label_smoothing,
             lr_schedule=lambda s: lr_at(s, run.total_steps, config),
             start_step=run.epoch * run.steps_per_epoch,
             generator=run.generator,
-            average=run.average,
-            lookahead=run.lookahead,
             amp_dtype=run.amp,
-            size=config.image_size(run.epoch),
             progress=bar,
-            flips=alternating_flips(len(train_set), run.epoch, config.seed)
-            if "altflip" in config.augment.split("+")
-            else None,
-            backprop_fraction=config.backprop_fraction,
-            image_losses=run.image_losses,
-            rank=run.epoch % config.rank_every == 0,
         )
         train_seconds = time.perf_counter() - t0
         val_top1 = (
