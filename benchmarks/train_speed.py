@@ -14,13 +14,14 @@ figure (time to accuracy).
     uv run python benchmarks/train_speed.py --seeds 1 --epochs 2
     uv run python benchmarks/train_speed.py --seeds 1 --set depth=1,1,2 --set low_res=0
     uv run python benchmarks/train_speed.py --table benchmarks/results/train_speed.json
+    uv run python benchmarks/train_speed.py --configs no-warmup default --interleave \
+        --keep runs/bench-warmup --json benchmarks/results/train_speed_warmup.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import statistics
 import tempfile
@@ -80,6 +81,20 @@ def training_flops(config: TrainConfig) -> float:
     return statistics.mean(forward_flops(model, (1, 1, s, s)) for s in sizes)
 
 
+def forward_passes(config: TrainConfig, train_size: int = 50_000) -> float:
+    """Forward-pass equivalents per training image, mean over the epochs: forward and
+    backward of every image cost about 3; an epoch of selective backprop costs a ranking
+    forward pass of every image (when it ranks afresh) and 3 x ``backprop_fraction``."""
+    per_epoch = []
+    for epoch in range(config.epochs):
+        if not config.selective_epoch(epoch, train_size):
+            per_epoch.append(3.0)
+        else:
+            fresh = epoch % config.rank_every == 0
+            per_epoch.append(float(fresh) + 3 * config.backprop_fraction)
+    return statistics.mean(per_epoch)
+
+
 def threads_used(config: TrainConfig, machine: dict[str, Any]) -> int:
     """The CPU threads the runs of ``config`` trained with: its ``threads`` when set
     (``--set threads=N``), else the benchmark process's count."""
@@ -96,10 +111,7 @@ def print_table(record: dict[str, Any]) -> None:
     tests = [r["test_top1"] for r in runs]
     spread = statistics.stdev(tests) if len(tests) > 1 else 0.0
     reached = [r["reach_93_val_s"] for r in runs if r["reach_93_val_s"] is not None]
-    # forward + backward ~ 3 forward passes; with selective backprop, a ranking forward
-    # pass of every image (in the epochs that rank afresh) and a step on backprop_fraction
-    ranking = math.ceil(config.epochs / config.rank_every) / config.epochs
-    passes = 3.0 if config.backprop_fraction >= 1 else ranking + 3 * config.backprop_fraction
+    passes = forward_passes(config)
     achieved = passes * train_flops * ips / 1e9
     info = record["machine"]
     threads = threads_used(config, info)
@@ -152,7 +164,9 @@ def kept_record(run_dir: Path, config: TrainConfig) -> dict[str, Any] | None:
     return None
 
 
-def run_config(name: str, config: TrainConfig, seeds: int, keep: Path | None) -> dict[str, Any]:
+def run_config(
+    name: str, config: TrainConfig, seeds: list[int], keep: Path | None
+) -> list[dict[str, Any]]:
     """Train ``config`` once per seed; per run: wall time, images/s, test and validation
     top-1, and the curve of validation top-1 against elapsed seconds, epoch by epoch.
 
@@ -160,7 +174,7 @@ def run_config(name: str, config: TrainConfig, seeds: int, keep: Path | None) ->
     config is not trained again: an interrupted benchmark continues where it stopped."""
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(seeds):
+        for seed in seeds:
             cfg = config.replace(seed=seed)
             run_dir = (keep or Path(tmp)) / f"{name}-seed{seed}"
             if keep and (kept := kept_record(run_dir, cfg)):
@@ -192,12 +206,7 @@ def run_config(name: str, config: TrainConfig, seeds: int, keep: Path | None) ->
             )
             atomic_write_json(run_dir / BENCH_RECORD, {"config": cfg.to_dict(), "run": runs[-1]})
             print(json.dumps({"config": name, **runs[-1], "curve": None}), flush=True)
-    return {
-        "runs": runs,
-        "config": config.to_dict(),
-        "forward_flops": forward_flops(build_model(config)),
-        "train_forward_flops": training_flops(config),
-    }
+    return runs
 
 
 def draw_time_to_accuracy(record: dict[str, Any], path: Path) -> None:
@@ -245,6 +254,12 @@ def main() -> None:
     parser.add_argument("--table", type=Path, help="only print the tables of a --json file")
     parser.add_argument("--keep", type=Path, help="keep the run directories here")
     parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="train seed by seed across the configs (seed 0 of each, then seed 1, ...), so "
+        "that a slower spell of a shared machine hits every config alike",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -269,8 +284,18 @@ def main() -> None:
         parser.error(str(e))
     peak = matmul_gflops()
     record: dict[str, Any] = {"configs": {}, "matmul_gflops": peak, "machine": machine_info()}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
+    batches = [[s] for s in range(args.seeds)] if args.interleave else [list(range(args.seeds))]
+    for seeds in batches:
+        for name, config in configs.items():
+            runs[name] += run_config(name, config, seeds, args.keep)
     for name, config in configs.items():
-        record["configs"][name] = run_config(name, config, args.seeds, args.keep)
+        record["configs"][name] = {
+            "runs": runs[name],
+            "config": config.to_dict(),
+            "forward_flops": forward_flops(build_model(config)),
+            "train_forward_flops": training_flops(config),
+        }
     for name, rec in record["configs"].items():
         print(f"\n## {name}\n")
         print_table({**rec, "matmul_gflops": peak, "machine": record["machine"]})

@@ -3,6 +3,8 @@ for batches of images and several classes, after the same min-max normalisation.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -197,3 +199,44 @@ def test_a_layer_without_spatial_extent_is_a_clear_error(method: str) -> None:
     with pytest.raises(ValueError, match=r"layer 'fc' outputs shape \(4, 10\), not \[N, C, h, w\]"):
         cam.class_maps(model, x, top=1, method=method, layer="fc")
     assert hook_count(model) == 0
+
+
+class _EarlyLayer(nn.Module):
+    """A 16-channel layer at the input's full resolution, then a GAP + linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+def test_eigen_cam_equals_the_full_svd_on_a_large_map() -> None:
+    model, x = _EarlyLayer().eval(), torch.randn(2, 3, 80, 80)
+    ours = cam.EigenCAM(model, "conv")(x, top=1).normalized[:, 0]
+    theirs = grad_cam_maps(EigenCAM, model, "conv", x, torch.zeros(2, 1, dtype=torch.long))
+    assert torch.allclose(ours, theirs[:, 0], atol=TOL)
+
+
+def test_eigen_cam_memory_grows_with_channels_times_positions() -> None:
+    """One 224 x 224 map of 16 channels: a full SVD's U alone would take 10 GB."""
+    code = (
+        "import resource, torch\n"
+        "from convlens.interpret import cam\n"
+        "from tests.test_cam_family import _EarlyLayer\n"
+        "model, x = _EarlyLayer().eval(), torch.randn(1, 3, 224, 224)\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "maps = cam.EigenCAM(model, 'conv')(x, top=1).maps\n"
+        "assert maps.shape == (1, 1, 224, 224)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    grown_mb = int(done.stdout.split()[-1]) / 1024
+    assert grown_mb < 500, f"Eigen-CAM on one 224 x 224 map grew the process by {grown_mb} MB"

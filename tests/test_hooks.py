@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from torch import nn
@@ -71,3 +73,45 @@ def test_remove_last_layers_resnet50_shape() -> None:
 def test_conv_layer_names() -> None:
     names = hooks.conv_layer_names(resnet18())
     assert names[0] == "conv1" and "layer4.1.conv2" in names and "layer2.0.downsample.0" in names
+
+
+# Architectures whose layers are followed by in-place operations: ReLU(inplace=True) after
+# every BatchNorm and conv, ResNet's `out += identity`, densenet's functional relu_.
+INPLACE_ARCHS = ["resnet18", "vgg11", "alexnet", "densenet121", "mobilenet_v2", "squeezenet1_1"]
+
+
+@pytest.mark.parametrize("arch", INPLACE_ARCHS)
+def test_captured_outputs_are_the_layers_outputs_as_returned(arch: str) -> None:
+    """Every captured activation equals a copy taken the moment the layer returned, also
+    where something after the layer writes its output in place."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, arch)(weights=None).eval()
+    names = hooks.layer_names(model)
+    truth: dict[str, torch.Tensor] = {}
+
+    def keep_copy(
+        name: str,
+    ) -> Callable[..., None]:  # the reference: a copy at the moment of return
+        def hook(_m: nn.Module, _i: tuple, out: torch.Tensor) -> None:
+            if isinstance(out, torch.Tensor):
+                truth[name] = out.detach().clone()
+
+        return hook
+
+    x = torch.randn(1, 3, 64, 64)
+    handles = [hooks.get_layer(model, n).register_forward_hook(keep_copy(n)) for n in names]
+    try:
+        with torch.no_grad(), hooks.capture(model, names) as store:
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    assert truth.keys() == store.keys()
+    changed = [n for n in names if not torch.equal(store[n], truth[n])]
+    assert not changed, f"{arch}: captured after an in-place change: {changed[:5]}"
+    # and the model's answer is unchanged by the capture
+    with torch.no_grad():
+        assert torch.equal(model(x), hooks.activations(model, x, names)[0])
+    assert hooks.hook_count(model) == 0

@@ -24,6 +24,8 @@ _API: dict[str, tuple[str, str]] = {
     "load_model": ("convlens.models.zoo", "load"),
     "LoadedModel": ("convlens.models.zoo", "LoadedModel"),
     "FashionCNN": ("convlens.models.fashion_cnn", "FashionCNN"),
+    "list_layers": ("convlens.core.hooks", "list_layers"),
+    "LayerInfo": ("convlens.core.hooks", "LayerInfo"),
     # training and inference
     "TrainConfig": ("convlens.config", "TrainConfig"),
     "train": ("convlens.training.loop", "train"),

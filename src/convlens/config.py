@@ -279,13 +279,15 @@ DEFAULT = TrainConfig()
 
 # Named configurations (`convlens train --preset NAME`; flags and --config apply on top).
 # "previous" is the default when the work on faster training (issue 13) began, 10 epochs
-# on every image, kept so the benchmark can show both side by side; "best" is the
+# on every image, kept so the benchmark can show both side by side; "no-warmup" is the
+# default before the warm-up (selective backprop from the first step); "best" is the
 # strongest configuration found for at most 15 minutes of 2-core CPU training: the
 # default network twice as wide, for 28 epochs, with random erasing, every image trained
 # on (docs/experiments.md).
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "previous": {"epochs": 10, "backprop_fraction": 1.0, "rank_every": 1},
+    "no-warmup": {"backprop_warmup": 0},
     "best": {
         "widths": (64, 128, 256),
         "epochs": 28,

@@ -6,7 +6,9 @@ import argparse
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from convlens.cli import (
     ablate,
@@ -64,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 def cli_message(text: str, parser: argparse.ArgumentParser, flags: Mapping[str, str]) -> str:
     """A library message for the command line: the library names the argument to fix
     as `name` (or `name=value`); here that becomes the command's flag, from ``flags``
-    where the names differ (``run_dir`` -> ``--out``) or else ``--name``."""
+    where the names differ (``run_dir`` -> ``--out``) or else ``--name``; a name that
+    is no flag of this command loses its backticks."""
     # argparse keeps a parser's option strings in this (long-stable) private mapping
     options = parser._option_string_actions
 
@@ -73,16 +76,33 @@ def cli_message(text: str, parser: argparse.ArgumentParser, flags: Mapping[str, 
         if name in flags:
             return flags[name]
         option = "--" + name.replace("_", "-")
-        return option if option in options else match.group(0)
+        return option if option in options else name
 
     return re.sub(r"`([A-Za-z_]+(?:=[A-Za-z]+)?)`", flag, text)
+
+
+def _one_line_warnings(args: argparse.Namespace) -> Callable[..., None]:
+    """``warnings.showwarning`` for a command: convlens's own warnings as one line
+    with the flag to fix, others as Python shows them."""
+    shown = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], *rest: Any, **kw: Any) -> None:
+        if category.__module__.startswith("convlens."):
+            text = cli_message(str(message), args.parser_of, args.flags_of)
+            print(f"convlens {args.command}: warning: {text}", file=sys.stderr)
+        else:
+            shown(message, category, *rest, **kw)
+
+    return show
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
     try:
-        return int(args.run(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(args)
+            return int(args.run(args) or 0)
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141

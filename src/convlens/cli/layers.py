@@ -22,25 +22,22 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    from torch import nn
 
-    from convlens.core.hooks import activations, conv_layer_names
+    from convlens.core.hooks import list_layers
 
     loaded = load_model(args)
     h, w = (args.size, args.size) if args.size else loaded.preprocessing.input_size
     channels = loaded.preprocessing.channels
-    names = conv_layer_names(loaded.model)
-    _, acts = activations(loaded.model, torch.zeros(1, channels, h, w), names)
-    modules = dict(loaded.model.named_modules())
-    width = max(len(n) for n in names)
-    print(f"{loaded.name}: {len(names)} conv layers for input 1x{channels}x{h}x{w}")
-    for name in names:
-        conv = modules[name]
-        assert isinstance(conv, nn.Conv2d)
-        k = "x".join(map(str, conv.kernel_size))
-        shape = "x".join(map(str, acts[name].shape))
-        print(
-            f"  {name:<{width}}  {conv.in_channels:>4} -> {conv.out_channels:<4} "
-            f"k{k} s{conv.stride[0]}  out {shape}"
+    rows = list_layers(loaded.model, torch.zeros(1, channels, h, w))
+    width = max((len(r.name) for r in rows), default=0)
+    print(f"{loaded.name}: {len(rows)} conv layers for input 1x{channels}x{h}x{w}")
+    for r in rows:
+        k = "x".join(map(str, r.kernel))
+        out = (
+            "x".join(map(str, r.output_shape))
+            if r.output_shape is not None
+            else "does not run in evaluation mode"
         )
+        conv = f"{r.in_channels:>4} -> {r.out_channels:<4} k{k} s{r.stride[0]}"
+        print(f"  {r.name:<{width}}  {conv}  out {out}")
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -80,6 +81,13 @@ def capture(
     Yields a dict filled with ``{layer name: output}`` by each forward pass (the last
     pass wins). Hooks are removed on exit, also when the body raises.
 
+    A stored output is the layer's output as it was when the layer returned, whatever
+    follows it: the hook keeps the layer's own tensor and hands the rest of the network a
+    copy, so that in-place operations after the layer (torchvision's ``ReLU(inplace=True)``
+    after a BatchNorm or a conv, ResNet's ``out += identity``, densenet's functional
+    ``relu(..., inplace=True)``) write the copy. This costs one copy of each captured
+    output, not of the whole network's activations.
+
     Args:
         model: the network.
         layers: one name or several (see :func:`get_layer`).
@@ -90,11 +98,12 @@ def capture(
     modules = {name: get_layer(model, name) for name in names}
     store: dict[str, torch.Tensor] = {}
 
-    def make_hook(name: str) -> Callable[..., None]:
-        def hook(_m: nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+    def make_hook(name: str) -> Callable[..., torch.Tensor]:
+        def hook(_m: nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
             if not isinstance(out, torch.Tensor):
                 raise TypeError(f"layer {name!r} returns {type(out).__name__}, not a tensor")
             store[name] = out.detach() if detach else out
+            return out.clone()  # what follows may write in place: it gets the copy
 
         return hook
 
@@ -113,6 +122,48 @@ def activations(
     with eval_mode(model), capture(model, layers) as store:
         out = model(x)
     return out, dict(store)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One convolutional layer of a model, as :func:`list_layers` finds it."""
+
+    name: str
+    in_channels: int
+    out_channels: int
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    # output shape for the probe input; None: the layer does not run in evaluation mode
+    # (the auxiliary classifiers of Inception v3 and GoogLeNet)
+    output_shape: tuple[int, ...] | None
+
+
+def list_layers(model: nn.Module, x: torch.Tensor) -> list[LayerInfo]:
+    """Every ``nn.Conv2d`` of ``model`` in registration order, with its output shape for
+    ``x`` (one forward pass in evaluation mode; the API twin of ``convlens layers``).
+
+    Args:
+        model: the network.
+        x: a probe input ``[N, C, H, W]`` (zeros of the model's input size will do).
+    """
+    names = conv_layer_names(model)
+    _, acts = activations(model, x, names)
+    modules = dict(model.named_modules())
+    rows = []
+    for name in names:
+        conv = modules[name]
+        assert isinstance(conv, nn.Conv2d)
+        rows.append(
+            LayerInfo(
+                name,
+                conv.in_channels,
+                conv.out_channels,
+                tuple(conv.kernel_size),
+                tuple(conv.stride),
+                tuple(acts[name].shape) if name in acts else None,
+            )
+        )
+    return rows
 
 
 def truncate(model: nn.Module, layer: str) -> nn.Module:

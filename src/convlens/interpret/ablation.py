@@ -201,7 +201,14 @@ def top_weighted_units(
     """
     if x.ndim != 4 or x.shape[0] != 1:
         raise ValueError(f"x must be one image [1, C, H, W], got shape {tuple(x.shape)}")
-    head = find_gap_head(model, x)
+    try:
+        head = find_gap_head(model, x)
+    except NotGapHeadError as e:
+        raise NotGapHeadError(
+            f"units are ranked by their weight in a GAP + linear head, and here {e.reason}",
+            "choose the units yourself (`units`), or search for the fewest that flip the "
+            "top-1 (`min_units`) on a layer you name (`layer`)",
+        ) from e
     layer = layer or head.layer
     logits, acts = activations(model, x, layer)
     channels = acts[layer].shape[1]
@@ -327,9 +334,13 @@ def _search_plan(
     head: GapHead | None
     try:
         head = find_gap_head(model, x, layer)
-    except NotGapHeadError:
+    except NotGapHeadError as e:
         if layer is None:
-            raise
+            raise NotGapHeadError(
+                f"without a layer the search reads the layer feeding a GAP + linear head, "
+                f"and here {e.reason}",
+                "name a layer (`layer`) for the greedy search",
+            ) from e
         head = None
     layer = layer if layer is not None else head.layer  # type: ignore[union-attr]
     closed_form = head is not None and mode == "activation"

@@ -18,6 +18,7 @@ channel weights are computed.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,16 +44,29 @@ class GapHead:
     bias: torch.Tensor | None
 
 
+class FlatMapsWarning(UserWarning):
+    """The layer asked for has 1x1 outputs: its maps cannot show where anything is."""
+
+
 class NotGapHeadError(ValueError):
-    """The model does not end in global average pooling followed by one linear layer."""
+    """The model does not end in global average pooling followed by one linear layer.
+
+    ``reason`` says why; the message adds what to do instead (by default: Grad-CAM, which
+    is what a CAM user wants; callers for whom another fix helps re-raise with theirs).
+    """
+
+    def __init__(
+        self, reason: str, fix: str = "use Grad-CAM (`method` gradcam) on a convolutional layer"
+    ) -> None:
+        super().__init__(f"{reason}; {fix}")
+        self.reason = reason
 
 
 def _last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
     linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise NotGapHeadError(
-            f"{type(model).__name__} has no nn.Linear layer, so it has no GAP + linear "
-            "head for CAM; use Grad-CAM (`method` gradcam) on a convolutional layer"
+            f"{type(model).__name__} has no nn.Linear layer, so it has no GAP + linear head"
         )
     return linears[-1]
 
@@ -78,11 +92,15 @@ def find_gap_head(model: nn.Module, x: torch.Tensor, layer: str | None = None) -
         get_layer(model, layer)
     x = x[:1]
     seen: list[tuple[str, torch.Tensor, int]] = []
+    shapes: dict[str, tuple[int, ...]] = {}
     fc_io: dict[str, torch.Tensor] = {}
 
     def record(name: str) -> Callable[..., None]:
         def hook(_m: nn.Module, _inp: tuple[torch.Tensor, ...], out: object) -> None:
-            if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[1] == fc.in_features:
+            if not isinstance(out, torch.Tensor):
+                return
+            shapes[name] = tuple(out.shape)
+            if out.ndim == 4 and out.shape[1] == fc.in_features:
                 seen.append((name, out.detach().float().mean((2, 3)), out.shape[2] * out.shape[3]))
 
         return hook
@@ -98,40 +116,65 @@ def find_gap_head(model: nn.Module, x: torch.Tensor, layer: str | None = None) -
     with hooked([*watched, (fc, fc_hook)]), eval_mode(model):
         logits = model(x).float()
 
-    suggestion = "use Grad-CAM (`method` gradcam) on a convolutional layer"
     if "out" not in fc_io or fc_io["out"].shape != logits.shape or not _close(fc_io["out"], logits):
         raise NotGapHeadError(
             f"the last linear layer {fc_name!r} does not produce the model's output, so "
-            f"the head is not global average pooling + one linear layer; {suggestion}"
+            "the head is not global average pooling + one linear layer"
         )
     pooled = fc_io["in"].reshape(1, -1)
-    # A pooling layer's own 1x1 output also averages to the FC input; prefer real maps.
-    seen.sort(key=lambda item: item[2] > 1)  # stable: execution order within each group
-    for name, mean, _ in reversed(seen):
-        if _close(mean, pooled):
+    # Only a map with more than one position is a CAM feature layer: a pooled 1x1 output
+    # also averages to the FC input, but its "maps" are single pixels.
+    for name, mean, positions in reversed(seen):
+        if positions > 1 and _close(mean, pooled):
             bias = fc.bias.detach().float().clone() if fc.bias is not None else None
             return GapHead(name, fc_name, fc.weight.detach().float().clone(), bias)
-    where = f"layer {layer!r}'s" if layer else "any layer's"
+    pooled_only = next(
+        (n for n, mean, p in reversed(seen) if p == 1 and _close(mean, pooled)), None
+    )
+    if pooled_only is not None and layer is None:
+        raise NotGapHeadError(
+            f"the input of {fc_name!r} is the 1x1 output of {pooled_only!r}, which is not "
+            "the plain global average of a spatial map (something after the pooling, such "
+            "as ConvNeXt's LayerNorm, changes it), so the logits are not linear in the "
+            "pooled features and CAM does not apply"
+        )
+    if layer is not None:  # say what the named layer gives instead
+        got = f"{list(shapes[layer])} output" if layer in shapes else "output (it did not run)"
+        where = f"layer {layer!r}'s {got}"
+    else:
+        where = f"any layer's [N, {fc.in_features}, h, w] output (h x w > 1)"
     raise NotGapHeadError(
-        f"the input of {fc_name!r} is not the global average of {where} "
-        f"[N, {fc.in_features}, h, w] output, so the head is not global average pooling + "
-        f"one linear layer and CAM does not apply; {suggestion}"
+        f"the input of {fc_name!r} ([N, {fc.in_features}]) is not the global average of "
+        f"{where}, so the head is not global average pooling + one linear layer and CAM "
+        "does not apply"
     )
 
 
 @torch.no_grad()
 def default_layer(model: nn.Module, x: torch.Tensor) -> str:
     """The layer convlens reads when none is named: the one whose global average feeds
-    the final linear layer, else the last convolutional module."""
+    the final linear layer, else the last convolutional module with spatial maps.
+
+    One rule for every command, the API and the explorer: it depends on the input's
+    shape only (``x`` is replaced by a seeded random probe of that shape; a blank image
+    can make unrelated layers look alike)."""
+    probe = input_probe(x)
     try:
-        return find_gap_head(model, x).layer
+        return find_gap_head(model, probe).layer
     except NotGapHeadError:
-        return last_conv_module(model, x)
+        return last_conv_module(model, probe)
+
+
+def input_probe(x: torch.Tensor) -> torch.Tensor:
+    """A seeded random input of one image of ``x``'s shape, on its device and dtype."""
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(1, *x.shape[1:], generator=g).to(x.device, x.dtype)
 
 
 def last_conv_module(model: nn.Module, x: torch.Tensor) -> str:
     """The last module, in execution order, that contains (or is) an ``nn.Conv2d`` and
-    returns ``[N, C, h, w]``: ``layer4`` of a ResNet, ``features`` of a VGG."""
+    returns ``[N, C, h, w]`` maps of more than one position: ``layer4`` of a ResNet,
+    ``features`` of a VGG or a ConvNeXt (whose pooled 1x1 head comes after)."""
     has_conv = {
         name
         for name, m in model.named_modules()
@@ -141,7 +184,7 @@ def last_conv_module(model: nn.Module, x: torch.Tensor) -> str:
 
     def record(name: str) -> Callable[..., None]:
         def hook(_m: nn.Module, _inp: tuple[torch.Tensor, ...], out: object) -> None:
-            if isinstance(out, torch.Tensor) and out.ndim == 4:
+            if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[2] * out.shape[3] > 1:
                 order.append(name)
 
         return hook
@@ -149,7 +192,10 @@ def last_conv_module(model: nn.Module, x: torch.Tensor) -> str:
     with hooked((get_layer(model, name), record(name)) for name in has_conv), eval_mode(model):
         model(x[:1])
     if not order:
-        raise ValueError(f"{type(model).__name__} has no convolutional layer to explain")
+        raise ValueError(
+            f"{type(model).__name__} has no convolutional layer with spatial maps (more "
+            "than 1x1) to explain"
+        )
     return order[-1]
 
 
@@ -224,10 +270,7 @@ class ActivationMapMethod:
         if self.layer is not None:
             get_layer(self.model, self.layer)
             return Site(self.layer)
-        try:
-            return Site(find_gap_head(self.model, x).layer)
-        except NotGapHeadError:
-            return Site(last_conv_module(self.model, x))
+        return Site(default_layer(self.model, x))
 
     def channel_weights(
         self, site: Site, features: torch.Tensor, logits: torch.Tensor, classes: torch.Tensor
@@ -274,6 +317,15 @@ class ActivationMapMethod:
             raise ValueError(
                 f"layer {layer!r} outputs shape {tuple(features.shape)}, not [N, C, h, w]"
             )
+        if features.shape[2] * features.shape[3] == 1:
+            warnings.warn(
+                FlatMapsWarning(
+                    f"layer {layer!r} has 1x1 maps, one value per image: its maps are blank "
+                    f"after scaling; choose a layer with spatial maps, such as "
+                    f"{default_layer(self.model, x)!r} (`layer`)"
+                ),
+                stacklevel=2,
+            )
         k = logits.shape[1]
         if classes is None:
             if not 1 <= top <= k:
@@ -310,7 +362,7 @@ class CAM(ActivationMapMethod):
     name = "cam"
 
     def locate(self, x: torch.Tensor) -> Site:
-        head = find_gap_head(self.model, x, self.layer)
+        head = find_gap_head(self.model, input_probe(x), self.layer)
         return Site(head.layer, head)
 
     def channel_weights(
@@ -516,7 +568,11 @@ class EigenCAM(ActivationMapMethod):
     (``[hw, C]``, centred per channel) projected on their first principal direction;
     the same map for every class. A principal direction has no sign of its own: as in
     pytorch-grad-cam, it is the one LAPACK's SVD (through NumPy) returns, and the ReLU
-    keeps the positive side, so the maps equal pytorch-grad-cam's."""
+    keeps the positive side, so the maps equal pytorch-grad-cam's.
+
+    The reduced SVD (``U`` of ``hw x min(hw, C)``) gives the same first direction as
+    pytorch-grad-cam's full one, whose ``U`` of ``hw x hw`` needs 10 GB for one 224 x
+    224 map: memory here grows with channels x positions."""
 
     name = "eigencam"
     relu = True
@@ -537,7 +593,7 @@ class EigenCAM(ActivationMapMethod):
         maps = []
         for a in rows:
             centred = a - a.mean(axis=0)
-            _, _, vh = np.linalg.svd(centred, full_matrices=True)
+            _, _, vh = np.linalg.svd(centred, full_matrices=False)
             maps.append(torch.from_numpy(centred @ vh[0]).reshape(h, w))
         out = torch.stack(maps).to(features.device, torch.float32)[:, None]
         return out.expand(n, classes.shape[1], h, w)

@@ -15,6 +15,7 @@ from torch import nn
 
 from convlens.config import TrainConfig
 from convlens.core.fileio import load_checkpoint_file
+from convlens.core.hooks import eval_mode
 from convlens.data import fashion_mnist as fm
 from convlens.data.images import IMAGENET_PREPROCESSING, Preprocessing
 from convlens.models.fashion_cnn import build_model
@@ -207,7 +208,7 @@ def _load_torchvision(key: str, weights: str | os.PathLike[str] | None) -> Loade
         load_state(model, record.get("state_dict", record), str(path))
     model.eval()
     if not categories:
-        categories = [f"class {i}" for i in range(_num_outputs(model))]
+        categories = [f"class {i}" for i in range(_num_outputs(model, preprocessing))]
     classes = tuple(categories)
     return LoadedModel(model=model, name=key, classes=classes, preprocessing=preprocessing)
 
@@ -238,6 +239,10 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) ->
     model.load_state_dict(state, strict=True)
 
 
-def _num_outputs(model: nn.Module) -> int:
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return linears[-1].out_features if linears else 0
+@torch.no_grad()
+def _num_outputs(model: nn.Module, preprocessing: Preprocessing) -> int:
+    """The number of classes: the width of the model's output for one blank input (the
+    last layer need not be ``nn.Linear``: SqueezeNet's is a 1x1 conv, then pooling)."""
+    with eval_mode(model):
+        out = model(torch.zeros(1, preprocessing.channels, *preprocessing.input_size))
+    return int(out.shape[-1])

@@ -19,7 +19,7 @@ import torch
 from matplotlib.figure import Figure
 
 from convlens.core.fileio import atomic_write_bytes
-from convlens.core.hooks import activations, conv_layer_names
+from convlens.core.hooks import activations, conv_layer_names, list_layers
 from convlens.core.progress import progress_bar
 from convlens.data import images
 from convlens.interpret import ablation, cam, filters, units
@@ -189,19 +189,20 @@ def summary_section(report: Report, ctx: ReportContext) -> None:
         if v is not None:
             rows.append([label, f"{v:.2%}" if "top1" in key else v])
     report.table(s, ["property", "value"], rows)
-    names = conv_layer_names(model)
-    _, acts = activations(model, x[:1], names)
-    report.text(s, f"{len(names)} convolutional layers (output shapes for one image):")
+    layers = list_layers(model, x[:1])
+    report.text(s, f"{len(layers)} convolutional layers (output shapes for one image):")
     report.table(
         s,
-        ["layer", "kernel", "output"],
+        ["layer", "channels, kernel", "output"],
         [
             [
-                n,
-                "x".join(map(str, dict(model.named_modules())[n].weight.shape)),
-                "x".join(map(str, acts[n].shape)),
+                r.name,
+                f"{r.in_channels} -> {r.out_channels}, " + "x".join(map(str, r.kernel)),
+                "x".join(map(str, r.output_shape))
+                if r.output_shape is not None
+                else "does not run in evaluation mode",
             ]
-            for n in names
+            for r in layers
         ],
     )
     top = probs.topk(min(5, probs.shape[1]), dim=1)

