@@ -316,3 +316,50 @@ def test_cli_dissects_the_shipped_model(tmp_path: Path, capsys: pytest.CaptureFi
                  str(tmp_path / "x")]) == 2  # fmt: skip
     assert "dissection needs a convolutional layer" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_broden_counts_a_label_under_its_primary_category_and_ignores_unknown_ones(
+    tmp_path: Path,
+) -> None:
+    """NetDissect-Lite's rule, by hand: a door listed as object(1);part(1) counts under
+    object, where its coverage is larger, only; a pixel of label 99 (not in label.csv)
+    counts for no label."""
+    from convlens.interpret.dissect import _IoUTally
+
+    root = tmp_path / "broden"
+    (root / "images").mkdir(parents=True)
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(root / "images" / "a.jpg")
+    obj = np.zeros((16, 16), np.int64)
+    obj[:8] = 1  # a door: 128 px
+    part = np.zeros((16, 16), np.int64)
+    part[8:10] = 2  # a handle: 32 px
+    part[10:12] = 99  # a label number that label.csv does not list
+    for name, seg in (("object", obj), ("part", part)):
+        rgb = np.zeros((16, 16, 3), np.uint8)
+        rgb[..., 0], rgb[..., 1] = seg % 256, seg // 256
+        Image.fromarray(rgb).save(root / "images" / f"a_{name}.png")
+    (root / "index.csv").write_text(
+        "image,split,ih,iw,sh,sw,object,part\na.jpg,train,16,16,16,16,a_object.png,a_part.png\n"
+    )
+    (root / "label.csv").write_text(
+        "number,name,category,frequency,coverage,syns\n"
+        "0,-,-,0,0,\n1,door,object(1);part(1),1,1.0,\n2,handle,part(1),1,1.0,\n"
+    )
+    (root / "c_object.csv").write_text("code,number,name,frequency,coverage\n1,1,door,1,0.5\n")
+    (root / "c_part.csv").write_text(
+        "code,number,name,frequency,coverage\n1,1,door,1,0.01\n2,2,handle,1,0.1\n"
+    )
+    source = broden.BrodenSource(root, RGB16)
+    assert {c.name: c.primary for c in source.concepts} == {"door": "object", "handle": "part"}
+    # one unit, on over the door and one row more: 144 px
+    feats = torch.zeros(1, 16, 16)
+    feats[0, :9] = 1.0
+    tally = _IoUTally(1, source.concepts, source.categories, "cpu")
+    batch = next(source.batches(1))
+    assert batch.segmentations is not None
+    tally.add(feats, torch.tensor([0.5]), batch.segmentations[0])
+    iou = tally.iou([1, 2])[0]
+    # door: 128 / (144 unit px on images with an object label + 128 door px - 128)
+    assert float(iou[0]) == pytest.approx(128 / 144)
+    # handle: 16 / (144 + 32 - 16); label 99's 32 px are nobody's
+    assert float(iou[1]) == pytest.approx(16 / 160)

@@ -31,8 +31,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--weights",
         metavar="PATH",
-        help="checkpoint file for places365-*/torchvision:* (offline use); "
-        "'none' for random torchvision weights",
+        help="checkpoint file for places365-*/torchvision:* (offline use), or a convlens "
+        "model file for fashion-cnn; 'none' for random torchvision weights",
     )
     p.add_argument("--data-dir", help="folder holding the FashionMNIST .gz files (for test:N)")
 

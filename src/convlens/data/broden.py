@@ -10,8 +10,12 @@ A Broden folder holds (NetDissect's ``loadseg.py`` and its README):
 - ``label.csv``: ``number, name, category, frequency, coverage, syns``; ``category``
   reads ``object(12);part(3)``: the categories a label belongs to.
 - ``category.csv`` and ``c_<category>.csv``: per-category dense codes. convlens reads
-  labels by their full number, as NetDissect does with ``full=True``, so it does not
-  need these; ``category.csv``, when present, limits the categories used.
+  labels by their full number, as NetDissect does with ``full=True``; ``category.csv``,
+  when present, limits the categories used. ``c_<category>.csv`` (``code, number, name,
+  frequency, coverage``) gives each label's coverage in that category: a label listed
+  under several categories counts under its **primary** one only, the category where
+  its coverage is largest (NetDissect-Lite's rule; without the ``c_`` files, the counts
+  in ``label.csv``'s ``object(12)`` stand in for the coverage).
 
 A segmentation PNG's pixel label is ``R + 256 * G``; 0 means unlabelled.
 """
@@ -43,11 +47,13 @@ class BrodenError(ValueError):
 
 @dataclass(frozen=True)
 class Concept:
-    """One label of a Broden data set."""
+    """One label of a Broden data set: the categories it is listed under, and the one it
+    counts under (``primary``, where its coverage is largest)."""
 
     number: int
     name: str
     categories: tuple[str, ...]
+    primary: str = ""
 
 
 @dataclass(frozen=True)
@@ -64,24 +70,52 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def read_concepts(path: Path) -> list[Concept]:
-    """The labels of ``label.csv`` (number 0, "unlabelled", left out)."""
-    concepts = []
+def read_concepts(path: Path, categories: list[str] | None = None) -> list[Concept]:
+    """The labels of ``label.csv`` (number 0, "unlabelled", left out), each with its
+    primary category among ``categories`` (default: all it is listed under): the one
+    with the largest coverage in ``c_<category>.csv`` beside ``label.csv``, else the
+    largest count in ``label.csv``'s ``category(count)``; a tie goes to the category
+    listed last in ``categories``."""
+    listed: list[tuple[int, str, dict[str, float]]] = []
     for line, row in enumerate(_read_csv(path), start=2):
         try:
             number = int(row["number"])
-            cats = tuple(
-                m.group(1)
+            counts = {
+                m.group(1): float(m.group(2) or 0)
                 for part in (row.get("category") or "").split(";")
                 if part and (m := _CATEGORY.match(part))
-            )
+            }
         except (KeyError, ValueError) as e:
             raise BrodenError(f"{path}:{line}: expected number,name,category,... ({e})") from e
         if number > 0:
-            concepts.append(Concept(number, row.get("name", str(number)), cats))
-    if not concepts:
+            listed.append((number, row.get("name", str(number)), counts))
+    if not listed:
         raise BrodenError(f"{path} lists no labels")
+    order = categories if categories is not None else sorted({c for *_, k in listed for c in k})
+    coverage = _coverages(path.parent, order)
+    concepts = []
+    for number, name, counts in listed:
+        cats = tuple(counts)
+        weight = {c: coverage[c].get(number, 0.0) if c in coverage else counts[c] for c in cats}
+        ranked = [(weight[c], order.index(c)) for c in cats if c in order]
+        primary = order[max(ranked)[1]] if ranked else ""
+        concepts.append(Concept(number, name, cats, primary))
     return concepts
+
+
+def _coverages(root: Path, categories: list[str]) -> dict[str, dict[int, float]]:
+    """``{category: {label number: coverage}}`` from the ``c_<category>.csv`` files
+    that exist."""
+    found: dict[str, dict[int, float]] = {}
+    for cat in categories:
+        path = root / f"c_{cat}.csv"
+        if not path.is_file():
+            continue
+        try:
+            found[cat] = {int(r["number"]): float(r["coverage"]) for r in _read_csv(path)}
+        except (KeyError, ValueError) as e:
+            raise BrodenError(f"{path}: expected code,number,name,frequency,coverage ({e})") from e
+    return found
 
 
 def _read_index(path: Path, categories: list[str]) -> list[_Row]:
@@ -171,7 +205,6 @@ class BrodenSource(Source):
                 f"{self.root} is not a Broden data set: index.csv is missing "
                 "(see NetDissect's script/dlbroden.sh for the real one)"
             )
-        self.concepts = read_concepts(self.root / "label.csv")
         with open(self.root / "index.csv", newline="", encoding="utf-8") as f:
             header = next(csv.reader(f), [])
         missing = [c for c in ("image", "sh", "sw") if c not in header]
@@ -181,6 +214,7 @@ class BrodenSource(Source):
         if (self.root / "category.csv").is_file():
             listed = {r.get("name") for r in _read_csv(self.root / "category.csv")}
             self.categories = [c for c in self.categories if c in listed]
+        self.concepts = read_concepts(self.root / "label.csv", self.categories)
         self.rows = _read_index(self.root / "index.csv", self.categories)[:limit]
         side = preprocessing.input_size[0]
         self.preprocessing = preprocessing.replace(size=side)

@@ -15,8 +15,10 @@ For a Broden data set a second pass thresholds each unit's maps, upsampled to th
 segmentation's size, and tallies NetDissect-Lite's data-set-level IoU per concept:
 ``sum of intersections / sum of unions`` over all images, where a unit's activated
 pixels count towards a concept's union on the images where they touch some label of
-that concept's category (NetDissect-Lite's ``tally_units_cat``). A unit's label is its
-best concept when that IoU reaches ``iou_threshold`` (0.04, as in the paper).
+that concept's primary category (NetDissect-Lite's ``tally_units_cat``; a label listed
+under several categories counts under the one where its coverage is largest, once).
+Pixels whose label is not in ``label.csv`` are ignored. A unit's label is its best
+concept when that IoU reaches ``iou_threshold`` (0.04, as in the paper).
 """
 
 from __future__ import annotations
@@ -120,11 +122,13 @@ class _IoUTally:
     def __init__(self, units: int, concepts: list[Concept], categories: list[str], device: Any):
         self.labels = max(c.number for c in concepts) + 1
         self.cat_index = {cat: g for g, cat in enumerate(categories)}
+        # a label counts under its primary category only (NetDissect-Lite's rule)
         labelcat = torch.zeros(self.labels, max(1, len(categories)), device=device)
+        self.known = torch.zeros(self.labels, dtype=torch.bool, device=device)
         for c in concepts:
-            for cat in c.categories:
-                if cat in self.cat_index:
-                    labelcat[c.number, self.cat_index[cat]] = 1
+            self.known[c.number] = True
+            if c.primary in self.cat_index:
+                labelcat[c.number, self.cat_index[c.primary]] = 1
         self.labelcat = labelcat
         self.both = torch.zeros(units * self.labels, dtype=torch.float64, device=device)
         self.units_cat = torch.zeros(units, labelcat.shape[1], dtype=torch.float64, device=device)
@@ -134,7 +138,10 @@ class _IoUTally:
     def add(self, feats: torch.Tensor, threshold: torch.Tensor, seg: torch.Tensor) -> None:
         """One image: features ``[C, h, w]``, thresholds ``[C]``, segmentation ``[D, sh, sw]``."""
         size = (seg.shape[1], seg.shape[2])
-        seg = seg.to(feats.device).clamp(0, self.labels - 1).flatten(1)  # unknown labels: 0
+        seg = seg.to(feats.device).flatten(1)
+        inside = (seg >= 0) & (seg < self.labels)  # a label not in label.csv is ignored
+        seg = torch.where(inside, seg, 0)
+        seg = torch.where(self.known[seg], seg, 0)
         counted = torch.bincount(seg.flatten(), minlength=self.labels).double()
         counted[0] = 0
         self.label_pixels += counted

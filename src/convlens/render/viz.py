@@ -320,6 +320,7 @@ _UNITS = {
     "lookahead": "Lookahead decay",
     "backprop_fraction": "fraction of each batch trained on",
     "rank_every": "epochs per fresh ranking pass",
+    "backprop_warmup": "images trained on in full first",
 }
 
 
