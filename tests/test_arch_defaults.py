@@ -28,7 +28,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def loaded(arch: str):  # noqa: ANN201 - a LoadedModel
+def loaded(arch: str):
     torch.manual_seed(0)
     return load_model(f"torchvision:{arch}", weights="none")
 
