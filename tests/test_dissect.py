@@ -363,3 +363,23 @@ def test_broden_counts_a_label_under_its_primary_category_and_ignores_unknown_on
     assert float(iou[0]) == pytest.approx(128 / 144)
     # handle: 16 / (144 + 32 - 16); label 99's 32 px are nobody's
     assert float(iou[1]) == pytest.approx(16 / 160)
+
+
+def test_selectivity_is_read_after_the_relu_on_a_signed_layer() -> None:
+    """On a layer with negative activations the index stays in [0, 1]: the class means
+    are of max(0, activation), as Morcos et al. read them after the ReLU."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 1, 8, 8, generator=g)
+    labels = torch.arange(40) % 4
+    model = nn.Sequential(nn.Conv2d(1, 6, 3), nn.BatchNorm2d(6), nn.ReLU())
+    with torch.no_grad():
+        model[1].running_mean.fill_(0.3)  # means well away from zero, both signs
+    source = TensorSource(x, labels, ("a", "b", "c", "d"))
+    signed = dissect(model, source, "1", progress=False)
+    after = dissect(model, source, "2", progress=False)
+    assert signed.signed and not after.signed
+    assert signed.selectivity is not None and after.selectivity is not None
+    assert 0 <= float(signed.selectivity.min()) and float(signed.selectivity.max()) <= 1
+    assert torch.allclose(signed.selectivity, after.selectivity)  # ReLU(BN) is the ReLU's
+    raw = signed.class_means
+    assert raw is not None and float(raw.min()) < 0  # the raw means are signed

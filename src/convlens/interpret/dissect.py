@@ -185,6 +185,9 @@ class Dissection:
     top_names: tuple[tuple[str, ...], ...]  # [C][N] how the source calls them
     classes: tuple[str, ...] = ()
     class_means: torch.Tensor | None = None  # [K, C] mean activation per class
+    # [K, C] mean of max(0, activation) per class: what selectivity is computed on
+    rectified_means: torch.Tensor | None = None
+    signed: bool = False  # some activation was negative (a layer before its ReLU)
     class_counts: torch.Tensor | None = None  # [K] images per class
     concepts: tuple[Concept, ...] = ()
     iou: torch.Tensor | None = None  # [C, L] IoU with each concept
@@ -204,10 +207,17 @@ class Dissection:
     @property
     def selectivity(self) -> torch.Tensor | None:
         """``[C]`` ``(mu_top - mu_rest) / (mu_top + mu_rest)``; 0 where both are 0.
-        Meant for non-negative activations (after a ReLU), where it lies in [0, 1]."""
-        if self.class_means is None or self.class_means.shape[0] < 2:
+
+        The index is defined for non-negative activations (Morcos et al. 2018 read it
+        after the unit's ReLU), where it lies in [0, 1]; so the class means here are of
+        ``max(0, activation)``: the same on a layer after its ReLU, and what the unit
+        passes on through a ReLU for a layer before one (a BatchNorm or conv output,
+        ``signed``). On a signed layer a raw mean could be negative and the index
+        meaningless (below -1 on densenet121's ``features``)."""
+        means = self.rectified_means if self.rectified_means is not None else self.class_means
+        if means is None or means.shape[0] < 2:
             return None
-        means = self.class_means.nan_to_num(0.0)
+        means = means.nan_to_num(0.0)
         top = means.max(0).values
         rest = (means.sum(0) - top) / (means.shape[0] - 1)
         denom = top + rest
@@ -317,7 +327,8 @@ def dissect(
     sketch: QuantileSketch | None = None
     best: _TopImages | None = None
     k = len(data.classes)
-    sums = counts = None
+    sums = counts = rectified = None
+    signed = False
     seen = 0
     with eval_mode(model):
         for batch in _batches(data, batch_size, workers, progress, "dissecting"):
@@ -327,15 +338,19 @@ def dissect(
                 sketch, best = QuantileSketch(c, device), _TopImages(c, top, device)
                 if k:
                     sums = torch.zeros(k, c, dtype=torch.float64, device=device)
+                    rectified = torch.zeros(k, c, dtype=torch.float64, device=device)
                     counts = torch.zeros(k, dtype=torch.float64, device=device)
             assert best is not None
             sketch.add(feats.transpose(0, 1).reshape(c, -1))
             means = feats.mean((2, 3))
             best.add(feats.amax((2, 3)) if by == "peak" else means, batch.index.to(device), feats)
             if sums is not None and counts is not None and batch.labels is not None:
+                assert rectified is not None
                 labels = batch.labels.to(device)
                 sums.index_add_(0, labels, means.double())
+                rectified.index_add_(0, labels, feats.clamp_min(0).mean((2, 3)).double())
                 counts += torch.bincount(labels, minlength=k).double()
+                signed = signed or bool((feats < 0).any())
             seen += n
         if sketch is None or best is None or best.maps is None:
             raise ValueError(f"{data.description}: no image could be read")
@@ -348,6 +363,9 @@ def dissect(
     n_top = min(top, seen)
     index = best.index[:, :n_top].cpu()
     class_means = None if sums is None or counts is None else (sums / counts[:, None]).float()
+    rectified_means = (
+        None if rectified is None or counts is None else (rectified / counts[:, None]).float()
+    )
     return Dissection(
         layer=layer,
         source=data.description,
@@ -362,6 +380,8 @@ def dissect(
         top_names=tuple(tuple(data.name(int(i)) for i in row) for row in index),
         classes=data.classes,
         class_means=None if class_means is None else class_means.cpu(),
+        rectified_means=None if rectified_means is None else rectified_means.cpu(),
+        signed=signed,
         class_counts=None if counts is None else counts.long().cpu(),
         concepts=tuple(concepts),
         iou=None if iou is None else iou.cpu(),

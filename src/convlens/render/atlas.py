@@ -208,6 +208,12 @@ def _facts(d: Dissection) -> str:
     )
     if d.skipped:
         text += f" {len(d.skipped)} unreadable files were skipped (listed in units.json)."
+    if d.selectivity is not None:
+        text += " Selectivity is computed on max(0, activation), as after the unit's ReLU" + (
+            "; this layer's activations are signed (it comes before its non-linearity)."
+            if d.signed
+            else "; this layer's activations are non-negative already."
+        )
     return text
 
 
