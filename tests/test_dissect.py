@@ -379,7 +379,7 @@ def test_selectivity_is_read_after_the_relu_on_a_signed_layer() -> None:
     after = dissect(model, source, "2", progress=False)
     assert signed.signed and not after.signed
     assert signed.selectivity is not None and after.selectivity is not None
-    assert 0 <= float(signed.selectivity.min()) and float(signed.selectivity.max()) <= 1
+    assert float(signed.selectivity.min()) >= 0 and float(signed.selectivity.max()) <= 1
     assert torch.allclose(signed.selectivity, after.selectivity)  # ReLU(BN) is the ReLU's
     raw = signed.class_means
     assert raw is not None and float(raw.min()) < 0  # the raw means are signed
