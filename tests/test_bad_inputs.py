@@ -192,33 +192,34 @@ needs_root_apt = pytest.mark.skipif(
 )
 
 
-def hold_lock(path: str, seconds: float) -> subprocess.Popen:
-    """Another process that holds an apt lock, as an unattended upgrade does."""
+def apt_get_while_held(lock: str, held_s: float, wait_s: int) -> subprocess.CompletedProcess:
+    """``.ci/apt-get --version`` with ``APT_LOCK_WAIT=wait_s`` while another process
+    holds ``lock`` for ``held_s`` seconds, as an unattended upgrade does."""
     code = (
-        "import fcntl, os, sys, time\n"
-        f"fd = os.open({path!r}, os.O_RDWR | os.O_CREAT)\n"
+        "import fcntl, os, time\n"
+        f"fd = os.open({lock!r}, os.O_RDWR | os.O_CREAT)\n"
         "fcntl.lockf(fd, fcntl.LOCK_EX)\n"
         "print('held', flush=True)\n"
-        f"time.sleep({seconds})\n"
+        f"time.sleep({held_s})\n"
     )
     holder = subprocess.Popen(["python3", "-c", code], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-    return holder
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        return subprocess.run(
+            [str(ROOT / ".ci/apt-get"), "--version"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "APT_LOCK_WAIT": str(wait_s)},
+            timeout=wait_s + 30,
+        )
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 @needs_root_apt
 def test_ci_apt_get_waits_for_a_held_lock_and_says_so() -> None:
-    holder = hold_lock("/var/lib/apt/lists/lock", 3)
-    try:
-        done = subprocess.run(
-            [str(ROOT / ".ci/apt-get"), "--version"],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "APT_LOCK_WAIT": "60"},
-            timeout=90,
-        )
-    finally:
-        holder.wait()
+    done = apt_get_while_held("/var/lib/apt/lists/lock", 3, 60)
     assert done.returncode == 0, done.stderr
     assert "waiting up to 60s for the package manager's lock" in done.stderr
     assert "/var/lib/apt/lists/lock held by process" in done.stderr
@@ -227,18 +228,7 @@ def test_ci_apt_get_waits_for_a_held_lock_and_says_so() -> None:
 
 @needs_root_apt
 def test_ci_apt_get_gives_up_after_its_limit() -> None:
-    holder = hold_lock("/var/lib/dpkg/lock-frontend", 6)
-    try:
-        done = subprocess.run(
-            [str(ROOT / ".ci/apt-get"), "--version"],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "APT_LOCK_WAIT": "1"},
-            timeout=60,
-        )
-    finally:
-        holder.kill()
-        holder.wait()
+    done = apt_get_while_held("/var/lib/dpkg/lock-frontend", 6, 1)
     assert done.returncode == 100
     assert "gave up after 1s" in done.stderr and "raise APT_LOCK_WAIT" in done.stderr
 
