@@ -7,12 +7,15 @@ its pooling that a profile suggested, to see whether either would make training 
   everything else is channels-last (``threshold_backward`` and a copy run slowly there).
 - ``where-maxpool``: the 2x2 max-pools as a tensor-code function whose backward writes the
   input gradient in one ``torch.where`` instead of a zero fill and a scatter.
+- ``fp32`` (``--variants fp32``): the shipped network without bf16 autocast, for CPUs
+  without native bf16, where ``precision auto`` trains in fp32.
 
 Variants are timed in turns (``--rounds`` times each) so that drift in the machine's speed
 hits them alike; prints the median milliseconds per step at 28 px and 20 px. Synthetic
 inputs: the time of a step does not depend on the pixels.
 
     uv run python benchmarks/train_step.py --threads 2
+    uv run python benchmarks/train_step.py --variants fp32 --batch 90   # bf16 against fp32
 """
 
 from __future__ import annotations
@@ -72,14 +75,14 @@ def variant(name: str) -> nn.Module:
     return model.to(memory_format=torch.channels_last)
 
 
-def stepper(model: nn.Module, size: int, batch: int) -> Callable[[], None]:
+def stepper(model: nn.Module, size: int, batch: int, bf16: bool = True) -> Callable[[], None]:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 1, size, size, generator=g).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,), generator=g)
 
     def step() -> None:
-        with torch.autocast("cpu", torch.bfloat16):
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
             loss = F.cross_entropy(model(x).float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -94,12 +97,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="turns per variant")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per turn")
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["shipped", "mean-head", "where-maxpool"],
+        choices=("shipped", "mean-head", "where-maxpool", "fp32"),
+        help="fp32: the shipped network without bf16 autocast (CPUs without native bf16)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # as convlens train does on CPU
-    names = ("shipped", "mean-head", "where-maxpool")
+    names = ["shipped", *(n for n in args.variants if n != "shipped")]
     for size in (28, 20):
-        steps = {n: stepper(variant(n), size, args.batch) for n in names}
+        steps = {n: stepper(variant(n), size, args.batch, bf16=n != "fp32") for n in names}
         times: dict[str, list[float]] = {n: [] for n in names}
         for _ in range(args.rounds):
             for n in names:
