@@ -105,11 +105,19 @@ def test_malicious_checkpoints_are_refused_as_such_everywhere(
     assert not marker.exists(), "the payload ran"
 
 
-def test_a_file_of_random_bytes_is_not_called_malicious_alone(tmp_path: Path) -> None:
-    path = tmp_path / "noise.pt"
-    path.write_bytes(b"garbage\x80\x02}q\x00")  # opcode 'g' first: refused as an opcode
-    with pytest.raises(UnsafeCheckpointError, match="either corrupt or holds pickled"):
-        models.load(path)
+def test_an_unknown_opcode_is_named_with_both_readings(tmp_path: Path) -> None:
+    """Random bytes and a protocol-0 pickle that builds an object (INST) both meet an
+    opcode that weights-only loading does not run: the message names both readings."""
+    marker = tmp_path / "ran"
+    for name, data in (
+        ("noise.pt", b"<html>404 Not Found</html>"),
+        ("inst.pt", f"(S'touch {marker}'\nios\nsystem\n.".encode()),
+    ):
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(ValueError, match="not a readable PyTorch checkpoint.*could run code"):
+            models.load(path)
+    assert not marker.exists()
 
 
 # ----------------------------------------------------------------------------- one grammar

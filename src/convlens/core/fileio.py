@@ -107,26 +107,31 @@ _REFUSALS = (
 
 def raise_if_unsafe(path: str | os.PathLike[str], error: BaseException) -> None:
     """Raise :class:`UnsafeCheckpointError` when ``error`` is ``torch.load``'s weights-only
-    refusal of ``path``, in any of its forms (a blocked module such as ``os.system``, a
-    global that is not allowed, an object of a type it will not build, an opcode it
-    does not run): a file of pickled objects other than tensors and plain containers,
-    which could run code when unpickled. Other errors pass through untouched."""
+    refusal of ``path`` in one of the forms that name what the pickle asked for (a
+    blocked module such as ``os.system``, a global that is not allowed, an object of a
+    type it will not build): a file of pickled objects other than tensors and plain
+    containers, which could run code when unpickled. An opcode it does not run is what
+    random bytes give too, so that form raises a ``ValueError`` that names both
+    readings. Other errors pass through untouched."""
     matches = ((re.search(pattern, str(error)), what) for pattern, what in _REFUSALS)
     found, what = next(((m, w) for m, w in matches if m is not None), (None, ""))
     if found is None:  # not a refusal of objects: a truncated or foreign file
         return
     what = what.format(found.group(1).strip().rstrip("."))
-    holds = f"it holds pickled Python objects other than tensors ({what})"
-    if what.startswith("pickle opcode"):  # also what a file of random bytes can look like
-        holds = (
-            f"its pickle uses an instruction that weights-only loading does not run ({what}), "
-            "so it is either corrupt or holds pickled Python objects other than tensors"
-        )
+    if what.startswith("pickle opcode"):  # what a file of random bytes can look like too
+        code = int(found.group(1))
+        raise ValueError(
+            f"{path} is not a readable PyTorch checkpoint: read as a pickle it uses an "
+            f"instruction that weights-only loading does not run ({what}, {chr(code)!r}), so "
+            "it is truncated, not a checkpoint at all (an HTML page?), or a pickle of Python "
+            "objects other than tensors, which could run code; convlens did not load it. Get "
+            "the file again from a source you trust"
+        ) from error
     raise UnsafeCheckpointError(
-        f"{path} was refused: {holds}, which could run code when loaded; convlens reads "
-        "checkpoints with weights_only=True and never unpickles such objects. Do not load it "
-        "elsewhere unless you trust it; if you do, re-save its tensors, e.g. "
-        "torch.save(model.state_dict(), FILE)"
+        f"{path} was refused: it holds pickled Python objects other than tensors ({what}), "
+        "which could run code when loaded; convlens reads checkpoints with weights_only=True "
+        "and never unpickles such objects. Do not load it elsewhere unless you trust it; if "
+        "you do, re-save its tensors, e.g. torch.save(model.state_dict(), FILE)"
     ) from error
 
 
