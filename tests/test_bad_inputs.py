@@ -217,7 +217,7 @@ def apt_get_while_held(lock: str, held_s: float, wait_s: int) -> subprocess.Comp
             [str(ROOT / ".ci/apt-get"), "--version"],
             capture_output=True,
             text=True,
-            env={**os.environ, "APT_LOCK_WAIT": str(wait_s)},
+            env={**os.environ, "APT_LOCK_WAIT": str(wait_s), "APT_LOCK_LOG": "/dev/stderr"},
             timeout=wait_s + 30,
         )
     finally:
