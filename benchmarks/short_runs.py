@@ -19,6 +19,7 @@ backprop_warmup=0`` for the default before its warm-up):
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import tempfile
 import time
@@ -37,8 +38,9 @@ GUARD_EPOCHS = (1, 2, 4)
 GUARD_VAL, GUARD_TEST = 1_000, 2_000
 
 
+@functools.cache
 def guard_data() -> tuple[fm.Dataset, fm.Dataset, fm.Dataset]:
-    """The guard's training, validation and test images."""
+    """The guard's training, validation and test images (read once per process)."""
     train_set, val_set = fm.train_val_split(fm.load_fashion_mnist("train"), 10_000, seed=0)
     test = fm.load_fashion_mnist("test")
     return (
