@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from convlens import LoadedModel, list_layers, load_model
+from convlens import list_layers, load_model
 from convlens.cli import main
 from convlens.interpret import ablation, cam
 from convlens.serve.explorer import Explorer
