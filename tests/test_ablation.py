@@ -174,3 +174,62 @@ def test_optimal_order_beats_the_contribution_order_when_it_should() -> None:
     contribution = ablation.fewest_units(model, x, order="contribution")
     assert contribution.units == (0, 1, 2) and contribution.new_class == 1
     assert ablation.fewest_units(model, x, order="weight").units == (0, 1, 2)
+
+
+@pytest.mark.parametrize(
+    ("arch", "layer"),
+    [("resnet18", "layer3.0"), ("densenet121", "features.denseblock3.denselayer5")],
+)
+def test_the_shared_prefix_gives_the_logits_of_a_whole_batch(arch: str, layer: str) -> None:
+    """The greedy search runs the network up to the layer once and the rest on a batch of
+    masked copies; where the forward cannot (densenet's concatenations) it runs the whole
+    batch. Either way the logits are those of the masked images run one by one."""
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, arch)(weights=None).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        c = int(model(x).argmax())
+        search = ablation._Greedy(model, x, layer, "activation", c, 8, None)
+        channels = hooks_channels(model, x, layer)
+        g = torch.Generator().manual_seed(1)
+        masks = torch.rand(5, channels, generator=g) > 0.3
+        got = search.masked_logits(masks)
+        for mask, row in zip(masks, got, strict=True):
+            with ablation.masked_channels(model, layer, mask):
+                torch.testing.assert_close(row, model(x)[0], atol=1e-4, rtol=1e-4)
+    assert search.shared_prefix == (arch == "resnet18")
+    assert search.passes == 5 and hook_count(model) == 0
+
+
+def hooks_channels(model: torch.nn.Module, x: torch.Tensor, layer: str) -> int:
+    with capture(model, layer) as store:
+        model(x)
+    return store[layer].shape[1]
+
+
+def test_the_greedy_search_stops_at_its_budget_with_the_best_so_far() -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    x = torch.randn(1, 3, 64, 64)
+    full = ablation.fewest_units(model, x, layer="layer2", shortlist=None, budget=None)
+    assert full.stopped is None and full.found and len(full.units) >= 1
+    # the shortlist keeps the first step's pick when it is among the shortlisted units
+    short = ablation.fewest_units(model, x, layer="layer2", budget=None)
+    assert short.found and short.forward_passes < full.forward_passes
+    cut = ablation.fewest_units(model, x, layer="layer2", budget=1e-9)
+    assert cut.stopped == "budget" and not cut.found and cut.units == ()
+    assert torch.equal(cut.logits_after, cut.logits_before)
+    with pytest.raises(ValueError, match="`budget` must be a positive"):
+        ablation.fewest_units(model, x, layer="layer2", budget=0)
+    with pytest.raises(ValueError, match="`shortlist` must be at least 1"):
+        ablation.fewest_units(model, x, layer="layer2", shortlist=0)
+
+
+def test_a_search_cut_by_its_budget_says_so() -> None:
+    from convlens.render import viz
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    cut = ablation.fewest_units(model, torch.randn(1, 3, 64, 64), layer="layer2", budget=1e-9)
+    text = viz.describe_fewest_units(cut, [f"c{i}" for i in range(1000)])
+    assert "out of time after 0 s; these are the best units so far" in text

@@ -39,7 +39,7 @@ def x_of(model_input_size: int = 96) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     ("arch", "expected"),
-    [("convnext_tiny", "features"), ("squeezenet1_1", "classifier.1"), ("resnet18", "layer4")],
+    [("convnext_tiny", "features"), ("squeezenet1_1", "classifier.2"), ("resnet18", "layer4")],
 )
 def test_the_default_layer_has_spatial_maps_and_one_rule(arch: str, expected: str) -> None:
     lm = loaded(arch)

@@ -48,6 +48,21 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--max-units", type=int, default=32, help="greedy search: most units to remove [32]"
     )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="greedy search: stop after this long with the best set so far [30]; 0 for no limit",
+    )
+    p.add_argument(
+        "--shortlist",
+        type=int,
+        default=64,
+        metavar="N",
+        help="greedy search: units tried per step, those a gradient estimate ranks first "
+        "[64]; 0 tries every unit",
+    )
     p.add_argument("--out", type=Path, help="PNG/SVG file [ablation.png]")
     p.set_defaults(run=run)
 
@@ -99,7 +114,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {out}")
     if args.min_units:
         fewest = ablation.fewest_units(
-            model, x, layer, args.order, args.mode, max_units=args.max_units, progress=True
+            model,
+            x,
+            layer,
+            args.order,
+            args.mode,
+            max_units=args.max_units,
+            progress=True,
+            budget=args.budget or None,
+            shortlist=args.shortlist or None,
         )
         print(viz.describe_fewest_units(fewest, classes))
     return 0

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 MODEL_HELP = (
     "fashion-cnn, a run directory or checkpoint, places365-resnet18|50, "
-    "places365-wideresnet18, or torchvision:NAME"
+    "places365-wideresnet18, torchvision:NAME or timm:NAME"
 )
 IMAGE_HELP = "an image file, or test:N for FashionMNIST test image N (28x28 models)"
 
@@ -31,8 +31,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--weights",
         metavar="PATH",
-        help="checkpoint file for places365-*/torchvision:* (offline use), or a convlens "
-        "model file for fashion-cnn; 'none' for random torchvision weights",
+        help="checkpoint file for places365-*, torchvision:* or timm:* (offline use; "
+        ".safetensors too for timm), or a convlens model file for fashion-cnn; 'none' for "
+        "random torchvision or timm weights",
     )
     p.add_argument("--data-dir", help="folder holding the FashionMNIST .gz files (for test:N)")
 

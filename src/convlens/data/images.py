@@ -20,6 +20,13 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+RESAMPLING = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -35,6 +42,19 @@ class Preprocessing:
     std: tuple[float, ...] = (1.0, 1.0, 1.0)
     invert: bool = False  # FashionMNIST draws light garments on black
     kind: str = ""  # a name for the convention: "imagenet", "fashion-mnist"
+    interpolation: str = "bilinear"  # resampling of the resize: bilinear or bicubic (timm)
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in RESAMPLING:
+            raise ValueError(
+                f"unknown interpolation {self.interpolation!r}; choose one of "
+                + ", ".join(RESAMPLING)
+            )
+
+    @property
+    def resample(self) -> Image.Resampling:
+        """The PIL filter of the resize."""
+        return RESAMPLING[self.interpolation]
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -179,9 +199,9 @@ def resize_crop(
 
 def preprocess(img: Image.Image, preprocessing: Preprocessing) -> torch.Tensor:
     """One image -> a normalised float tensor ``[C, H, W]`` as ``preprocessing`` says
-    (bilinear resampling)."""
+    (resampled with its ``interpolation``)."""
     img = img.convert("L" if preprocessing.channels == 1 else "RGB")
-    img = resize_crop(img, preprocessing, Image.Resampling.BILINEAR)
+    img = resize_crop(img, preprocessing, preprocessing.resample)
     a = torch.from_numpy(np.asarray(img, dtype=np.float32).copy()) / 255.0
     x = a[None] if a.ndim == 2 else a.permute(2, 0, 1)
     if preprocessing.invert:

@@ -20,6 +20,7 @@ The model is never left modified: hooks are removed and weights restored in
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -238,6 +239,10 @@ class FewestUnits:
     logits_after: torch.Tensor  # [K] real forward pass with ``units`` removed
     predicted_logits: torch.Tensor | None  # [K] closed form, when it applies
     forward_passes: int  # images run through the model by the search
+    # why a greedy search stopped short of a flip: "budget" (out of time: ``units`` is
+    # the best set so far), "max_units", or None (it flipped, or the closed form ran)
+    stopped: str | None = None
+    seconds: float = 0.0  # time the search took
 
 
 def _margins(logits: torch.Tensor, c: int) -> torch.Tensor:
@@ -260,6 +265,8 @@ def fewest_units(
     max_units: int = 32,
     batch_size: int = 64,
     progress: bool = False,
+    budget: float | None = 30.0,
+    shortlist: int | None = 64,
 ) -> FewestUnits:
     """The fewest units of ``layer`` whose removal changes the top-1 class of image ``x``.
 
@@ -275,23 +282,40 @@ def fewest_units(
     - ``weight``: remove units in decreasing order of ``W[c, k]``.
 
     The answer is confirmed with one real forward pass. For any other layer or for
-    ``weights`` mode the search is ``greedy``: each step runs the image once per
-    remaining unit (batched) and removes the unit that most shrinks the margin of
-    the original class, for at most ``max_units`` steps.
+    ``weights`` mode the search is ``greedy``: each step tries removing each candidate
+    unit (one real forward pass each, batched) and removes the one that most shrinks
+    the margin of the original class, for at most ``max_units`` steps. The candidates
+    of a step are the ``shortlist`` remaining units whose removal a first-order estimate
+    (gradient of the margin times the unit's activation, one backward pass) says shrinks
+    the margin most; every remaining unit when ``shortlist`` is None or the layer has
+    no more units than that. The passes run only the part of the network after the
+    layer when its forward allows (one image up to the layer, then a batch of masked
+    copies); otherwise the whole network.
 
     Args:
         x: one image ``[1, C, H, W]``.
+        budget: seconds the greedy search may take (None: no limit). When they run out
+            the answer is the best set so far (``stopped="budget"``, ``found`` False
+            unless it already flips the class); the default keeps a search on a
+            real-size layer (resnet50 ``layer3``) within 30 s.
+        shortlist: candidates tried per greedy step (see above).
     """
+    if budget is not None and budget <= 0:
+        raise ValueError(f"`budget` must be a positive number of seconds, got {budget}")
+    if shortlist is not None and shortlist < 1:
+        raise ValueError(f"`shortlist` must be at least 1, got {shortlist}")
+    start = time.perf_counter()
     layer, head, order = _search_plan(model, x, layer, order, mode)
+    stopped = None
     with eval_mode(model), torch.no_grad():
         with capture(model, layer) as store:
             logits = model(x).float()
         feats = store[layer].float()
         c = int(logits.argmax(1))
         if order == "greedy":
-            units, passes = _greedy(
-                model, x, layer, mode, c, feats.shape[1], max_units, batch_size, progress
-            )
+            search = _Greedy(model, x, layer, mode, c, batch_size, shortlist)
+            units, stopped = search.run(max_units, start, budget, progress)
+            passes = search.passes
             predicted = None
         else:
             assert head is not None
@@ -317,6 +341,8 @@ def fewest_units(
         logits_after=after,
         predicted_logits=predicted,
         forward_passes=passes,
+        stopped=None if new != c else stopped,
+        seconds=time.perf_counter() - start,
     )
 
 
@@ -389,56 +415,128 @@ def _closed_form(
     return ranked_units, predicted
 
 
-def _greedy(
-    model: nn.Module,
-    x: torch.Tensor,
-    layer: str,
-    mode: str,
-    c: int,
-    channels: int,
-    max_units: int,
-    batch_size: int,
-    progress: bool,
-) -> tuple[list[int], int]:
-    """Greedy forward search; returns the removed units and the number of passes."""
-    target = conv_for(model, layer) if mode == "weights" else layer
-    if mode == "weights":
+class _Greedy:
+    """The greedy forward search of :func:`fewest_units` on one image."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        layer: str,
+        mode: str,
+        c: int,
+        batch_size: int,
+        shortlist: int | None,
+    ) -> None:
         # Zeroing the kernel and bias of output channel k makes the convolution output
-        # exactly zero there, so masking the convolution's output is the same function,
-        # and it lets every image of a batch remove a different unit.
-        conv = get_layer(model, target)
-        assert isinstance(conv, nn.Conv2d)
-        channels = conv.out_channels
-    keep = torch.ones(channels, dtype=torch.bool)
-    removed: list[int] = []
-    passes = 0
-    steps = progress_bar(
-        range(min(max_units, channels)), desc="fewest units", unit="step", disable=not progress
-    )
-    for _ in steps:
-        candidates = keep.nonzero().flatten()
-        margins = torch.empty(len(candidates))
-        changed = torch.zeros(len(candidates), dtype=torch.bool)
-        for start in range(0, len(candidates), batch_size):
-            chunk = candidates[start : start + batch_size]
-            masks = keep.expand(len(chunk), channels).clone()
-            masks[torch.arange(len(chunk)), chunk] = False
-            with masked_channels(model, target, masks):
-                out = model(x.expand(len(chunk), *x.shape[1:])).float()
-            passes += len(chunk)
-            margins[start : start + len(chunk)] = _margins(out, c)
-            changed[start : start + len(chunk)] = _changed(out, c)
-        # Prefer a unit that flips the class now; among the rest, the smallest margin.
-        if changed.any():
-            flipping = changed.nonzero().flatten()
-            pick = int(flipping[margins[flipping].argmin()])
-        else:
-            pick = int(margins.argmin())
-        unit = int(candidates[pick])
-        removed.append(unit)
-        keep[unit] = False
-        steps.set_postfix(units=len(removed), margin=f"{float(margins[pick]):.3f}")
-        if changed[pick]:
-            break
-    steps.close()
-    return removed, passes
+        # exactly zero there, so in weights mode masking the convolution's output is the
+        # same function, and it lets every image of a batch remove a different unit.
+        self.target = conv_for(model, layer) if mode == "weights" else layer
+        self.model, self.x, self.c = model, x, c
+        self.batch_size, self.shortlist = batch_size, shortlist
+        self.passes = 0
+        self.shared_prefix = True  # run the layer's input once, until that fails
+
+    def run(
+        self, max_units: int, start: float, budget: float | None, progress: bool
+    ) -> tuple[list[int], str | None]:
+        """The removed units, in order, and why the search stopped (None: it flipped)."""
+        with capture(self.model, self.target) as store:
+            self.model(self.x)
+        channels = store[self.target].shape[1]
+        keep = torch.ones(channels, dtype=torch.bool)
+        removed: list[int] = []
+        steps = progress_bar(
+            range(min(max_units, channels)), desc="fewest units", unit="step",
+            disable=not progress,
+        )  # fmt: skip
+        stopped: str | None = "max_units"
+        try:
+            for _ in steps:
+                if budget is not None and time.perf_counter() - start > budget:
+                    stopped = "budget"
+                    break
+                candidates = self.candidates(keep)
+                margins = torch.empty(len(candidates))
+                changed = torch.zeros(len(candidates), dtype=torch.bool)
+                for s in range(0, len(candidates), self.batch_size):
+                    chunk = candidates[s : s + self.batch_size]
+                    masks = keep.expand(len(chunk), channels).clone()
+                    masks[torch.arange(len(chunk)), chunk] = False
+                    out = self.masked_logits(masks)
+                    margins[s : s + len(chunk)] = _margins(out, self.c)
+                    changed[s : s + len(chunk)] = _changed(out, self.c)
+                    if budget is not None and time.perf_counter() - start > budget:
+                        margins, changed = margins[: s + len(chunk)], changed[: s + len(chunk)]
+                        candidates = candidates[: s + len(chunk)]
+                        break
+                # Prefer a unit that flips the class now; among the rest, the smallest margin.
+                if changed.any():
+                    flipping = changed.nonzero().flatten()
+                    pick = int(flipping[margins[flipping].argmin()])
+                else:
+                    pick = int(margins.argmin())
+                unit = int(candidates[pick])
+                removed.append(unit)
+                keep[unit] = False
+                steps.set_postfix(units=len(removed), margin=f"{float(margins[pick]):.3f}")
+                if changed[pick]:
+                    stopped = None
+                    break
+        finally:
+            steps.close()
+        return removed, stopped
+
+    def candidates(self, keep: torch.Tensor) -> torch.Tensor:
+        """The remaining units to try this step (see ``shortlist``)."""
+        remaining = keep.nonzero().flatten()
+        if self.shortlist is None or len(remaining) <= self.shortlist:
+            return remaining
+        # first order: removing unit k changes the margin by about -sum(g_k * A_k)
+        with torch.enable_grad(), capture(self.model, self.target, detach=False) as store:
+            with masked_channels(self.model, self.target, keep):
+                x = self.x.detach().clone().requires_grad_(True)
+                out = self.model(x).float()
+            margin = _margins(out, self.c).sum()
+            acts = store[self.target]
+            (grad,) = torch.autograd.grad(margin, acts)
+        drop = -(grad * acts.detach()).flatten(2).sum(2)[0]  # [C]: estimated change
+        self.passes += 1
+        order = drop[remaining].argsort(stable=True)  # most negative first
+        return remaining[order[: self.shortlist]]
+
+    def masked_logits(self, masks: torch.Tensor) -> torch.Tensor:
+        """Logits of the image with each row of ``masks`` ``[B, C]`` applied to the layer."""
+        b = masks.shape[0]
+        if self.shared_prefix:
+            try:
+                with _expanding(self.model, self.target, masks):
+                    out = self.model(self.x).float()
+                if out.shape[0] == b:
+                    self.passes += b
+                    return out
+            except RuntimeError:  # a concatenation with a tensor from before the layer
+                pass
+            self.shared_prefix = False
+        with masked_channels(self.model, self.target, masks):
+            out = self.model(self.x.expand(b, *self.x.shape[1:])).float()
+        self.passes += b
+        return out
+
+
+@contextmanager
+def _expanding(model: nn.Module, layer: str, masks: torch.Tensor) -> Iterator[None]:
+    """Turn ``layer``'s output for one image into ``B`` copies, each with one row of
+    ``masks`` ``[B, C]`` applied: the network before the layer runs once. What follows
+    sees a batch of ``B``; a tensor from before the layer (a skip connection) has
+    batch 1 and broadcasts, which gives the same values as ``B`` identical copies."""
+    module = get_layer(model, layer)
+    k = masks[:, :, None, None]
+
+    def hook(_m: nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
+        if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[0] != 1:
+            raise RuntimeError("not one image of [1, C, h, w] maps")
+        return torch.where(k.to(out.device), out, torch.zeros((), dtype=out.dtype))
+
+    with hooked([(module, hook)]):
+        yield

@@ -73,7 +73,9 @@ def _last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
 
 @torch.no_grad()
 def find_gap_head(model: nn.Module, x: torch.Tensor, layer: str | None = None) -> GapHead:
-    """Find (or check) the layer whose global average feeds the final linear layer.
+    """Find (or check) the layer whose global average feeds the final linear layer, or,
+    for a head of 1x1 convolutions followed by global pooling (SqueezeNet), the layer of
+    class maps whose global average is the logits (see :func:`class_map_head`).
 
     The check is numerical, so it holds for any forward function: with ``model`` in
     evaluation mode on ``x``, the last ``nn.Linear`` must produce the logits, and its
@@ -87,9 +89,20 @@ def find_gap_head(model: nn.Module, x: torch.Tensor, layer: str | None = None) -
             three linear layers); the message suggests Grad-CAM.
         ValueError: unknown ``layer``.
     """
-    fc_name, fc = _last_linear(model)
     if layer is not None:
         get_layer(model, layer)
+    try:
+        return _linear_head(model, x, layer)
+    except NotGapHeadError as linear_error:
+        try:
+            return class_map_head(model, x, layer)
+        except NotGapHeadError:
+            raise linear_error from None
+
+
+def _linear_head(model: nn.Module, x: torch.Tensor, layer: str | None) -> GapHead:
+    """The GAP + ``nn.Linear`` head of :func:`find_gap_head`."""
+    fc_name, fc = _last_linear(model)
     x = x[:1]
     seen: list[tuple[str, torch.Tensor, int]] = []
     shapes: dict[str, tuple[int, ...]] = {}
@@ -147,6 +160,44 @@ def find_gap_head(model: nn.Module, x: torch.Tensor, layer: str | None = None) -
         f"the input of {fc_name!r} ([N, {fc.in_features}]) is not the global average of "
         f"{where}, so the head is not global average pooling + one linear layer and CAM "
         "does not apply"
+    )
+
+
+@torch.no_grad()
+def class_map_head(model: nn.Module, x: torch.Tensor, layer: str | None = None) -> GapHead:
+    """A head that makes one map per class and averages it: SqueezeNet's 1x1 convolution
+    (and ReLU) then global pooling. The last module whose ``[N, K, h, w]`` output (h x w
+    > 1) has the logits as its spatial mean is the feature layer, with identity weights,
+    so its channel ``c`` is the CAM of class ``c`` and ``mean(map_c) = logit_c``.
+
+    Raises:
+        NotGapHeadError: no such layer (or ``layer`` is not one).
+    """
+    x = x[:1]
+    maps: list[tuple[str, torch.Tensor]] = []
+
+    def record(name: str) -> Callable[..., None]:
+        def hook(_m: nn.Module, _inp: tuple[torch.Tensor, ...], out: object) -> None:
+            if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[2] * out.shape[3] > 1:
+                maps.append((name, out.detach().float().mean((2, 3))))
+
+        return hook
+
+    watched = [
+        (module, record(name))
+        for name, module in model.named_modules()
+        if name and (layer is None or name == layer)
+    ]
+    with hooked(watched), eval_mode(model):
+        logits = model(x).float()
+    if logits.ndim == 2:
+        for name, mean in reversed(maps):
+            if _close(mean, logits):
+                k = logits.shape[1]
+                return GapHead(name, name, torch.eye(k), None)
+    raise NotGapHeadError(
+        "no layer's global average is the model's output, so the head is not global "
+        "average pooling of class maps"
     )
 
 

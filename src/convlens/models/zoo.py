@@ -1,9 +1,10 @@
 """Loading the models convlens knows: its own runs and shipped weights, the official
-Places365 CNNs and torchvision's classifiers, each as a :class:`LoadedModel` that
+Places365 CNNs, torchvision's classifiers and timm's models, each as a :class:`LoadedModel` that
 carries what is needed to feed and read it."""
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from convlens.config import TrainConfig
 from convlens.core.fileio import load_checkpoint_file
 from convlens.core.hooks import eval_mode
 from convlens.data import fashion_mnist as fm
-from convlens.data.images import IMAGENET_PREPROCESSING, Preprocessing
+from convlens.data.images import IMAGENET_PREPROCESSING, RESAMPLING, Preprocessing
 from convlens.models.fashion_cnn import build_model
 from convlens.models.formats import CHECKPOINT_FILE, CHECKPOINT_FORMAT, FORMATS, MODEL_FILE
 
@@ -42,7 +43,7 @@ class LoadedModel:
 def known_names() -> list[str]:
     from convlens.models import places365
 
-    return [*SHIPPED, *places365.ARCHS, "torchvision:NAME"]
+    return [*SHIPPED, *places365.ARCHS, "torchvision:NAME", "timm:NAME"]
 
 
 def load(
@@ -58,11 +59,14 @@ def load(
             directory (its ``model.pt``, or ``checkpoint.pt`` while unfinished) or such
             a file; ``places365-resnet18``, ``places365-resnet50``,
             ``places365-wideresnet18`` (official CSAIL weights); ``torchvision:NAME``
-            (torchvision's default weights from the local torch cache).
-        weights: for Places365 and torchvision models, a checkpoint file to use
-            instead of the cache (offline use); ``"none"`` for torchvision gives
-            random weights. For ``fashion-cnn``, a convlens model file or run directory
-            to use instead of the shipped weights.
+            (torchvision's default weights from the local torch cache); ``timm:NAME``
+            (timm's default pretrained weights from the local Hugging Face cache, with
+            timm's own data config: mean, std, input size, interpolation, crop).
+        weights: for Places365, torchvision and timm models, a checkpoint file to use
+            instead of the cache (offline use; ``.safetensors`` too for timm);
+            ``"none"`` for torchvision and timm gives random weights. For
+            ``fashion-cnn``, a convlens model file or run directory to use instead of
+            the shipped weights.
         progress: show download progress bars.
 
     Raises:
@@ -75,12 +79,14 @@ def load(
         return _load_places365(key, weights, progress)
     if key.startswith("torchvision:"):
         return _load_torchvision(key, weights)
+    if key.startswith("timm:"):
+        return _load_timm(key, weights)
     if weights is not None and key in SHIPPED and str(weights) != "none":
         return _load_convlens(_convlens_file(str(weights)), key)
     if weights is not None:
         raise ValueError(
-            "`weights` applies to places365-*, torchvision:* and fashion-cnn (a convlens model "
-            "file) only; give a run directory or model file as MODEL itself"
+            "`weights` applies to places365-*, torchvision:*, timm:* and fashion-cnn (a "
+            "convlens model file) only; give a run directory or model file as MODEL itself"
         )
     return _load_convlens(_convlens_file(key), key)
 
@@ -211,6 +217,111 @@ def _load_torchvision(key: str, weights: str | os.PathLike[str] | None) -> Loade
         categories = [f"class {i}" for i in range(_num_outputs(model, preprocessing))]
     classes = tuple(categories)
     return LoadedModel(model=model, name=key, classes=classes, preprocessing=preprocessing)
+
+
+def _load_timm(key: str, weights: str | os.PathLike[str] | None) -> LoadedModel:
+    """A timm model: random weights (``"none"``), a local file, or timm's default
+    pretrained weights from the local Hugging Face cache (never downloaded here: timm's
+    own download would hang offline); preprocessing from timm's data config."""
+    try:
+        import timm
+    except ImportError as e:  # an optional install without timm
+        raise ValueError("timm:* models need the timm package: pip install timm") from e
+
+    arch = key.removeprefix("timm:")
+    if not timm.is_model(arch):
+        close = timm.list_models(f"*{arch}*")[:5] if arch else []
+        raise ValueError(
+            f"unknown timm model {arch!r}"
+            + (f"; did you mean {', '.join(close)}?" if close else "")
+            + " (see timm.list_models(), e.g. resnet50, efficientnet_b0, convnext_tiny)"
+        )
+    model = timm.create_model(arch, pretrained=False)
+    categories: list[str] | None = None
+    if weights is None or str(weights) != "none":
+        path = Path(weights) if weights is not None else _timm_cached_file(model, arch)
+        load_state(model, _read_weights(path), str(path))
+        categories = _imagenet_names(model)
+    model.eval()
+    preprocessing = timm_preprocessing(model)
+    if not categories or len(categories) != _num_outputs(model, preprocessing):
+        categories = [f"class {i}" for i in range(_num_outputs(model, preprocessing))]
+    return LoadedModel(
+        model=model, name=key, classes=tuple(categories), preprocessing=preprocessing
+    )
+
+
+def timm_preprocessing(model: nn.Module) -> Preprocessing:
+    """timm's evaluation transform for ``model`` as a :class:`Preprocessing`: shorter side
+    to ``floor(size / crop_pct)`` with timm's interpolation, centre crop ``size``, then
+    timm's mean and std (``timm.data.resolve_model_data_config``)."""
+    import timm.data
+
+    cfg = timm.data.resolve_model_data_config(model)
+    channels, h, w = cfg["input_size"]
+    if h != w:
+        raise ValueError(f"timm's input size for this model is {h}x{w}; convlens needs square")
+    crop_pct = float(cfg.get("crop_pct") or 1.0)
+    interpolation = cfg.get("interpolation") or "bilinear"
+    return Preprocessing(
+        kind="timm",
+        channels=int(channels),
+        resize=math.floor(h / crop_pct),
+        crop=int(h),
+        mean=tuple(float(v) for v in cfg["mean"]),
+        std=tuple(float(v) for v in cfg["std"]),
+        interpolation=interpolation if interpolation in RESAMPLING else "bilinear",
+    )
+
+
+def _timm_cached_file(model: nn.Module, arch: str) -> Path:
+    """The default pretrained weights of a timm model in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    repo = cfg.get("hf_hub_id")
+    if repo:
+        for filename in ("model.safetensors", "pytorch_model.bin"):
+            found = try_to_load_from_cache(repo, filename)
+            if isinstance(found, str):
+                return Path(found)
+    where = f"Hugging Face repository {repo}" if repo else "no Hugging Face repository"
+    raise ValueError(
+        f"timm weights for {arch} ({where}) are not in the local Hugging Face cache; fetch "
+        f'them on a connected machine with `python -c "import timm; '
+        f"timm.create_model('{arch}', pretrained=True)\"`, pass a file as `weights`, or "
+        "'none' as `weights` for random weights"
+    )
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from a ``.safetensors`` file or a PyTorch checkpoint (plain, or
+    under ``state_dict`` / ``model``)."""
+    if path.suffix == ".safetensors":
+        if not path.is_file():
+            raise ValueError(f"weights file {path} does not exist")
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"{path} is not a readable safetensors file ({e})") from e
+    record = load_checkpoint_file(path)
+    for k in ("state_dict", "model"):
+        if isinstance(record.get(k), dict):
+            return dict(record[k])
+    return dict(record)
+
+
+def _imagenet_names(model: nn.Module) -> list[str] | None:
+    """Short class names (``tench``) when timm knows the model's ImageNet label set."""
+    from timm.data import ImageNetInfo, infer_imagenet_subset
+
+    subset = infer_imagenet_subset(model)
+    if not subset:
+        return None
+    return [d.split(",")[0].strip() for d in ImageNetInfo(subset).label_descriptions()]
 
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

@@ -283,12 +283,18 @@ def describe_fewest_units(r: FewestUnits, classes: Sequence[str]) -> str:
         "weight": "in decreasing order of FC weight (closed form)",
         "greedy": "greedy: each step removes the unit that most lowers the top-1 margin",
     }[r.order]
+    stop = {
+        "budget": f"out of time after {r.seconds:.0f} s; these are the best units so far",
+        "max_units": f"stopped at the most units allowed ({len(r.units)})",
+    }
     lines = [f"fewest units of {r.layer} ({r.mode} ablation), {how}:"]
     orig = f"{classes[r.original_class]} ({float(before[r.original_class]):.1%})"
     if not r.found:
         lines.append(
             f"  no set found: after removing {len(r.units)} units the top-1 is still {orig}"
         )
+        if r.stopped in stop:
+            lines.append(f"  {stop[r.stopped]}")
     else:
         lines.append(f"  {len(r.units)} units: {list(r.units)}")
         lines.append(f"  top-1 {orig} -> {classes[r.new_class]} ({float(after[r.new_class]):.1%})")
