@@ -240,3 +240,28 @@ def test_eigen_cam_memory_grows_with_channels_times_positions() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     grown_mb = int(done.stdout.split()[-1]) / 1024
     assert grown_mb < 500, f"Eigen-CAM on one 224 x 224 map grew the process by {grown_mb} MB"
+
+
+def test_score_cam_runs_the_zero_image_once_for_all_dead_units() -> None:
+    """Units that are zero everywhere (their BatchNorm shifted below the ReLU) give
+    all-zero masks; Score-CAM runs that image once and still equals torchcam."""
+    model, x, layer = fashion()
+    bn = model.features[2][1].bn
+    with torch.no_grad():
+        bn.weight[:40] = 0
+        bn.bias[:40] = -1.0  # 40 of 128 units dead for every input
+    classes = top_classes(model, x)
+    images: list[int] = []
+    handle = model.register_forward_pre_hook(lambda _m, inp: images.append(inp[0].shape[0]))
+    try:
+        ours = cam.ScoreCAM(model, layer)(x, classes=classes)
+    finally:
+        handle.remove()
+    with torch.no_grad():
+        feats = model.features(x).flatten(2)
+    live = int((feats.amax(2) > feats.amin(2)).sum())
+    assert live <= x.shape[0] * (128 - 40)
+    # one pass for the logits, then the live channels and one zero image
+    assert sum(images) == x.shape[0] + live + 1
+    theirs = torchcam_maps(tcm.ScoreCAM, model, layer, x, classes)
+    torch.testing.assert_close(ours.normalized, cam.normalize_maps(theirs), atol=TOL, rtol=0)

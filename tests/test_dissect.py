@@ -225,7 +225,7 @@ def test_folder_classes_skipped_files_and_atlas_in_chromium(tmp_path: Path) -> N
     with open(page.parent / "units.csv") as f:
         assert [r["top_class"] for r in csv.DictReader(f)] == [r["top_class"] for r in rows]
     assert sorted(p.name for p in (page.parent / "units").iterdir()) == [
-        "unit-0000.png", "unit-0001.png", "unit-0002.png"
+        "unit-0000.jpg", "unit-0001.jpg", "unit-0002.jpg"
     ]  # fmt: skip
     assert "2 unreadable files were skipped" in page.read_text()
 

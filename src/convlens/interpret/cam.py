@@ -542,7 +542,8 @@ class ScoreCAM(ActivationMapMethod):
 
     All ``N x C`` masked images run once, in batches of ``batch_size`` in channels-last
     layout on the CPU, and give the weights of every target class at once (torchcam runs
-    them again for each class).
+    them again for each class); channels that are constant over the map (dead units) all
+    give the zero image, which runs once.
     ``reference`` picks how masks are made: ``"torchcam"`` (default) scales at the
     layer's resolution then upsamples with ``align_corners=False``; ``"pytorch-grad-cam"``
     upsamples with ``align_corners=True`` then scales."""
@@ -585,17 +586,29 @@ class ScoreCAM(ActivationMapMethod):
         classes: torch.Tensor,
     ) -> torch.Tensor:
         n, c = features.shape[:2]
-        masks = self.masks(features, (x.shape[2], x.shape[3]))  # [N, C, H, W]
-        scores = []  # logits of every masked image, [N * C, K]
+        masks = self.masks(features, (x.shape[2], x.shape[3])).flatten(0, 1)  # [N * C, H, W]
+        # A channel that is constant over the map (a dead unit: zero everywhere after its
+        # ReLU) scales to an all-zero mask, so its masked image is the zero image; that
+        # one image runs once instead of once per such channel.
+        flat = features.flatten(2)
+        live = (flat.amax(2) > flat.amin(2)).flatten()  # [N * C]
+        todo = live.nonzero().flatten()
+        if len(todo) < n * c:
+            todo = torch.cat([todo, (~live).nonzero().flatten()[:1]])
         forward = self._channels_last_forward() if x.device.type == "cpu" else self.model
+        scores = []  # logits of the masked images that run
         with eval_mode(self.model):
-            for start in range(0, n * c, self.batch_size):
-                idx = torch.arange(start, min(start + self.batch_size, n * c))
-                batch = x[idx // c] * masks.flatten(0, 1)[idx, None]
+            for start in range(0, len(todo), self.batch_size):
+                idx = todo[start : start + self.batch_size]
+                batch = x[idx // c] * masks[idx, None]
                 if batch.device.type == "cpu":  # oneDNN's faster layout for convolutions
                     batch = batch.contiguous(memory_format=torch.channels_last)
                 scores.append(forward(batch).float())
-        per_channel = torch.cat(scores).reshape(n, c, -1)  # [N, C, K]
+        ran = torch.cat(scores)
+        per_channel = ran.new_empty(n * c, ran.shape[1])
+        per_channel[~live] = ran[-1] if len(todo) > int(live.sum()) else 0
+        per_channel[live] = ran[: int(live.sum())]
+        per_channel = per_channel.reshape(n, c, -1)  # [N, C, K]
         picked = per_channel.gather(2, classes[:, None, :].expand(n, c, -1))  # [N, C, T]
         alpha = picked.softmax(1).transpose(1, 2)  # [N, T, C]
         return (alpha[..., None, None] * features[:, None]).sum(2)

@@ -486,8 +486,10 @@ def dissection_section(report: Report, ctx: ReportContext, shown: int = 8) -> No
         report.figure_file(s, name, "How many units respond to what.", width=760)
     best = sorted(meta["units"], key=lambda r: -atlas.unit_score(r))[:shown]
     for r in best:
-        name = f"dissection-unit-{r['unit']:04d}.png"
-        strip = Path(folder) / "units" / f"unit-{r['unit']:04d}.png"
+        strip = atlas.strip_file(folder, r["unit"])
+        if strip is None:
+            continue
+        name = f"dissection-unit-{r['unit']:04d}{strip.suffix}"
         atomic_write_bytes(report.out / name, strip.read_bytes())
         report.figure_file(s, name, f"unit {r['unit']}: {atlas.unit_caption(r)}")
 

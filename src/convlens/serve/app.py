@@ -35,7 +35,9 @@ class FewestRequest(BaseModel):
 
 
 def _png(data: bytes) -> Response:
-    return Response(data, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+    """An image answer: PNG, or JPEG (an atlas of colour images) by its first bytes."""
+    kind = "image/jpeg" if data[:3] == b"\xff\xd8\xff" else "image/png"
+    return Response(data, media_type=kind, headers={"Cache-Control": "max-age=3600"})
 
 
 def create_app(explorer: Explorer) -> FastAPI:

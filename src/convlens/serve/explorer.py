@@ -373,8 +373,8 @@ class Explorer:
     def dissection_strip(self, unit: int) -> bytes:
         self.dissection_unit(unit)  # checks
         assert self.dissection_dir is not None
-        path = self.dissection_dir / "units" / f"unit-{unit:04d}.png"
-        if not path.is_file():
+        path = atlas.strip_file(self.dissection_dir, unit)
+        if path is None:
             raise NotFoundError(f"the dissection has no image for unit {unit}")
         return path.read_bytes()
 

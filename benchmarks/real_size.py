@@ -1,0 +1,192 @@
+"""Real-size layers: the analyses of issue 26 on resnet50 at 224x224 (random weights,
+seed 0; the official weights cannot be downloaded here), each timed once in one run.
+
+- ``scorecam``: Score-CAM on ``layer4`` (2,048 channels) for one image's top-5 classes,
+  ours and pytorch-grad-cam's (``--no-reference`` to skip theirs), and the largest
+  difference of the two maps (ours with ``reference="pytorch-grad-cam"``);
+- ``fewest``: the greedy fewest-units search on ``layer3`` (1,024 units) with its default
+  budget (30 s) and shortlist, on several images whose top-1 is made to lead by several
+  margins (60 logits needs more than the budget: the best set so far comes back);
+- ``atlas``: ``write_atlas`` for a dissection of ``layer4`` (2,048 units) over
+  ``--atlas-images`` images;
+- ``faithfulness``: ``score_methods`` with every map method but Score-CAM on
+  ``--faith-images`` images (20 steps, zeros baseline).
+
+    uv run python benchmarks/real_size.py --json benchmarks/results/real_size.json
+    uv run python benchmarks/real_size.py --only fewest atlas
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+
+from convlens.core.device import machine_info
+from convlens.core.fileio import atomic_write_json
+from convlens.data.images import IMAGENET_PREPROCESSING
+from convlens.data.sources import TensorSource
+from convlens.interpret import ablation, cam, dissect, faithfulness
+from convlens.render.atlas import write_atlas
+
+warnings.filterwarnings("ignore")
+PARTS = ("scorecam", "fewest", "atlas", "faithfulness")
+
+
+def resnet50() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.resnet50(weights=None).eval()
+
+
+def images(n: int, seed: int) -> torch.Tensor:
+    """Smooth random images (noise at 1/8 resolution, upsampled), normalised."""
+    g = torch.Generator().manual_seed(seed)
+    small = torch.rand(n, 3, 28, 28, generator=g)
+    x = torch.nn.functional.interpolate(small, size=(224, 224), mode="bilinear")
+    mean = torch.tensor(IMAGENET_PREPROCESSING.mean)[:, None, None]
+    std = torch.tensor(IMAGENET_PREPROCESSING.std)[:, None, None]
+    return (x - mean) / std
+
+
+def timed(fn: Any) -> tuple[Any, float]:
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def bench_scorecam(model: torch.nn.Module, reference: bool) -> dict[str, Any]:
+    x = images(1, 0)
+    ours, seconds = timed(lambda: cam.ScoreCAM(model, "layer4")(x, top=5))
+    row: dict[str, Any] = {"layer": "layer4", "channels": 2048, "classes": 5, "ours_s": seconds}
+    print(f"Score-CAM layer4, top-5, one image: ours {seconds:.1f} s")
+    if reference:
+        import pytorch_grad_cam as pgc
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        classes = ours.class_indices[0].tolist()
+
+        def theirs() -> torch.Tensor:
+            with pgc.ScoreCAM(model=model, target_layers=[model.layer4]) as extractor:
+                return torch.stack(
+                    [
+                        torch.from_numpy(
+                            extractor(input_tensor=x, targets=[ClassifierOutputTarget(c)])
+                        )[0]
+                        for c in classes
+                    ]
+                )
+
+        maps, ref_s = timed(theirs)
+        same = cam.ScoreCAM(model, "layer4", reference="pytorch-grad-cam")(
+            x, classes=ours.class_indices
+        )
+        gap = float((cam.normalize_maps(same.upsampled[0]) - maps).abs().max())
+        row.update(reference_s=ref_s, max_abs_diff=gap)
+        print(f"  pytorch-grad-cam {ref_s:.1f} s (one call per class); max |diff| {gap:.1e}")
+    return row
+
+
+def bench_fewest(model: torch.nn.Module, n: int, margins: list[float]) -> dict[str, Any]:
+    """A random network's top-1 leads by a hair, so one unit flips it; a trained one's
+    leads by several logits. The predicted class's bias is raised until it leads by
+    ``margin`` logits (restored after), so the search has to work."""
+    rows = []
+    fc = model.fc
+    assert isinstance(fc, torch.nn.Linear)
+    for margin, seed in ((m, s) for m in margins for s in range(n)):
+        x = images(1, 100 + seed)
+        with torch.no_grad():
+            logits = model(x)[0]
+            top2 = logits.topk(2)
+            c, lead = int(top2.indices[0]), float(top2.values[0] - top2.values[1])
+            fc.bias[c] += max(0.0, margin - lead)
+        try:
+            r = ablation.fewest_units(model, x, layer="layer3")
+        finally:
+            with torch.no_grad():
+                fc.bias[c] -= max(0.0, margin - lead)
+        rows.append(
+            {
+                "margin": margin,
+                "seed": seed,
+                "seconds": r.seconds,
+                "found": r.found,
+                "units": len(r.units),
+                "stopped": r.stopped,
+                "passes": r.forward_passes,
+            }
+        )
+        print(
+            f"fewest units layer3, margin {margin:g}, image {seed}: {r.seconds:.1f} s, "
+            f"found {r.found}, "
+            f"{len(r.units)} units, {r.forward_passes} images run, stopped {r.stopped}"
+        )
+    return {"layer": "layer3", "units": 1024, "budget_s": 30.0, "shortlist": 64, "runs": rows}
+
+
+def bench_atlas(model: torch.nn.Module, n: int) -> dict[str, Any]:
+    source = TensorSource(images(n, 7), preprocessing=IMAGENET_PREPROCESSING)
+    d, dissect_s = timed(lambda: dissect.dissect(model, source, "layer4", progress=False))
+    with tempfile.TemporaryDirectory() as tmp:
+        _, seconds = timed(
+            lambda: write_atlas(d, source, Path(tmp) / "atlas", "resnet50 layer4", False)
+        )
+    print(
+        f"write_atlas, {d.units} units over {n} images: {seconds:.1f} s (dissect {dissect_s:.1f})"
+    )
+    return {"layer": "layer4", "units": d.units, "images": n, "seconds": seconds,
+            "dissect_s": dissect_s}  # fmt: skip
+
+
+def bench_faithfulness(model: torch.nn.Module, n: int, batch: int) -> dict[str, Any]:
+    methods = [m for m in cam.METHODS if m != "scorecam"]
+    x = images(n, 11)
+    batches = [x[i : i + batch] for i in range(0, n, batch)]
+    scores, seconds = timed(
+        lambda: faithfulness.score_methods(model, batches, methods, progress=False)
+    )
+    print(f"score_methods, {len(methods)} methods over {n} images: {seconds:.1f} s")
+    gaps = {s.method: s.insertion_auc - s.deletion_auc for s in scores}
+    return {"images": n, "methods": methods, "seconds": seconds, "insertion_minus_deletion": gaps}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
+    p.add_argument("--no-reference", action="store_true", help="skip pytorch-grad-cam")
+    p.add_argument("--fewest-images", type=int, default=3)
+    p.add_argument(
+        "--margins",
+        type=float,
+        nargs="+",
+        default=[4.0, 30.0, 60.0],
+        help="fewest: the top-1's lead in logits, one search per margin and image",
+    )
+    p.add_argument("--atlas-images", type=int, default=64)
+    p.add_argument("--faith-images", type=int, default=100)
+    p.add_argument("--faith-batch", type=int, default=10)
+    p.add_argument("--json", type=Path)
+    args = p.parse_args()
+    model = resnet50()
+    out: dict[str, Any] = {"machine": machine_info(), "model": "resnet50, random weights, 224px"}
+    if "scorecam" in args.only:
+        out["scorecam"] = bench_scorecam(model, not args.no_reference)
+    if "fewest" in args.only:
+        out["fewest"] = bench_fewest(model, args.fewest_images, args.margins)
+    if "atlas" in args.only:
+        out["atlas"] = bench_atlas(model, args.atlas_images)
+    if "faithfulness" in args.only:
+        out["faithfulness"] = bench_faithfulness(model, args.faith_images, args.faith_batch)
+    if args.json:
+        atomic_write_json(args.json, out)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
