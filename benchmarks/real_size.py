@@ -2,8 +2,10 @@
 seed 0; the official weights cannot be downloaded here), each timed once in one run.
 
 - ``scorecam``: Score-CAM on ``layer4`` (2,048 channels) for one image's top-5 classes,
-  ours and pytorch-grad-cam's (``--no-reference`` to skip theirs), and the largest
-  difference of the two maps (ours with ``reference="pytorch-grad-cam"``);
+  ours, and pytorch-grad-cam's for the top-1 class (``--no-reference`` to skip it; it
+  reruns every masked image for each class, so its top 5 take five times as long), and
+  the largest difference of the two top-1 maps (ours with
+  ``reference="pytorch-grad-cam"``);
 - ``fewest``: the greedy fewest-units search on ``layer3`` (1,024 units) with its default
   budget (30 s) and shortlist, on several images whose top-1 is made to lead by several
   margins (60 logits needs more than the budget: the best set so far comes back);
@@ -19,6 +21,7 @@ seed 0; the official weights cannot be downloaded here), each timed once in one 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 import warnings
@@ -69,26 +72,24 @@ def bench_scorecam(model: torch.nn.Module, reference: bool) -> dict[str, Any]:
         import pytorch_grad_cam as pgc
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-        classes = ours.class_indices[0].tolist()
+        c = int(ours.class_indices[0, 0])
 
-        def theirs() -> torch.Tensor:
+        def theirs() -> torch.Tensor:  # one class: each call reruns every masked image
             with pgc.ScoreCAM(model=model, target_layers=[model.layer4]) as extractor:
-                return torch.stack(
-                    [
-                        torch.from_numpy(
-                            extractor(input_tensor=x, targets=[ClassifierOutputTarget(c)])
-                        )[0]
-                        for c in classes
-                    ]
-                )
+                extractor.batch_size = 32  # ours runs 32 at a time too
+                out = extractor(input_tensor=x, targets=[ClassifierOutputTarget(c)])
+                return torch.from_numpy(out)[0]
 
         maps, ref_s = timed(theirs)
         same = cam.ScoreCAM(model, "layer4", reference="pytorch-grad-cam")(
-            x, classes=ours.class_indices
+            x, classes=ours.class_indices[:, :1]
         )
-        gap = float((cam.normalize_maps(same.upsampled[0]) - maps).abs().max())
-        row.update(reference_s=ref_s, max_abs_diff=gap)
-        print(f"  pytorch-grad-cam {ref_s:.1f} s (one call per class); max |diff| {gap:.1e}")
+        gap = float((cam.normalize_maps(same.upsampled[0, 0]) - maps).abs().max())
+        row.update(reference_one_class_s=ref_s, reference_top5_s=5 * ref_s, max_abs_diff=gap)
+        print(
+            f"  pytorch-grad-cam {ref_s:.1f} s for one class, so {5 * ref_s:.0f} s for the "
+            f"top 5 (one call per class); max |diff| of the top-1 map {gap:.1e}"
+        )
     return row
 
 
@@ -183,7 +184,9 @@ def main() -> None:
         out["atlas"] = bench_atlas(model, args.atlas_images)
     if "faithfulness" in args.only:
         out["faithfulness"] = bench_faithfulness(model, args.faith_images, args.faith_batch)
-    if args.json:
+    if args.json:  # parts not run this time keep their figures from the file
+        if args.json.is_file():
+            out = {**json.loads(args.json.read_text()), **out}
         atomic_write_json(args.json, out)
         print(f"wrote {args.json}")
 

@@ -54,7 +54,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Explorer,
     d = dissect(loaded.model, source, "features", progress=False)
     write_atlas(d, source, tmp / "atlas", "atlas", progress=False)
     explorer = Explorer(loaded, images_dir=tmp / "imgs", data="test", dissection=tmp / "atlas")
-    with TestClient(create_app(explorer)) as client:
+    with TestClient(create_app(explorer), base_url="http://127.0.0.1:8000") as client:
         yield explorer, client
     explorer.close()
 
@@ -132,11 +132,11 @@ def test_uploads(served: tuple[Explorer, TestClient], monkeypatch: pytest.Monkey
     assert text.status_code == 415 and text.json()["detail"] == "upload is text/plain, not an image"
     junk = client.post("/api/upload", files={"file": ("x.png", b"not a png", "image/png")})
     assert junk.status_code == 400 and "x.png is not a readable image" in junk.json()["detail"]
-    assert "convlens-uploads" not in junk.json()["detail"]  # no server path leaks out
+    assert "/tmp" not in junk.json()["detail"]  # no server path leaks out
     big = client.post("/api/upload", files={"file": ("big.png", b"0" * (21 * 2**20), "image/png")})
     assert big.status_code == 413
     monkeypatch.setenv("CONVLENS_MAX_IMAGE_PIXELS", "100")
-    bomb = client.post("/api/upload", files={"file": ("bomb.png", png_bytes(), "image/png")})
+    bomb = client.post("/api/upload", files={"file": ("bomb.png", png_bytes(seed=9), "image/png")})
     assert bomb.status_code == 400 and "more than the limit of 100" in bomb.json()["detail"]
 
 
@@ -146,6 +146,18 @@ def test_uploads(served: tuple[Explorer, TestClient], monkeypatch: pytest.Monkey
         ("get", "/api/predict", {"image": "../../etc/passwd"}, 404, "ids are test:N, file:N"),
         ("get", "/api/predict", {"image": "test:10000"}, 404, "no image 'test:10000'"),
         ("get", "/api/predict", {"image": "upload:99"}, 404, "no image 'upload:99'"),
+        ("get", "/api/predict", {"image": "upload:0123456789abcdef"}, 404, "upload the file again"),
+        ("get", "/api/predict", {"image": "test:0\n"}, 404, "ids are test:N"),
+        ("get", "/api/predict", {"image": "test:٣"}, 404, "ids are test:N"),
+        ("get", "/api/predict", {"image": "test:" + "1" * 5000}, 404, "..."),
+        ("post", "/api/ablate", {"image": "test:1", "units": [999] * 5000}, 400, "at most 4,096"),
+        (
+            "post",
+            "/api/ablate",
+            {"image": "test:1", "units": list(range(200, 4000))},
+            404,
+            "and 3,790 more",
+        ),
         ("get", "/api/images/file:7.png", {}, 404, "no image 'file:7'"),
         ("get", "/api/cam.png", {"image": "test:1", "class": 10}, 404, "no class 10"),
         ("get", "/api/cam.png", {"image": "test:1", "class": 1, "method": "x"}, 404, "no method"),
@@ -343,3 +355,252 @@ def test_serve_command_prints_the_url_and_warns_off_loopback(
     assert "warning: binding to 0.0.0.0" in capsys.readouterr().err
     assert main(["serve", "fashion-cnn", "--images", "/nonexistent"]) == 2
     assert "--images /nonexistent is not a folder" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ a hostile user
+
+
+def upload(client: TestClient, data: bytes, name: str = "x.png") -> Any:
+    return client.post("/api/upload", files={"file": (name, data, "image/png")})
+
+
+def test_uploads_are_kept_by_content_bounded_and_listed(
+    served: tuple[Explorer, TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from convlens.serve import explorer as ex
+
+    explorer, client = served
+    first = upload(client, png_bytes(seed=5), "five.png").json()["id"]
+    assert upload(client, png_bytes(seed=5), "again.png").json()["id"] == first  # same bytes
+    assert upload(client, png_bytes(seed=6)).json()["id"] != first
+    listed = client.get("/api/images").json()["uploads"]
+    assert listed[0]["id"] != first and first in [u["id"] for u in listed]
+    # a bounded store: the least recently used upload goes, with a clear 404
+    monkeypatch.setattr(explorer.uploads, "max_count", 3)
+    ids = [upload(client, png_bytes(seed=100 + i)).json()["id"] for i in range(3)]
+    assert len(client.get("/api/images").json()["uploads"]) == 3
+    gone = client.get("/api/predict", params={"image": first})
+    assert gone.status_code == 404 and "has expired" in gone.json()["detail"]
+    assert client.get("/api/predict", params={"image": ids[0]}).status_code == 200
+    assert explorer.uploads.bytes == sum(size for _, size in explorer.uploads.items.values())
+    assert ex.MAX_UPLOADS >= 64
+
+
+def header_only_png(width: int, height: int, bit_depth: int = 8, colour: int = 2) -> bytes:
+    """A PNG whose header says ``width x height`` with (almost) no pixel data: the header
+    is all the explorer may read before it refuses."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "depth", "colour", "message"),
+    [
+        (8000, 8000, 16, 0, "once decoded, over the limit"),  # 16-bit grey: 1.4 GB at peak
+        (6000, 6000, 8, 6, "once decoded, over the limit"),  # RGBA
+        (20000, 5, 8, 2, "more elongated than 10:1"),  # resizes to a gigabyte
+    ],
+)
+def test_uploads_that_would_take_too_much_memory_are_refused_from_the_header(
+    served: tuple[Explorer, TestClient], width: int, height: int, depth: int, colour: int,
+    message: str,
+) -> None:  # fmt: skip
+    _, client = served
+    r = upload(client, header_only_png(width, height, depth, colour))
+    assert r.status_code == 400 and message in r.json()["detail"], r.text
+
+
+def test_a_foreign_host_or_a_cross_origin_change_is_refused(
+    served: tuple[Explorer, TestClient],
+) -> None:
+    explorer, client = served
+    evil = client.get("/api/info", headers={"Host": "evil.example"})
+    assert evil.status_code == 421 and "--allow-host evil.example" in evil.json()["detail"]
+    for host in ("localhost:8000", "127.0.0.1", "[::1]:8000"):
+        assert client.get("/api/info", headers={"Host": host}).status_code == 200
+    body = {"image": "test:1", "units": [1]}
+    cross = client.post("/api/ablate", json=body, headers={"Origin": "http://evil.example"})
+    assert cross.status_code == 403 and "cross-origin" in cross.json()["detail"]
+    site = client.post("/api/ablate", json=body, headers={"Sec-Fetch-Site": "cross-site"})
+    assert site.status_code == 403
+    own = client.post("/api/ablate", json=body, headers={"Origin": "http://127.0.0.1:8000"})
+    assert own.status_code == 200
+    assert "access-control-allow-origin" not in {k.lower() for k in own.headers}
+    with TestClient(create_app(explorer, allow_hosts=["lab.example"])) as other:
+        r = other.get("/api/info", headers={"Host": "lab.example:8000"})
+        assert r.status_code == 200
+
+
+def test_images_are_cached_by_content(served: tuple[Explorer, TestClient]) -> None:
+    _, client = served
+    r = client.get("/api/images/test:3.png")
+    assert r.headers["cache-control"] == "no-cache" and r.headers["etag"]
+    again = client.get("/api/images/test:3.png", headers={"If-None-Match": r.headers["etag"]})
+    assert again.status_code == 304 and not again.content
+    other = client.get("/api/images/test:4.png")
+    assert other.headers["etag"] != r.headers["etag"]
+
+
+def test_a_long_search_does_not_hold_up_short_answers(
+    served: tuple[Explorer, TestClient],
+) -> None:
+    """The fewest-units search runs on its own copy of the model: while it holds its
+    lock, an ablation on the shared model is answered."""
+    explorer, client = served
+    with explorer._long_lock:  # a search in progress
+        r = client.post("/api/ablate", json={"image": "test:2", "units": [3]})
+        assert r.status_code == 200
+    assert explorer._long_model is not explorer.model
+
+
+def run_server(app: Any, port: int) -> tuple[Any, threading.Thread]:
+    import uvicorn
+
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "the server did not start"
+    return srv, thread
+
+
+def stop_server(srv: Any, thread: threading.Thread) -> None:
+    srv.should_exit = True
+    thread.join(10)
+
+
+def chrome(tmp_path: Path) -> Any:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        f"--user-data-dir={tmp_path / 'chrome'}",
+    ):
+        options.add_argument(flag)  # fmt: skip
+    assert CHROMIUM is not None
+    options.binary_location = CHROMIUM
+    driver_path = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
+    return webdriver.Chrome(service=Service(driver_path), options=options)
+
+
+def solid_png(rgb: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# the colour at the centre of the page's #image, drawn into a canvas
+CENTRE_PIXEL = """
+const img = document.getElementById("image");
+if (!img.complete || !img.naturalWidth) return null;
+const c = document.createElement("canvas");
+c.width = img.naturalWidth; c.height = img.naturalHeight;
+const g = c.getContext("2d");
+g.drawImage(img, 0, 0);
+return Array.from(g.getImageData(c.width >> 1, c.height >> 1, 1, 1).data.slice(0, 3));
+"""
+
+
+@needs_chromium
+def test_after_a_restart_the_page_shows_the_new_image_in_the_same_slot(tmp_path: Path) -> None:
+    """file:0 is red on the first server and blue on the second (same port, same URL):
+    the browser, which cached the first answer, must show blue."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    loaded = models.load("torchvision:resnet18", weights="none")
+    port = free_port()
+    driver = chrome(tmp_path)
+    seen = []
+    try:
+        for rgb in ((220, 20, 20), (20, 20, 220)):
+            folder = tmp_path / f"imgs{rgb[0]}"
+            folder.mkdir()
+            (folder / "photo.png").write_bytes(solid_png(rgb))
+            explorer = Explorer(loaded, images_dir=folder)
+            srv, thread = run_server(create_app(explorer), port)
+            try:
+                driver.get(f"http://127.0.0.1:{port}/")
+                wait = WebDriverWait(driver, 60)
+                wait.until(
+                    lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready")
+                )
+                wait.until(lambda d: d.execute_script(CENTRE_PIXEL) is not None)
+                seen.append(driver.execute_script(CENTRE_PIXEL))
+            finally:
+                stop_server(srv, thread)
+                explorer.close()
+    finally:
+        driver.quit()
+    red, blue = seen
+    assert red[0] > 150 and red[2] < 80, red
+    assert blue[2] > 150 and blue[0] < 80, blue
+
+
+@needs_chromium
+def test_a_page_on_another_origin_cannot_upload(
+    served: tuple[Explorer, TestClient], server: str, tmp_path: Path
+) -> None:
+    """A page served from another origin posts an upload to the explorer (a simple
+    request: the browser sends it without asking first); the explorer refuses it."""
+    import http.server
+    import socketserver
+    from functools import partial
+
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    explorer, _ = served
+    before = len(explorer.uploads.items)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text(
+        "<!DOCTYPE html><html><body><script>\n"
+        "const c = document.createElement('canvas'); c.width = c.height = 32;\n"
+        "c.getContext('2d').fillRect(0, 0, 16, 16);\n"
+        "c.toBlob(async (blob) => {\n"
+        "  const results = [];\n"
+        "  for (let i = 0; i < 5; i++) {\n"
+        "    const form = new FormData(); form.append('file', blob, 'x' + i + '.png');\n"
+        f"    try {{ await fetch('{server}/api/upload',"
+        " {method: 'POST', body: form, mode: 'no-cors'}); results.push('sent'); }\n"
+        "    catch (e) { results.push('blocked'); }\n"
+        "  }\n"
+        "  document.body.dataset.done = results.join(',');\n"
+        "});\n"
+        "</script></body></html>"
+    )
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    with socketserver.TCPServer(("127.0.0.1", 0), handler) as other:
+        port = other.server_address[1]
+        thread = threading.Thread(target=other.serve_forever, daemon=True)
+        thread.start()
+        driver = chrome(tmp_path)
+        try:
+            driver.get(f"http://localhost:{port}/index.html")
+            WebDriverWait(driver, 60).until(
+                lambda d: d.execute_script("return document.body.dataset.done")
+            )
+        finally:
+            driver.quit()
+            other.shutdown()
+    assert len(explorer.uploads.items) == before

@@ -33,6 +33,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--dissection", type=Path, help="a `convlens dissect` folder for unit cards")
     p.add_argument("--host", default="127.0.0.1", help="address to bind [127.0.0.1]")
     p.add_argument("--port", type=int, default=8000, help="[8000]")
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests for this host name (repeatable); loopback names and "
+        "the --host address are always allowed, any other Host header is refused",
+    )
     p.set_defaults(run=run)
 
 
@@ -61,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"convlens explorer for {loaded.name}: http://{args.host}:{args.port}/", flush=True)
     try:
-        uvicorn.run(create_app(explorer), host=args.host, port=args.port, log_level="warning")
+        hosts = [*args.allow_host, args.host]
+        app = create_app(explorer, allow_hosts=hosts)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:
         explorer.close()
     return 0

@@ -9,9 +9,10 @@ serves the image, a region's box and a mask alike.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,8 +113,18 @@ def max_image_pixels() -> int:
     return value
 
 
-def open_image(path: str | os.PathLike[str], channels: int = 3) -> Image.Image:
+def open_image(
+    path: str | os.PathLike[str],
+    channels: int = 3,
+    *,
+    data: bytes | None = None,
+    check: Callable[[Image.Image], None] | None = None,
+) -> Image.Image:
     """Open ``path`` as an 8-bit ``RGB`` (channels=3) or ``L`` (channels=1) image.
+
+    With ``data``, the image is decoded from those bytes and ``path`` only names it in
+    messages (nothing touches the disk). ``check`` sees the opened image before any
+    pixel is decoded (its size and mode come from the header) and may raise.
 
     Raises:
         ImageTooLargeError: more pixels than :func:`max_image_pixels` (checked from the
@@ -121,14 +132,14 @@ def open_image(path: str | os.PathLike[str], channels: int = 3) -> Image.Image:
         ValueError: missing, unreadable or non-image file.
     """
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise ValueError(f"image {path} does not exist")
     limit = max_image_pixels()
     try:
         with _PIL_LIMIT_LOCK:  # Pillow's limit is a module global: ours replaces it here
             saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
             try:
-                im = Image.open(path)
+                im = Image.open(path if data is None else io.BytesIO(data))
             finally:
                 Image.MAX_IMAGE_PIXELS = saved
         with im:
@@ -139,11 +150,28 @@ def open_image(path: str | os.PathLike[str], channels: int = 3) -> Image.Image:
                     "that guards against decompression bombs; if you trust the file, raise "
                     f"the limit with the environment variable {MAX_PIXELS_ENV}"
                 )
+            if check is not None:
+                check(im)
             im.load()
             img = _to_8bit(im)
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"{path} is not a readable image ({e})") from e
     return img.convert("L" if channels == 1 else "RGB")
+
+
+# Bytes per pixel at the peak of decoding and conversion to 8 bits, by PIL mode: the
+# decoded image (PIL keeps RGB in 4 bytes), plus the float64 copies that 16-bit and
+# float images pass through, plus the RGBA composite of images with transparency.
+_PEAK_BYTES_PER_PIXEL = {"1": 2, "L": 6, "P": 14, "RGB": 8, "YCbCr": 8, "LAB": 8, "HSV": 8,
+                         "CMYK": 8, "RGBA": 16, "LA": 16, "PA": 16, "I;16": 22, "I;16B": 22,
+                         "I;16L": 22, "I": 28, "F": 28}  # fmt: skip
+
+
+def decode_bytes(im: Image.Image) -> int:
+    """An upper estimate of the memory that decoding ``im`` (opened, not loaded) takes,
+    from its header: width x height x bytes per pixel of its mode at the peak."""
+    w, h = im.size
+    return w * h * _PEAK_BYTES_PER_PIXEL.get(im.mode, 28)
 
 
 def _to_8bit(im: Image.Image) -> Image.Image:

@@ -451,9 +451,16 @@ class _Greedy:
             disable=not progress,
         )  # fmt: skip
         stopped: str | None = "max_units"
+        # The budget is kept ahead of time: work starts only when the time left allows
+        # a pass as long as the longest so far, and one more for the confirming pass.
+        longest = 0.0
+
+        def out_of_time() -> bool:
+            return budget is not None and time.perf_counter() - start + 2 * longest > budget
+
         try:
             for _ in steps:
-                if budget is not None and time.perf_counter() - start > budget:
+                if out_of_time():
                     stopped = "budget"
                     break
                 candidates = self.candidates(keep)
@@ -463,10 +470,12 @@ class _Greedy:
                     chunk = candidates[s : s + self.batch_size]
                     masks = keep.expand(len(chunk), channels).clone()
                     masks[torch.arange(len(chunk)), chunk] = False
+                    t = time.perf_counter()
                     out = self.masked_logits(masks)
+                    longest = max(longest, time.perf_counter() - t)
                     margins[s : s + len(chunk)] = _margins(out, self.c)
                     changed[s : s + len(chunk)] = _changed(out, self.c)
-                    if budget is not None and time.perf_counter() - start > budget:
+                    if s + len(chunk) < len(candidates) and out_of_time():
                         margins, changed = margins[: s + len(chunk)], changed[: s + len(chunk)]
                         candidates = candidates[: s + len(chunk)]
                         break

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convlens.core.hooks import capture, eval_mode, get_layer, hooked
+from convlens.core.hooks import capture, channels_last_twin, eval_mode, get_layer, hooked
 from convlens.core.tensors import minmax_scale
 
 
@@ -595,7 +595,7 @@ class ScoreCAM(ActivationMapMethod):
         todo = live.nonzero().flatten()
         if len(todo) < n * c:
             todo = torch.cat([todo, (~live).nonzero().flatten()[:1]])
-        forward = self._channels_last_forward() if x.device.type == "cpu" else self.model
+        forward = channels_last_twin(self.model) if x.device.type == "cpu" else self.model
         scores = []  # logits of the masked images that run
         with eval_mode(self.model):
             for start in range(0, len(todo), self.batch_size):
@@ -612,19 +612,6 @@ class ScoreCAM(ActivationMapMethod):
         picked = per_channel.gather(2, classes[:, None, :].expand(n, c, -1))  # [N, C, T]
         alpha = picked.softmax(1).transpose(1, 2)  # [N, T, C]
         return (alpha[..., None, None] * features[:, None]).sum(2)
-
-    def _channels_last_forward(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """A copy of the model with its convolution weights in channels-last layout:
-        oneDNN then skips reordering them on every batch, which on a small model is a
-        quarter of the time. Same values, so the same logits; the model itself is
-        untouched. A model that cannot be copied runs as it is."""
-        import copy
-
-        try:
-            twin = copy.deepcopy(self.model)
-        except (TypeError, RuntimeError, copy.Error):
-            return self.model
-        return twin.to(memory_format=torch.channels_last)
 
 
 class EigenCAM(ActivationMapMethod):

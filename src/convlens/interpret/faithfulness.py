@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convlens.core.hooks import eval_mode
+from convlens.core.hooks import channels_last_twin, eval_mode
 from convlens.core.progress import progress_bar
 from convlens.core.tensors import minmax_scale
 from convlens.interpret import cam
@@ -150,25 +150,34 @@ def _curves(
     counts = torch.tensor([*range(0, positions, step), positions])
     s = counts.numel()
     # Perturbed images in the order (image, curve, point): deletion keeps the positions
-    # ranked below count, insertion keeps those ranked above it. The ends are known.
+    # ranked below count, insertion keeps those ranked above it. The ends are known: the
+    # first deletion and last insertion image is x itself (probability p), and the last
+    # deletion and first insertion image is the baseline, run once for both.
     image = torch.arange(n).repeat_interleave(2 * s)
     insert = torch.arange(2).repeat_interleave(s).repeat(n).bool()
     count = counts.repeat(2 * n)
+    point = torch.arange(s).repeat(2 * n)
+    needed = torch.where(insert, point < s - 1, point > 0)  # not x itself
+    needed &= ~(insert & (point == 0))  # the baseline once, from the deletion curve
+    todo = needed.nonzero().flatten()
+    forward = channels_last_twin(model) if x.device.type == "cpu" else model
     scores = []
-    for start in range(0, image.numel(), batch):
-        i, ins, k = (
-            image[start : start + batch],
-            insert[start : start + batch],
-            count[start : start + batch],
-        )
+    for start in range(0, todo.numel(), batch):
+        j = todo[start : start + batch]
+        i, ins, k = image[j], insert[j], count[j]
         top = ranks[i] < k[:, None]  # [B, HW]: the k top-ranked positions
         keep = torch.where(ins[:, None], top, ~top)[:, None]
         flat = torch.where(keep, x.flatten(2)[i], base.flatten(2)[i])
         batch_x = flat.reshape(-1, *x.shape[1:])
-        scores.append(model(batch_x).float().softmax(1).gather(1, classes[i, None])[:, 0])
-    curves = torch.cat(scores).reshape(n, 2, s)
+        if batch_x.device.type == "cpu":
+            batch_x = batch_x.contiguous(memory_format=torch.channels_last)
+        scores.append(forward(batch_x).float().softmax(1).gather(1, classes[i, None])[:, 0])
+    flat_curves = p.new_empty(2 * n * s)
+    flat_curves[todo] = torch.cat(scores)
+    curves = flat_curves.reshape(n, 2, s)
     deletion, insertion = curves[:, 0].clone(), curves[:, 1].clone()
     deletion[:, 0], insertion[:, -1] = p, p
+    insertion[:, 0] = deletion[:, -1]
     return counts.float() / positions, deletion, insertion
 
 

@@ -66,8 +66,9 @@ def check_units(units: Sequence[int], channels: int, layer: str) -> list[int]:
         raise ValueError("no units given")
     bad = [u for u in units if not 0 <= u < channels]
     if bad:
+        more = f" and {len(bad) - 10:,} more" if len(bad) > 10 else ""
         raise ValueError(
-            f"units {bad} out of range: layer {layer!r} has {channels} units (0..{channels - 1})"
+            f"units {bad[:10]}{more} out of range: layer {layer!r} has {channels} units (0..{channels - 1})"
         )
     return units
 

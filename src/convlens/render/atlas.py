@@ -90,9 +90,7 @@ def strip_file(folder: str | os.PathLike[str], unit: int) -> Path | None:
     return None
 
 
-def _write_strips(
-    d: Dissection, source: Source, folder: Path, side: int, progress: bool
-) -> str:
+def _write_strips(d: Dissection, source: Source, folder: Path, side: int, progress: bool) -> str:
     """Every unit's strip into ``folder``, on every core (drawing and encoding release
     the GIL); each top image is read once. Returns the file suffix used."""
     fmt, suffix = ("JPEG", ".jpg") if d.top_maps.ndim and _colour(source, d) else ("PNG", ".png")

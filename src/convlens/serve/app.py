@@ -3,13 +3,17 @@
 ``GET /`` is the page (plain HTML, CSS and JavaScript under ``static/``, no build
 step); ``/api/...`` answers it in JSON or PNG. Every error is a 4xx with a JSON
 ``{"detail": message}``, never a traceback: unknown ids give 404, bad values 400,
-oversized uploads 413, uploads that are not images 415.
+oversized uploads 413, uploads that are not images 415, a foreign Host 421 and a
+cross-origin change 403.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -34,16 +38,68 @@ class FewestRequest(BaseModel):
     mode: str = "activation"
 
 
-def _png(data: bytes) -> Response:
-    """An image answer: PNG, or JPEG (an atlas of colour images) by its first bytes."""
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def _png(data: bytes, request: Request) -> Response:
+    """An image answer: PNG, or JPEG (an atlas of colour images) by its first bytes.
+
+    Cached by content, not by URL: the ETag is a hash of the bytes and the browser asks
+    again every time (``no-cache``), getting 304 when nothing changed. An id that names
+    another picture after a restart (``test:0`` of another model or folder) therefore
+    never shows the old one."""
+    etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+    headers = {"Cache-Control": "no-cache", "ETag": etag}
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
     kind = "image/jpeg" if data[:3] == b"\xff\xd8\xff" else "image/png"
-    return Response(data, media_type=kind, headers={"Cache-Control": "max-age=3600"})
+    return Response(data, media_type=kind, headers=headers)
 
 
-def create_app(explorer: Explorer) -> FastAPI:
-    """The app serving ``explorer``; its routes are the explorer's methods."""
+def host_name(value: str) -> str:
+    """The name part of a Host header or an origin's netloc: ``[::1]:8000`` -> ``::1``."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1 : value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def create_app(explorer: Explorer, allow_hosts: Sequence[str] = ()) -> FastAPI:
+    """The app serving ``explorer``; its routes are the explorer's methods.
+
+    Every request must name an allowed host (loopback names, plus ``allow_hosts``):
+    a page on another site that rebinds its DNS name to this machine is refused. A
+    request that changes state (POST) from a browser must come from this server's own
+    origin; there is no CORS, so other sites cannot read any answer either."""
     app = FastAPI(title="convlens explorer", max_body_size=MAX_UPLOAD_BYTES + 1024 * 1024)
     app.state.explorer = explorer
+    allowed = {h.lower() for h in (*LOOPBACK_HOSTS, *allow_hosts)}
+
+    @app.middleware("http")
+    async def same_site_only(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        host = request.headers.get("host", "")
+        if host_name(host) not in allowed:
+            name = host_name(host)[:60]
+            return JSONResponse(
+                {"detail": f"host {name!r} is not allowed; start convlens serve with "
+                 f"--allow-host {name or 'NAME'} to serve it"},
+                status_code=421,
+            )  # fmt: skip
+        if request.method not in SAFE_METHODS:
+            origin = request.headers.get("origin")
+            site = request.headers.get("sec-fetch-site", "same-origin")
+            if (origin is not None and urlsplit(origin).netloc.lower() != host.lower()) or (
+                site not in ("same-origin", "none")
+            ):
+                return JSONResponse(
+                    {"detail": "cross-origin request refused: the explorer answers changes "
+                     "only from its own page"},
+                    status_code=403,
+                )  # fmt: skip
+        return await call_next(request)
 
     @app.exception_handler(NotFoundError)
     def not_found(_r: Request, e: NotFoundError) -> JSONResponse:
@@ -72,8 +128,8 @@ def create_app(explorer: Explorer) -> FastAPI:
         return explorer.list_images(offset, limit)
 
     @app.get("/api/images/{image_id}.png")
-    def image_png(image_id: str) -> Response:
-        return _png(explorer.image_png(image_id))
+    def image_png(image_id: str, request: Request) -> Response:
+        return _png(explorer.image_png(image_id), request)
 
     @app.post("/api/upload")
     def upload(file: Annotated[UploadFile, File()]) -> dict[str, Any]:
@@ -86,12 +142,13 @@ def create_app(explorer: Explorer) -> FastAPI:
 
     @app.get("/api/cam.png")
     def cam_png(
+        request: Request,
         image: str,
         class_index: Annotated[int, Query(alias="class")],
         method: str = "cam",
         layer: str | None = None,
     ) -> Response:
-        return _png(explorer.cam_png(image, class_index, method, layer))
+        return _png(explorer.cam_png(image, class_index, method, layer), request)
 
     @app.get("/api/units")
     def units(image: str, layer: str | None = None, top: int = 12) -> dict[str, Any]:
@@ -107,12 +164,12 @@ def create_app(explorer: Explorer) -> FastAPI:
         return explorer.fewest(req.image, req.layer, req.mode)
 
     @app.get("/api/filters.png")
-    def filters_png(layer: str) -> Response:
-        return _png(explorer.filters_png(layer))
+    def filters_png(layer: str, request: Request) -> Response:
+        return _png(explorer.filters_png(layer), request)
 
     @app.get("/api/dissection/{unit}.png")  # before /{unit}, which would match "5.png"
-    def dissection_strip(unit: int) -> Response:
-        return _png(explorer.dissection_strip(unit))
+    def dissection_strip(unit: int, request: Request) -> Response:
+        return _png(explorer.dissection_strip(unit), request)
 
     @app.get("/api/dissection/{unit}")
     def dissection_unit(unit: int) -> dict[str, Any]:

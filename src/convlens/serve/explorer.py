@@ -10,10 +10,10 @@ runs under it, so two requests never see each other's ablated units. The web app
 from __future__ import annotations
 
 import base64
+import copy
+import hashlib
 import io
-import os
 import re
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -28,7 +28,7 @@ from PIL import Image
 
 from convlens.core.hooks import conv_layer_names
 from convlens.data import fashion_mnist
-from convlens.data.images import open_image, preprocess, to_display
+from convlens.data.images import decode_bytes, open_image, preprocess, to_display
 from convlens.data.sources import IMAGE_SUFFIXES
 from convlens.interpret import ablation, cam, units
 from convlens.interpret.filters import filter_tiles
@@ -36,7 +36,19 @@ from convlens.models import LoadedModel
 from convlens.render import atlas, viz
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-_ID = re.compile(r"^(test|file|upload):(\d{1,9})$")
+MAX_DECODE_BYTES = 256 * 1024 * 1024  # memory one decode may take, from the header
+MAX_ASPECT = 10  # longest side / shortest side: a 20000x5 strip resizes to a gigabyte
+MAX_UPLOADS = 64  # uploads kept, most recently used first
+MAX_UPLOAD_STORE_BYTES = 256 * 1024 * 1024  # and their inputs and thumbnails, in bytes
+DECODE_SLOTS = 2  # uploads decoded at once
+FEWEST_BUDGET = 10.0  # seconds a fewest-units search may take
+LIMITS = (
+    f"uploads up to {MAX_UPLOAD_BYTES // 2**20} MB per file and {MAX_DECODE_BYTES // 2**20} MB "
+    f"once decoded, sides at most {MAX_ASPECT}:1; the {MAX_UPLOADS} most recently used are kept"
+)
+# ids: a position in the data set or folder, or the hash of an upload's bytes (ASCII
+# digits only, and nothing after: fullmatch, not a $ that allows a final newline)
+_ID = re.compile(r"(test|file):([0-9]{1,9})|upload:([0-9a-f]{16})")
 
 
 class NotFoundError(LookupError):
@@ -59,10 +71,61 @@ class _Image:
     label: int | None
 
 
+class _Uploads:
+    """Uploaded images by content: the id is a hash of the file's bytes, so the same
+    file gets the same id and another file never does (also after a restart). Only the
+    model input and the thumbnail are kept, in memory, for the ``MAX_UPLOADS`` most
+    recently used within ``MAX_UPLOAD_STORE_BYTES``; nothing is written to disk."""
+
+    def __init__(self, max_count: int, max_bytes: int) -> None:
+        self.items: OrderedDict[str, tuple[_Image, int]] = OrderedDict()
+        self.max_count, self.max_bytes = max_count, max_bytes
+        self.lock = threading.Lock()
+        self.bytes = 0
+
+    def get(self, image_id: str) -> _Image | None:
+        with self.lock:
+            if image_id not in self.items:
+                return None
+            self.items.move_to_end(image_id)
+            return self.items[image_id][0]
+
+    def add(self, image_id: str, img: _Image) -> None:
+        size = (img.x.numel() + img.shown.numel()) * 4
+        with self.lock:
+            if image_id in self.items:
+                self.items.move_to_end(image_id)
+                return
+            self.items[image_id] = (img, size)
+            self.bytes += size
+            while len(self.items) > self.max_count or self.bytes > self.max_bytes:
+                _, (_, freed) = self.items.popitem(last=False)
+                self.bytes -= freed
+
+    def listing(self) -> list[dict[str, Any]]:
+        """The kept uploads, most recently used first."""
+        with self.lock:
+            return [{"id": k, "name": v[0].name} for k, v in reversed(self.items.items())]
+
+
 def _png(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
+
+
+def _within_limits(im: Image.Image) -> None:
+    """Refuse an upload from its header when decoding or resizing it would take too
+    much memory (see :data:`LIMITS`)."""
+    w, h = im.size
+    if max(w, h) > MAX_ASPECT * max(1, min(w, h)):
+        raise ValueError(f"the image is {w}x{h}, more elongated than {MAX_ASPECT}:1; crop it first")
+    need = decode_bytes(im)
+    if need > MAX_DECODE_BYTES:
+        raise ValueError(
+            f"the image is {w}x{h} ({im.mode}), about {need // 2**20} MB once decoded, over "
+            f"the limit of {MAX_DECODE_BYTES // 2**20} MB; make it smaller first"
+        )
 
 
 def _heat_png(m: torch.Tensor) -> bytes:
@@ -108,8 +171,8 @@ class Explorer:
                 raise ValueError(f"`images` {images_dir} holds no image files")
         self.dissection_dir = dissection
         self.dissection = None if dissection is None else atlas.read_atlas(dissection)
-        self.uploads: list[_Image] = []
-        self._upload_dir = tempfile.TemporaryDirectory(prefix="convlens-uploads-")
+        self.uploads = _Uploads(MAX_UPLOADS, MAX_UPLOAD_STORE_BYTES)
+        self._decoding = threading.BoundedSemaphore(DECODE_SLOTS)
         self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._cache_size = cache_size
@@ -120,6 +183,10 @@ class Explorer:
         if self.default_layer not in self.layers:
             self.layers.append(self.default_layer)
         self.methods = [m for m in cam.METHODS if m != "scorecam"]
+        # Long work (the fewest-units search) runs on its own copy of the model under
+        # its own lock, so that it never holds up the short answers of other tabs.
+        self._long_model = copy.deepcopy(self.model)
+        self._long_lock = threading.Lock()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -136,15 +203,20 @@ class Explorer:
         return value
 
     def image(self, image_id: str) -> _Image:
-        """The image called ``image_id`` (``test:N``, ``file:N``, ``upload:N``)."""
-        m = _ID.match(image_id)
+        """The image called ``image_id`` (``test:N``, ``file:N``, ``upload:HASH``)."""
+        m = _ID.fullmatch(image_id)
         if not m:
-            raise NotFoundError(f"no image {image_id!r}: ids are test:N, file:N or upload:N")
+            shown = image_id if len(image_id) <= 40 else image_id[:40] + "..."
+            raise NotFoundError(f"no image {shown!r}: ids are test:N, file:N or upload:HASH")
+        if m.group(3) is not None:
+            img = self.uploads.get(image_id)
+            if img is None:
+                raise NotFoundError(
+                    f"upload {image_id} has expired (the explorer keeps the {MAX_UPLOADS} most "
+                    "recently used uploads) or was never made; upload the file again"
+                )
+            return img
         kind, n = m.group(1), int(m.group(2))
-        if kind == "upload":
-            if n >= len(self.uploads):
-                raise NotFoundError(f"no image {image_id!r}")
-            return self.uploads[n]
         return self._cached(("image", image_id), lambda: self._load(kind, n, image_id))
 
     def _load(self, kind: str, n: int, image_id: str) -> _Image:
@@ -197,6 +269,8 @@ class Explorer:
             if self.dissection is None
             else {"layer": self.dissection["layer"], "units": len(self.dissection["units"])},
             "max_upload_bytes": MAX_UPLOAD_BYTES,
+            "limits": LIMITS,
+            "filter_layers": conv_layer_names(self.model),
         }
 
     def image_count(self) -> int:
@@ -217,7 +291,12 @@ class Explorer:
                 label = self.loaded.classes[int(self.test.labels[int(i[5:])])]
             name = i if i.startswith("test:") else self.files[int(i[5:])].name
             items.append({"id": i, "name": name, "label": label})
-        return {"total": self.image_count(), "offset": offset, "items": items}
+        return {
+            "total": self.image_count(),
+            "offset": offset,
+            "items": items,
+            "uploads": self.uploads.listing(),
+        }
 
     def image_png(self, image_id: str) -> bytes:
         img = self.image(image_id)
@@ -229,30 +308,28 @@ class Explorer:
         return self._cached(("png", image_id), run)
 
     def add_upload(self, data: bytes, filename: str, content_type: str | None) -> dict[str, Any]:
-        """Store an uploaded image under a new id; it is read only from the server's
-        own temporary folder, under a name the server chose."""
+        """Decode an uploaded image from memory (never from a path) and keep it under
+        the hash of its bytes; see :data:`LIMITS` for what is refused."""
         if len(data) > MAX_UPLOAD_BYTES:
             raise BadRequestError(
                 f"upload is {len(data):,} bytes, over the limit of {MAX_UPLOAD_BYTES:,}", 413
             )
         if content_type is not None and not content_type.startswith("image/"):
             raise BadRequestError(f"upload is {content_type}, not an image", 415)
-        fd, name = tempfile.mkstemp(dir=self._upload_dir.name, prefix="upload-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        path = Path(name)
+        name = (filename or "upload")[-80:]
+        image_id = "upload:" + hashlib.sha256(data).hexdigest()[:16]
+        if self.uploads.get(image_id) is not None:
+            return {"id": image_id, "name": name}
         p = self.loaded.preprocessing
-        try:
-            img = open_image(path, p.channels)
-        except ValueError as e:
-            path.unlink(missing_ok=True)
-            message = str(e).replace(str(path), filename or "upload")
-            raise BadRequestError(message, 400) from e
-        x = preprocess(img, p)[None]
-        with self.lock:  # ids are positions: appends must not interleave
-            image_id = f"upload:{len(self.uploads)}"
-            self.uploads.append(_Image(x, to_display(x[0], p), filename or image_id, None))
-        return {"id": image_id, "name": filename}
+        with self._decoding:  # at most DECODE_SLOTS decodes in memory at once
+            try:
+                img = open_image(name, p.channels, data=data, check=_within_limits)
+            except ValueError as e:
+                raise BadRequestError(str(e), 400) from e
+            x = preprocess(img, p)[None]
+            del img
+        self.uploads.add(image_id, _Image(x, to_display(x[0], p), name, None))
+        return {"id": image_id, "name": name}
 
     def predict(self, image_id: str) -> dict[str, Any]:
         img = self.image(image_id)
@@ -312,6 +389,8 @@ class Explorer:
             raise BadRequestError(f"mode must be activation or weights, got {mode!r}")
         if not unit_ids:
             raise BadRequestError("choose at least one unit to ablate")
+        if len(unit_ids) > 4096:
+            raise BadRequestError(f"{len(unit_ids):,} units: ablate at most 4,096 at once")
         try:
             with self.lock:
                 r = ablation.ablate(self.model, img.x, layer, unit_ids, mode)
@@ -333,14 +412,19 @@ class Explorer:
             raise BadRequestError(f"mode must be activation or weights, got {mode!r}")
 
         def run() -> dict[str, Any]:
-            with self.lock:
-                r = ablation.fewest_units(self.model, img.x, layer, mode=mode, max_units=32)
+            with self._long_lock:
+                r = ablation.fewest_units(
+                    self._long_model, img.x, layer, mode=mode, max_units=32,
+                    budget=FEWEST_BUDGET,
+                )  # fmt: skip
             return {
                 "layer": layer,
                 "mode": mode,
                 "found": r.found,
                 "method": r.method,
                 "units": list(r.units),
+                "stopped": r.stopped,
+                "seconds": round(r.seconds, 2),
                 "before": self._top5(r.logits_before),
                 "after": self._top5(r.logits_after),
             }
@@ -379,4 +463,4 @@ class Explorer:
         return path.read_bytes()
 
     def close(self) -> None:
-        self._upload_dir.cleanup()
+        """Nothing to remove: uploads live in memory only."""

@@ -14,12 +14,24 @@ async function api(path, options) {
   busy(1);
   try {
     const r = await fetch(path, options);
-    const body = await r.json();
+    const body = await readBody(r);
     if (!r.ok) throw new Error(typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail));
     $("error").textContent = "";
     return body;
   } finally {
     busy(-1);
+  }
+}
+
+// The answer's JSON, or, when a proxy or the server's size limit answered in plain
+// text, that text as the error's detail (never "Unexpected token ... is not valid JSON").
+async function readBody(r) {
+  const text = await r.text();
+  try {
+    return JSON.parse(text);
+  } catch {
+    const detail = r.status === 413 ? "the file is too large for the explorer" : text.slice(0, 200);
+    return { detail: detail || `HTTP ${r.status}` };
   }
 }
 
@@ -62,6 +74,18 @@ async function loadPage() {
     img.addEventListener("click", () => choose(item.id).catch(showError));
     thumbs.appendChild(img);
   }
+  const ups = $("uploads");
+  ups.replaceChildren();
+  for (const item of page.uploads) {
+    const img = document.createElement("img");
+    img.src = `/api/images/${item.id}.png`;
+    img.alt = item.name;
+    img.title = `${item.name} (uploaded)`;
+    img.dataset.id = item.id;
+    img.addEventListener("click", () => choose(item.id).catch(showError));
+    ups.appendChild(img);
+  }
+  $("uploads-box").hidden = page.uploads.length === 0;
   const last = Math.min(state.offset + state.pageSize, page.total);
   $("page").textContent = page.total ? `${state.offset + 1}-${last} of ${page.total}` : "no images";
   $("prev").disabled = state.offset === 0;
@@ -71,7 +95,7 @@ async function loadPage() {
 async function choose(id) {
   state.image = id;
   state.off.clear();
-  for (const t of $("thumbs").children) t.classList.toggle("chosen", t.dataset.id === id);
+  for (const t of [...$("thumbs").children, ...$("uploads").children]) t.classList.toggle("chosen", t.dataset.id === id);
   $("image").src = `/api/images/${id}.png`;
   $("image-name").textContent = id;
   $("overlay").hidden = true;
@@ -94,7 +118,7 @@ async function showMap(cls) {
   busy(1);
   try {
     const r = await fetch(url);
-    if (!r.ok) throw new Error((await r.json()).detail);
+    if (!r.ok) throw new Error((await readBody(r)).detail);
     if (state.cls !== cls) return; // another class was chosen meanwhile
     const old = overlay.src;
     overlay.src = URL.createObjectURL(await r.blob());
@@ -123,6 +147,7 @@ async function loadUnits() {
     img.alt = `unit ${u.unit}`;
     div.appendChild(img);
     div.appendChild(document.createTextNode(`unit ${u.unit} · ${u.mean.toFixed(2)}`));
+    div.title = `unit ${u.unit}: mean activation ${u.mean.toFixed(3)}, peak ${u.peak.toFixed(3)}`;
     div.addEventListener("click", () => toggleUnit(u.unit).catch(showError));
     box.appendChild(div);
   }
@@ -159,6 +184,11 @@ async function ablate() {
   $("ablated").textContent = `${r.units.length} unit${r.units.length > 1 ? "s" : ""}`;
 }
 
+function clearCard() {
+  $("dissection-card").hidden = true;
+  $("dissection-card").replaceChildren();
+}
+
 async function fewest() {
   $("fewest-result").textContent = "searching…";
   const r = await api("/api/fewest", {
@@ -170,10 +200,15 @@ async function fewest() {
   markUnits();
   fillClasses($("before"), r.before);
   fillClasses($("after"), r.after);
-  $("ablated").textContent = `${r.units.length} unit${r.units.length === 1 ? "" : "s"}`;
+  const tiles = new Set([...$("units").children].map((d) => Number(d.dataset.unit)));
+  const unseen = r.units.filter((u) => !tiles.has(u));
+  $("ablated").textContent = `${r.units.length} unit${r.units.length === 1 ? "" : "s"}` +
+    (unseen.length ? ` (${unseen.join(", ")} not among the tiles)` : "");
   $("fewest-result").textContent = r.found
     ? `Removing ${r.units.length} unit(s) (${r.units.join(", ")}) changes the top-1 (${r.method}).`
-    : `No set of up to 32 units changes the top-1 (${r.method}).`;
+    : r.stopped === "budget"
+      ? `Out of time after ${r.seconds} s: the ${r.units.length} units marked are the best set so far and do not change the top-1 (${r.method}).`
+      : `No set of up to 32 units changes the top-1 (${r.method}).`;
 }
 
 async function showCard(unit) {
@@ -204,11 +239,12 @@ async function start() {
   for (const m of info.methods) option($("method"), m);
   for (const l of info.layers) option($("layer"), l);
   $("layer").value = info.default_layer;
-  for (const l of info.layers) option($("filter-layer"), l);
-  $("filters").src = `/api/filters.png?layer=${encodeURIComponent(info.layers[0])}`;
+  for (const l of info.filter_layers) option($("filter-layer"), l);
+  $("filters").src = `/api/filters.png?layer=${encodeURIComponent(info.filter_layers[0])}`;
+  $("limits").textContent = info.limits;
   $("method").addEventListener("change", () => state.cls !== null && showMap(state.cls).catch(showError));
   $("opacity").addEventListener("input", () => { $("overlay").style.opacity = $("opacity").value; });
-  $("layer").addEventListener("change", () => { state.off.clear(); loadUnits().then(ablate).catch(showError); });
+  $("layer").addEventListener("change", () => { state.off.clear(); clearCard(); loadUnits().then(ablate).catch(showError); });
   $("mode").addEventListener("change", () => ablate().catch(showError));
   $("fewest").addEventListener("click", () => fewest().catch(showError));
   $("clear").addEventListener("click", () => { state.off.clear(); markUnits(); ablate().catch(showError); });
@@ -222,10 +258,13 @@ async function start() {
     if (!file) return;
     const form = new FormData();
     form.append("file", file);
+    $("upload-error").textContent = "";
     try {
       const r = await api("/api/upload", { method: "POST", body: form });
+      await loadPage();
       await choose(r.id);
     } catch (e) {
+      $("upload-error").textContent = e.message; // beside the control, not only in the header
       showError(e);
     }
   });
