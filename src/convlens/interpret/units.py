@@ -68,7 +68,8 @@ def check_units(units: Sequence[int], channels: int, layer: str) -> list[int]:
     if bad:
         more = f" and {len(bad) - 10:,} more" if len(bad) > 10 else ""
         raise ValueError(
-            f"units {bad[:10]}{more} out of range: layer {layer!r} has {channels} units (0..{channels - 1})"
+            f"units {bad[:10]}{more} out of range: layer {layer!r} has {channels} units "
+            f"(0..{channels - 1})"
         )
     return units
 
