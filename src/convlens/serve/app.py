@@ -10,7 +10,7 @@ cross-origin change 403.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -19,6 +19,8 @@ from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from convlens.serve.explorer import MAX_UPLOAD_BYTES, BadRequestError, Explorer, NotFoundError
 
@@ -65,6 +67,44 @@ def host_name(value: str) -> str:
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
+class SameSiteOnly:
+    """ASGI middleware: a foreign Host gets 421, a cross-origin change 403 (see
+    :func:`create_app`). Plain ASGI, so a request costs a header lookup, not a task."""
+
+    def __init__(self, app: ASGIApp, allowed: frozenset[str]) -> None:
+        self.app, self.allowed = app, allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        host = headers.get("host", "")
+        refusal = None
+        if host_name(host) not in self.allowed:
+            name = host_name(host)[:60]
+            refusal = JSONResponse(
+                {"detail": f"host {name!r} is not allowed; start convlens serve with "
+                 f"--allow-host {name or 'NAME'} to serve it"},
+                status_code=421,
+            )  # fmt: skip
+        elif scope["method"] not in SAFE_METHODS:
+            origin = headers.get("origin")
+            site = headers.get("sec-fetch-site", "same-origin")
+            if (origin is not None and urlsplit(origin).netloc.lower() != host.lower()) or (
+                site not in ("same-origin", "none")
+            ):
+                refusal = JSONResponse(
+                    {"detail": "cross-origin request refused: the explorer answers changes "
+                     "only from its own page"},
+                    status_code=403,
+                )  # fmt: skip
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def create_app(explorer: Explorer, allow_hosts: Sequence[str] = ()) -> FastAPI:
     """The app serving ``explorer``; its routes are the explorer's methods.
 
@@ -76,30 +116,7 @@ def create_app(explorer: Explorer, allow_hosts: Sequence[str] = ()) -> FastAPI:
     app.state.explorer = explorer
     allowed = {h.lower() for h in (*LOOPBACK_HOSTS, *allow_hosts)}
 
-    @app.middleware("http")
-    async def same_site_only(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        host = request.headers.get("host", "")
-        if host_name(host) not in allowed:
-            name = host_name(host)[:60]
-            return JSONResponse(
-                {"detail": f"host {name!r} is not allowed; start convlens serve with "
-                 f"--allow-host {name or 'NAME'} to serve it"},
-                status_code=421,
-            )  # fmt: skip
-        if request.method not in SAFE_METHODS:
-            origin = request.headers.get("origin")
-            site = request.headers.get("sec-fetch-site", "same-origin")
-            if (origin is not None and urlsplit(origin).netloc.lower() != host.lower()) or (
-                site not in ("same-origin", "none")
-            ):
-                return JSONResponse(
-                    {"detail": "cross-origin request refused: the explorer answers changes "
-                     "only from its own page"},
-                    status_code=403,
-                )  # fmt: skip
-        return await call_next(request)
+    app.add_middleware(SameSiteOnly, allowed=frozenset(allowed))
 
     @app.exception_handler(NotFoundError)
     def not_found(_r: Request, e: NotFoundError) -> JSONResponse:
