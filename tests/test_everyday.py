@@ -231,6 +231,7 @@ def test_library_errors_name_arguments_and_the_cli_names_flags(
     assert "continue it (--resume) or choose another --out" in line and "`" not in line
     capsys.readouterr()
     assert main(["ablate", str(run), "x.png", "--weights", "w.pt", "--units", "1"]) == 2
-    assert "--weights applies to places365-*, torchvision:* and fashion-cnn" in one_error_line(
-        capsys
+    assert (
+        "--weights applies to places365-*, torchvision:*, timm:* and fashion-cnn"
+        in one_error_line(capsys)
     )
