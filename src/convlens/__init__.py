@@ -47,6 +47,8 @@ _API: dict[str, tuple[str, str]] = {
     "fewest_units": ("convlens.interpret.ablation", "fewest_units"),
     "dissect": ("convlens.interpret.dissect", "dissect"),
     "Dissection": ("convlens.interpret.dissect", "Dissection"),
+    "visualize": ("convlens.interpret.visualize", "visualize"),
+    "Visualization": ("convlens.interpret.visualize", "Visualization"),
     # experiments and pictures
     "make_spec": ("convlens.sweep.spec", "make_spec"),
     "run_worker": ("convlens.sweep.worker", "run_worker"),

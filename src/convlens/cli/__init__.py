@@ -26,6 +26,7 @@ from convlens.cli import (
     sweep,
     train,
     units,
+    visualize,
 )
 from convlens.cli.common import parse_args
 
@@ -42,6 +43,7 @@ COMMANDS = (
     cam,
     faithfulness,
     dissect,
+    visualize,
     report,
     serve,
     demo,

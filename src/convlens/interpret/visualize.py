@@ -225,13 +225,14 @@ def visualize(
     negative: bool = False,
     direction: torch.Tensor | None = None,
     diversity: int = 1,
-    diversity_weight: float = 1e-2,
+    diversity_weight: float = 0.05,
     param: str = "fourier",
     steps: int = 256,
-    lr: float = 0.05,
+    lr: float = 0.1,
     size: int | None = None,
     seed: int = 0,
     redirect_steps: int = 16,
+    transforms: Transforms | None = None,
     data: Source | None = None,
     progress: bool = False,
 ) -> Visualization:
@@ -246,6 +247,7 @@ def visualize(
         diversity: images per objective; with more than one, ``diversity_weight``
             times their mean pairwise similarity of Gram matrices is penalised.
         size: input side (default: the model's input size).
+        transforms: the robustness transforms (default: :meth:`Transforms.for_size`).
         redirect_steps: the first steps back-propagate through ``nn.ReLU`` modules as
             Lucid's redirected ReLU (see :class:`_RedirectedReLU`).
         data: a data source: the data set's max and min of each objective, to compare;
@@ -278,7 +280,7 @@ def visualize(
     g = torch.Generator().manual_seed(seed)
     image = ImageParam(u * d, channels, side, side, param, generator=g)
     opt = torch.optim.Adam(image.parameters(), lr=lr)
-    transforms = Transforms.for_size(side)
+    transforms = transforms or Transforms.for_size(side)
     mean = torch.tensor(preprocessing.mean)[None, :, None, None]
     std = torch.tensor(preprocessing.std)[None, :, None, None]
     index = torch.tensor(targets).repeat_interleave(d)  # the objective of each image
@@ -291,12 +293,12 @@ def visualize(
         for step in bar:
             redirect[0] = step < redirect_steps
             opt.zero_grad()
-            x = (transforms(image(), g) - mean) / std
+            x = (_as_input(transforms(image(), g), preprocessing) - mean) / std
             acts = _read(model, layer, x)
             score = _objective(objective, acts, index, direction)
             if not torch.isfinite(score).all():
                 raise ValueError(
-                    f"the objective became {float(score[~torch.isfinite(score)][0])} "
+                    f"the objective became {float(score.detach()[~torch.isfinite(score)][0])} "
                     "(not finite); lower `lr` or use the pixel parameterisation"
                 )
             loss = -sign * score.sum()
@@ -310,7 +312,7 @@ def visualize(
         bar.close()
         with torch.no_grad():
             final = image().detach()
-            acts = _read(model, layer, (final - mean) / std)
+            acts = _read(model, layer, (_as_input(final, preprocessing) - mean) / std)
             activation = _objective(objective, acts, index, direction).reshape(u, d)
             similarity = _gram_similarity(acts, u, d).reshape(u) if d > 1 else None
     assert first_grad is not None
@@ -336,6 +338,20 @@ def visualize(
         dataset_max=hi,
         dataset_min=lo,
     )
+
+
+def _as_input(pixels: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
+    """Pixels in [0, 1], as the files show them, to what the model's normalisation takes
+    (inverted first when the model's convention says so)."""
+    return 1.0 - pixels if preprocessing.invert else pixels
+
+
+def layer_width(
+    model: nn.Module, layer: str | None, preprocessing: Preprocessing, size: int | None = None
+) -> int:
+    """The number of channels (or classes) of ``layer``'s output."""
+    side = size or preprocessing.input_size[0]
+    return int(_probe(model, layer, preprocessing.channels, side).shape[1])
 
 
 def _probe(model: nn.Module, layer: str | None, channels: int, side: int) -> torch.Tensor:

@@ -7,12 +7,17 @@ they work the same in scripts, servers and notebooks.
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
+import re
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import matplotlib.figure
+import numpy as np
 import torch
 from matplotlib.axes import Axes
 
@@ -20,6 +25,7 @@ from convlens.core.fileio import atomic_write_bytes
 from convlens.interpret.ablation import FewestUnits
 from convlens.interpret.faithfulness import MethodScore
 from convlens.interpret.filters import FilterTiles
+from convlens.interpret.visualize import Visualization
 from convlens.sweep.results import SweepResults, is_log_scale, results_table
 from convlens.sweep.spec import format_value, point_key
 
@@ -534,3 +540,165 @@ def faithfulness_table(scores: Sequence[MethodScore]) -> tuple[list[str], list[l
         for s in ranked
     ]
     return header, rows
+
+
+# ----------------------------------------------------------------------------- visualisation
+
+
+def visualization_tile(v: Visualization, k: int, side: int = 128) -> np.ndarray:
+    """The ``D`` images of objective ``k`` side by side, ``[side, D * side, 3]`` uint8."""
+    import torch.nn.functional as F
+
+    imgs = F.interpolate(v.images[k], size=(side, side), mode="bilinear", align_corners=False)
+    rgb = imgs.expand(-1, 3, -1, -1) if imgs.shape[1] == 1 else imgs
+    row = torch.cat(list(rgb), dim=2)  # [3, side, D * side]
+    return (row.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def write_visualization(v: Visualization, out: str | os.PathLike[str], title: str) -> Path:
+    """The folder ``out``: ``unit-NNNN.png`` per objective (dead units are not drawn),
+    ``grid.png``, ``sanity.png`` and ``visualize.json``; written whole or not at all."""
+    from PIL import Image
+
+    from convlens.core.fileio import atomic_directory
+
+    out = Path(out)
+    with atomic_directory(out) as tmp:
+        for k, u in enumerate(v.units):
+            if u in v.dead:
+                continue
+            Image.fromarray(visualization_tile(v, k)).save(tmp / f"unit-{u:04d}.png")
+        save_figure(draw_visualization_grid(v, title), tmp / "grid.png", dpi=110)
+        save_figure(draw_visualization_sanity(v, title), tmp / "sanity.png", dpi=110)
+        (tmp / "visualize.json").write_text(json.dumps(visualization_record(v), indent=1))
+    return out
+
+
+def visualization_record(v: Visualization) -> dict[str, Any]:
+    rows = []
+    for k, u in enumerate(v.units):
+        row: dict[str, Any] = {
+            "unit": u,
+            "dead": u in v.dead,
+            "activation": v.activation[k].tolist(),
+            "start": float(v.curve[0, k]),
+        }
+        if v.dataset_max is not None and v.dataset_min is not None:
+            row["dataset_max"], row["dataset_min"] = (
+                float(v.dataset_max[k]),
+                float(v.dataset_min[k]),
+            )
+        if v.diversity_similarity is not None:
+            row["gram_similarity"] = float(v.diversity_similarity[k])
+        rows.append(row)
+    return {"layer": v.layer, "objective": v.objective, "negative": v.negative,
+            "steps": int(v.curve.shape[0]), "units": rows}  # fmt: skip
+
+
+def draw_visualization_grid(v: Visualization, title: str) -> Figure:
+    """Every objective's first image in a grid, labelled by unit."""
+    live = [k for k, u in enumerate(v.units) if u not in v.dead] or [0]
+    cols = min(16, len(live))
+    rows = (len(live) + cols - 1) // cols
+    fig = Figure(figsize=(1.1 * cols, 1.25 * rows + 0.5))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, k in zip(axes, live, strict=False):
+        img = v.images[k, 0].clamp(0, 1)
+        if img.shape[0] == 1:
+            ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=1)
+        else:
+            ax.imshow(img.permute(1, 2, 0).numpy())
+        ax.set_title(str(v.units[k]), fontsize=7)
+    what = f"{v.objective}{' (negative)' if v.negative else ''}"
+    dead = f"; {len(v.dead)} dead units not drawn" if v.dead else ""
+    fig.suptitle(f"{title}: {what}{dead}", fontsize=9)
+    return fig
+
+
+def draw_visualization_sanity(v: Visualization, title: str) -> Figure:
+    """Left: each unit's activation for its picture against the data set's maximum (and
+    minimum), with the lines 1x and 1.5x; right: the objective at every step."""
+    fig = Figure(figsize=(10, 4))
+    left, right = fig.subplots(1, 2)
+    act = v.activation.mean(1).numpy()
+    if v.dataset_max is not None and v.dataset_min is not None:
+        ref = (v.dataset_min if v.negative else v.dataset_max).numpy()
+        left.scatter(ref, act, s=10, color="#4c72b0")
+        lo, hi = float(min(ref.min(), act.min(), 0)), float(max(ref.max(), act.max()))
+        xs = np.linspace(lo, hi, 2)
+        left.plot(xs, xs, color="#999", lw=1, label="as the data set's extreme")
+        left.plot(xs, 1.5 * xs, color="#c44e52", lw=1, ls="--", label="1.5x")
+        left.set_xlabel(f"data set {'minimum' if v.negative else 'maximum'}")
+        left.set_ylabel("for the visualisation")
+        left.legend(fontsize=8, frameon=False)
+    else:
+        left.bar(range(len(act)), act, color="#4c72b0")
+        left.set_xlabel("objective")
+        left.set_ylabel("activation")
+    left.set_title("activation", fontsize=9)
+    right.plot(v.curve.numpy(), lw=0.6, alpha=0.6)
+    right.set_xlabel("step")
+    right.set_title(f"{v.objective} during the optimisation", fontsize=9)
+    for ax in (left, right):
+        ax.spines[["top", "right"]].set_visible(False)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def describe_visualization(v: Visualization) -> str:
+    """Two lines: what was optimised and how far it went."""
+    live = [k for k, u in enumerate(v.units) if u not in v.dead]
+    lines = [
+        f"{v.objective}{' (negative)' if v.negative else ''} of {len(v.units)} objective(s) "
+        f"of {v.layer}, {v.curve.shape[0]} steps; {len(v.dead)} dead"
+    ]
+    if v.dataset_max is not None and live:
+        ratio = v.activation.mean(1)[live] / v.dataset_max[live].clamp_min(1e-12)
+        reach = float((ratio >= 1.5).float().mean())
+        lines.append(
+            f"  {reach:.0%} of live units reach 1.5x their data set maximum (median "
+            f"{float(ratio.median()):.2f}x)"
+        )
+    return "\n".join(lines)
+
+
+def _with_picture(m: re.Match[str], tag: str) -> str:
+    return m.group(1) + tag
+
+
+def add_to_atlas(v: Visualization, folder: str | os.PathLike[str]) -> int:
+    """Put each live unit's picture at the head of its card in the atlas ``folder``
+    (``units/vis-NNNN.png``, and ``index.html`` rewritten atomically). Returns how many."""
+    from PIL import Image
+
+    from convlens.core.fileio import atomic_write_text
+    from convlens.render.atlas import read_atlas
+
+    folder = Path(folder)
+    meta = read_atlas(folder)
+    if meta["layer"] != v.layer:
+        raise ValueError(
+            f"the atlas {folder} is of layer {meta['layer']!r}, the pictures of {v.layer!r}; "
+            "visualize the atlas's layer (--layer)"
+        )
+    page = (folder / "index.html").read_text(encoding="utf-8")
+    added = 0
+    for k, u in enumerate(v.units):
+        if u in v.dead:
+            continue
+        buf = io.BytesIO()
+        Image.fromarray(visualization_tile(v, k, side=96)).save(buf, format="PNG")
+        atomic_write_bytes(folder / "units" / f"vis-{u:04d}.png", buf.getvalue())
+        tag = (f'<img class="vis" src="units/vis-{u:04d}.png" '
+               f'alt="what unit {u} responds to most (feature visualisation)">')  # fmt: skip
+        page, n = re.subn(  # after the card's heading, replacing an earlier picture
+            rf'(<div class="card" data-unit="{u}"[^>]*><h3>.*?</h3>)(?:<img class="vis"[^>]*>)?',
+            partial(_with_picture, tag=tag),
+            page,
+            count=1,
+        )
+        added += n
+    atomic_write_text(folder / "index.html", page)
+    return added

@@ -1,0 +1,120 @@
+"""``convlens visualize``: what a unit, a class or a direction wants to see."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from convlens.cli.common import add_model_args, load_model, parse_ints
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "visualize",
+        help="feature visualisation: images optimised for units, classes or a direction",
+        description="Optimise images for an objective of a layer (Olah et al. 2017): a unit's "
+        "mean activation (channel), its centre position (neuron), a class logit, a direction "
+        "over the layer's channels, or the whole layer (DeepDream); many units in one batch. "
+        "Writes one PNG per unit, a grid, a sanity figure (each unit's activation next to "
+        "the data set's maximum, and the optimisation curves) and visualize.json; with "
+        "--atlas, puts each unit's picture at the head of its card in that atlas.",
+    )
+    add_model_args(p)
+    p.add_argument("--layer", help="layer to read [the default layer; the logits for class]")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--units", help="units (or classes), e.g. 0,5,17")
+    which.add_argument("--all", action="store_true", help="every unit of the layer")
+    p.add_argument(
+        "--objective",
+        choices=("channel", "neuron", "class", "direction", "layer"),
+        default="channel",
+        help="[channel]",
+    )
+    p.add_argument("--direction", type=Path, help="a .pt or .npy vector over the layer's channels")
+    p.add_argument("--negative", action="store_true", help="minimise the objective instead")
+    p.add_argument("--diversity", type=int, default=1, metavar="N", help="images per unit [1]")
+    p.add_argument("--diversity-weight", type=float, default=0.05, metavar="W", help="[0.05]")
+    p.add_argument("--param", choices=("fourier", "pixel"), default="fourier", help="[fourier]")
+    p.add_argument("--steps", type=int, default=256, help="[256]")
+    p.add_argument("--lr", type=float, default=0.1, help="Adam's learning rate [0.1]")
+    p.add_argument("--size", type=int, help="image side [the model's input size]")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--data",
+        help="data set for the comparison: test (FashionMNIST) or a folder "
+        "[test for 28x28 grayscale models]",
+    )
+    p.add_argument("--atlas", type=Path, help="a `convlens dissect` folder to add the pictures to")
+    p.add_argument("--out", type=Path, default=Path("visualize"), help="folder [visualize]")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from convlens.data.sources import open_source
+    from convlens.interpret import cam, visualize
+    from convlens.render import viz
+
+    loaded = load_model(args)
+    model, p = loaded.model, loaded.preprocessing
+    layer = args.layer
+    if layer is None and args.objective != "class":
+        probe = torch.zeros(1, p.channels, *p.input_size)
+        layer = cam.default_layer(model, probe)
+    direction = _direction(args.direction) if args.direction else None
+    if args.objective in ("direction", "layer"):
+        units = None
+    elif args.all:
+        width = visualize.layer_width(model, layer, p, args.size)
+        units = list(range(width))
+    elif args.units:
+        units = parse_ints(args.units, "--units")
+    else:
+        raise ValueError("give --units K,K,... or --all (or --objective direction/layer)")
+    fashion = p.channels == 1 and p.size == 28
+    spec = args.data or ("test" if fashion else None)
+    data = open_source(spec, p, args.data_dir) if spec else None
+    result = visualize.visualize(
+        model,
+        layer,
+        units,
+        preprocessing=p,
+        objective=args.objective,
+        negative=args.negative,
+        direction=direction,
+        diversity=args.diversity,
+        diversity_weight=args.diversity_weight,
+        param=args.param,
+        steps=args.steps,
+        lr=args.lr,
+        size=args.size,
+        seed=args.seed,
+        data=data,
+        progress=True,
+    )
+    viz.write_visualization(result, args.out, f"{loaded.name} {result.layer}")
+    print(viz.describe_visualization(result))
+    print(f"wrote {args.out}")
+    if args.atlas:
+        added = viz.add_to_atlas(result, args.atlas)
+        print(f"added {added} pictures to {args.atlas / 'index.html'}")
+    return 0
+
+
+def _direction(path: Path) -> Any:
+    import numpy as np
+    import torch
+
+    if not path.is_file():
+        raise ValueError(f"--direction {path} does not exist")
+    if path.suffix == ".npy":
+        return torch.from_numpy(np.load(path, allow_pickle=False)).float().flatten()
+    try:
+        value = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many exception types for a bad file
+        raise ValueError(f"--direction {path} is not a readable .pt tensor ({e})") from e
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"--direction {path} holds a {type(value).__name__}, not a tensor")
+    return value.float().flatten()

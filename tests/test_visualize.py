@@ -1,0 +1,180 @@
+"""Feature visualisation: the parameterisation equals torch-lucent's, the pictures do
+what they claim on the shipped model, any CNN works, and bad input gets one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lucent.optvis.param import color as lucent_color
+from lucent.optvis.param import spatial as lucent_spatial
+
+from convlens import models
+from convlens.cli import main
+from convlens.data.images import IMAGENET_PREPROCESSING
+from convlens.data.sources import FashionSplit
+from convlens.interpret import visualize as v
+from tests.conftest import needs_fashion
+from tests.test_cli import one_error_line
+
+SIZES = [(224, 224), (28, 28), (27, 31)]
+
+
+@pytest.mark.parametrize(("h", "w"), SIZES)
+def test_the_fourier_parameterisation_equals_lucents(h: int, w: int) -> None:
+    """Spectrum scaling, inverse FFT and colour decorrelation against torch-lucent's own
+    functions (its image parameterisation needs no kornia), on the same spectrum."""
+    torch.manual_seed(0)
+    params, lucent_image = lucent_spatial.fft_image((2, 3, h, w), sd=0.01)
+    raw = params[0].detach()  # lucent keeps one column more for an odd width
+    freqs = lucent_spatial.rfft2d_freqs(h, w)
+    lucent_scale = 1.0 / np.maximum(freqs, 1.0 / max(w, h))
+    ours_scale = v.spectrum_scale(h, w)
+    np.testing.assert_allclose(ours_scale.numpy(), lucent_scale[:, : w // 2 + 1], rtol=1e-6)
+    ours = v.fourier_to_image(raw[:, :, :, : w // 2 + 1], h, w, ours_scale)
+    theirs = lucent_image().detach()
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
+    rgb = lucent_color.to_valid_rgb(lucent_image, decorrelate=True)().detach()
+    torch.testing.assert_close(v.to_rgb(ours, decorrelate=True), rgb, atol=1e-6, rtol=0)
+
+
+def test_one_channel_images_are_not_decorrelated() -> None:
+    param = v.ImageParam(2, 1, 28, 28)
+    assert not param.decorrelate and param().shape == (2, 1, 28, 28)
+    assert v.ImageParam(1, 3, 28, 28).decorrelate
+
+
+def test_transforms_scale_with_the_input() -> None:
+    big, small = v.Transforms.for_size(224), v.Transforms.for_size(28)
+    assert (big.pad, big.jitter, big.jitter_after) == (12, 8, 4)
+    assert (small.pad, small.jitter, small.jitter_after) == (2, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    return models.load("fashion-cnn")
+
+
+@pytest.fixture(scope="module")
+def extremes(fashion) -> tuple[torch.Tensor, torch.Tensor]:
+    return v.dataset_extremes(fashion.model, FashionSplit("test"), "features", list(range(128)))
+
+
+@needs_fashion
+@pytest.mark.slow
+def test_units_reach_past_the_data_sets_extremes(fashion, extremes) -> None:
+    """All 128 units of ``features`` in one run, defaults, 256 steps: at least 90% of live
+    units reach 1.5x their maximum over the 10,000 test images; negated, below their
+    minimum."""
+    hi, lo = extremes
+    up = v.visualize(
+        fashion.model, "features", list(range(128)), preprocessing=fashion.preprocessing
+    )
+    live = [k for k in range(128) if k not in up.dead and hi[k] > 0]
+    assert len(live) >= 100
+    ratio = up.activation[live, 0] / hi[live]
+    assert float((ratio >= 1.5).float().mean()) >= 0.9
+    assert up.curve.shape == (256, 128) and bool((up.curve[-1] > up.curve[0]).all())
+    down = v.visualize(
+        fashion.model, "features", list(range(128)), preprocessing=fashion.preprocessing,
+        negative=True,
+    )  # fmt: skip
+    assert float((down.activation[live, 0] < lo[live]).float().mean()) >= 0.9
+
+
+@needs_fashion
+@pytest.mark.slow
+def test_diversity_makes_the_images_differ_and_keeps_the_activation(fashion) -> None:
+    units = list(range(0, 128, 8))
+    same = v.visualize(fashion.model, "features", units, preprocessing=fashion.preprocessing,
+                       diversity=4, diversity_weight=0)  # fmt: skip
+    varied = v.visualize(fashion.model, "features", units, preprocessing=fashion.preprocessing,
+                         diversity=4)  # fmt: skip
+    assert same.diversity_similarity is not None and varied.diversity_similarity is not None
+    drop = float(same.diversity_similarity.mean() - varied.diversity_similarity.mean())
+    assert drop >= 0.1
+    kept = float((varied.activation.mean(1) / same.activation.mean(1)).mean())
+    assert kept >= 0.8
+
+
+@pytest.mark.parametrize(
+    ("arch", "layer"),
+    [("resnet18", "layer2.1"), ("vgg11", "features.8"), ("convnext_tiny", "features.3.0")],
+)
+def test_any_cnn(arch: str, layer: str) -> None:
+    lm = models.load(f"torchvision:{arch}", weights="none")
+    r = v.visualize(lm.model, layer, [0, 3], preprocessing=lm.preprocessing, steps=8, size=64)
+    assert r.images.shape == (2, 1, 3, 64, 64) and r.curve.shape == (8, 2)
+    assert bool(r.images.min() >= 0) and bool(r.images.max() <= 1)
+    for objective in ("neuron", "layer"):
+        other = v.visualize(lm.model, layer, [1], preprocessing=lm.preprocessing, steps=2,
+                            size=64, objective=objective)  # fmt: skip
+        assert torch.isfinite(other.activation).all()
+    cls = v.visualize(lm.model, None, [7], preprocessing=lm.preprocessing, steps=2, size=64,
+                      objective="class")  # fmt: skip
+    assert cls.layer == "logits"
+
+
+def test_a_direction_over_the_channels(fashion) -> None:
+    d = torch.zeros(128)
+    d[5], d[9] = 1.0, -1.0
+    r = v.visualize(fashion.model, "features", None, preprocessing=fashion.preprocessing,
+                    objective="direction", direction=d, steps=32)  # fmt: skip
+    assert r.units == (0,) and float(r.curve[-1, 0]) > float(r.curve[0, 0])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"layer": "nope"}, "unknown layer 'nope'"),
+        ({"units": [128]}, "[128] out of range: there are 128 units"),
+        ({"steps": 0}, "`steps` must be at least 1"),
+        ({"objective": "direction", "direction": torch.ones(5)}, "give a vector of 128"),
+        ({"objective": "x"}, "unknown objective"),
+        ({"size": 1}, "cannot take a 1x1 input"),
+        ({"lr": float("inf")}, "not finite"),
+    ],
+)
+def test_bad_input_is_one_line(fashion, kwargs: dict, message: str) -> None:
+    args = {"layer": "features", "units": [0], "steps": 2, **kwargs}
+    with pytest.raises(ValueError) as e:
+        v.visualize(fashion.model, args.pop("layer"), args.pop("units"),
+                    preprocessing=fashion.preprocessing, **args)  # fmt: skip
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@needs_fashion
+def test_the_cli_writes_pictures_and_adds_them_to_an_atlas(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    atlas = tmp_path / "atlas"
+    assert main(["dissect", "fashion-cnn", "--layer", "features", "--data", "test",
+                 "--limit", "200", "--out", str(atlas)]) == 0  # fmt: skip
+    out = tmp_path / "vis"
+    argv = ["visualize", "fashion-cnn", "--layer", "features", "--units", "3,7", "--steps", "16"]
+    assert main([*argv, "--out", str(out), "--atlas", str(atlas)]) == 0
+    record = json.loads((out / "visualize.json").read_text())
+    assert [r["unit"] for r in record["units"]] == [3, 7] and "dataset_max" in record["units"][0]
+    assert {p.name for p in out.iterdir()} >= {"unit-0003.png", "unit-0007.png", "grid.png",
+                                               "sanity.png", "visualize.json"}  # fmt: skip
+    page = (atlas / "index.html").read_text()
+    assert page.count('class="vis"') == 2 and (atlas / "units" / "vis-0003.png").is_file()
+    assert main([*argv, "--out", str(out), "--atlas", str(atlas)]) == 0  # again: replaced
+    assert (atlas / "index.html").read_text().count('class="vis"') == 2
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    assert main(["visualize", "fashion-cnn", "--units", "500", "--out", str(bad)]) == 2
+    assert "out of range" in one_error_line(capsys) and not bad.exists()
+    assert main(["visualize", "fashion-cnn", "--all", "--steps", "0", "--out", str(bad)]) == 2
+    assert "--steps must be at least 1" in one_error_line(capsys) and not bad.exists()
+
+
+def test_imagenet_normalisation_is_the_models(fashion) -> None:
+    """A 3-channel model's pictures go through its own mean and std (no forced 224 px)."""
+    lm = models.load("torchvision:resnet18", weights="none")
+    assert lm.preprocessing.mean == IMAGENET_PREPROCESSING.mean
+    r = v.visualize(lm.model, "layer1", [0], preprocessing=lm.preprocessing, steps=1, size=40)
+    assert r.images.shape[-1] == 40
