@@ -67,9 +67,9 @@ def extremes(fashion) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.slow
 def test_units_reach_past_the_data_sets_extremes(fashion, extremes) -> None:
     """All 128 units of ``features`` in one run, defaults, 256 steps: at least 90% of live
-    units reach 1.5x their maximum over the 10,000 test images; negated, below their
-    minimum."""
-    hi, lo = extremes
+    units reach 1.5x their maximum over the 10,000 test images; negated, 90% go below
+    their minimum."""
+    hi, _ = extremes
     up = v.visualize(
         fashion.model, "features", list(range(128)), preprocessing=fashion.preprocessing
     )
@@ -78,11 +78,15 @@ def test_units_reach_past_the_data_sets_extremes(fashion, extremes) -> None:
     ratio = up.activation[live, 0] / hi[live]
     assert float((ratio >= 1.5).float().mean()) >= 0.9
     assert up.curve.shape == (256, 128) and bool((up.curve[-1] > up.curve[0]).all())
+    # negated: below the minimum, on the last BatchNorm's signed output (after the ReLU
+    # of `features` the minimum is 0 for nearly every unit, and nothing goes below it)
+    layer = "features.2.1.bn"
+    _, low = v.dataset_extremes(fashion.model, FashionSplit("test"), layer, list(range(128)))
     down = v.visualize(
-        fashion.model, "features", list(range(128)), preprocessing=fashion.preprocessing,
+        fashion.model, layer, list(range(128)), preprocessing=fashion.preprocessing,
         negative=True,
     )  # fmt: skip
-    assert float((down.activation[live, 0] < lo[live]).float().mean()) >= 0.9
+    assert float((down.activation[:, 0] < low).float().mean()) >= 0.9
 
 
 @needs_fashion
