@@ -205,21 +205,11 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(served: tuple[Explorer, TestClient]) -> Iterator[str]:
-    import uvicorn
-
     explorer, _ = served
     port = free_port()
-    config = uvicorn.Config(create_app(explorer), host="127.0.0.1", port=port, log_level="error")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "the server did not start"
+    srv, thread = run_server(create_app(explorer), port)
     yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    stop_server(srv, thread)
 
 
 def test_parallel_ablations_never_mix(served: tuple[Explorer, TestClient], server: str) -> None:
@@ -247,26 +237,10 @@ def test_parallel_ablations_never_mix(served: tuple[Explorer, TestClient], serve
 @needs_chromium
 def test_the_page_in_chromium(served: tuple[Explorer, TestClient], server: str,
                               tmp_path: Path) -> None:  # fmt: skip
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--window-size=1300,1100",
-        "--disable-background-networking",
-        f"--user-data-dir={tmp_path / 'chrome'}",
-    ):
-        options.add_argument(flag)  # fmt: skip
-    assert CHROMIUM is not None
-    options.binary_location = CHROMIUM
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver_path = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver = chrome(tmp_path, "--window-size=1300,1100", console=True)
     wait = WebDriverWait(driver, 60)
     api = httpx.Client(base_url=server, timeout=60)
     try:
@@ -464,6 +438,9 @@ def test_a_long_search_does_not_hold_up_short_answers(
         r = client.post("/api/ablate", json={"image": "test:2", "units": [3]})
         assert r.status_code == 200
     assert explorer._long_model is not explorer.model
+    with explorer.lock:  # short work in progress: a search does not wait for it
+        r = client.post("/api/fewest", json={"image": "test:4"})
+        assert r.status_code == 200
 
 
 def run_server(app: Any, port: int) -> tuple[Any, threading.Thread]:
@@ -484,7 +461,9 @@ def stop_server(srv: Any, thread: threading.Thread) -> None:
     thread.join(10)
 
 
-def chrome(tmp_path: Path) -> Any:
+def chrome(tmp_path: Path, *flags: str, console: bool = False) -> Any:
+    """Headless Chromium driven by Debian's chromedriver; ``console`` keeps the page's
+    console log for ``driver.get_log("browser")``."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -495,10 +474,13 @@ def chrome(tmp_path: Path) -> Any:
         "--disable-gpu",
         "--disable-background-networking",
         f"--user-data-dir={tmp_path / 'chrome'}",
+        *flags,
     ):
         options.add_argument(flag)  # fmt: skip
     assert CHROMIUM is not None
     options.binary_location = CHROMIUM
+    if console:
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver_path = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
     return webdriver.Chrome(service=Service(driver_path), options=options)
 

@@ -93,10 +93,9 @@ def strip_file(folder: str | os.PathLike[str], unit: int) -> Path | None:
 def _write_strips(d: Dissection, source: Source, folder: Path, side: int, progress: bool) -> str:
     """Every unit's strip into ``folder``, on every core (drawing and encoding release
     the GIL); each top image is read once. Returns the file suffix used."""
-    fmt, suffix = ("JPEG", ".jpg") if d.top_maps.ndim and _colour(source, d) else ("PNG", ".png")
-    shown: dict[int, torch.Tensor] = {}
-    for i in {int(i) for i in d.top_index.flatten()}:
-        shown[i] = source.display(i)
+    shown = {i: source.display(i) for i in {int(i) for i in d.top_index.flatten()}}
+    colour = int(next(iter(shown.values())).shape[0]) == 3
+    fmt, suffix = ("JPEG", ".jpg") if colour else ("PNG", ".png")
 
     def one(u: int) -> None:
         data = unit_strip(d, source, u, side, fmt, shown.__getitem__)
@@ -108,10 +107,6 @@ def _write_strips(d: Dissection, source: Source, folder: Path, side: int, progre
             bar.update()
     bar.close()
     return suffix
-
-
-def _colour(source: Source, d: Dissection) -> bool:
-    return int(source.display(int(d.top_index[0, 0])).shape[0]) == 3
 
 
 def summary_figure(d: Dissection) -> viz.Figure | None:
