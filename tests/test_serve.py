@@ -271,7 +271,12 @@ def test_the_page_in_chromium(served: tuple[Explorer, TestClient], server: str,
             for li in driver.find_elements(By.CSS_SELECTOR, "#after li")
         ]
         assert shown == [str(t["index"]) for t in want["after"]]
-        assert driver.find_element(By.ID, "dissection-card").is_displayed()
+        # the last clicked unit's card: its optimised image (a job) and its top images
+        assert driver.find_element(By.ID, "unit-card").is_displayed()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#unit-vis img"))
+        assert driver.find_element(By.CSS_SELECTOR, "#unit-exemplars img").is_displayed()
+        vis = api.post("/api/jobs/visualize", json={"layer": "features", "unit": units[1]})
+        assert vis.json()["status"] == "done"  # the page's job, kept for its result
         # the fewest units that flip the top-1
         driver.find_element(By.ID, "fewest").click()
         wait.until(lambda d: d.find_element(By.ID, "fewest-result").text.startswith("Removing"))
@@ -431,16 +436,82 @@ def test_images_are_cached_by_content(served: tuple[Explorer, TestClient]) -> No
 def test_a_long_search_does_not_hold_up_short_answers(
     served: tuple[Explorer, TestClient],
 ) -> None:
-    """The fewest-units search runs on its own copy of the model: while it holds its
-    lock, an ablation on the shared model is answered."""
+    """Long work runs as a job on its own copy of the model: while a job runs, short
+    answers come; the page follows its progress and gets the same answer as the
+    blocking endpoint; a job can be cancelled."""
     explorer, client = served
-    with explorer._long_lock:  # a search in progress
-        r = client.post("/api/ablate", json={"image": "test:2", "units": [3]})
-        assert r.status_code == 200
-    assert explorer._long_model is not explorer.model
-    with explorer.lock:  # short work in progress: a search does not wait for it
-        r = client.post("/api/fewest", json={"image": "test:4"})
-        assert r.status_code == 200
+    gate = threading.Event()
+
+    def slow(on_step: Any) -> str:
+        for k in range(1000):
+            on_step(k, 1000)
+            if gate.wait(0.01):
+                return "done"
+        return "timeout"
+
+    job = explorer.jobs.submit("test", ("slow", time.time()), slow)
+    deadline = time.monotonic() + 10
+    while job.status != "running" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert job.status == "running"
+    r = client.post("/api/ablate", json={"image": "test:2", "units": [3]})
+    assert r.status_code == 200  # answered while the job runs
+    progress = client.get(f"/api/jobs/{job.id}").json()
+    assert progress["status"] == "running" and progress["total"] == 1000
+    assert client.delete(f"/api/jobs/{job.id}").status_code == 200
+    assert job.ended.wait(10) and job.status == "cancelled"
+    gate.set()
+    # the search as a job: polled to the end, equal to the blocking answer
+    start = client.post("/api/jobs/fewest", json={"image": "test:4"}).json()
+    assert start["status"] in ("queued", "running", "done")
+    deadline = time.monotonic() + 60
+    while (answer := client.get(f"/api/jobs/{start['id']}").json())["status"] != "done":
+        assert answer["status"] in ("queued", "running") and time.monotonic() < deadline
+        time.sleep(0.05)
+    assert answer["result"] == client.post("/api/fewest", json={"image": "test:4"}).json()
+    assert client.get("/api/jobs/0123456789abcdef").status_code == 404
+    assert client.get("/api/jobs/..%2F..%2Fetc").status_code == 404
+
+
+def test_a_job_whose_page_stops_asking_is_cancelled() -> None:
+    from convlens.serve.jobs import Jobs
+
+    jobs = Jobs(abandon_after=0.3)
+    steps = []
+
+    def endless(on_step: Any) -> None:
+        while True:
+            on_step(len(steps), 0)
+            steps.append(1)
+            time.sleep(0.01)
+
+    job = jobs.submit("test", ("endless",), endless)
+    assert job.ended.wait(10) and job.status == "cancelled" and steps
+    again = jobs.submit("test", ("endless",), lambda on_step: 42)  # a cancelled job restarts
+    assert jobs.wait(again).status == "done" and again.result == 42
+    failing = jobs.submit("test", ("fails",), lambda on_step: 1 / 0)
+    assert jobs.wait(failing).status == "failed" and failing.answer()["error"] == "division by zero"
+    jobs.close()
+
+
+def test_the_cheapest_waiting_request_goes_first() -> None:
+    from convlens.serve.explorer import ShortFirst
+
+    lock, order = ShortFirst(), []
+
+    def request(cost: int) -> None:
+        with lock(cost):
+            order.append(cost)
+
+    with lock(0):  # one computation running; three requests arrive, dearest first
+        threads = []
+        for cost in (2, 1, 0):
+            threads.append(threading.Thread(target=request, args=(cost,)))
+            threads[-1].start()
+            time.sleep(0.1)
+    for t in threads:
+        t.join(10)
+    assert order == [0, 1, 2]
 
 
 def run_server(app: Any, port: int) -> tuple[Any, threading.Thread]:
@@ -586,3 +657,64 @@ def test_a_page_on_another_origin_cannot_upload(
             driver.quit()
             other.shutdown()
     assert len(explorer.uploads.items) == before
+
+
+@needs_chromium
+def test_the_page_defects_a_newcomer_met_are_gone(
+    served: tuple[Explorer, TestClient], server: str, tmp_path: Path
+) -> None:
+    """Each defect of the first explorer page, as a newcomer met it, checked in Chromium
+    at a laptop's window size; and long work is cancelled when the page moves on."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    explorer, _ = served
+    driver = chrome(tmp_path, "--window-size=1280,800")
+    wait = WebDriverWait(driver, 60)
+    try:
+        driver.get(server + "/")
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
+        # the filters menu offers conv layers only, and its picture loads
+        offered = [o.get_attribute("value") for o in Select(
+            driver.find_element(By.ID, "filter-layer")).options]  # fmt: skip
+        assert "features" not in offered and offered[0] == "features.0.0.conv"
+        wait.until(lambda d: d.execute_script(BROKEN_IMAGES) == [])
+        # the upload control is in view without scrolling, and says the limits
+        rect = "return document.getElementById(arguments[0]).getBoundingClientRect()"
+        assert driver.execute_script(rect, "upload")["bottom"] < 800
+        assert "MB" in driver.find_element(By.ID, "limits").text
+        # the numbers on the unit tiles are explained
+        assert "mean activation" in driver.find_element(By.CSS_SELECTOR, ".hint").text
+        # an upload over the limit: the server's one line, beside the control, not a
+        # JSON parse error
+        big = tmp_path / "big.png"
+        big.write_bytes(b"\x89PNG" + os.urandom(21 * 2**20))
+        driver.find_element(By.ID, "upload").send_keys(str(big))
+        wait.until(lambda d: d.find_element(By.ID, "upload-error").text)
+        said = driver.find_element(By.ID, "upload-error").text
+        assert "JSON" not in said and ("limit" in said or "too large" in said), said
+        gap = driver.execute_script(rect, "upload-error")["top"] - driver.execute_script(
+            rect, "upload")["bottom"]  # fmt: skip
+        assert 0 <= gap < 80
+        # a clicked unit's card goes when the layer changes
+        driver.find_elements(By.CSS_SELECTOR, "#units .unit")[0].click()
+        wait.until(lambda d: d.find_element(By.ID, "unit-card").is_displayed())
+        Select(driver.find_element(By.ID, "layer")).select_by_value("features.2.1.conv")
+        wait.until(lambda d: not d.find_element(By.ID, "unit-card").is_displayed())
+        # a search waiting behind other long work is cancelled when another image is chosen
+        gate = threading.Event()
+        blocker = explorer.jobs.submit("test", ("blocker", time.time()), lambda s: gate.wait(60))
+        try:
+            driver.find_element(By.ID, "fewest").click()
+            wait.until(lambda d: "waiting" in d.find_element(By.ID, "fewest-result").text)
+            queued = [j for j in explorer.jobs.jobs.values() if j.kind == "fewest"
+                      and j.status == "queued"]  # fmt: skip
+            assert len(queued) == 1
+            driver.find_element(By.CSS_SELECTOR, '#thumbs img[data-id="test:7"]').click()
+            wait.until(lambda d: queued[0].cancel.is_set())
+        finally:
+            gate.set()
+        assert explorer.jobs.wait(blocker).status == "done"
+        assert explorer.jobs.wait(queued[0]).status == "cancelled"
+    finally:
+        driver.quit()

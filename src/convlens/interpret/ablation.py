@@ -21,7 +21,7 @@ The model is never left modified: hooks are removed and weights restored in
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -267,6 +267,7 @@ def fewest_units(
     progress: bool = False,
     budget: float | None = 30.0,
     shortlist: int | None = 64,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> FewestUnits:
     """The fewest units of ``layer`` whose removal changes the top-1 class of image ``x``.
 
@@ -299,6 +300,8 @@ def fewest_units(
             unless it already flips the class); the default keeps a search on a
             real-size layer (resnet50 ``layer3``) within 30 s.
         shortlist: candidates tried per greedy step (see above).
+        on_step: called as ``on_step(done, most)`` before each greedy step and once at
+            the end; an exception it raises (a cancelled request) ends the search.
     """
     if budget is not None and budget <= 0:
         raise ValueError(f"`budget` must be a positive number of seconds, got {budget}")
@@ -314,7 +317,7 @@ def fewest_units(
         c = int(logits.argmax(1))
         if order == "greedy":
             search = _Greedy(model, x, layer, mode, c, batch_size, shortlist)
-            units, stopped = search.run(max_units, start, budget, progress)
+            units, stopped = search.run(max_units, start, budget, progress, on_step)
             passes = search.passes
             predicted = None
         else:
@@ -438,7 +441,12 @@ class _Greedy:
         self.shared_prefix = True  # run the layer's input once, until that fails
 
     def run(
-        self, max_units: int, start: float, budget: float | None, progress: bool
+        self,
+        max_units: int,
+        start: float,
+        budget: float | None,
+        progress: bool,
+        on_step: Callable[[int, int], None] | None = None,
     ) -> tuple[list[int], str | None]:
         """The removed units, in order, and why the search stopped (None: it flipped)."""
         with capture(self.model, self.target) as store:
@@ -459,7 +467,9 @@ class _Greedy:
             return budget is not None and time.perf_counter() - start + 2 * longest > budget
 
         try:
-            for _ in steps:
+            for step in steps:
+                if on_step is not None:
+                    on_step(step, len(steps))
                 if out_of_time():
                     stopped = "budget"
                     break

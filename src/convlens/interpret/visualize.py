@@ -21,7 +21,7 @@ batch: ``units`` x ``diversity`` images in one optimisation.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -235,6 +235,7 @@ def visualize(
     transforms: Transforms | None = None,
     data: Source | None = None,
     progress: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> Visualization:
     """Optimise images for ``objective`` of ``units`` of ``layer`` (see the module doc).
 
@@ -253,6 +254,8 @@ def visualize(
         data: a data source: the data set's max and min of each objective, to compare;
             a unit whose data set max is not above 0 is dead, and so is one with zero
             activation and zero gradient for the starting images.
+        on_step: called as ``on_step(done, steps)`` before each step; an exception it
+            raises (a cancelled request) ends the optimisation.
 
     Raises:
         ValueError: unknown layer, objective or parameterisation, units out of range,
@@ -291,6 +294,8 @@ def visualize(
     redirect = [redirect_steps > 0]
     with eval_mode(model), redirected_relus(model, redirect):
         for step in bar:
+            if on_step is not None:
+                on_step(step, steps)
             redirect[0] = step < redirect_steps
             opt.zero_grad()
             x = (_as_input(transforms(image(), g), preprocessing) - mean) / std

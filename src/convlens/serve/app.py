@@ -4,7 +4,8 @@
 step); ``/api/...`` answers it in JSON or PNG. Every error is a 4xx with a JSON
 ``{"detail": message}``, never a traceback: unknown ids give 404, bad values 400,
 oversized uploads 413, uploads that are not images 415, a foreign Host 421 and a
-cross-origin change 403.
+cross-origin change 403. Long work (``/api/jobs/...``) starts a job that the page
+polls for progress and cancels with ``DELETE``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ class FewestRequest(BaseModel):
     image: str
     layer: str | None = None
     mode: str = "activation"
+
+
+class VisualizeRequest(BaseModel):
+    layer: str | None = None
+    unit: int
 
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -179,6 +185,22 @@ def create_app(explorer: Explorer, allow_hosts: Sequence[str] = ()) -> FastAPI:
     @app.post("/api/fewest")
     def fewest(req: FewestRequest) -> dict[str, Any]:
         return explorer.fewest(req.image, req.layer, req.mode)
+
+    @app.post("/api/jobs/fewest")
+    def start_fewest(req: FewestRequest) -> dict[str, Any]:
+        return explorer.start_fewest(req.image, req.layer, req.mode)
+
+    @app.post("/api/jobs/visualize")
+    def start_visualization(req: VisualizeRequest) -> dict[str, Any]:
+        return explorer.start_visualization(req.layer, req.unit)
+
+    @app.get("/api/jobs/{job_id}")
+    def job(job_id: str) -> dict[str, Any]:
+        return explorer.job(job_id)
+
+    @app.delete("/api/jobs/{job_id}")
+    def cancel_job(job_id: str) -> dict[str, Any]:
+        return explorer.cancel_job(job_id)
 
     @app.get("/api/filters.png")
     def filters_png(layer: str, request: Request) -> Response:

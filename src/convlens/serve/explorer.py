@@ -1,9 +1,12 @@
 """What the explorer page asks of one loaded model, as plain values and PNG bytes.
 
 :class:`Explorer` holds the model, the images the page can address (FashionMNIST test
-images, a folder, uploads; each by an id, never a path), small caches per image, and
-one lock: every computation that touches the model (hooks, evaluation mode, ablation)
-runs under it, so two requests never see each other's ablated units. The web app
+images, a folder, uploads; each by an id, never a path), a cache bounded in bytes, and
+one lock: every short computation that touches the model (hooks, evaluation mode,
+ablation) runs under it, so two requests never see each other's ablated units. When
+several wait, the cheapest kind goes first (:class:`ShortFirst`). Long work (the
+fewest-units search, a unit's visualisation) runs as a job on its own copy of the model
+(:mod:`convlens.serve.jobs`), with progress and cancellation. The web app
 (:mod:`convlens.serve.app`) only maps these methods to HTTP.
 """
 
@@ -12,11 +15,14 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import heapq
 import io
+import itertools
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +38,10 @@ from convlens.data.images import decode_bytes, open_image, preprocess, to_displa
 from convlens.data.sources import IMAGE_SUFFIXES
 from convlens.interpret import ablation, cam, units
 from convlens.interpret.filters import filter_tiles
+from convlens.interpret.visualize import layer_width, visualize
 from convlens.models import LoadedModel
 from convlens.render import atlas, viz
+from convlens.serve.jobs import Job, Jobs
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_DECODE_BYTES = 256 * 1024 * 1024  # memory one decode may take, from the header
@@ -42,6 +50,10 @@ MAX_UPLOADS = 64  # uploads kept, most recently used first
 MAX_UPLOAD_STORE_BYTES = 256 * 1024 * 1024  # and their inputs and thumbnails, in bytes
 DECODE_SLOTS = 2  # uploads decoded at once
 FEWEST_BUDGET = 10.0  # seconds a fewest-units search may take
+VISUALIZE_STEPS = 256  # optimisation steps of a unit's visualisation
+CACHE_BYTES = 128 * 1024 * 1024  # answers kept (maps, PNGs, logits), in bytes
+# what a short request costs, cheapest first: when several wait, the cheapest goes first
+TOP5, MAP, ABLATION = 0, 1, 2
 LIMITS = (
     f"uploads up to {MAX_UPLOAD_BYTES // 2**20} MB per file and {MAX_DECODE_BYTES // 2**20} MB "
     f"once decoded, sides at most {MAX_ASPECT}:1; the {MAX_UPLOADS} most recently used are kept"
@@ -49,6 +61,7 @@ LIMITS = (
 # ids: a position in the data set or folder, or the hash of an upload's bytes (ASCII
 # digits only, and nothing after: fullmatch, not a $ that allows a final newline)
 _ID = re.compile(r"(test|file):([0-9]{1,9})|upload:([0-9a-f]{16})")
+_JOB_ID = re.compile(r"[0-9a-f]{16}")
 
 
 class NotFoundError(LookupError):
@@ -108,6 +121,49 @@ class _Uploads:
             return [{"id": k, "name": v[0].name} for k, v in reversed(self.items.items())]
 
 
+class ShortFirst:
+    """A lock that lets the cheapest waiting request in first (then the earliest), so a
+    top-5 waits for the computation running now, not for a queue of maps and ablations.
+    ``with lock(cost):`` holds it."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._busy = False
+        self._waiting: list[tuple[int, int]] = []  # a heap of (cost, arrival)
+        self._arrival = itertools.count()
+
+    @contextmanager
+    def __call__(self, cost: int) -> Iterator[None]:
+        ticket = (cost, next(self._arrival))
+        with self._cond:
+            heapq.heappush(self._waiting, ticket)
+            while self._busy or self._waiting[0] != ticket:
+                self._cond.wait()
+            heapq.heappop(self._waiting)
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+
+def _nbytes(value: Any) -> int:
+    """About how much memory a cached answer holds."""
+    if isinstance(value, bytes | str):
+        return len(value) + 64
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size() + 128
+    if isinstance(value, _Image):
+        return _nbytes(value.x) + _nbytes(value.shown) + 256
+    if isinstance(value, dict):
+        return sum(_nbytes(v) for v in value.values()) + 64 * len(value)
+    if isinstance(value, list | tuple):
+        return sum(_nbytes(v) for v in value) + 16 * len(value)
+    return 64
+
+
 def _png(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG", compress_level=1)
@@ -144,11 +200,11 @@ class Explorer:
         data: str | None = None,
         dissection: Path | None = None,
         data_dir: str | None = None,
-        cache_size: int = 256,
+        cache_bytes: int = CACHE_BYTES,
     ) -> None:
         self.loaded = loaded
         self.model = loaded.model.eval()
-        self.lock = threading.Lock()
+        self.lock = ShortFirst()
         p = loaded.preprocessing
         self.fashion = p.channels == 1 and p.size == 28
         self.test = None
@@ -173,33 +229,39 @@ class Explorer:
         self.dissection = None if dissection is None else atlas.read_atlas(dissection)
         self.uploads = _Uploads(MAX_UPLOADS, MAX_UPLOAD_STORE_BYTES)
         self._decoding = threading.BoundedSemaphore(DECODE_SLOTS)
-        self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._cache: OrderedDict[tuple[Any, ...], tuple[Any, int]] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._cache_size = cache_size
-        with self.lock:
+        self._cache_bytes, self.cache_budget = 0, cache_bytes
+        with self.lock(TOP5):
             probe = torch.zeros(1, p.channels, *p.input_size)
             self.default_layer = cam.default_layer(self.model, probe)
         self.layers = conv_layer_names(self.model)
         if self.default_layer not in self.layers:
             self.layers.append(self.default_layer)
         self.methods = [m for m in cam.METHODS if m != "scorecam"]
-        # Long work (the fewest-units search) runs on its own copy of the model under
-        # its own lock, so that it never holds up the short answers of other tabs.
+        # Long work runs as jobs on its own copy of the model, so that it never holds up
+        # the short answers of other tabs (see convlens.serve.jobs).
         self._long_model = copy.deepcopy(self.model)
-        self._long_lock = threading.Lock()
+        self.jobs = Jobs()
 
     # ------------------------------------------------------------------ plumbing
 
     def _cached(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        """``compute()``, kept under ``key`` while the cache's bytes allow (least
+        recently used answers go first)."""
         with self._cache_lock:  # requests run in threads; the model lock is another
             if key in self._cache:
                 self._cache.move_to_end(key)
-                return self._cache[key]
+                return self._cache[key][0]
         value = compute()
+        size = _nbytes(value)
         with self._cache_lock:
-            self._cache[key] = value
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            if key not in self._cache:
+                self._cache[key] = (value, size)
+                self._cache_bytes += size
+            while self._cache_bytes > self.cache_budget and self._cache:
+                _, (_, freed) = self._cache.popitem(last=False)
+                self._cache_bytes -= freed
         return value
 
     def image(self, image_id: str) -> _Image:
@@ -250,7 +312,7 @@ class Explorer:
         img = self.image(image_id)
 
         def run() -> torch.Tensor:
-            with self.lock, torch.no_grad():
+            with self.lock(TOP5), torch.no_grad():
                 return self.model(img.x).float()[0]
 
         return self._cached(("logits", image_id), run)
@@ -348,7 +410,7 @@ class Explorer:
         layer = None if layer is None else self._check_layer(layer)
 
         def run() -> bytes:
-            with self.lock:
+            with self.lock(MAP):
                 maps = cam.class_maps(
                     self.model, img.x, method=method, layer=layer,
                     classes=torch.tensor([[class_index]]),
@@ -365,7 +427,7 @@ class Explorer:
             raise BadRequestError("top must be in 1..64")
 
         def run() -> dict[str, Any]:
-            with self.lock:
+            with self.lock(MAP):
                 maps = units.feature_maps(self.model, img.x, layer)[0]  # [C, h, w]
             means = maps.mean((1, 2))
             order = means.argsort(descending=True)[: min(top, maps.shape[0])]
@@ -392,7 +454,7 @@ class Explorer:
         if len(unit_ids) > 4096:
             raise BadRequestError(f"{len(unit_ids):,} units: ablate at most 4,096 at once")
         try:
-            with self.lock:
+            with self.lock(ABLATION):
                 r = ablation.ablate(self.model, img.x, layer, unit_ids, mode)
         except ValueError as e:
             raise NotFoundError(str(e)) from e
@@ -405,18 +467,28 @@ class Explorer:
         }
 
     def fewest(self, image_id: str, layer: str | None, mode: str) -> dict[str, Any]:
-        """The fewest units of ``layer`` whose removal changes the top-1 class."""
+        """The fewest units of ``layer`` whose removal changes the top-1 class (waits for
+        the job of :meth:`start_fewest`)."""
+        job = self.jobs.wait(self._fewest_job(image_id, layer, mode))
+        if job.status != "done":
+            raise BadRequestError(job.error or f"the search was {job.status}", 503)
+        return dict(job.result)
+
+    def start_fewest(self, image_id: str, layer: str | None, mode: str) -> dict[str, Any]:
+        """Start (or find) the fewest-units search as a job; see :meth:`job`."""
+        return self._fewest_job(image_id, layer, mode).answer()
+
+    def _fewest_job(self, image_id: str, layer: str | None, mode: str) -> Job:
         img = self.image(image_id)
         layer = self._check_layer(layer)
         if mode not in ("activation", "weights"):
             raise BadRequestError(f"mode must be activation or weights, got {mode!r}")
 
-        def run() -> dict[str, Any]:
-            with self._long_lock:
-                r = ablation.fewest_units(
-                    self._long_model, img.x, layer, mode=mode, max_units=32,
-                    budget=FEWEST_BUDGET,
-                )  # fmt: skip
+        def work(on_step: Callable[[int, int], None]) -> dict[str, Any]:
+            r = ablation.fewest_units(
+                self._long_model, img.x, layer, mode=mode, max_units=32,
+                budget=FEWEST_BUDGET, on_step=on_step,
+            )  # fmt: skip
             return {
                 "layer": layer,
                 "mode": mode,
@@ -429,14 +501,54 @@ class Explorer:
                 "after": self._top5(r.logits_after),
             }
 
-        return self._cached(("fewest", image_id, layer, mode), run)
+        return self.jobs.submit("fewest", (image_id, layer, mode), work)
+
+    def start_visualization(self, layer: str | None, unit: int) -> dict[str, Any]:
+        """Start (or find) the job that visualises ``unit`` of ``layer`` (what the unit
+        responds to most: :func:`convlens.interpret.visualize.visualize`, defaults)."""
+        layer = self._check_layer(layer)
+
+        def probe() -> int:
+            with self.lock(TOP5):
+                return layer_width(self.model, layer, self.loaded.preprocessing)
+
+        width = self._cached(("width", layer), probe)
+        if not 0 <= unit < width:
+            raise NotFoundError(f"no unit {unit} in {layer} (0..{width - 1})")
+
+        def work(on_step: Callable[[int, int], None]) -> dict[str, Any]:
+            v = visualize(
+                self._long_model, layer, [unit], preprocessing=self.loaded.preprocessing,
+                steps=VISUALIZE_STEPS, on_step=on_step,
+            )  # fmt: skip
+            dead = unit in v.dead
+            png = None if dead else base64.b64encode(_png(viz.visualization_tile(v, 0))).decode()
+            return {
+                "layer": layer, "unit": unit, "dead": dead, "png": png,
+                "activation": float(v.activation[0].mean()), "steps": VISUALIZE_STEPS,
+            }  # fmt: skip
+
+        return self.jobs.submit("visualize", (layer, unit), work).answer()
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """A job's status, progress and, once done, its result."""
+        job = self.jobs.get(job_id) if _JOB_ID.fullmatch(job_id) else None
+        if job is None:
+            raise NotFoundError(f"no job {job_id[:40]!r} (finished jobs are kept for a while)")
+        return job.answer()
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        job = self.jobs.cancel(job_id) if _JOB_ID.fullmatch(job_id) else None
+        if job is None:
+            raise NotFoundError(f"no job {job_id[:40]!r}")
+        return job.answer()
 
     def filters_png(self, layer: str) -> bytes:
         if layer not in conv_layer_names(self.model):
             raise NotFoundError(f"no conv layer {layer!r}")
 
         def run() -> bytes:
-            with self.lock:
+            with self.lock(ABLATION):
                 tiles = filter_tiles(self.model, layer)
             buf = io.BytesIO()
             viz.draw_filters(tiles).savefig(buf, format="png", dpi=90, bbox_inches="tight")
@@ -463,4 +575,5 @@ class Explorer:
         return path.read_bytes()
 
     def close(self) -> None:
-        """Nothing to remove: uploads live in memory only."""
+        """Stop the jobs; nothing to remove on disk: uploads live in memory only."""
+        self.jobs.close()

@@ -39,6 +39,48 @@ function showError(e) {
   $("error").textContent = e.message;
 }
 
+// Long work (the fewest-units search, a unit's visualisation) runs as a job on the
+// server: started by one request, polled for its progress, cancelled with DELETE when
+// the page moves on (another image, layer or unit). One job per slot at a time.
+const jobs = {};
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function cancelJob(slot) {
+  const id = jobs[slot];
+  if (!id) return;
+  delete jobs[slot];
+  fetch(`/api/jobs/${id}`, { method: "DELETE" }).catch(() => {});
+}
+
+// The job's result, or null when it was cancelled or replaced meanwhile.
+async function runJob(slot, path, body, onProgress) {
+  cancelJob(slot);
+  let job = await api(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  jobs[slot] = job.id;
+  while (job.status === "queued" || job.status === "running") {
+    onProgress(job);
+    await sleep(200);
+    if (jobs[slot] !== job.id) return null;
+    const r = await fetch(`/api/jobs/${job.id}`);
+    job = await readBody(r);
+    if (!r.ok) throw new Error(job.detail);
+  }
+  if (jobs[slot] !== job.id) return null;
+  delete jobs[slot];
+  if (job.status === "failed") throw new Error(job.error);
+  return job.status === "done" ? job.result : null;
+}
+
+function showProgress(bar, job) {
+  bar.hidden = false;
+  bar.max = Math.max(1, job.total);
+  bar.value = job.done;
+}
+
 function option(select, value, text) {
   const o = document.createElement("option");
   o.value = value;
@@ -95,6 +137,8 @@ async function loadPage() {
 async function choose(id) {
   state.image = id;
   state.off.clear();
+  cancelJob("fewest");
+  $("fewest-progress").hidden = true;
   for (const t of [...$("thumbs").children, ...$("uploads").children]) t.classList.toggle("chosen", t.dataset.id === id);
   $("image").src = `/api/images/${id}.png`;
   $("image-name").textContent = id;
@@ -161,7 +205,7 @@ async function toggleUnit(unit) {
   if (state.off.has(unit)) state.off.delete(unit);
   else state.off.add(unit);
   markUnits();
-  await showCard(unit);
+  showCard(unit).catch(showError); // long: its visualisation comes when it is ready
   await ablate();
 }
 
@@ -185,17 +229,79 @@ async function ablate() {
 }
 
 function clearCard() {
-  $("dissection-card").hidden = true;
-  $("dissection-card").replaceChildren();
+  cancelJob("visualize");
+  $("unit-card").hidden = true;
+  $("unit-card").replaceChildren();
+}
+
+// The clicked unit: what it responds to most (optimised, on demand, with progress) and,
+// when a dissection of this layer was given, its top images in the data set.
+async function showCard(unit) {
+  const layer = $("layer").value;
+  const card = $("unit-card");
+  cancelJob("visualize");
+  card.replaceChildren();
+  const h = document.createElement("h3");
+  h.textContent = `unit ${unit} of ${layer}`;
+  const vis = document.createElement("figure");
+  vis.id = "unit-vis";
+  const caption = document.createElement("figcaption");
+  caption.textContent = "what it responds to most (optimised image): starting…";
+  const bar = document.createElement("progress");
+  vis.append(caption, bar);
+  card.append(h, vis);
+  card.hidden = false;
+  const d = state.info.dissection;
+  if (d && d.layer === layer) {
+    const u = await api(`/api/dissection/${unit}`);
+    const what = u.label !== undefined
+      ? `${u.label || u.concept} (IoU ${u.iou.toFixed(3)})`
+      : u.top_class !== undefined ? `${u.top_class} (selectivity ${u.selectivity.toFixed(2)})` : "";
+    const top = document.createElement("figure");
+    top.id = "unit-exemplars";
+    const img = document.createElement("img");
+    img.src = `/api/dissection/${unit}.png`;
+    img.alt = `top images of unit ${unit} across the data set`;
+    const cap = document.createElement("figcaption");
+    cap.textContent = `its top images in the data set: ${what}`;
+    top.append(cap, img);
+    card.append(top);
+  }
+  const r = await runJob("visualize", "/api/jobs/visualize", { layer, unit }, (job) => {
+    showProgress(bar, job);
+    caption.textContent = job.status === "queued"
+      ? "what it responds to most: waiting for other long work…"
+      : `what it responds to most: optimising, step ${job.done} of ${job.total}`;
+  });
+  if (r === null || !vis.isConnected) return;
+  bar.remove();
+  if (r.dead) {
+    caption.textContent = "a dead unit: it does not respond to any image the optimisation tried";
+    return;
+  }
+  const img = document.createElement("img");
+  img.src = "data:image/png;base64," + r.png;
+  img.alt = `the image optimised for unit ${unit}`;
+  caption.textContent = `what it responds to most (optimised for ${r.steps} steps; mean activation ${r.activation.toFixed(2)})`;
+  vis.append(img);
 }
 
 async function fewest() {
   $("fewest-result").textContent = "searching…";
-  const r = await api("/api/fewest", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ image: state.image, layer: $("layer").value, mode: $("mode").value }),
-  });
+  const bar = $("fewest-progress");
+  let r;
+  try {
+    r = await runJob("fewest", "/api/jobs/fewest",
+      { image: state.image, layer: $("layer").value, mode: $("mode").value },
+      (job) => {
+        showProgress(bar, job);
+        $("fewest-result").textContent = job.status === "queued" ? "waiting for other long work…"
+          : `searching… ${job.done} unit(s) removed so far (at most ${job.total})`;
+      });
+  } finally {
+    bar.hidden = true;
+  }
+  if (r === null) return; // cancelled: the page moved on
   state.off = new Set(r.units);
   markUnits();
   fillClasses($("before"), r.before);
@@ -211,27 +317,6 @@ async function fewest() {
       : `No set of up to 32 units changes the top-1 (${r.method}).`;
 }
 
-async function showCard(unit) {
-  const d = state.info.dissection;
-  const card = $("dissection-card");
-  if (!d || d.layer !== $("layer").value) {
-    card.hidden = true;
-    return;
-  }
-  const u = await api(`/api/dissection/${unit}`);
-  const what = u.label !== undefined
-    ? `${u.label || u.concept} (IoU ${u.iou.toFixed(3)})`
-    : u.top_class !== undefined ? `${u.top_class} (selectivity ${u.selectivity.toFixed(2)})` : "";
-  card.replaceChildren();
-  const h = document.createElement("h3");
-  h.textContent = `dissection: unit ${unit} ${what}`;
-  const img = document.createElement("img");
-  img.src = `/api/dissection/${unit}.png`;
-  img.alt = `top images of unit ${unit} across the data set`;
-  card.append(h, img);
-  card.hidden = false;
-}
-
 async function start() {
   const info = await api("/api/info");
   state.info = info;
@@ -244,7 +329,12 @@ async function start() {
   $("limits").textContent = info.limits;
   $("method").addEventListener("change", () => state.cls !== null && showMap(state.cls).catch(showError));
   $("opacity").addEventListener("input", () => { $("overlay").style.opacity = $("opacity").value; });
-  $("layer").addEventListener("change", () => { state.off.clear(); clearCard(); loadUnits().then(ablate).catch(showError); });
+  $("layer").addEventListener("change", () => {
+    state.off.clear();
+    clearCard();
+    cancelJob("fewest");
+    loadUnits().then(ablate).catch(showError);
+  });
   $("mode").addEventListener("change", () => ablate().catch(showError));
   $("fewest").addEventListener("click", () => fewest().catch(showError));
   $("clear").addEventListener("click", () => { state.off.clear(); markUnits(); ablate().catch(showError); });
