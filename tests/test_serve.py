@@ -495,9 +495,12 @@ def test_a_job_whose_page_stops_asking_is_cancelled() -> None:
 
 
 def test_the_cheapest_waiting_request_goes_first() -> None:
+    """Deadlines by kind: arriving together, the cheapest kind goes first; a dear
+    request that has waited past a cheap one's deadline goes before it."""
     from convlens.serve.explorer import ShortFirst
 
     lock, order = ShortFirst(), []
+    lock.usual = [0.01, 0.02, 0.2]  # seconds: slack 4 gives deadlines 40, 80, 800 ms on
 
     def request(cost: int) -> None:
         with lock(cost):
@@ -508,10 +511,22 @@ def test_the_cheapest_waiting_request_goes_first() -> None:
         for cost in (2, 1, 0):
             threads.append(threading.Thread(target=request, args=(cost,)))
             threads[-1].start()
-            time.sleep(0.1)
+            time.sleep(0.01)
     for t in threads:
         t.join(10)
     assert order == [0, 1, 2]
+    order.clear()
+    lock.usual = [0.01, 0.02, 0.2]
+    with lock(0):
+        dear = threading.Thread(target=request, args=(2,))
+        dear.start()
+        time.sleep(1.0)  # past its deadline of 800 ms
+        cheap = threading.Thread(target=request, args=(0,))
+        cheap.start()
+        time.sleep(0.1)
+    dear.join(10)
+    cheap.join(10)
+    assert order == [2, 0]
 
 
 def run_server(app: Any, port: int) -> tuple[Any, threading.Thread]:

@@ -4,7 +4,8 @@
 images, a folder, uploads; each by an id, never a path), a cache bounded in bytes, and
 one lock: every short computation that touches the model (hooks, evaluation mode,
 ablation) runs under it, so two requests never see each other's ablated units. When
-several wait, the cheapest kind goes first (:class:`ShortFirst`). Long work (the
+several wait, the one with the earliest deadline for its kind goes first
+(:class:`ShortFirst`). Long work (the
 fewest-units search, a unit's visualisation) runs as a job on its own copy of the model
 (:mod:`convlens.serve.jobs`), with progress and cancellation. The web app
 (:mod:`convlens.serve.app`) only maps these methods to HTTP.
@@ -20,6 +21,7 @@ import io
 import itertools
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -52,7 +54,7 @@ DECODE_SLOTS = 2  # uploads decoded at once
 FEWEST_BUDGET = 10.0  # seconds a fewest-units search may take
 VISUALIZE_STEPS = 256  # optimisation steps of a unit's visualisation
 CACHE_BYTES = 128 * 1024 * 1024  # answers kept (maps, PNGs, logits), in bytes
-# what a short request costs, cheapest first: when several wait, the cheapest goes first
+# kinds of short request, cheapest first (see ShortFirst)
 TOP5, MAP, ABLATION = 0, 1, 2
 LIMITS = (
     f"uploads up to {MAX_UPLOAD_BYTES // 2**20} MB per file and {MAX_DECODE_BYTES // 2**20} MB "
@@ -122,29 +124,36 @@ class _Uploads:
 
 
 class ShortFirst:
-    """A lock that lets the cheapest waiting request in first (then the earliest), so a
-    top-5 waits for the computation running now, not for a queue of maps and ablations.
-    ``with lock(cost):`` holds it."""
+    """A lock that serves waiting requests by deadline: each arrives with a deadline of
+    its arrival time plus ``slack`` times the usual duration of its kind (an average of
+    how long that kind held the lock), and the earliest deadline goes first. A top-5
+    waits for the computation running now, not behind a queue of maps and ablations, and
+    no kind waits forever: under load every kind waits about in proportion to its cost.
+    ``with lock(kind):`` holds it (``kind``: ``TOP5``, ``MAP`` or ``ABLATION``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, slack: float = 4.0) -> None:
         self._cond = threading.Condition()
         self._busy = False
-        self._waiting: list[tuple[int, int]] = []  # a heap of (cost, arrival)
+        self._waiting: list[tuple[float, int]] = []  # a heap of (deadline, arrival)
         self._arrival = itertools.count()
+        self.slack = slack
+        self.usual = [0.005 * (1 + k) for k in range(3)]  # seconds, by kind
 
     @contextmanager
-    def __call__(self, cost: int) -> Iterator[None]:
-        ticket = (cost, next(self._arrival))
+    def __call__(self, kind: int) -> Iterator[None]:
         with self._cond:
+            ticket = (time.monotonic() + self.slack * self.usual[kind], next(self._arrival))
             heapq.heappush(self._waiting, ticket)
             while self._busy or self._waiting[0] != ticket:
                 self._cond.wait()
             heapq.heappop(self._waiting)
             self._busy = True
+        start = time.monotonic()
         try:
             yield
         finally:
             with self._cond:
+                self.usual[kind] = 0.8 * self.usual[kind] + 0.2 * (time.monotonic() - start)
                 self._busy = False
                 self._cond.notify_all()
 
