@@ -34,20 +34,25 @@ def test_report_is_complete_and_renders_in_chromium(tmp_path: Path, tiny_run: Pa
     x = torch.randn(2, 1, 28, 28, generator=g)
     inputs = images.Inputs(x, ("noise-a", "noise-b"), ((28, 28), (28, 28)))
     region = images.box_mask((0, 0, 14, 28), (28, 28))
-    opts = report.ReportOptions(units=(0, 2), region=region, run_dir=tiny_run, test_top1=0.5)
+    opts = report.ReportOptions(
+        units=(0, 2), region=region, run_dir=tiny_run, test_top1=0.5, visualize_steps=32
+    )
     page = report.build_report(loaded, inputs, tmp_path / "rep", opts, progress=False)
     text = page.read_text()
     for title in (
         "Model and predictions",
         "Problem 1: filters",
         "Problem 2a-b: units and their feature maps",
+        "Problem 2: what the units respond to most",
         "Problem 2c-d: ablating units",
         "Problem 3: class activation maps",
         "Problem 4: training and hyperparameters",
     ):
         assert f"<h2>{title}</h2>" in text and f">{title}</a></li>" in text
     srcs = re.findall(r'<img src="([^"]+)"', text)
-    assert {"cam.png", "units-region.png", "run-curves.png", "ablation-1.png"} <= set(srcs)
+    assert {"cam.png", "units-region.png", "run-curves.png", "ablation-1.png",
+            "visualize-units.png"} <= set(srcs)  # fmt: skip
+    assert "Borowski" in text and "mean activation, optimised image" in text
     assert all((page.parent / s).is_file() for s in srcs)
     assert text.count("<figcaption>") == len(srcs)
     assert "fewest units that change the top-1" in text

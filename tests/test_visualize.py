@@ -176,6 +176,31 @@ def test_the_cli_writes_pictures_and_adds_them_to_an_atlas(
     assert "--steps must be at least 1" in one_error_line(capsys) and not bad.exists()
 
 
+@needs_fashion
+def test_top_units_and_a_dissection_with_visualisations(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--top N`` picks the N units with the highest mean activation over the data;
+    ``dissect --visualize`` puts a picture on every live unit's card."""
+    loaded = models.load("fashion-cnn")
+    out = tmp_path / "top"
+    assert main(["visualize", "fashion-cnn", "--layer", "features", "--top", "3", "--steps",
+                 "4", "--out", str(out)]) == 0  # fmt: skip
+    record = json.loads((out / "visualize.json").read_text())
+    hi, _ = v.dataset_extremes(loaded.model, FashionSplit("test"), "features", list(range(128)))
+    assert [r["unit"] for r in record["units"]] == sorted(hi.argsort(descending=True)[:3].tolist())
+    atlas = tmp_path / "atlas"
+    assert main(["dissect", "fashion-cnn", "--layer", "features.1.1.conv", "--data", "test",
+                 "--limit", "100", "--out", str(atlas), "--visualize",
+                 "--visualize-steps", "4"]) == 0  # fmt: skip
+    said = capsys.readouterr().out
+    added = int(said.split("added ")[1].split()[0])
+    assert added >= 32 and (atlas / "index.html").read_text().count('class="vis"') == added
+    assert main(["dissect", "fashion-cnn", "--visualize", "--visualize-steps", "0",
+                 "--out", str(tmp_path / "bad")]) == 2  # fmt: skip
+    assert "--visualize-steps must be at least 1" in one_error_line(capsys)
+
+
 def test_imagenet_normalisation_is_the_models(fashion) -> None:
     """A 3-channel model's pictures go through its own mean and std (no forced 224 px)."""
     lm = models.load("torchvision:resnet18", weights="none")

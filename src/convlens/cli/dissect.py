@@ -44,6 +44,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=128, help="images per batch [128]")
     p.add_argument("--workers", type=int, default=2, help="image-loading processes [2]")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N [auto: CUDA if present]")
+    p.add_argument(
+        "--visualize",
+        action="store_true",
+        help="also optimise an image for every unit (convlens visualize) and put it at the "
+        "head of the unit's card, beside its top images",
+    )
+    p.add_argument(
+        "--visualize-steps", type=int, default=256, metavar="N", help="with --visualize [256]"
+    )
     p.set_defaults(run=run, interrupt_hint="nothing was written")
 
 
@@ -56,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers < 0 or (args.limit is not None and args.limit < 1):
         raise ValueError("--workers must be >= 0 and --limit >= 1")
+    if args.visualize and args.visualize_steps < 1:
+        raise ValueError(f"--visualize-steps must be at least 1, got {args.visualize_steps}")
     loaded = load_model(args)
     source = open_source(args.data, loaded.preprocessing, args.data_dir, args.limit)
     model = loaded.model.to(resolve_device(args.device))
@@ -86,5 +97,24 @@ def run(args: argparse.Namespace) -> int:
         best = sorted(rows, key=lambda r: -r["selectivity"])[:5]
         shown = ", ".join(f"{r['unit']} {r['top_class']} {r['selectivity']:.2f}" for r in best)
         print(f"most class-selective units: {shown}")
+    if args.visualize:
+        added = _visualize_units(loaded, model, layer, d.units, args.out, args.visualize_steps)
+        print(f"added {added} feature visualisations to the cards ({d.units - added} dead units)")
     print(f"wrote {page}")
     return 0
+
+
+def _visualize_units(loaded: Any, model: Any, layer: str, width: int, out: Path, steps: int) -> int:
+    """Every unit's feature visualisation onto the atlas ``out``, in batches that fit."""
+    from convlens.interpret.visualize import visualize
+    from convlens.render.viz import add_to_atlas
+
+    p = loaded.preprocessing
+    chunk = 128 if p.input_size[0] <= 64 else 16  # images optimised at once
+    model = model.cpu()
+    added = 0
+    for start in range(0, width, chunk):
+        units = list(range(start, min(width, start + chunk)))
+        v = visualize(model, layer, units, preprocessing=p, steps=steps, progress=True)
+        added += add_to_atlas(v, out)
+    return added

@@ -45,12 +45,21 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--dissection", type=Path, metavar="DIR", help="a `convlens dissect` folder to include"
     )
+    p.add_argument(
+        "--visualize-steps",
+        type=int,
+        default=256,
+        metavar="N",
+        help="steps of the feature visualisation of the most active units [256; 0: none]",
+    )
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from convlens.render import report
 
+    if args.visualize_steps < 0:
+        raise ValueError(f"--visualize-steps must be 0 (none) or more, got {args.visualize_steps}")
     loaded = load_model(args)
     inputs = model_inputs(args, loaded, args.images)
     region = region_mask(args, inputs, loaded)
@@ -74,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         faithfulness=scores,
         faithfulness_data=args.faithfulness or "",
         dissection=args.dissection,
+        visualize_steps=args.visualize_steps,
     )
     path = report.build_report(loaded, inputs, args.out, options)
     print(f"open {path.resolve()}")

@@ -24,6 +24,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--layer", help="layer to read [the default layer; the logits for class]")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--units", help="units (or classes), e.g. 0,5,17")
+    which.add_argument(
+        "--top",
+        type=int,
+        metavar="N",
+        help="the N units with the highest mean activation on some image of --data",
+    )
     which.add_argument("--all", action="store_true", help="every unit of the layer")
     p.add_argument(
         "--objective",
@@ -64,18 +70,20 @@ def run(args: argparse.Namespace) -> int:
         probe = torch.zeros(1, p.channels, *p.input_size)
         layer = cam.default_layer(model, probe)
     direction = _direction(args.direction) if args.direction else None
-    if args.objective in ("direction", "layer"):
-        units = None
-    elif args.all:
-        width = visualize.layer_width(model, layer, p, args.size)
-        units = list(range(width))
-    elif args.units:
-        units = parse_ints(args.units, "--units")
-    else:
-        raise ValueError("give --units K,K,... or --all (or --objective direction/layer)")
     fashion = p.channels == 1 and p.size == 28
     spec = args.data or ("test" if fashion else None)
     data = open_source(spec, p, args.data_dir) if spec else None
+    if args.objective in ("direction", "layer"):
+        units = None
+    elif args.all or args.top is not None:
+        width = visualize.layer_width(model, layer, p, args.size)
+        units = list(range(width))
+        if args.top is not None:
+            units = _top_units(model, layer, units, args.top, data)
+    elif args.units:
+        units = parse_ints(args.units, "--units")
+    else:
+        raise ValueError("give --units K,K,..., --top N or --all (or --objective direction/layer)")
     result = visualize.visualize(
         model,
         layer,
@@ -101,6 +109,18 @@ def run(args: argparse.Namespace) -> int:
         added = viz.add_to_atlas(result, args.atlas)
         print(f"added {added} pictures to {args.atlas / 'index.html'}")
     return 0
+
+
+def _top_units(model: Any, layer: str | None, units: list[int], top: int, data: Any) -> list[int]:
+    """The ``top`` units whose spatial-mean activation (or logit) is highest over ``data``."""
+    from convlens.interpret.visualize import dataset_extremes
+
+    if top < 1:
+        raise ValueError(f"--top must be at least 1, got {top}")
+    if data is None:
+        raise ValueError("--top ranks units over a data set: give --data (test or a folder)")
+    hi, _ = dataset_extremes(model, data, layer, units)
+    return sorted(units[int(k)] for k in hi.argsort(descending=True)[:top])
 
 
 def _direction(path: Path) -> Any:

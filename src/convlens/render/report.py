@@ -24,6 +24,7 @@ from convlens.core.progress import progress_bar
 from convlens.data import images
 from convlens.interpret import ablation, cam, filters, units
 from convlens.interpret.faithfulness import MethodScore
+from convlens.interpret.visualize import visualize
 from convlens.models import LoadedModel
 from convlens.render import atlas, viz
 from convlens.sweep import results as sweep_results
@@ -52,6 +53,7 @@ class ReportOptions:
     faithfulness: Sequence[MethodScore] = ()
     faithfulness_data: str = ""  # what the scores were measured on, for the caption
     dissection: Path | None = None  # a `convlens dissect` atlas folder to summarise
+    visualize_steps: int = 256  # feature visualisation of the most active units [0: none]
 
 
 class Report:
@@ -296,6 +298,44 @@ def units_section(report: Report, ctx: ReportContext) -> None:
         )
 
 
+def visualize_section(report: Report, ctx: ReportContext) -> None:
+    """What the most active units of the first image respond to most: an image
+    optimised for each (feature visualisation), against the report's images."""
+    steps = ctx.options.visualize_steps
+    if steps <= 0:
+        return
+    model, x, layer = ctx.loaded.model, ctx.inputs.x, ctx.layer
+    chosen = units.top_units(model, x[:1], layer, ctx.options.top_units).units[0].tolist()
+    s = report.section("visualize", "Problem 2: what the units respond to most")
+    v = visualize(model, layer, chosen, preprocessing=ctx.loaded.preprocessing, steps=steps)
+    report.figure(
+        s,
+        viz.draw_visualization_grid(v, f"{layer}: images optimised for each unit"),
+        "visualize-units",
+        f"For each of the {len(chosen)} most active units of {layer} for "
+        f"{ctx.inputs.names[0]}, an image optimised for {steps} steps to raise the unit's "
+        "mean activation (Fourier parameterisation, decorrelated colour, jitter, scale and "
+        "rotation; convlens visualize). Compare with the unit maps above and, when a "
+        "dissection is given, the unit's top images below.",
+        width=760,
+    )
+    feats = units.feature_maps(model, x, layer)  # [N, C, h, w]
+    on_images = feats.mean((2, 3))[:, list(v.units)].amax(0)
+    rows = []
+    for k, u in enumerate(v.units):
+        act = "dead" if u in v.dead else f"{float(v.activation[k].mean()):.3f}"
+        rows.append((u, act, f"{float(on_images[k]):.3f}"))
+    report.table(s, ("unit", "mean activation, optimised image", "highest over these images"), rows)
+    report.text(
+        s,
+        "An optimised image shows a pattern that drives the unit, not what the unit "
+        "responds to in natural images: people predict a unit's behaviour better from "
+        "its natural top images than from such pictures alone (Borowski et al., ICLR 2021), "
+        "and the pictures can be made to mislead (Geirhos et al., 2023). Read them beside "
+        "the unit's maps and top images.",
+    )
+
+
 def ablation_section(report: Report, ctx: ReportContext) -> None:
     """Problem 2c-d: ablating the units that weigh most, and the fewest units."""
     # Long because each image gets a figure and a table row; the work is two library calls.
@@ -498,6 +538,7 @@ SECTIONS: tuple[Callable[[Report, ReportContext], None], ...] = (
     summary_section,
     filters_section,
     units_section,
+    visualize_section,
     ablation_section,
     cam_section,
     trust_section,
