@@ -224,3 +224,31 @@ def channels_last_twin(model: nn.Module) -> nn.Module:
 def hook_count(model: nn.Module) -> int:
     """Forward (pre-)hooks still registered anywhere in ``model``; 0 after our helpers."""
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+@contextmanager
+def relus_backward_as(
+    model: nn.Module, function: type[torch.autograd.Function], on: list[bool] | None = None
+) -> Iterator[None]:
+    """Inside the block, every ``nn.ReLU`` module of ``model`` computes out of place and
+    back-propagates as ``function`` (an autograd function of the ReLU's input) while
+    ``on[0]`` is true (always, without ``on``): Lucid's redirected ReLU for feature
+    visualisation, the guided ReLU of Guided Backprop. Functional ReLUs are left alone,
+    as pytorch-grad-cam's Guided Backprop does."""
+    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    saved = [m.inplace for m in relus]
+    switch = on if on is not None else [True]
+
+    def hook(_m: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> Any:
+        if switch[0] and torch.is_grad_enabled():
+            return function.apply(inp[0])
+        return None
+
+    try:
+        for m in relus:
+            m.inplace = False
+        with hooked((m, hook) for m in relus):
+            yield
+    finally:
+        for m, inplace in zip(relus, saved, strict=True):
+            m.inplace = inplace

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
+
+BASELINES = ("zeros", "blur", "mean")
 
 
 def minmax_scale(
@@ -24,3 +29,24 @@ def minmax_scale(
     out = (flat - lo) / torch.where(flat_const, torch.ones_like(span), span)
     out = torch.where(flat_const, torch.full_like(out, constant), out)
     return out.reshape(x.shape)
+
+
+def baseline_image(x: torch.Tensor, kind: str = "zeros") -> torch.Tensor:
+    """What removed pixels become: ``zeros`` (the zero input, which is the data set's
+    mean colour after normalisation), ``blur`` (a Gaussian blur of the image, sigma =
+    side / 16) or ``mean`` (each image's own mean per channel)."""
+    if kind == "zeros":
+        return torch.zeros_like(x)
+    if kind == "mean":
+        return x.mean((2, 3), keepdim=True).expand_as(x).clone()
+    if kind == "blur":
+        sigma = max(x.shape[2], x.shape[3]) / 16
+        radius = max(1, math.ceil(3 * sigma))
+        t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+        k = torch.exp(-(t**2) / (2 * sigma**2))
+        k = k / k.sum()
+        c = x.shape[1]
+        padded = F.pad(x, (radius, radius, radius, radius), mode="replicate")
+        rows = F.conv2d(padded, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        return F.conv2d(rows, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    raise ValueError(f"`baseline` must be one of {', '.join(BASELINES)}, got {kind!r}")

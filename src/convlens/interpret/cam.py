@@ -21,6 +21,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -672,6 +673,21 @@ NAMES = {
 }
 
 
+def all_methods() -> dict[str, type[ActivationMapMethod]]:
+    """Every map method: the CAM family (:data:`METHODS`) and the pixel attributions of
+    :mod:`convlens.interpret.attribution`, which build on this module."""
+    from convlens.interpret import attribution
+
+    return {**METHODS, **attribution.METHODS}
+
+
+def method_names() -> dict[str, str]:
+    """Display names of :func:`all_methods`."""
+    from convlens.interpret import attribution
+
+    return {**NAMES, **attribution.NAMES}
+
+
 def class_maps(
     model: nn.Module,
     x: torch.Tensor,
@@ -679,17 +695,21 @@ def class_maps(
     method: str = "cam",
     layer: str | None = None,
     classes: torch.Tensor | None = None,
+    options: dict[str, Any] | None = None,
 ) -> ClassMaps:
-    """Class activation maps of ``x`` with ``method`` (a key of :data:`METHODS`) for the
-    ``top`` most probable classes of each image, or for ``classes`` (``[N, T]``).
+    """Maps of ``x`` with ``method`` (a key of :func:`all_methods`: a CAM method or a
+    pixel attribution) for the ``top`` most probable classes of each image, or for
+    ``classes`` (``[N, T]``). ``options`` go to the method (a pixel attribution's
+    ``steps``, ``baseline``, ...).
 
     Raises:
         NotGapHeadError: ``cam`` on a model without a GAP + linear head.
-        ValueError: unknown method or layer, bad ``top`` or class index.
+        ValueError: unknown method, option or layer, bad ``top`` or class index.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    return METHODS[method](model, layer)(x, top=top, classes=classes)
+    methods = all_methods()
+    if method not in methods:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(methods)}")
+    return methods[method](model, layer, **(options or {}))(x, top=top, classes=classes)
 
 
 def every_method(

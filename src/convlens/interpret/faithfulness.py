@@ -18,7 +18,6 @@ exactly (tested equal). Every perturbed image of a batch runs in one forward pas
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -28,10 +27,8 @@ from torch import nn
 
 from convlens.core.hooks import channels_last_twin, eval_mode
 from convlens.core.progress import progress_bar
-from convlens.core.tensors import minmax_scale
+from convlens.core.tensors import baseline_image, minmax_scale
 from convlens.interpret import cam
-
-BASELINES = ("zeros", "blur", "mean")
 
 
 @dataclass(frozen=True)
@@ -45,27 +42,6 @@ class Faithfulness:
     insertion_auc: torch.Tensor  # [N] higher is more faithful
     drop: torch.Tensor  # [N] relative drop of the probability on the map-masked image
     increase: torch.Tensor  # [N] bool: the probability rose on the map-masked image
-
-
-def baseline_image(x: torch.Tensor, kind: str = "zeros") -> torch.Tensor:
-    """What removed pixels become: ``zeros`` (the zero input, which is the data set's
-    mean colour after normalisation), ``blur`` (a Gaussian blur of the image, sigma =
-    side / 16) or ``mean`` (each image's own mean per channel)."""
-    if kind == "zeros":
-        return torch.zeros_like(x)
-    if kind == "mean":
-        return x.mean((2, 3), keepdim=True).expand_as(x).clone()
-    if kind == "blur":
-        sigma = max(x.shape[2], x.shape[3]) / 16
-        radius = max(1, math.ceil(3 * sigma))
-        t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-        k = torch.exp(-(t**2) / (2 * sigma**2))
-        k = k / k.sum()
-        c = x.shape[1]
-        padded = F.pad(x, (radius, radius, radius, radius), mode="replicate")
-        rows = F.conv2d(padded, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-        return F.conv2d(rows, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-    raise ValueError(f"`baseline` must be one of {', '.join(BASELINES)}, got {kind!r}")
 
 
 @torch.no_grad()

@@ -21,8 +21,7 @@ batch: ``units`` x ``diversity`` images in one optimisation.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convlens.core.hooks import capture, eval_mode, get_layer, hooked
+from convlens.core.hooks import capture, eval_mode, get_layer, relus_backward_as
 from convlens.core.progress import progress_bar
 from convlens.data.images import Preprocessing
 from convlens.data.sources import Source
@@ -171,28 +170,6 @@ class _RedirectedReLU(torch.autograd.Function):
         return torch.where(stuck, redirected, plain)
 
 
-@contextmanager
-def redirected_relus(model: nn.Module, on: list[bool]) -> Iterator[None]:
-    """Inside the block, every ``nn.ReLU`` module of ``model`` computes out of place and
-    back-propagates as :class:`_RedirectedReLU` while ``on[0]`` is true."""
-    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
-    saved = [m.inplace for m in relus]
-
-    def hook(_m: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> Any:
-        if on[0] and torch.is_grad_enabled():
-            return _RedirectedReLU.apply(inp[0])
-        return None
-
-    try:
-        for m in relus:
-            m.inplace = False
-        with hooked((m, hook) for m in relus):
-            yield
-    finally:
-        for m, inplace in zip(relus, saved, strict=True):
-            m.inplace = inplace
-
-
 def _jitter(x: torch.Tensor, d: int, pick: Any) -> torch.Tensor:
     dx, dy = pick(d + 1), pick(d + 1)  # lucent's jitter: a random crop d px smaller
     return x[..., dy : x.shape[2] - d + dy, dx : x.shape[3] - d + dx]
@@ -292,7 +269,7 @@ def visualize(
     first_grad: torch.Tensor | None = None
     bar = progress_bar(range(steps), desc="visualize", unit="step", disable=not progress)
     redirect = [redirect_steps > 0]
-    with eval_mode(model), redirected_relus(model, redirect):
+    with eval_mode(model), relus_backward_as(model, _RedirectedReLU, redirect):
         for step in bar:
             if on_step is not None:
                 on_step(step, steps)

@@ -1,0 +1,499 @@
+"""Pixel attributions: which input pixels a class's score depends on.
+
+The other half of saliency next to the CAM family (:mod:`convlens.interpret.cam`),
+computed at the input instead of a layer:
+
+- **Saliency** (Simonyan et al., 2014): ``|d f_c / d x|``.
+- **Input x Gradient** (Shrikumar et al., 2016): ``x * d f_c / d x``.
+- **Integrated Gradients** (Sundararajan et al., 2017): ``(x - b) * integral_0^1 d f_c
+  / d x (b + a (x - b)) da`` for a baseline ``b``, by a quadrature rule of ``steps``
+  points (Gauss-Legendre or Riemann left/right/middle/trapezoid, captum's names); the
+  attributions sum to ``f_c(x) - f_c(b)`` up to the rule's error (``delta``). The
+  trapezoid rule's weights here sum to 1 (``1 / (steps - 1)``, halved at the ends);
+  captum's use ``1 / steps``, so its trapezoid attributions are ``(steps - 1) / steps``
+  of these.
+- **SmoothGrad** (Smilkov et al., 2017): Saliency averaged over ``samples`` copies of
+  the image with Gaussian noise (``stdev``).
+- **Occlusion** (Zeiler and Fergus, 2014): ``f_c(x) - f_c(x with a window set to the
+  baseline)`` spread over the window's pixels, averaged over the windows covering each
+  pixel; windows slide by ``stride`` and the last may reach past the border.
+- **Guided Backprop** (Springenberg et al., 2015): the gradient with every ``nn.ReLU``
+  passing back only positive gradients where its input was positive.
+- **Guided Grad-CAM** (Selvaraju et al., 2017): Guided Backprop times the Grad-CAM map
+  of ``layer``, upsampled to the input and scaled to [0, 1] (pytorch-grad-cam's).
+
+Each is a member of the map family: :meth:`PixelAttribution.attribute` is the one
+method a member overrides (``[N, C, H, W]`` attributions for one class per image); the
+family's ``__call__`` gives the same :class:`~convlens.interpret.cam.ClassMaps` as the
+CAMs, whose map is the attributions summed over channels, so the same faithfulness
+metrics score both. :func:`attribute` gives the raw attributions, equal to captum's
+(and pytorch-grad-cam's for the guided methods). Gradient passes run ``batch_size``
+images at a time: Integrated Gradients' steps and SmoothGrad's samples are batched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from convlens.core.hooks import eval_mode, relus_backward_as
+from convlens.core.tensors import BASELINES, baseline_image
+from convlens.interpret.cam import ActivationMapMethod, GradCAM, Site, normalize_maps
+
+RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Pixel attributions of one class per image."""
+
+    method: str
+    attributions: torch.Tensor  # [N, C, H, W]
+    target: torch.Tensor  # [N] the class explained
+    logits: torch.Tensor  # [N, K] of the unperturbed images
+    delta: torch.Tensor | None = None  # [N] Integrated Gradients: sum - (f(x) - f(b))
+    gap: torch.Tensor | None = None  # [N] Integrated Gradients: f(x) - f(b)
+
+
+def quadrature(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(weights, alphas)`` of ``steps`` points on [0, 1] for ``rule`` (see :data:`RULES`)."""
+    if steps < 1:
+        raise ValueError(f"`steps` must be at least 1, got {steps}")
+    if rule == "gausslegendre":
+        nodes, w = np.polynomial.legendre.leggauss(steps)
+        return torch.tensor(0.5 * w), torch.tensor(0.5 * (nodes + 1))
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
+    if rule == "riemann_trapezoid":
+        if steps < 2:
+            raise ValueError("the trapezoid rule needs at least 2 steps")
+        w = np.full(steps, 1 / (steps - 1))
+        w[0] = w[-1] = 1 / (2 * (steps - 1))
+        return torch.tensor(w), torch.tensor(np.linspace(0, 1, steps))
+    start = {"riemann_left": 0.0, "riemann_right": 1.0, "riemann_middle": 0.5}[rule]
+    alphas = (np.arange(steps) + start) / steps
+    return torch.full((steps,), 1 / steps, dtype=torch.float64), torch.tensor(alphas)
+
+
+def gradients(
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor, batch_size: int
+) -> torch.Tensor:
+    """``d f_target[i] / d x[i]`` for every image, ``batch_size`` images per pass."""
+    out = []
+    for s in range(0, x.shape[0], batch_size):
+        xb = x[s : s + batch_size].detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(xb).float()
+            score = logits.gather(1, target[s : s + batch_size, None]).sum()
+            (grad,) = torch.autograd.grad(score, xb)
+        out.append(grad)
+    return torch.cat(out)
+
+
+class _GuidedReLU(torch.autograd.Function):
+    """ReLU whose gradient passes only where both its input and the gradient coming
+    back are positive (Guided Backprop)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return grad * (x > 0) * (grad > 0)
+
+
+class PixelAttribution(ActivationMapMethod):
+    """Attributions at the input, one ``[N, C, H, W]`` tensor per class (see the module
+    doc); a member overrides :meth:`attribute` only. Options are keyword arguments of
+    the constructor; ``layer`` is read only by Guided Grad-CAM."""
+
+    name = "pixel"
+    options: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, model: nn.Module, layer: str | None = None, **options: Any) -> None:
+        super().__init__(model, layer)
+        unknown = set(options) - set(self.options)
+        if unknown:
+            known = ", ".join(self.options) or "none"
+            raise ValueError(
+                f"{self.name} has no option {', '.join(sorted(unknown))}; its options: {known}"
+            )
+        self.settings = {**self.options, **options}
+        if "batch_size" in self.settings and self.settings["batch_size"] < 1:
+            raise ValueError(f"`batch_size` must be at least 1, got {self.settings['batch_size']}")
+
+    def locate(self, x: torch.Tensor) -> Site:
+        return Site("input")
+
+    def forward(self, x: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+        with eval_mode(self.model), torch.no_grad():
+            logits = self.model(x).float()
+        return logits, x.detach().float()
+
+    def weighted_maps(
+        self,
+        x: torch.Tensor,
+        site: Site,
+        features: torch.Tensor,
+        logits: torch.Tensor,
+        classes: torch.Tensor,
+    ) -> torch.Tensor:
+        """``[N, T, H, W]``: each class's attributions summed over the channels."""
+        with eval_mode(self.model):
+            maps = [self.attribute(x, classes[:, t]).sum(1) for t in range(classes.shape[1])]
+        return torch.stack(maps, 1)
+
+    def attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``[N, C, H, W]`` attributions of class ``target[i]`` for each image ``x[i]``
+        (the model is in evaluation mode)."""
+        raise NotImplementedError
+
+
+class Saliency(PixelAttribution):
+    name = "saliency"
+    options: ClassVar[dict[str, Any]] = {"abs": True, "batch_size": 64}
+
+    def attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        grad = gradients(self.model, x, target, self.settings["batch_size"])
+        return grad.abs() if self.settings["abs"] else grad
+
+
+class InputXGradient(PixelAttribution):
+    name = "inputxgradient"
+    options: ClassVar[dict[str, Any]] = {"batch_size": 64}
+
+    def attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return x * gradients(self.model, x, target, self.settings["batch_size"])
+
+
+def _baseline(x: torch.Tensor, baseline: str | float | torch.Tensor) -> torch.Tensor:
+    """``baseline`` as a tensor of ``x``'s shape: a kind of :data:`BASELINES`, a number,
+    or a tensor of shape ``[C, H, W]``, ``[1, C, H, W]`` or ``x``'s."""
+    if isinstance(baseline, str):
+        return baseline_image(x, baseline)
+    if isinstance(baseline, int | float):
+        return torch.full_like(x, float(baseline))
+    b = baseline.to(x.device, x.dtype)
+    if b.shape == x.shape[1:]:
+        b = b[None]
+    if b.shape[1:] != x.shape[1:] or b.shape[0] not in (1, x.shape[0]):
+        raise ValueError(
+            f"the baseline has shape {tuple(baseline.shape)}, the inputs {tuple(x.shape)}: "
+            f"give one of shape {tuple(x.shape[1:])}, [1, ...] or the inputs' own, or one of "
+            f"{', '.join(BASELINES)}"
+        )
+    return b.expand_as(x)
+
+
+class IntegratedGradients(PixelAttribution):
+    name = "integratedgradients"
+    options: ClassVar[dict[str, Any]] = {
+        "baseline": "zeros",
+        "steps": 50,
+        "rule": "gausslegendre",
+        "batch_size": 64,
+    }
+
+    def attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.integrate(x, target)[0]
+
+    def integrate(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attributions and the baseline (for the completeness check)."""
+        o = self.settings
+        weights, alphas = quadrature(o["rule"], o["steps"])
+        b = _baseline(x, o["baseline"])
+        n, steps = x.shape[0], len(alphas)
+        # every point of every image's path in one stack, step-major as captum orders
+        # them, run batch_size at a time
+        a = alphas.to(x.device, x.dtype).view(steps, 1, 1, 1, 1)
+        path = (b[None] + a * (x - b)[None]).reshape(steps * n, *x.shape[1:])
+        grads = gradients(self.model, path, target.repeat(steps), o["batch_size"])
+        w = weights.to(x.device).float().view(steps, 1)
+        total = (grads.reshape(steps, -1) * w).reshape(steps, *x.shape).sum(0)
+        return total * (x - b), b
+
+
+class SmoothGrad(PixelAttribution):
+    name = "smoothgrad"
+    options: ClassVar[dict[str, Any]] = {"samples": 16, "stdev": None, "seed": 0, "batch_size": 64}
+
+    def attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Saliency (absolute gradients) averaged over noisy copies; ``stdev`` None is
+        0.15 of each image's value range (Smilkov et al.'s 10-20%)."""
+        o = self.settings
+        s = o["samples"]
+        if s < 1:
+            raise ValueError(f"`samples` must be at least 1, got {s}")
+        n = x.shape[0]
+        if o["stdev"] is None:
+            flat = x.flatten(1)
+            stdev = (0.15 * (flat.amax(1) - flat.amin(1))).view(n, 1, 1, 1)
+        else:
+            stdev = torch.tensor(float(o["stdev"]), device=x.device)
+        g = torch.Generator(device=x.device).manual_seed(o["seed"])
+        # image-major copies (each image's samples together), one draw for all
+        noise = torch.randn((n * s, *x.shape[1:]), generator=g, device=x.device, dtype=x.dtype)
+        noisy = x.repeat_interleave(s, 0) + noise * (
+            stdev.repeat_interleave(s, 0) if stdev.ndim else stdev
+        )
+        grads = gradients(self.model, noisy, target.repeat_interleave(s), o["batch_size"])
+        return grads.abs().reshape(n, s, *x.shape[1:]).sum(1) / s
+
+
+class Occlusion(PixelAttribution):
+    name = "occlusion"
+    options: ClassVar[dict[str, Any]] = {
+        "window": None,
+        "stride": None,
+        "baseline": 0.0,
+        "batch_size": 64,
+    }
+
+    def windows(self, h: int, w: int) -> tuple[int, int]:
+        """The window side and stride for an ``h x w`` input (defaults: a seventh of the
+        shorter side, and half of that)."""
+        k = self.settings["window"] or max(1, min(h, w) // 7)
+        stride = self.settings["stride"] or max(1, k // 2)
+        if k > min(h, w):
+            raise ValueError(f"the occlusion window ({k} px) is larger than the image ({h}x{w})")
+        if not 1 <= stride <= k:
+            raise ValueError(f"the occlusion stride must be in 1..{k} (the window), got {stride}")
+        return k, stride
+
+    @torch.no_grad()
+    def attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        k, stride = self.windows(h, w)
+        b = _baseline(x, self.settings["baseline"])
+        # window origins as captum places them: ceil((side - k) / stride) + 1 per side,
+        # the last window cut off at the border
+        ys = [i * stride for i in range(-(-(h - k) // stride) + 1)]
+        xs = [j * stride for j in range(-(-(w - k) // stride) + 1)]
+        masks = torch.zeros(len(ys) * len(xs), 1, h, w, device=x.device)
+        for m, (y0, x0) in enumerate((y, x_) for y in ys for x_ in xs):
+            masks[m, :, y0 : y0 + k, x0 : x0 + k] = 1
+        before = self.model(x).float().gather(1, target[:, None])  # [N, 1]
+        total = torch.zeros_like(x, dtype=torch.float32)
+        step = self.settings["batch_size"]
+        for i in range(n):
+            for s in range(0, len(masks), step):
+                mk = masks[s : s + step]
+                occluded = x[i] * (1 - mk) + b[i] * mk
+                after = self.model(occluded).float()[:, target[i]]
+                total[i] += ((before[i] - after).view(-1, 1, 1, 1) * mk).sum(0)
+        return total / masks.sum(0)
+
+
+class GuidedBackprop(PixelAttribution):
+    name = "guidedbackprop"
+    options: ClassVar[dict[str, Any]] = {"batch_size": 64}
+
+    def attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with relus_backward_as(self.model, _GuidedReLU):
+            return gradients(self.model, x, target, self.settings["batch_size"])
+
+
+class GuidedGradCAM(PixelAttribution):
+    name = "guidedgradcam"
+    options: ClassVar[dict[str, Any]] = {"batch_size": 64}
+
+    def attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with relus_backward_as(self.model, _GuidedReLU):
+            guided = gradients(self.model, x, target, self.settings["batch_size"])
+        maps = GradCAM(self.model, self.layer)(x, classes=target[:, None])
+        # scaled to [0, 1] again after upsampling, as pytorch-grad-cam's map is
+        return guided * normalize_maps(maps.upsampled[:, :1])
+
+
+METHODS: dict[str, type[PixelAttribution]] = {
+    "saliency": Saliency,
+    "inputxgradient": InputXGradient,
+    "integratedgradients": IntegratedGradients,
+    "smoothgrad": SmoothGrad,
+    "occlusion": Occlusion,
+    "guidedbackprop": GuidedBackprop,
+    "guidedgradcam": GuidedGradCAM,
+}
+NAMES = {
+    "saliency": "Saliency",
+    "inputxgradient": "Input x Gradient",
+    "integratedgradients": "Integrated Gradients",
+    "smoothgrad": "SmoothGrad",
+    "occlusion": "Occlusion",
+    "guidedbackprop": "Guided Backprop",
+    "guidedgradcam": "Guided Grad-CAM",
+}
+
+
+def attribute(
+    model: nn.Module,
+    x: torch.Tensor,
+    method: str = "integratedgradients",
+    target: torch.Tensor | int | None = None,
+    layer: str | None = None,
+    **options: Any,
+) -> Attribution:
+    """Pixel attributions of ``x`` (``[N, C, H, W]``) for class ``target`` (``[N]``, one
+    index for all, or None: each image's top-1) with ``method`` (a key of
+    :data:`METHODS`; its options as keyword arguments, e.g. ``steps=50``).
+
+    Raises:
+        ValueError: unknown method or option, bad shapes or class, ``steps`` < 1, a
+            baseline of the wrong shape, an occlusion window larger than the image.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if x.ndim != 4:
+        raise ValueError(f"inputs must be [N, C, H, W], got shape {tuple(x.shape)}")
+    m = METHODS[method](model, layer, **options)
+    with eval_mode(model):
+        with torch.no_grad():
+            logits = model(x).float()
+        k = logits.shape[1]
+        if target is None:
+            t = logits.argmax(1)
+        elif isinstance(target, int):
+            t = torch.full((x.shape[0],), target, dtype=torch.long, device=x.device)
+        else:
+            t = target
+        if t.shape != (x.shape[0],) or not 0 <= int(t.min()) <= int(t.max()) < k:
+            raise ValueError(f"`target` must be [N] class indices in 0..{k - 1}")
+        if isinstance(m, IntegratedGradients):
+            attributions, b = m.integrate(x, t)
+            with torch.no_grad():
+                at_b = model(b).float().gather(1, t[:, None])[:, 0]
+            gap = logits.gather(1, t[:, None])[:, 0] - at_b
+            delta = attributions.flatten(1).sum(1) - gap
+            return Attribution(method, attributions, t, logits, delta, gap)
+        return Attribution(method, m.attribute(x, t), t, logits)
+
+
+def infidelity(
+    model: nn.Module,
+    x: torch.Tensor,
+    attributions: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    perturb: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    samples: int = 10,
+    normalize: bool = True,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Infidelity (Yeh et al., 2019; captum's ``infidelity``): the mean over ``samples``
+    perturbations ``I`` of ``(sum(attributions * I) - (f(x) - f(x - I)))^2`` for class
+    ``target``, per image ``[N]``; lower is better.
+
+    Args:
+        attributions: ``[N, C, H, W]``, or ``[N, H, W]`` maps (the same for every channel).
+        perturb: ``perturb(inputs) -> (I, inputs - I)`` on the inputs repeated
+            ``samples`` times each; default Gaussian noise of standard deviation 0.1
+            (seeded by ``seed``).
+        normalize: scale the attributions by the factor that minimises the error first
+            (captum's ``normalize``), so maps of any scale compare.
+    """
+    if samples < 1:
+        raise ValueError(f"`samples` must be at least 1, got {samples}")
+    if attributions.shape == (x.shape[0], *x.shape[2:]):
+        attributions = attributions[:, None].expand_as(x)
+    if attributions.shape != x.shape:
+        raise ValueError(
+            f"attributions have shape {tuple(attributions.shape)}, not the inputs' "
+            f"{tuple(x.shape)} or [N, H, W]"
+        )
+    n = x.shape[0]
+    if perturb is None:
+        g = torch.Generator(device=x.device).manual_seed(seed)
+
+        def perturb(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            noise = 0.1 * torch.randn(inputs.shape, generator=g, device=inputs.device)
+            return noise, inputs - noise
+
+    with torch.no_grad(), eval_mode(model):
+        expanded = x.repeat_interleave(samples, 0)
+        noise, perturbed = perturb(expanded)
+        t = target.repeat_interleave(samples)
+        at_x = model(x).float().gather(1, target[:, None])[:, 0].repeat_interleave(samples)
+        at_p = model(perturbed).float().gather(1, t[:, None])[:, 0]
+        diffs = (at_x - at_p).view(n, samples)
+        sums = (attributions.repeat_interleave(samples, 0) * noise).view(n * samples, -1)
+        sums = sums.sum(1).view(n, samples)
+        if normalize:
+            aa, ab, bb = (sums**2).sum(1), (sums * diffs).sum(1), (diffs**2).sum(1)
+            beta = torch.where(aa == 0, torch.zeros_like(ab), ab / aa.clamp_min(1e-30))
+            return (beta * beta * aa - 2 * beta * ab + bb) / samples
+        return ((sums - diffs) ** 2).sum(1) / samples
+
+
+def sensitivity_max(
+    explain: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    radius: float = 0.02,
+    samples: int = 10,
+    seed: int = 0,
+    perturb: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Max-sensitivity (Yeh et al., 2019; captum's ``sensitivity_max``): the largest
+    relative change ``||e(x') - e(x)|| / ||e(x)||`` (Frobenius) of the explanation
+    ``explain(inputs, target)`` of class ``target`` over ``samples`` inputs ``x'``
+    within ``radius`` of each image (uniform
+    noise, seeded; or ``perturb(inputs) -> inputs'`` on the inputs repeated ``samples``
+    times each), per image ``[N]``; lower is better."""
+    if samples < 1:
+        raise ValueError(f"`samples` must be at least 1, got {samples}")
+    n = x.shape[0]
+    if perturb is None:
+        g = torch.Generator(device=x.device).manual_seed(seed)
+
+        def perturb(inputs: torch.Tensor) -> torch.Tensor:
+            noise = torch.empty(inputs.shape, device=inputs.device)
+            return inputs + noise.uniform_(-radius, radius, generator=g)
+
+    with torch.no_grad():
+        base = explain(x, target).reshape(n, -1)
+        moved = explain(perturb(x.repeat_interleave(samples, 0)), target.repeat_interleave(samples))
+        moved = moved.reshape(n * samples, -1)
+        norm = torch.linalg.vector_norm(base, dim=1, keepdim=True)
+        norm = torch.where(norm == 0, torch.ones_like(norm), norm).repeat_interleave(samples, 0)
+        change = torch.linalg.vector_norm(base.repeat_interleave(samples, 0) - moved, dim=1)
+        return (change[:, None] / norm).view(n, samples).amax(1)
+
+
+def explainer(
+    model: nn.Module, method: str, layer: str | None = None, **options: Any
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``explain(x, target) -> [N, H, W]``: ``method``'s map (CAM family or pixel) of
+    class ``target[i]`` for each image, upsampled and scaled to [0, 1], as the
+    faithfulness table scores it."""
+    from convlens.interpret import cam
+
+    def explain(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        maps = cam.class_maps(
+            model, x, method=method, layer=layer, classes=target[:, None], options=options
+        )
+        return maps.upsampled[:, 0]
+
+    return explain
+
+
+__all__ = [
+    "METHODS",
+    "NAMES",
+    "RULES",
+    "Attribution",
+    "PixelAttribution",
+    "attribute",
+    "explainer",
+    "infidelity",
+    "quadrature",
+    "sensitivity_max",
+]
