@@ -7,9 +7,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from convlens.cli.common import add_image_args, add_model_args, load_model, model_inputs
+from convlens.cli.common import (
+    add_attribution_args,
+    add_image_args,
+    add_model_args,
+    attribution_options,
+    load_model,
+    model_inputs,
+)
 
-# convlens.interpret.cam.METHODS (tested equal), here so that --help needs no torch
+# convlens.interpret.cam.METHODS and attribution.METHODS (tested equal), here so that
+# --help needs no torch
 METHODS = (
     "cam",
     "gradcam",
@@ -20,24 +28,36 @@ METHODS = (
     "scorecam",
     "eigencam",
 )
+PIXEL_METHODS = (
+    "saliency",
+    "inputxgradient",
+    "integratedgradients",
+    "smoothgrad",
+    "occlusion",
+    "guidedbackprop",
+    "guidedgradcam",
+)
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "cam",
-        help="class activation maps for the top classes",
+        help="class activation maps or pixel attributions for the top classes",
         description="Overlay the class activation maps of the TOP most probable classes on "
         "each image. CAM (default) needs a head of global average pooling plus one linear "
-        "layer; Grad-CAM works on any convolutional layer.",
+        "layer; Grad-CAM works on any convolutional layer. The pixel attributions "
+        "(saliency, inputxgradient, integratedgradients, smoothgrad, occlusion, "
+        "guidedbackprop, guidedgradcam) are computed at the input; their map is the "
+        "attributions summed over colour channels.",
     )
     add_model_args(p)
     add_image_args(p, "+")
     p.add_argument("--top", type=int, default=5, help="classes per image [5]")
     p.add_argument(
         "--method",
-        choices=(*METHODS, "all"),
+        choices=(*METHODS, *PIXEL_METHODS, "all"),
         default="cam",
-        help="[cam]; all: one figure, rows images, columns methods, for the top class",
+        help="[cam]; all: one figure, rows images, columns CAM methods, for the top class",
     )
     p.add_argument(
         "--class",
@@ -51,6 +71,7 @@ def add_parser(sub: Any) -> None:
         "else the last convolutional module]",
     )
     p.add_argument("--out", type=Path, help="PNG/SVG file [cam.png]")
+    add_attribution_args(p)
     p.set_defaults(run=run)
 
 
@@ -61,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from convlens.interpret import cam
     from convlens.render import viz
 
+    options = attribution_options(args, [args.method])
     loaded = load_model(args)
     inputs = model_inputs(args, loaded, args.images)
     classes = None
@@ -72,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if args.method == "all":
         return _every_method(args, loaded, inputs, shown, classes, out)
     result = cam.class_maps(
-        loaded.model, inputs.x, args.top, args.method, args.layer, classes=classes
+        loaded.model, inputs.x, args.top, args.method, args.layer, classes=classes, options=options
     )
     h, w = result.maps.shape[2:]
     print(f"{result.method} of layer {result.layer} ({h}x{w} maps)")
@@ -81,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         row = [f"{loaded.classes[c]} {float(probs[c]):.1%}" for c in indices.tolist()]
         labels.append(row)
         print(f"{name}: " + ", ".join(row))
-    method = cam.NAMES[result.method]
+    method = cam.method_names()[result.method]
     fig = viz.draw_class_maps(
         shown,
         result.upsampled,

@@ -8,8 +8,9 @@ inside each command's ``run``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -132,3 +133,59 @@ def region_mask(
     if args.mask:
         return images.load_mask(args.mask, inputs.sizes[0], loaded.preprocessing)
     return None
+
+
+# options of the pixel attributions (convlens.interpret.attribution), by flag name
+ATTRIBUTION_OPTIONS = ("steps", "rule", "baseline", "samples", "stdev", "window", "stride")
+
+
+def add_attribution_args(p: argparse.ArgumentParser, own: Sequence[str] = ()) -> None:
+    """The options of the pixel attributions; each is left to the method's default when
+    not given. ``own``: flags the command already has for its own purpose: its
+    ``--baseline`` serves the attributions too, and ``--steps`` becomes ``--ig-steps``."""
+    baseline = "baseline" not in own
+    g = p.add_argument_group("pixel attributions")
+    g.add_argument(
+        "--ig-steps" if "steps" in own else "--steps",
+        dest="ig_steps",
+        type=int,
+        help="integratedgradients: points on the path [50]",
+    )
+    g.add_argument(
+        "--rule",
+        choices=("gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
+                 "riemann_trapezoid"),
+        help="integratedgradients: quadrature rule [gausslegendre]",
+    )  # fmt: skip
+    if baseline:
+        g.add_argument(
+            "--baseline",
+            help="integratedgradients and occlusion: zeros, blur, mean or a number [zeros]",
+        )
+    g.add_argument("--samples", type=int, help="smoothgrad: noisy copies [16]")
+    g.add_argument(
+        "--stdev", type=float, help="smoothgrad: noise deviation [0.15 of each image's range]"
+    )
+    g.add_argument("--window", type=int, help="occlusion: window side, px [side / 7]")
+    g.add_argument("--stride", type=int, help="occlusion: window step, px [window / 2]")
+
+
+def attribution_options(
+    args: argparse.Namespace, methods: Sequence[str], own: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The pixel-attribution options given on the command line, checked against
+    ``methods``: an option none of them takes is an error, not ignored. ``own``: as for
+    :func:`add_attribution_args` (the command passes its own ``baseline`` itself)."""
+    from convlens.interpret.attribution import METHODS
+
+    names = {k: "ig_steps" if k == "steps" else k for k in ATTRIBUTION_OPTIONS if k not in own}
+    given = {k: getattr(args, a) for k, a in names.items() if getattr(args, a, None) is not None}
+    if isinstance(given.get("baseline"), str):
+        with contextlib.suppress(ValueError):  # a number, else a kind (zeros, blur, mean)
+            given["baseline"] = float(given["baseline"])
+    for k in given:
+        if not any(k in METHODS[m].options for m in methods if m in METHODS):
+            takers = [m for m, c in METHODS.items() if k in c.options]
+            flag = "--steps (--ig-steps)" if k == "steps" else f"--{k}"
+            raise ValueError(f"{flag} is an option of {', '.join(takers)} only")
+    return given

@@ -7,11 +7,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from convlens.cli.cam import METHODS
-from convlens.cli.common import add_model_args, load_model
+from convlens.cli.cam import METHODS, PIXEL_METHODS
+from convlens.cli.common import (
+    add_attribution_args,
+    add_model_args,
+    attribution_options,
+    load_model,
+)
 
 REFERENCES = ("random", "edges")  # convlens.interpret.faithfulness.REFERENCE_MAPS
-# Every method but Score-CAM (one forward pass per channel), then the reference maps.
+# Every CAM method but Score-CAM (one forward pass per channel), then the reference maps;
+# the pixel attributions on request (--methods, or --pixel for all of them).
 DEFAULT_METHODS = (*(m for m in METHODS if m != "scorecam"), *REFERENCES)
 
 
@@ -36,9 +42,17 @@ def add_parser(sub: Any) -> None:
         "--methods",
         nargs="+",
         default=[m for m in DEFAULT_METHODS if m not in REFERENCES],
-        choices=(*METHODS, *REFERENCES),
+        choices=(*METHODS, *PIXEL_METHODS, *REFERENCES),
         metavar="METHOD",
-        help=f"any of {', '.join((*METHODS, *REFERENCES))} [every method but scorecam]",
+        help=f"any of {', '.join((*METHODS, *PIXEL_METHODS, *REFERENCES))} "
+        "[every CAM method but scorecam]",
+    )
+    p.add_argument("--pixel", action="store_true", help="add every pixel attribution to --methods")
+    p.add_argument(
+        "--captum-metrics",
+        action="store_true",
+        help="also captum's infidelity and max-sensitivity of every map (slower: 10 "
+        "perturbed copies of each image, and 10 more maps per image)",
     )
     p.add_argument("--no-references", action="store_true", help="leave out random and edges")
     p.add_argument("--layer", help="layer to explain [the one feeding global pooling]")
@@ -47,10 +61,12 @@ def add_parser(sub: Any) -> None:
         "--baseline",
         choices=("zeros", "blur", "mean"),
         default="zeros",
-        help="what removed pixels become [zeros]",
+        help="what removed pixels become, and the baseline of integratedgradients and "
+        "occlusion [zeros]",
     )
     p.add_argument("--batch-size", type=int, default=64, help="images per batch [64]")
     p.add_argument("--out", type=Path, default=Path("faithfulness"), help="[faithfulness]")
+    add_attribution_args(p, own=("steps", "baseline"))
     p.set_defaults(run=run)
 
 
@@ -62,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     if args.limit < 1 or args.batch_size < 1:
         raise ValueError("--limit and --batch-size must be >= 1")
     loaded = load_model(args)
-    methods = list(dict.fromkeys(args.methods))
+    methods = list(dict.fromkeys([*args.methods, *(PIXEL_METHODS if args.pixel else ())]))
+    options = attribution_options(args, methods, own=("baseline",))
     if not args.no_references:
         methods += [r for r in REFERENCES if r not in methods]
     batches = list(data_batches(args.data, args.limit, args.batch_size, loaded, args.data_dir))
@@ -74,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps,
         baseline=args.baseline,
         batch_size=256,
+        options=options,
+        captum_metrics=args.captum_metrics,
     )
     header, rows = viz.faithfulness_table(scores)
     args.out.mkdir(parents=True, exist_ok=True)

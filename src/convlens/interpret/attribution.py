@@ -58,6 +58,7 @@ class Attribution:
     logits: torch.Tensor  # [N, K] of the unperturbed images
     delta: torch.Tensor | None = None  # [N] Integrated Gradients: sum - (f(x) - f(b))
     gap: torch.Tensor | None = None  # [N] Integrated Gradients: f(x) - f(b)
+    steps: torch.Tensor | None = None  # [N] Integrated Gradients: steps used per image
 
 
 def quadrature(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,23 +70,36 @@ def quadrature(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.tensor(0.5 * w), torch.tensor(0.5 * (nodes + 1))
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
+    # the points as float32 linspaces, as captum makes them (a point that differs in its
+    # last bit can cross a ReLU's kink in a deep network)
     if rule == "riemann_trapezoid":
         if steps < 2:
             raise ValueError("the trapezoid rule needs at least 2 steps")
         w = np.full(steps, 1 / (steps - 1))
         w[0] = w[-1] = 1 / (2 * (steps - 1))
-        return torch.tensor(w), torch.tensor(np.linspace(0, 1, steps))
-    start = {"riemann_left": 0.0, "riemann_right": 1.0, "riemann_middle": 0.5}[rule]
-    alphas = (np.arange(steps) + start) / steps
-    return torch.full((steps,), 1 / steps, dtype=torch.float64), torch.tensor(alphas)
+        return torch.tensor(w), torch.linspace(0, 1, steps).double()
+    first, last = {
+        "riemann_left": (0.0, 1 - 1 / steps),
+        "riemann_right": (1 / steps, 1.0),
+        "riemann_middle": (1 / (2 * steps), 1 - 1 / (2 * steps)),
+    }[rule]
+    alphas = torch.linspace(first, last, steps).double()
+    return torch.full((steps,), 1 / steps, dtype=torch.float64), alphas
 
 
 def gradients(
-    model: nn.Module, x: torch.Tensor, target: torch.Tensor, batch_size: int
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    batch_size: int,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
-    """``d f_target[i] / d x[i]`` for every image, ``batch_size`` images per pass."""
+    """``d f_target[i] / d x[i]`` for every image, ``batch_size`` images per pass
+    (``on_step(passes done, passes)`` before each)."""
     out = []
     for s in range(0, x.shape[0], batch_size):
+        if on_step is not None:
+            on_step(s // batch_size, -(-x.shape[0] // batch_size))
         xb = x[s : s + batch_size].detach().requires_grad_(True)
         with torch.enable_grad():
             logits = model(xb).float()
@@ -113,13 +127,21 @@ class _GuidedReLU(torch.autograd.Function):
 class PixelAttribution(ActivationMapMethod):
     """Attributions at the input, one ``[N, C, H, W]`` tensor per class (see the module
     doc); a member overrides :meth:`attribute` only. Options are keyword arguments of
-    the constructor; ``layer`` is read only by Guided Grad-CAM."""
+    the constructor; ``layer`` is read only by Guided Grad-CAM; ``on_step(done, total)``
+    is called before each pass of the network (an exception it raises ends the work)."""
 
     name = "pixel"
     options: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, model: nn.Module, layer: str | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(model, layer)
+        self.on_step = on_step
         unknown = set(options) - set(self.options)
         if unknown:
             known = ", ".join(self.options) or "none"
@@ -162,7 +184,7 @@ class Saliency(PixelAttribution):
     options: ClassVar[dict[str, Any]] = {"abs": True, "batch_size": 64}
 
     def attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        grad = gradients(self.model, x, target, self.settings["batch_size"])
+        grad = gradients(self.model, x, target, self.settings["batch_size"], self.on_step)
         return grad.abs() if self.settings["abs"] else grad
 
 
@@ -171,7 +193,7 @@ class InputXGradient(PixelAttribution):
     options: ClassVar[dict[str, Any]] = {"batch_size": 64}
 
     def attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return x * gradients(self.model, x, target, self.settings["batch_size"])
+        return x * gradients(self.model, x, target, self.settings["batch_size"], self.on_step)
 
 
 def _baseline(x: torch.Tensor, baseline: str | float | torch.Tensor) -> torch.Tensor:
@@ -196,29 +218,62 @@ def _baseline(x: torch.Tensor, baseline: str | float | torch.Tensor) -> torch.Te
 class IntegratedGradients(PixelAttribution):
     name = "integratedgradients"
     options: ClassVar[dict[str, Any]] = {
-        "baseline": "zeros",
-        "steps": 50,
-        "rule": "gausslegendre",
-        "batch_size": 64,
-    }
+        "baseline": "zeros", "steps": 50, "rule": "gausslegendre", "tolerance": 0.01,
+        "max_steps": 800, "batch_size": 64,
+    }  # fmt: skip
 
     def attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.integrate(x, target)[0]
 
-    def integrate(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The attributions and the baseline (for the completeness check)."""
+    def integrate(
+        self, x: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The attributions, and per image the completeness gap ``delta``, ``f(x) -
+        f(b)`` and the steps used. An image whose ``|delta|`` is over ``tolerance`` of
+        ``|f(x) - f(b)|`` is integrated again with twice the steps, up to ``max_steps``
+        (a ReLU network's gradient jumps along the path, and a max-pooling one's more
+        so: at captum's 50 points about half of fashion-cnn's test images miss 1%).
+        ``tolerance`` None: ``steps`` for every image, as captum."""
         o = self.settings
-        weights, alphas = quadrature(o["rule"], o["steps"])
+        if o["steps"] < 1:
+            raise ValueError(f"`steps` must be at least 1, got {o['steps']}")
         b = _baseline(x, o["baseline"])
-        n, steps = x.shape[0], len(alphas)
+        with torch.no_grad():
+            ends = self.model(torch.cat([x, b])).float()
+        t2 = torch.cat([target, target])[:, None]
+        at_x, at_b = ends.gather(1, t2)[:, 0].chunk(2)
+        gap = at_x - at_b
+        out = torch.empty_like(x)
+        used = torch.zeros(x.shape[0], dtype=torch.long)
+        todo, steps = torch.arange(x.shape[0]), o["steps"]
+        while True:
+            out[todo] = self.path_integral(x[todo], b[todo], target[todo], steps)
+            used[todo] = steps
+            delta = out[todo].flatten(1).sum(1) - gap[todo]
+            if o["tolerance"] is None or 2 * steps > o["max_steps"]:
+                break
+            missed = delta.abs() > o["tolerance"] * gap[todo].abs()
+            if not missed.any():
+                break
+            todo, steps = todo[missed], 2 * steps
+        return out, out.flatten(1).sum(1) - gap, gap, used
+
+    def path_integral(
+        self, x: torch.Tensor, b: torch.Tensor, target: torch.Tensor, steps: int
+    ) -> torch.Tensor:
+        """``(x - b) *`` the quadrature of the gradient along the straight path."""
+        weights, alphas = quadrature(self.settings["rule"], steps)
+        n = x.shape[0]
         # every point of every image's path in one stack, step-major as captum orders
         # them, run batch_size at a time
         a = alphas.to(x.device, x.dtype).view(steps, 1, 1, 1, 1)
         path = (b[None] + a * (x - b)[None]).reshape(steps * n, *x.shape[1:])
-        grads = gradients(self.model, path, target.repeat(steps), o["batch_size"])
+        grads = gradients(
+            self.model, path, target.repeat(steps), self.settings["batch_size"], self.on_step
+        )
         w = weights.to(x.device).float().view(steps, 1)
         total = (grads.reshape(steps, -1) * w).reshape(steps, *x.shape).sum(0)
-        return total * (x - b), b
+        return total * (x - b)
 
 
 class SmoothGrad(PixelAttribution):
@@ -244,7 +299,9 @@ class SmoothGrad(PixelAttribution):
         noisy = x.repeat_interleave(s, 0) + noise * (
             stdev.repeat_interleave(s, 0) if stdev.ndim else stdev
         )
-        grads = gradients(self.model, noisy, target.repeat_interleave(s), o["batch_size"])
+        grads = gradients(
+            self.model, noisy, target.repeat_interleave(s), o["batch_size"], self.on_step
+        )
         return grads.abs().reshape(n, s, *x.shape[1:]).sum(1) / s
 
 
@@ -283,8 +340,11 @@ class Occlusion(PixelAttribution):
         before = self.model(x).float().gather(1, target[:, None])  # [N, 1]
         total = torch.zeros_like(x, dtype=torch.float32)
         step = self.settings["batch_size"]
+        chunks = -(-len(masks) // step)
         for i in range(n):
             for s in range(0, len(masks), step):
+                if self.on_step is not None:
+                    self.on_step(i * chunks + s // step, n * chunks)
                 mk = masks[s : s + step]
                 occluded = x[i] * (1 - mk) + b[i] * mk
                 after = self.model(occluded).float()[:, target[i]]
@@ -298,7 +358,7 @@ class GuidedBackprop(PixelAttribution):
 
     def attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with relus_backward_as(self.model, _GuidedReLU):
-            return gradients(self.model, x, target, self.settings["batch_size"])
+            return gradients(self.model, x, target, self.settings["batch_size"], self.on_step)
 
 
 class GuidedGradCAM(PixelAttribution):
@@ -307,7 +367,7 @@ class GuidedGradCAM(PixelAttribution):
 
     def attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with relus_backward_as(self.model, _GuidedReLU):
-            guided = gradients(self.model, x, target, self.settings["batch_size"])
+            guided = gradients(self.model, x, target, self.settings["batch_size"], self.on_step)
         maps = GradCAM(self.model, self.layer)(x, classes=target[:, None])
         # scaled to [0, 1] again after upsampling, as pytorch-grad-cam's map is
         return guided * normalize_maps(maps.upsampled[:, :1])
@@ -367,12 +427,8 @@ def attribute(
         if t.shape != (x.shape[0],) or not 0 <= int(t.min()) <= int(t.max()) < k:
             raise ValueError(f"`target` must be [N] class indices in 0..{k - 1}")
         if isinstance(m, IntegratedGradients):
-            attributions, b = m.integrate(x, t)
-            with torch.no_grad():
-                at_b = model(b).float().gather(1, t[:, None])[:, 0]
-            gap = logits.gather(1, t[:, None])[:, 0] - at_b
-            delta = attributions.flatten(1).sum(1) - gap
-            return Attribution(method, attributions, t, logits, delta, gap)
+            attributions, delta, gap, used = m.integrate(x, t)
+            return Attribution(method, attributions, t, logits, delta, gap, used)
         return Attribution(method, m.attribute(x, t), t, logits)
 
 
@@ -458,10 +514,11 @@ def sensitivity_max(
             noise = torch.empty(inputs.shape, device=inputs.device)
             return inputs + noise.uniform_(-radius, radius, generator=g)
 
+    # explanations may need gradients (Grad-CAM, Saliency): no no_grad around them
+    base = explain(x, target).detach().reshape(n, -1)
+    moved = explain(perturb(x.repeat_interleave(samples, 0)), target.repeat_interleave(samples))
+    moved = moved.detach().reshape(n * samples, -1)
     with torch.no_grad():
-        base = explain(x, target).reshape(n, -1)
-        moved = explain(perturb(x.repeat_interleave(samples, 0)), target.repeat_interleave(samples))
-        moved = moved.reshape(n * samples, -1)
         norm = torch.linalg.vector_norm(base, dim=1, keepdim=True)
         norm = torch.where(norm == 0, torch.ones_like(norm), norm).repeat_interleave(samples, 0)
         change = torch.linalg.vector_norm(base.repeat_interleave(samples, 0) - moved, dim=1)

@@ -709,7 +709,11 @@ def class_maps(
     methods = all_methods()
     if method not in methods:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(methods)}")
-    return methods[method](model, layer, **(options or {}))(x, top=top, classes=classes)
+    try:
+        maker = methods[method](model, layer, **(options or {}))
+    except TypeError as e:  # a CAM method given a pixel attribution's option
+        raise ValueError(f"{method} has no option(s) {', '.join(options or {})}") from e
+    return maker(x, top=top, classes=classes)
 
 
 def every_method(

@@ -526,9 +526,13 @@ def faithfulness_table(scores: Sequence[MethodScore]) -> tuple[list[str], list[l
     """Header and rows, most faithful by insertion minus deletion AUC first."""
     header = ["method", "images", "deletion AUC", "insertion AUC", "ins - del", "avg drop",
               "increase"]  # fmt: skip
+    captum = any(s.infidelity is not None for s in scores)
+    if captum:
+        header += ["infidelity", "max-sensitivity"]
     ranked = sorted(scores, key=lambda s: s.deletion_auc - s.insertion_auc)
-    rows = [
-        [
+    rows = []
+    for s in ranked:
+        row = [
             s.method,
             str(s.images),
             f"{s.deletion_auc:.4f}",
@@ -537,9 +541,14 @@ def faithfulness_table(scores: Sequence[MethodScore]) -> tuple[list[str], list[l
             f"{s.average_drop:.2%}",
             f"{s.increase:.2%}",
         ]
-        for s in ranked
-    ]
+        if captum:
+            row += [_number(s.infidelity), _number(s.sensitivity)]
+        rows.append(row)
     return header, rows
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.4g}"
 
 
 # ----------------------------------------------------------------------------- visualisation
