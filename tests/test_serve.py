@@ -4,6 +4,7 @@ server, and the page driven in headless Chromium with Selenium."""
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import socket
@@ -94,6 +95,28 @@ def test_answers_equal_the_library(served: tuple[Explorer, TestClient]) -> None:
     got = np.asarray(Image.open(io.BytesIO(heat.content)).convert("RGB"))
     jet = (colormaps["jet"](want.numpy())[..., :3] * 255 + 0.5).astype(np.uint8)
     assert np.array_equal(got, jet)
+
+    # pixel attributions: a quick one directly, a long one as a job, equal to the library
+    for method, direct in (("saliency", True), ("integratedgradients", False)):
+        want = cam.class_maps(model, x, method=method, classes=torch.tensor([[3]])).upsampled
+        jet = (colormaps["jet"](want[0, 0].numpy())[..., :3] * 255 + 0.5).astype(np.uint8)
+        params = {"image": "test:7", "class": 3, "method": method}
+        first = client.get("/api/cam.png", params=params)
+        assert first.status_code == (200 if direct else 409)
+        if not direct:
+            assert "job" in first.json()["detail"]
+            job = client.post("/api/jobs/map", json=params).json()
+            deadline = time.monotonic() + 60
+            while (job := client.get(f"/api/jobs/{job['id']}").json())["status"] != "done":
+                assert job["status"] in ("queued", "running") and time.monotonic() < deadline
+                time.sleep(0.05)
+            first = client.get("/api/cam.png", params=params)  # now made
+            assert base64.b64decode(job["result"]["png"]) == first.content
+        got = np.asarray(Image.open(io.BytesIO(first.content)).convert("RGB"))
+        assert np.array_equal(got, jet)
+    info = client.get("/api/info").json()
+    assert {"saliency", "guidedgradcam", "integratedgradients"} <= set(info["methods"])
+    assert info["long_methods"] == ["integratedgradients", "smoothgrad", "occlusion"]
 
     units = client.get("/api/units", params={"image": "test:7", "layer": "features"}).json()
     means = units_means = [u["mean"] for u in units["units"]]
@@ -238,7 +261,7 @@ def test_parallel_ablations_never_mix(served: tuple[Explorer, TestClient], serve
 def test_the_page_in_chromium(served: tuple[Explorer, TestClient], server: str,
                               tmp_path: Path) -> None:  # fmt: skip
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     driver = chrome(tmp_path, "--window-size=1300,1100", console=True)
     wait = WebDriverWait(driver, 60)
@@ -258,6 +281,14 @@ def test_the_page_in_chromium(served: tuple[Explorer, TestClient], server: str,
         wait.until(
             lambda d: d.find_element(By.ID, "overlay").get_attribute("data-cls") == str(second)
         )
+        # a long map method: computed as a job with a progress bar, then shown
+        Select(driver.find_element(By.ID, "method")).select_by_value("integratedgradients")
+        wait.until(lambda d: d.find_element(By.ID, "overlay").get_attribute("data-method")
+                   == "integratedgradients")  # fmt: skip
+        assert driver.find_element(By.ID, "overlay").get_attribute("data-cls") == str(second)
+        Select(driver.find_element(By.ID, "method")).select_by_value("gradcam")
+        wait.until(lambda d: d.find_element(By.ID, "overlay").get_attribute("data-method")
+                   == "gradcam")  # fmt: skip
         # switch two units off: the page shows what the API answers
         tiles = driver.find_elements(By.CSS_SELECTOR, "#units .unit")
         units = [int(t.get_attribute("data-unit")) for t in tiles[:2]]

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -39,6 +39,13 @@ class FewestRequest(BaseModel):
     image: str
     layer: str | None = None
     mode: str = "activation"
+
+
+class MapRequest(BaseModel):
+    image: str
+    class_index: int = Field(alias="class")
+    method: str
+    layer: str | None = None
 
 
 class VisualizeRequest(BaseModel):
@@ -189,6 +196,10 @@ def create_app(explorer: Explorer, allow_hosts: Sequence[str] = ()) -> FastAPI:
     @app.post("/api/jobs/fewest")
     def start_fewest(req: FewestRequest) -> dict[str, Any]:
         return explorer.start_fewest(req.image, req.layer, req.mode)
+
+    @app.post("/api/jobs/map")
+    def start_map(req: MapRequest) -> dict[str, Any]:
+        return explorer.start_map(req.image, req.class_index, req.method, req.layer)
 
     @app.post("/api/jobs/visualize")
     def start_visualization(req: VisualizeRequest) -> dict[str, Any]:

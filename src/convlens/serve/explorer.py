@@ -53,6 +53,8 @@ MAX_UPLOAD_STORE_BYTES = 256 * 1024 * 1024  # and their inputs and thumbnails, i
 DECODE_SLOTS = 2  # uploads decoded at once
 FEWEST_BUDGET = 10.0  # seconds a fewest-units search may take
 VISUALIZE_STEPS = 256  # optimisation steps of a unit's visualisation
+# map methods that take many passes of the network: computed as jobs, with progress
+LONG_METHODS = ("integratedgradients", "smoothgrad", "occlusion")
 CACHE_BYTES = 128 * 1024 * 1024  # answers kept (maps, PNGs, logits), in bytes
 # kinds of short request, cheapest first (see ShortFirst)
 TOP5, MAP, ABLATION = 0, 1, 2
@@ -247,7 +249,7 @@ class Explorer:
         self.layers = conv_layer_names(self.model)
         if self.default_layer not in self.layers:
             self.layers.append(self.default_layer)
-        self.methods = [m for m in cam.METHODS if m != "scorecam"]
+        self.methods = [m for m in cam.all_methods() if m != "scorecam"]
         # Long work runs as jobs on its own copy of the model, so that it never holds up
         # the short answers of other tabs (see convlens.serve.jobs).
         self._long_model = copy.deepcopy(self.model)
@@ -335,6 +337,8 @@ class Explorer:
             "layers": self.layers,
             "default_layer": self.default_layer,
             "methods": self.methods,
+            "method_names": {m: cam.method_names()[m] for m in self.methods},
+            "long_methods": [m for m in self.methods if m in LONG_METHODS],
             "images": self.image_count(),
             "dissection": None
             if self.dissection is None
@@ -407,8 +411,9 @@ class Explorer:
         label = None if img.label is None else self.loaded.classes[img.label]
         return {"id": image_id, "label": label, "top5": self._top5(self._logits(image_id))}
 
-    def cam_png(self, image_id: str, class_index: int, method: str, layer: str | None) -> bytes:
-        """The ``method`` map of class ``class_index`` as a heatmap PNG at input size."""
+    def _check_map(
+        self, image_id: str, class_index: int, method: str, layer: str | None
+    ) -> tuple[_Image, str | None]:
         img = self.image(image_id)
         if method not in self.methods:
             raise NotFoundError(f"no method {method!r}; methods: {', '.join(self.methods)}")
@@ -416,7 +421,23 @@ class Explorer:
             raise NotFoundError(
                 f"no class {class_index}; classes are 0..{len(self.loaded.classes) - 1}"
             )
-        layer = None if layer is None else self._check_layer(layer)
+        return img, None if layer is None else self._check_layer(layer)
+
+    def cam_png(self, image_id: str, class_index: int, method: str, layer: str | None) -> bytes:
+        """The ``method`` map of class ``class_index`` as a heatmap PNG at input size; a
+        long method's map once its job (:meth:`start_map`) has made it."""
+        img, layer = self._check_map(image_id, class_index, method, layer)
+        key = ("cam", image_id, class_index, method, layer)
+        if method in LONG_METHODS:
+            with self._cache_lock:
+                done = self._cache.get(key)
+            if done is None:
+                raise BadRequestError(
+                    f"{method} takes many passes of the network: start it as a job "
+                    "(POST /api/jobs/map) and follow its progress",
+                    409,
+                )
+            return bytes(done[0])
 
         def run() -> bytes:
             with self.lock(MAP):
@@ -426,7 +447,24 @@ class Explorer:
                 )  # fmt: skip
             return _heat_png(maps.upsampled[0, 0])
 
-        return self._cached(("cam", image_id, class_index, method, layer), run)
+        return self._cached(key, run)
+
+    def start_map(
+        self, image_id: str, class_index: int, method: str, layer: str | None
+    ) -> dict[str, Any]:
+        """Start (or find) the job computing a map; its result is the PNG in base64."""
+        img, layer = self._check_map(image_id, class_index, method, layer)
+        key = ("cam", image_id, class_index, method, layer)
+
+        def work(on_step: Callable[[int, int], None]) -> dict[str, Any]:
+            maps = cam.class_maps(
+                self._long_model, img.x, method=method, layer=layer,
+                classes=torch.tensor([[class_index]]), options={"on_step": on_step},
+            )  # fmt: skip
+            png = self._cached(key, lambda: _heat_png(maps.upsampled[0, 0]))
+            return {"method": method, "class": class_index, "png": base64.b64encode(png).decode()}
+
+        return self.jobs.submit("map", key, work).answer()
 
     def unit_maps(self, image_id: str, layer: str | None, top: int) -> dict[str, Any]:
         """The ``top`` most active units of ``layer`` with their maps (as PNG data)."""

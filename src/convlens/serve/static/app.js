@@ -138,6 +138,7 @@ async function choose(id) {
   state.image = id;
   state.off.clear();
   cancelJob("fewest");
+  cancelJob("map");
   $("fewest-progress").hidden = true;
   for (const t of [...$("thumbs").children, ...$("uploads").children]) t.classList.toggle("chosen", t.dataset.id === id);
   $("image").src = `/api/images/${id}.png`;
@@ -157,20 +158,37 @@ async function choose(id) {
 async function showMap(cls) {
   state.cls = cls;
   for (const li of $("top5").children) li.classList.toggle("chosen", Number(li.dataset.index) === cls);
-  const url = `/api/cam.png?image=${encodeURIComponent(state.image)}&class=${cls}&method=${$("method").value}`;
+  const method = $("method").value;
+  const image = state.image;
   const overlay = $("overlay");
-  busy(1);
-  try {
-    const r = await fetch(url);
-    if (!r.ok) throw new Error((await readBody(r)).detail);
-    if (state.cls !== cls) return; // another class was chosen meanwhile
-    const old = overlay.src;
-    overlay.src = URL.createObjectURL(await r.blob());
-    if (old.startsWith("blob:")) URL.revokeObjectURL(old);
-    overlay.dataset.cls = cls;
-  } finally {
-    busy(-1);
+  let blob;
+  if (state.info.long_methods.includes(method)) {
+    // many passes of the network: a job, with progress; cancelled when the page moves on
+    const bar = $("map-progress");
+    try {
+      const r = await runJob("map", "/api/jobs/map", { image, class: cls, method }, (job) => showProgress(bar, job));
+      if (r === null) return;
+      blob = await (await fetch("data:image/png;base64," + r.png)).blob();
+    } finally {
+      bar.hidden = true;
+    }
+  } else {
+    cancelJob("map");
+    busy(1);
+    try {
+      const r = await fetch(`/api/cam.png?image=${encodeURIComponent(image)}&class=${cls}&method=${method}`);
+      if (!r.ok) throw new Error((await readBody(r)).detail);
+      blob = await r.blob();
+    } finally {
+      busy(-1);
+    }
   }
+  if (state.cls !== cls || state.image !== image || $("method").value !== method) return; // moved on
+  const old = overlay.src;
+  overlay.src = URL.createObjectURL(blob);
+  if (old.startsWith("blob:")) URL.revokeObjectURL(old);
+  overlay.dataset.cls = cls;
+  overlay.dataset.method = method;
   overlay.style.opacity = $("opacity").value;
   overlay.hidden = false;
 }
@@ -321,7 +339,7 @@ async function start() {
   const info = await api("/api/info");
   state.info = info;
   $("model").textContent = `· ${info.model}`;
-  for (const m of info.methods) option($("method"), m);
+  for (const m of info.methods) option($("method"), m, info.method_names[m]);
   for (const l of info.layers) option($("layer"), l);
   $("layer").value = info.default_layer;
   for (const l of info.filter_layers) option($("filter-layer"), l);
