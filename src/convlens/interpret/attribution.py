@@ -55,7 +55,7 @@ class Attribution:
     method: str
     attributions: torch.Tensor  # [N, C, H, W]
     target: torch.Tensor  # [N] the class explained
-    logits: torch.Tensor  # [N, K] of the unperturbed images
+    logits: torch.Tensor | None  # [N, K] when the target was each image's top-1, else None
     delta: torch.Tensor | None = None  # [N] Integrated Gradients: sum - (f(x) - f(b))
     gap: torch.Tensor | None = None  # [N] Integrated Gradients: f(x) - f(b)
     steps: torch.Tensor | None = None  # [N] Integrated Gradients: steps used per image
@@ -415,17 +415,22 @@ def attribute(
         raise ValueError(f"inputs must be [N, C, H, W], got shape {tuple(x.shape)}")
     m = METHODS[method](model, layer, **options)
     with eval_mode(model):
-        with torch.no_grad():
-            logits = model(x).float()
-        k = logits.shape[1]
+        # the logits only when the top-1 class is asked for: a given class costs no
+        # extra pass (one image tells the number of classes)
+        logits = None
         if target is None:
+            with torch.no_grad():
+                logits = model(x).float()
             t = logits.argmax(1)
-        elif isinstance(target, int):
-            t = torch.full((x.shape[0],), target, dtype=torch.long, device=x.device)
         else:
-            t = target
-        if t.shape != (x.shape[0],) or not 0 <= int(t.min()) <= int(t.max()) < k:
-            raise ValueError(f"`target` must be [N] class indices in 0..{k - 1}")
+            with torch.no_grad():
+                k = model(x[:1]).shape[1]
+            if isinstance(target, int):
+                t = torch.full((x.shape[0],), target, dtype=torch.long, device=x.device)
+            else:
+                t = target
+            if t.shape != (x.shape[0],) or not 0 <= int(t.min()) <= int(t.max()) < k:
+                raise ValueError(f"`target` must be [N] class indices in 0..{k - 1}")
         if isinstance(m, IntegratedGradients):
             attributions, delta, gap, used = m.integrate(x, t)
             return Attribution(method, attributions, t, logits, delta, gap, used)
