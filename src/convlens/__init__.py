@@ -47,6 +47,10 @@ _API: dict[str, tuple[str, str]] = {
     "fewest_units": ("convlens.interpret.ablation", "fewest_units"),
     "dissect": ("convlens.interpret.dissect", "dissect"),
     "Dissection": ("convlens.interpret.dissect", "Dissection"),
+    "attribute": ("convlens.interpret.attribution", "attribute"),
+    "Attribution": ("convlens.interpret.attribution", "Attribution"),
+    "infidelity": ("convlens.interpret.attribution", "infidelity"),
+    "sensitivity_max": ("convlens.interpret.attribution", "sensitivity_max"),
     "visualize": ("convlens.interpret.visualize", "visualize"),
     "Visualization": ("convlens.interpret.visualize", "Visualization"),
     # experiments and pictures
