@@ -51,7 +51,8 @@ def test_report_is_complete_and_renders_in_chromium(tmp_path: Path, tiny_run: Pa
         assert f"<h2>{title}</h2>" in text and f">{title}</a></li>" in text
     srcs = re.findall(r'<img src="([^"]+)"', text)
     assert {"cam.png", "units-region.png", "run-curves.png", "ablation-1.png",
-            "visualize-units.png"} <= set(srcs)  # fmt: skip
+            "visualize-units.png", "cam-and-pixels.png"} <= set(srcs)  # fmt: skip
+    assert "Integrated Gradients" in text
     assert "Borowski" in text and "mean activation, optimised image" in text
     assert all((page.parent / s).is_file() for s in srcs)
     assert text.count("<figcaption>") == len(srcs)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from convlens.cli.cam import METHODS, PIXEL_METHODS
 from convlens.cli.common import (
     add_image_args,
     add_model_args,
@@ -43,6 +44,15 @@ def add_parser(sub: Any) -> None:
         "--faithfulness-images", type=int, default=200, help="images of DATA to score [200]"
     )
     p.add_argument(
+        "--methods",
+        nargs="*",
+        default=["saliency", "integratedgradients", "guidedgradcam"],
+        choices=(*METHODS, *PIXEL_METHODS),
+        metavar="METHOD",
+        help="map methods drawn beside CAM for the top class, and scored too with "
+        "--faithfulness [saliency integratedgradients guidedgradcam; none: leave out]",
+    )
+    p.add_argument(
         "--dissection", type=Path, metavar="DIR", help="a `convlens dissect` folder to include"
     )
     p.add_argument(
@@ -72,7 +82,11 @@ def run(args: argparse.Namespace) -> int:
         source, n = args.faithfulness, args.faithfulness_images
         batches = list(data_batches(source, n, 64, loaded, args.data_dir))
         scores = score_methods(
-            loaded.model, batches, DEFAULT_METHODS, layer=args.layer, batch_size=256
+            loaded.model,
+            batches,
+            list(dict.fromkeys([*DEFAULT_METHODS, *args.methods])),
+            layer=args.layer,
+            batch_size=256,
         )
     options = report.ReportOptions(
         layer=args.layer,
@@ -84,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         faithfulness_data=args.faithfulness or "",
         dissection=args.dissection,
         visualize_steps=args.visualize_steps,
+        methods=tuple(args.methods),
     )
     path = report.build_report(loaded, inputs, args.out, options)
     print(f"open {path.resolve()}")

@@ -54,6 +54,8 @@ class ReportOptions:
     faithfulness_data: str = ""  # what the scores were measured on, for the caption
     dissection: Path | None = None  # a `convlens dissect` atlas folder to summarise
     visualize_steps: int = 256  # feature visualisation of the most active units [0: none]
+    # pixel attributions drawn beside the CAM of the top class (any map method)
+    methods: Sequence[str] = ("saliency", "integratedgradients", "guidedgradcam")
 
 
 class Report:
@@ -432,6 +434,30 @@ def cam_section(report: Report, ctx: ReportContext) -> None:
         )
         + "; each map is min-max scaled and upsampled over the image.",
     )
+    if ctx.options.methods:
+        methods = [method, *(m for m in ctx.options.methods if m != method)]
+        top1 = result.class_indices[:, :1]
+        maps = torch.stack(
+            [cam.class_maps(model, x, method=m, classes=top1).upsampled[:, 0] for m in methods], 1
+        )
+        names = [cam.method_names()[m] for m in methods]
+        report.figure(
+            s,
+            viz.draw_class_maps(
+                shown,
+                maps,
+                [names] * x.shape[0],
+                [
+                    f"{n}: {loaded.classes[int(c)]}"
+                    for n, c in zip(inputs.names, top1[:, 0], strict=True)
+                ],
+                "which region (CAM family) and which pixels (pixel attributions), top class",
+            ),
+            "cam-and-pixels",
+            f"The top class of each image by {', '.join(names)}: the CAM family answers "
+            "which region of a layer, the pixel attributions which input pixels (their "
+            "attributions summed over the colour channels); each map min-max scaled.",
+        )
 
 
 def training_section(report: Report, ctx: ReportContext) -> None:
