@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 import torch
@@ -232,4 +233,5 @@ def test_a_search_cut_by_its_budget_says_so() -> None:
     model = torchvision.models.resnet18(weights=None).eval()
     cut = ablation.fewest_units(model, torch.randn(1, 3, 64, 64), layer="layer2", budget=1e-9)
     text = viz.describe_fewest_units(cut, [f"c{i}" for i in range(1000)])
-    assert "out of time after 0 s; these are the best units so far" in text
+    # the seconds depend on the machine's load: only the wording is checked
+    assert re.search(r"out of time after \d+ s; these are the best units so far", text)

@@ -103,10 +103,16 @@ def gradients(
         xb = x[s : s + batch_size].detach().requires_grad_(True)
         with torch.enable_grad():
             logits = model(xb).float()
+            _check_classes(target, logits.shape[1])
             score = logits.gather(1, target[s : s + batch_size, None]).sum()
             (grad,) = torch.autograd.grad(score, xb)
         out.append(grad)
     return torch.cat(out)
+
+
+def _check_classes(target: torch.Tensor, k: int) -> None:
+    if int(target.max()) >= k:
+        raise ValueError(f"`target` must be class indices in 0..{k - 1}, got {int(target.max())}")
 
 
 class _GuidedReLU(torch.autograd.Function):
@@ -240,6 +246,7 @@ class IntegratedGradients(PixelAttribution):
         b = _baseline(x, o["baseline"])
         with torch.no_grad():
             ends = self.model(torch.cat([x, b])).float()
+        _check_classes(target, ends.shape[1])
         t2 = torch.cat([target, target])[:, None]
         at_x, at_b = ends.gather(1, t2)[:, 0].chunk(2)
         gap = at_x - at_b
@@ -337,7 +344,9 @@ class Occlusion(PixelAttribution):
         masks = torch.zeros(len(ys) * len(xs), 1, h, w, device=x.device)
         for m, (y0, x0) in enumerate((y, x_) for y in ys for x_ in xs):
             masks[m, :, y0 : y0 + k, x0 : x0 + k] = 1
-        before = self.model(x).float().gather(1, target[:, None])  # [N, 1]
+        logits = self.model(x).float()
+        _check_classes(target, logits.shape[1])
+        before = logits.gather(1, target[:, None])  # [N, 1]
         total = torch.zeros_like(x, dtype=torch.float32)
         step = self.settings["batch_size"]
         chunks = -(-len(masks) // step)
@@ -423,14 +432,14 @@ def attribute(
                 logits = model(x).float()
             t = logits.argmax(1)
         else:
-            with torch.no_grad():
-                k = model(x[:1]).shape[1]
-            if isinstance(target, int):
-                t = torch.full((x.shape[0],), target, dtype=torch.long, device=x.device)
-            else:
-                t = target
-            if t.shape != (x.shape[0],) or not 0 <= int(t.min()) <= int(t.max()) < k:
-                raise ValueError(f"`target` must be [N] class indices in 0..{k - 1}")
+            t = (
+                torch.full((x.shape[0],), target, dtype=torch.long, device=x.device)
+                if isinstance(target, int)
+                else target
+            )
+            # the upper bound is checked where the logits are first seen (no extra pass)
+            if t.shape != (x.shape[0],) or int(t.min()) < 0:
+                raise ValueError("`target` must be [N] class indices, one per image")
         if isinstance(m, IntegratedGradients):
             attributions, delta, gap, used = m.integrate(x, t)
             return Attribution(method, attributions, t, logits, delta, gap, used)
