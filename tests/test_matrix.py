@@ -188,7 +188,9 @@ def test_every_analysis_on_architectures_we_did_not_write(name: str, tmp_path: P
     a = ablation.ablate(model, x, layer, removed)
     if spec.gap:  # removing unit k lowers every logit by W[:, k] * mean(A_k), exactly
         drop = maps[:, removed].mean((2, 3)) @ head.weight[:, removed].T
-        torch.testing.assert_close(a.logits_after, logits - drop, atol=2e-4, rtol=1e-4)
+        # float32 rounding: random inception_v3's logits reach 1e8, where the two sides
+        # differ by 1.2e-4 relative (seen on the AMD machine)
+        torch.testing.assert_close(a.logits_after, logits - drop, atol=2e-4, rtol=5e-4)
     else:
         keep = torch.ones(maps.shape[1], dtype=torch.bool)
         keep[removed] = False
