@@ -148,7 +148,7 @@ def test_eigen_cam_is_the_same_for_every_class() -> None:
     assert torch.equal(maps[:, 0], maps[:, 2])
 
 
-@pytest.mark.parametrize("method", list(cam.METHODS))
+@pytest.mark.parametrize("method", list(cam.all_methods()))
 def test_every_method_leaves_the_model_as_it_was(method: str) -> None:
     model, x, layer = fashion()
     model.train()
@@ -162,7 +162,7 @@ def test_every_method_leaves_the_model_as_it_was(method: str) -> None:
     # Score-CAM runs a channels-last copy; the model's own weights keep their layout
     assert all(p.is_contiguous() for p in model.parameters())
     with pytest.raises(ValueError, match=r"class indices must be in 0..9"):
-        cam.METHODS[method](model, layer)(x, classes=torch.full((4, 1), 10))
+        cam.all_methods()[method](model, layer)(x, classes=torch.full((4, 1), 10))
     assert hook_count(model) == 0 and model.training
 
 

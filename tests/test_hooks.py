@@ -115,3 +115,33 @@ def test_captured_outputs_are_the_layers_outputs_as_returned(arch: str) -> None:
     with torch.no_grad():
         assert torch.equal(model(x), hooks.activations(model, x, names)[0])
     assert hooks.hook_count(model) == 0
+
+
+def test_frozen_restores_only_what_it_froze_also_on_error(net: nn.Module) -> None:
+    params = list(net.parameters())
+    params[0].requires_grad_(False)  # the user's own choice, kept
+    before = [p.requires_grad for p in params]
+    with pytest.raises(RuntimeError), hooks.frozen(net):
+        assert not any(p.requires_grad for p in params)
+        with hooks.frozen(net):  # nested (two explorer threads): the outer one restores
+            pass
+        assert not any(p.requires_grad for p in params)
+        raise RuntimeError
+    assert [p.requires_grad for p in params] == before
+
+
+def test_frozen_gives_the_same_input_gradient_and_no_weight_gradient(net: nn.Module) -> None:
+    net.eval()
+    x = torch.randn(4, 1, 28, 28)
+
+    def grad() -> torch.Tensor:
+        xg = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(net(xg)[:, 3].sum(), xg)
+        return g
+
+    free = grad()
+    with hooks.frozen(net):
+        assert torch.equal(grad(), free)
+        xg = x.clone().requires_grad_(True)
+        net(xg).sum().backward()
+    assert xg.grad is not None and all(p.grad is None for p in net.parameters())

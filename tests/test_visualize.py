@@ -111,6 +111,9 @@ def test_diversity_makes_the_images_differ_and_keeps_the_activation(fashion) -> 
 def test_any_cnn(arch: str, layer: str) -> None:
     lm = models.load(f"torchvision:{arch}", weights="none")
     r = v.visualize(lm.model, layer, [0, 3], preprocessing=lm.preprocessing, steps=8, size=64)
+    # the optimisation differentiates the picture only: the user's model is left as it
+    # was (no weight gradients computed or accumulated, every parameter trainable)
+    assert all(p.grad is None and p.requires_grad for p in lm.model.parameters())
     assert r.images.shape == (2, 1, 3, 64, 64) and r.curve.shape == (8, 2)
     assert bool(r.images.min() >= 0) and bool(r.images.max() <= 1)
     for objective in ("neuron", "layer"):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from convlens.core.hooks import activations, capture, eval_mode, get_layer, hooked
+from convlens.core.hooks import activations, capture, eval_mode, frozen, get_layer, hooked
 from convlens.core.progress import progress_bar
 from convlens.interpret.cam import GapHead, NotGapHeadError, find_gap_head
 from convlens.interpret.units import check_units
@@ -512,7 +512,11 @@ class _Greedy:
         if self.shortlist is None or len(remaining) <= self.shortlist:
             return remaining
         # first order: removing unit k changes the margin by about -sum(g_k * A_k)
-        with torch.enable_grad(), capture(self.model, self.target, detach=False) as store:
+        with (
+            torch.enable_grad(),
+            frozen(self.model),
+            capture(self.model, self.target, detach=False) as store,
+        ):
             with masked_channels(self.model, self.target, keep):
                 x = self.x.detach().clone().requires_grad_(True)
                 out = self.model(x).float()

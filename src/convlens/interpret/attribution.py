@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from convlens.core.hooks import eval_mode, relus_backward_as
+from convlens.core.hooks import eval_mode, frozen, relus_backward_as
 from convlens.core.tensors import BASELINES, baseline_image
 from convlens.interpret.cam import ActivationMapMethod, GradCAM, Site, normalize_maps
 
@@ -94,17 +94,21 @@ def gradients(
     batch_size: int,
     on_step: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
-    """``d f_target[i] / d x[i]`` for every image, ``batch_size`` images per pass
-    (``on_step(passes done, passes)`` before each)."""
+    """``d f_target[i] / d x[i]`` for every image, at most ``batch_size`` images per
+    pass (``on_step(passes done, passes)`` before each). The passes are of even size
+    (1,600 images at 512 are four of 400, not three of 512 and one of 64): a small last
+    pass runs at a worse rate per image, and so do very large ones on CPU."""
     out = []
-    for s in range(0, x.shape[0], batch_size):
+    passes = -(-x.shape[0] // batch_size)
+    size = -(-x.shape[0] // passes) if passes else 1
+    for i, s in enumerate(range(0, x.shape[0], size)):
         if on_step is not None:
-            on_step(s // batch_size, -(-x.shape[0] // batch_size))
-        xb = x[s : s + batch_size].detach().requires_grad_(True)
-        with torch.enable_grad():
+            on_step(i, passes)
+        xb = x[s : s + size].detach().requires_grad_(True)
+        with torch.enable_grad(), frozen(model):
             logits = model(xb).float()
             _check_classes(target, logits.shape[1])
-            score = logits.gather(1, target[s : s + batch_size, None]).sum()
+            score = logits.gather(1, target[s : s + size, None]).sum()
             (grad,) = torch.autograd.grad(score, xb)
         out.append(grad)
     return torch.cat(out)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convlens.core.hooks import capture, channels_last_twin, eval_mode, get_layer, hooked
+from convlens.core.hooks import capture, channels_last_twin, eval_mode, frozen, get_layer, hooked
 from convlens.core.tensors import minmax_scale
 
 
@@ -437,6 +437,7 @@ class _GradientMethod(ActivationMapMethod):
         xg = x.detach().clone().requires_grad_(True)
         with (
             eval_mode(self.model),
+            frozen(self.model),
             torch.enable_grad(),
             capture(self.model, layer, detach=False) as store,
         ):

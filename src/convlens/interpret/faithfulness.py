@@ -20,7 +20,7 @@ family and the pixel attributions alike.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -228,10 +228,15 @@ def score_methods(
     parts: dict[str, list[Faithfulness]] = {m: [] for m in methods}
     extra: dict[str, list[torch.Tensor]] = {f"{m}/{k}": [] for m in methods for k in ("i", "s")}
     seen = 0
-    for x in progress_bar(batches, desc="faithfulness", unit="batch", disable=progress is False):
+    # one tick per method and batch, naming the method: one batch of slow methods
+    # (Integrated Gradients with --captum-metrics) is minutes
+    total = len(batches) * len(methods) if isinstance(batches, Sized) else None
+    bar = progress_bar(total=total, desc="faithfulness", unit="map", disable=progress is False)
+    for x in batches:
         with torch.no_grad(), eval_mode(model):
             top1 = model(x).argmax(1)
         for m in methods:
+            bar.set_postfix_str(m, refresh=True)
             explain = _explainer(model, m, layer, baseline, options or {}, seed=seen)
             maps = explain(x, top1)
             parts[m].append(
@@ -242,7 +247,9 @@ def score_methods(
             if captum_metrics:
                 extra[f"{m}/i"].append(attribution.infidelity(model, x, maps, top1, seed=seen))
                 extra[f"{m}/s"].append(attribution.sensitivity_max(explain, x, top1, seed=seen))
+            bar.update()
         seen += x.shape[0]
+    bar.close()
     rows = [_summary(m, parts[m]) for m in methods]
     if captum_metrics:
         rows = [

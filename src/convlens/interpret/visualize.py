@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convlens.core.hooks import capture, eval_mode, get_layer, relus_backward_as
+from convlens.core.hooks import capture, eval_mode, frozen, get_layer, relus_backward_as
 from convlens.core.progress import progress_bar
 from convlens.data.images import Preprocessing
 from convlens.data.sources import Source
@@ -269,7 +269,7 @@ def visualize(
     first_grad: torch.Tensor | None = None
     bar = progress_bar(range(steps), desc="visualize", unit="step", disable=not progress)
     redirect = [redirect_steps > 0]
-    with eval_mode(model), relus_backward_as(model, _RedirectedReLU, redirect):
+    with eval_mode(model), frozen(model), relus_backward_as(model, _RedirectedReLU, redirect):
         for step in bar:
             if on_step is not None:
                 on_step(step, steps)
