@@ -352,8 +352,8 @@ class Occlusion(PixelAttribution):
         _check_classes(target, logits.shape[1])
         before = logits.gather(1, target[:, None])  # [N, 1]
         total = torch.zeros_like(x, dtype=torch.float32)
-        step = self.settings["batch_size"]
-        chunks = -(-len(masks) // step)
+        chunks = -(-len(masks) // self.settings["batch_size"])
+        step = -(-len(masks) // chunks)  # passes of even size, as in gradients()
         for i in range(n):
             for s in range(0, len(masks), step):
                 if self.on_step is not None:
