@@ -502,7 +502,7 @@ def draw_faithfulness(scores: Sequence[MethodScore], title: str) -> Figure:
     axes = fig.subplots(1, 2)
     ranked = sorted(scores, key=lambda s: s.deletion_auc - s.insertion_auc)
     # tab20's strong shades, then its light ones, without its greys (the references')
-    tab20 = matplotlib.colormaps["tab20"].colors
+    tab20 = [matplotlib.colormaps["tab20"](i) for i in range(20)]
     palette = [tab20[i] for i in (*range(0, 20, 2), *range(1, 20, 2)) if i not in (14, 15)]
     methods = [s.method for s in scores if s.method not in ("random", "edges")]
     colours = {m: palette[i % len(palette)] for i, m in enumerate(methods)}
