@@ -145,3 +145,16 @@ def test_frozen_gives_the_same_input_gradient_and_no_weight_gradient(net: nn.Mod
         xg = x.clone().requires_grad_(True)
         net(xg).sum().backward()
     assert xg.grad is not None and all(p.grad is None for p in net.parameters())
+
+
+@pytest.mark.parametrize("start_training", [True, False])
+def test_eval_mode_restores_the_modes_whatever_the_body_does(
+    net: nn.Module, start_training: bool
+) -> None:
+    net.train(start_training)
+    before = [m.training for m in net.modules()]
+    with pytest.raises(RuntimeError), hooks.eval_mode(net):
+        assert not any(m.training for m in net.modules())
+        net.train()  # the body changes the mode
+        raise RuntimeError
+    assert [m.training for m in net.modules()] == before

@@ -20,8 +20,17 @@ from torch import nn
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Put ``model`` (and every submodule) in evaluation mode, restoring each module's
-    own ``training`` flag on exit, also when the body raises."""
+    own ``training`` flag on exit, also when the body raises. A model already in
+    evaluation mode throughout is left alone (no per-module writes on every call)."""
     modes = {m: m.training for m in model.modules()}
+    if not any(modes.values()):
+        try:
+            yield model
+        finally:
+            for m in modes:  # only the modules the body switched to training
+                if m.training:
+                    m.training = False
+        return
     model.eval()
     try:
         yield model
