@@ -87,6 +87,13 @@ def quadrature(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.full((steps,), 1 / steps, dtype=torch.float64), alphas
 
 
+def pass_size(n: int, batch_size: int) -> int:
+    """The size of ``n`` items' passes of at most ``batch_size``, even: 1,600 at 512 are
+    four of 400, not three of 512 and one of 64 (a small last pass runs at a worse rate
+    per item, and so do very large ones on CPU)."""
+    return -(-n // -(-n // batch_size)) if n else 1
+
+
 def gradients(
     model: nn.Module,
     x: torch.Tensor,
@@ -94,13 +101,12 @@ def gradients(
     batch_size: int,
     on_step: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
-    """``d f_target[i] / d x[i]`` for every image, at most ``batch_size`` images per
-    pass (``on_step(passes done, passes)`` before each). The passes are of even size
-    (1,600 images at 512 are four of 400, not three of 512 and one of 64): a small last
-    pass runs at a worse rate per image, and so do very large ones on CPU."""
+    """``d f_target[i] / d x[i]`` for every image, in even passes of at most
+    ``batch_size`` images (:func:`pass_size`; ``on_step(passes done, passes)`` before
+    each)."""
     out = []
-    passes = -(-x.shape[0] // batch_size)
-    size = -(-x.shape[0] // passes) if passes else 1
+    size = pass_size(x.shape[0], batch_size)
+    passes = -(-x.shape[0] // size)
     for i, s in enumerate(range(0, x.shape[0], size)):
         if on_step is not None:
             on_step(i, passes)
@@ -352,8 +358,8 @@ class Occlusion(PixelAttribution):
         _check_classes(target, logits.shape[1])
         before = logits.gather(1, target[:, None])  # [N, 1]
         total = torch.zeros_like(x, dtype=torch.float32)
-        chunks = -(-len(masks) // self.settings["batch_size"])
-        step = -(-len(masks) // chunks)  # passes of even size, as in gradients()
+        step = pass_size(len(masks), self.settings["batch_size"])
+        chunks = -(-len(masks) // step)
         for i in range(n):
             for s in range(0, len(masks), step):
                 if self.on_step is not None:

@@ -506,7 +506,8 @@ def draw_faithfulness(scores: Sequence[MethodScore], title: str) -> Figure:
     palette = [tab20[i] for i in (*range(0, 20, 2), *range(1, 20, 2)) if i not in (14, 15)]
     methods = [s.method for s in scores if s.method not in ("random", "edges")]
     colours = {m: palette[i % len(palette)] for i, m in enumerate(methods)}
-    pixel = set(_pixel_methods())
+    from convlens.interpret.attribution import METHODS as pixel  # dash-dotted
+
     for ax, which, better in zip(axes, ("deletion", "insertion"), ("lower", "higher"), strict=True):
         for s in ranked:
             reference = s.method in ("random", "edges")
@@ -540,13 +541,6 @@ def draw_faithfulness(scores: Sequence[MethodScore], title: str) -> Figure:
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0, 0.76, 1))
     return fig
-
-
-def _pixel_methods() -> list[str]:
-    """The pixel attributions' method names (drawn dash-dotted beside the CAMs)."""
-    from convlens.interpret.attribution import METHODS
-
-    return list(METHODS)
 
 
 def faithfulness_table(scores: Sequence[MethodScore]) -> tuple[list[str], list[list[str]]]:
