@@ -1,7 +1,7 @@
 """Speed of the pixel attributions against their references, same settings, one run.
 
 For fashion-cnn (32 test-size inputs, 28 px) and a random-weight torchvision resnet18
-(2 inputs, 224 px), times each method of :mod:`convlens.interpret.attribution` and the
+(2 inputs, 224 px), times each method of :mod:`convlens.interpret.maps.pixel` and the
 reference computing the same numbers: captum's Saliency, InputXGradient,
 IntegratedGradients (50 Gauss-Legendre points, the same internal batch), NoiseTunnel
 over Saliency (16 samples) and Occlusion (the same window and stride; at captum's
@@ -34,7 +34,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from convlens import models
 from convlens.core.device import machine_info
 from convlens.core.fileio import atomic_write_json
-from convlens.interpret import attribution as A
+from convlens.interpret.maps import pixel
 from timing import best_time, best_times
 
 Pair = tuple[Callable[[], Any], Callable[[], Any]]
@@ -47,7 +47,7 @@ def cases(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, layer: str, 
     module = dict(model.named_modules())[layer]
 
     def ours(method: str, **o: Any) -> Callable[[], Any]:
-        return lambda: A.attribute(model, x, method, t, layer=layer, **o)
+        return lambda: pixel.attribute(model, x, method, t, layer=layer, **o)
 
     def guided_reference(grad_cam: bool) -> Callable[[], Any]:
         def run() -> list[Any]:
@@ -131,9 +131,9 @@ def main() -> None:
             rows.append({"model": name, "method": method, "images": x.shape[0],
                          "convlens_s": a, "reference_s": b, "speedup": b / a})  # fmt: skip
             print(f"| {name} | {method} | {a:.3f} | {b:.3f} | {b / a:.2f}x |", flush=True)
-        refined = A.attribute(model, x, "integratedgradients", t, batch_size=batch)
+        refined = pixel.attribute(model, x, "integratedgradients", t, batch_size=batch)
         seconds = best_time(
-            lambda: A.attribute(model, x, "integratedgradients", t, batch_size=batch),  # noqa: B023
+            lambda: pixel.attribute(model, x, "integratedgradients", t, batch_size=batch),  # noqa: B023
             1,
         )
         assert refined.steps is not None

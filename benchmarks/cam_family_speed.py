@@ -28,7 +28,8 @@ from convlens import models
 from convlens.core.device import machine_info
 from convlens.core.fileio import atomic_write_json
 from convlens.data import fashion_mnist as data
-from convlens.interpret import cam
+from convlens.interpret.maps import registry
+from convlens.interpret.maps.base import normalize_maps
 from convlens.models import places365
 from timing import best_time
 
@@ -91,13 +92,13 @@ def bench(name: str, model: nn.Module, x: torch.Tensor, layer: str, top: int,
           repeats: int, score_batch: int) -> list[dict[str, Any]]:  # fmt: skip
     model.eval()
     rows = []
-    for method in [m for m in cam.METHODS if m != "cam"]:
+    for method in [m for m in registry.names("cam") if m != "cam"]:
         xb = x[:score_batch] if method == "scorecam" else x
         with torch.no_grad():
             classes = model(xb).topk(top, 1).indices
         # Score-CAM at 224 px takes minutes a run: time it once there, like the rest elsewhere
         reps = 1 if method == "scorecam" and xb.shape[-1] > 64 else repeats
-        ours = cam.METHODS[method](model, layer)
+        ours = registry.method_class(method)(model, layer)
         row: dict[str, Any] = {"model": name, "method": method, "batch": xb.shape[0], "top": top}
         row["ours_img_s"] = xb.shape[0] / best_time(lambda: ours(xb, classes=classes), reps)  # noqa: B023
         for lib, fn in REFERENCES.items():
@@ -108,11 +109,11 @@ def bench(name: str, model: nn.Module, x: torch.Tensor, layer: str, top: int,
             theirs = fn(method, model, layer, xb, classes)
             # compare with the variant that follows this library where they differ
             variant = VARIANTS.get((method, lib), {})
-            mine = cam.METHODS[method](model, layer, **variant)(xb, classes=classes)
+            mine = registry.method_class(method)(model, layer, **variant)(xb, classes=classes)
             if lib == "torchcam":
-                diff = (mine.normalized - cam.normalize_maps(theirs)).abs().max()
+                diff = (mine.normalized - normalize_maps(theirs)).abs().max()
             else:
-                diff = (cam.normalize_maps(mine.upsampled) - theirs).abs().max()
+                diff = (normalize_maps(mine.upsampled) - theirs).abs().max()
             row[f"{lib}_max_diff"] = float(diff)
         fastest = max(v for k, v in row.items() if k.endswith("_img_s") and k != "ours_img_s")
         row["ratio_to_fastest"] = row["ours_img_s"] / fastest

@@ -33,7 +33,10 @@ from convlens import models
 from convlens.core.device import machine_info
 from convlens.core.fileio import atomic_write_json
 from convlens.data import fashion_mnist as data
-from convlens.interpret import ablation, cam
+from convlens.interpret import ablation
+from convlens.interpret.heads import find_gap_head
+from convlens.interpret.maps import cam
+from convlens.interpret.maps.base import normalize_maps
 from timing import best_time
 
 
@@ -68,7 +71,7 @@ def bench_model(
 ) -> dict[str, Any]:
     model.eval()
     n = x.shape[0]
-    head = cam.find_gap_head(model, x)
+    head = find_gap_head(model, x)
     ours_cam = cam.CAM(model)
     ours_grad = cam.GradCAM(model, head.layer)
     row: dict[str, Any] = {"model": name, "batch": n, "input": list(x.shape[1:])}
@@ -87,7 +90,7 @@ def bench_model(
     t_ref = best_time(lambda: gradcam_lib_top5(model, x, layer_module), repeats)
     row["pytorch_grad_cam_img_s"] = n / t_ref
     # pytorch-grad-cam min-max scales again after resizing; do the same to compare.
-    mine_up = cam.normalize_maps(ours_grad(x, top=5).upsampled).numpy()
+    mine_up = normalize_maps(ours_grad(x, top=5).upsampled).numpy()
     row["gradcam_max_abs_diff_vs_pytorch_grad_cam"] = float(
         np.abs(mine_up - gradcam_lib_top5(model, x, layer_module)).max()
     )

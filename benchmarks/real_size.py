@@ -35,7 +35,9 @@ from convlens.core.device import machine_info
 from convlens.core.fileio import atomic_write_json
 from convlens.data.images import IMAGENET_PREPROCESSING
 from convlens.data.sources import TensorSource
-from convlens.interpret import ablation, cam, dissect, faithfulness
+from convlens.interpret import ablation, dissect, faithfulness
+from convlens.interpret.maps import cam, registry
+from convlens.interpret.maps.base import normalize_maps
 from convlens.render.atlas import write_atlas
 
 warnings.filterwarnings("ignore")
@@ -84,7 +86,7 @@ def bench_scorecam(model: torch.nn.Module, reference: bool) -> dict[str, Any]:
         same = cam.ScoreCAM(model, "layer4", reference="pytorch-grad-cam")(
             x, classes=ours.class_indices[:, :1]
         )
-        gap = float((cam.normalize_maps(same.upsampled[0, 0]) - maps).abs().max())
+        gap = float((normalize_maps(same.upsampled[0, 0]) - maps).abs().max())
         row.update(reference_one_class_s=ref_s, reference_top5_s=5 * ref_s, max_abs_diff=gap)
         print(
             f"  pytorch-grad-cam {ref_s:.1f} s for one class, so {5 * ref_s:.0f} s for the "
@@ -146,7 +148,7 @@ def bench_atlas(model: torch.nn.Module, n: int) -> dict[str, Any]:
 
 
 def bench_faithfulness(model: torch.nn.Module, n: int, batch: int) -> dict[str, Any]:
-    methods = [m for m in cam.METHODS if m != "scorecam"]
+    methods = registry.names("cam", default_only=True)
     x = images(n, 11)
     batches = [x[i : i + batch] for i in range(0, n, batch)]
     scores, seconds = timed(

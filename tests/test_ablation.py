@@ -8,12 +8,13 @@ import torch
 import torchvision
 
 from convlens.core.hooks import capture, hook_count
-from convlens.interpret import ablation, cam
+from convlens.interpret import ablation
+from convlens.interpret.heads import NotGapHeadError, find_gap_head
 from tests.test_cam import tiny_gap_model
 
 
 def closed_form_logits(model: torch.nn.Module, x: torch.Tensor, units: list[int]) -> torch.Tensor:
-    head = cam.find_gap_head(model, x)
+    head = find_gap_head(model, x)
     with torch.no_grad():
         a = model.features(x).mean((2, 3))  # [N, C]
         return model(x) - a[:, units] @ head.weight[:, units].T
@@ -80,7 +81,7 @@ def test_weights_mode_differs_from_activation_mode_through_batchnorm() -> None:
 
 def test_units_by_fc_weight() -> None:
     model = tiny_gap_model()
-    head = cam.find_gap_head(model, torch.randn(1, 1, 28, 28))
+    head = find_gap_head(model, torch.randn(1, 1, 28, 28))
     top = ablation.units_by_fc_weight(head, 2, 3)
     assert top == model.fc.weight[2].argsort(descending=True)[:3].tolist()
     with pytest.raises(ValueError, match="`top` must be in 1..6"):
@@ -144,7 +145,7 @@ def test_fewest_units_errors() -> None:
     with pytest.raises(ValueError, match="one image"):
         ablation.fewest_units(model, torch.randn(2, 1, 28, 28))
     vgg = torchvision.models.vgg11(num_classes=3)
-    with pytest.raises(cam.NotGapHeadError):
+    with pytest.raises(NotGapHeadError):
         ablation.fewest_units(vgg, torch.randn(1, 3, 32, 32))
 
 

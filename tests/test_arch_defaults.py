@@ -14,7 +14,10 @@ from PIL import Image
 
 from convlens import list_layers, load_model
 from convlens.cli import main
-from convlens.interpret import ablation, cam
+from convlens.interpret import ablation
+from convlens.interpret.heads import NotGapHeadError, default_layer, find_gap_head
+from convlens.interpret.maps import registry
+from convlens.interpret.maps.base import FlatMapsWarning
 from convlens.serve.explorer import Explorer
 from tests.test_cli import one_error_line
 
@@ -44,14 +47,14 @@ def x_of(model_input_size: int = 96) -> torch.Tensor:
 def test_the_default_layer_has_spatial_maps_and_one_rule(arch: str, expected: str) -> None:
     lm = loaded(arch)
     x = x_of()
-    assert cam.default_layer(lm.model, x) == expected
-    assert cam.default_layer(lm.model, torch.zeros_like(x)) == expected  # shape, not pixels
-    maps = cam.class_maps(lm.model, x, top=1, method="gradcam")
+    assert default_layer(lm.model, x) == expected
+    assert default_layer(lm.model, torch.zeros_like(x)) == expected  # shape, not pixels
+    maps = registry.class_maps(lm.model, x, top=1, method="gradcam")
     assert maps.layer == expected and maps.maps.shape[-1] > 1
     # the explorer reads the same layer as the CLI and the API
     explorer = Explorer(lm)
     try:
-        assert explorer.default_layer == cam.default_layer(lm.model, x[:1])
+        assert explorer.default_layer == default_layer(lm.model, x[:1])
     finally:
         explorer.close()
 
@@ -60,8 +63,8 @@ def test_cam_on_convnext_says_the_head_is_not_linear(
     image: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     lm = loaded("convnext_tiny")
-    with pytest.raises(cam.NotGapHeadError, match="1x1 output of 'classifier.0'.*LayerNorm"):
-        cam.class_maps(lm.model, x_of(), method="cam")
+    with pytest.raises(NotGapHeadError, match="1x1 output of 'classifier.0'.*LayerNorm"):
+        registry.class_maps(lm.model, x_of(), method="cam")
     assert main(["cam", "torchvision:convnext_tiny", "--weights", "none", str(image)]) == 2
     line = one_error_line(capsys)
     assert "--method gradcam" in line and "`" not in line
@@ -71,8 +74,8 @@ def test_a_1x1_layer_chosen_by_hand_is_warned_about(
     image: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     lm = loaded("convnext_tiny")
-    with pytest.warns(cam.FlatMapsWarning, match="'classifier.0' has 1x1 maps.*'features'"):
-        cam.class_maps(lm.model, x_of(), method="gradcam", layer="classifier.0")
+    with pytest.warns(FlatMapsWarning, match="'classifier.0' has 1x1 maps.*'features'"):
+        registry.class_maps(lm.model, x_of(), method="gradcam", layer="classifier.0")
     argv = ["cam", "torchvision:convnext_tiny", "--weights", "none", str(image)]
     argv += ["--method", "gradcam", "--layer", "classifier.0", "--out", str(tmp_path / "c.png")]
     assert main(argv) == 0
@@ -81,7 +84,7 @@ def test_a_1x1_layer_chosen_by_hand_is_warned_about(
     assert "(--layer)" in err and len(err.splitlines()) == 1
     with warnings.catch_warnings():  # a layer with spatial maps: no warning
         warnings.simplefilter("error")
-        cam.class_maps(lm.model, x_of(), method="gradcam", layer="features")
+        registry.class_maps(lm.model, x_of(), method="gradcam", layer="features")
 
 
 def test_squeezenet_gets_its_class_names_from_its_output(image: Path, tmp_path: Path) -> None:
@@ -118,13 +121,13 @@ def test_messages_name_the_layer_s_own_shape_and_a_fix_that_helps(
 ) -> None:
     resnet = loaded("resnet18").model
     x = x_of()
-    with pytest.raises(cam.NotGapHeadError, match=r"layer 'layer3''s \[1, 256, 6, 6\] output"):
-        cam.find_gap_head(resnet, x, "layer3")
+    with pytest.raises(NotGapHeadError, match=r"layer 'layer3''s \[1, 256, 6, 6\] output"):
+        find_gap_head(resnet, x, "layer3")
     vgg = loaded("vgg11").model
-    with pytest.raises(cam.NotGapHeadError, match="choose the units yourself") as e:
+    with pytest.raises(NotGapHeadError, match="choose the units yourself") as e:
         ablation.top_weighted_units(vgg, x[:1], 3)
     assert "Grad-CAM" not in str(e.value)
-    with pytest.raises(cam.NotGapHeadError, match="name a layer") as e:
+    with pytest.raises(NotGapHeadError, match="name a layer") as e:
         ablation.fewest_units(vgg, x[:1])
     assert "Grad-CAM" not in str(e.value)
     argv = ["ablate", "torchvision:vgg11", "--weights", "none", str(image), "--top", "3"]

@@ -41,15 +41,67 @@ def part_of(module: str) -> str:
     return module.split(".")[1]
 
 
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = path.relative_to(root.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """``{module: the package's modules it imports}`` for every module under ``root``;
+    ``from package import name`` counts as importing ``package.name`` when that is a
+    module, else ``package``."""
+    modules = {module_name(p, root): p for p in sorted(root.rglob("*.py"))}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for target in imports_of(path):
+            while target not in modules and "." in target:
+                target = target.rsplit(".", 1)[0]
+            if target in modules and target != name:
+                targets.add(target)
+        graph[name] = targets
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Each import cycle as a path that starts and ends at one module (one per strongly
+    connected group of modules)."""
+    found, done = [], set()
+    for start in sorted(graph):
+        if start in done:
+            continue
+        stack, path, on_path = [(start, iter(sorted(graph[start])))], [start], {start}
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                path.pop()
+                on_path.discard(node)
+                done.add(node)
+            elif child in on_path:
+                found.append([*path[path.index(child) :], child])
+                done |= set(path[path.index(child) :])
+            elif child not in done:
+                stack.append((child, iter(sorted(graph[child]))))
+                path.append(child)
+                on_path.add(child)
+    return found
+
+
 def imports_of(path: Path) -> set[str]:
-    """The convlens modules that ``path`` imports (``from convlens import x`` -> x)."""
+    """The convlens modules that ``path`` imports (``from convlens import x`` -> x), at
+    module level or inside a function alike; imports only for type checkers (``if
+    TYPE_CHECKING:``) run never and are left out."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            node.body = []
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("convlens"):
-            if node.module == "convlens":
-                found |= {f"convlens.{a.name}" for a in node.names}
-            else:
-                found.add(node.module)
+            # `from convlens.interpret.maps import registry` imports the module registry
+            found |= {f"{node.module}.{a.name}" for a in node.names}
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("convlens.")}
     return found
@@ -70,6 +122,28 @@ def test_every_part_imports_only_the_layers_below_it() -> None:
     assert not wrong, "\n".join(wrong)
 
 
+def test_no_import_cycle_anywhere() -> None:
+    """No module imports one that imports it back, directly or through others, counting
+    imports inside functions: a newcomer reads the dependency direction off the tree."""
+    found = cycles(import_graph())
+    assert not found, "\n".join(" -> ".join(c) for c in found)
+
+
+def test_the_cycle_check_catches_a_planted_cycle(tmp_path: Path) -> None:
+    pkg = tmp_path / "convlens"
+    (pkg / "data").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "data" / "__init__.py").write_text("")
+    (pkg / "data" / "a.py").write_text("from convlens.data.b import thing\n")
+    # the way back is inside a function, as the cycles this test was written for were
+    (pkg / "data" / "b.py").write_text("def thing():\n    from convlens.data import a\n")
+    (pkg / "data" / "c.py").write_text("from convlens.data import a\n")  # no cycle
+    found = cycles(import_graph(pkg))
+    assert found == [["convlens.data.a", "convlens.data.b", "convlens.data.a"]]
+    (pkg / "data" / "b.py").write_text("def thing():\n    return 1\n")
+    assert cycles(import_graph(pkg)) == []
+
+
 def test_the_library_never_imports_the_cli() -> None:
     for path in ROOT.rglob("*.py"):
         if path.relative_to(ROOT).parts[0] != "cli":
@@ -86,3 +160,28 @@ def test_the_readme_lists_the_public_api() -> None:
     assert listed == set(convlens.__all__)
     for name in convlens.__all__:
         assert getattr(convlens, name) is not None
+
+
+def test_each_method_name_is_written_in_one_module() -> None:
+    """A map method is named (as a string) only in the method registry: the CLI, the
+    explorer, the report and the faithfulness table read it from there."""
+    from convlens.interpret.maps import registry
+
+    names = set(registry.names())
+    where: dict[str, set[str]] = {n: set() for n in names}
+    for path in ROOT.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        # `convlens cam` is a command's name and "cam" a report section's and its
+        # figure file's (cam.png), not the method's
+        commands = {
+            id(arg)
+            for call in ast.walk(tree)
+            if isinstance(call, ast.Call)
+            and getattr(call.func, "attr", None) in ("add_parser", "section", "figure")
+            for arg in call.args
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value in names and id(node) not in commands:
+                where[node.value].add(str(path.relative_to(ROOT)))
+    wrong = {n: sorted(w) for n, w in where.items() if w != {"interpret/maps/registry.py"}}
+    assert not wrong, wrong

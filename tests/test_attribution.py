@@ -26,8 +26,8 @@ from convlens import models
 from convlens.cli import main
 from convlens.core.hooks import hook_count
 from convlens.data.sources import FashionSplit
-from convlens.interpret import attribution as A
-from convlens.interpret import cam
+from convlens.interpret import faithfulness
+from convlens.interpret.maps import pixel, registry
 from tests.conftest import needs_fashion
 from tests.test_cli import one_error_line
 
@@ -64,11 +64,11 @@ def quiet(fn, *args, **kwargs):  # captum warns that inputs did not require grad
 def test_gradient_methods_equal_captum(which: str) -> None:
     model, x, _ = MODELS[which]()
     t = torch.arange(1, x.shape[0] + 1)
-    close(A.attribute(model, x, "saliency", t).attributions,
+    close(pixel.attribute(model, x, "saliency", t).attributions,
           quiet(Saliency(model).attribute, x, target=t))  # fmt: skip
-    close(A.attribute(model, x, "inputxgradient", t).attributions,
+    close(pixel.attribute(model, x, "inputxgradient", t).attributions,
           quiet(InputXGradient(model).attribute, x, target=t))  # fmt: skip
-    ours = A.attribute(model, x, "smoothgrad", t, samples=6, stdev=0.3, seed=7, batch_size=5)
+    ours = pixel.attribute(model, x, "smoothgrad", t, samples=6, stdev=0.3, seed=7, batch_size=5)
     torch.manual_seed(7)
     theirs = NoiseTunnel(Saliency(model)).attribute(
         x, nt_type="smoothgrad", nt_samples=6, stdevs=0.3, target=t
@@ -78,11 +78,11 @@ def test_gradient_methods_equal_captum(which: str) -> None:
 
 
 @pytest.mark.parametrize("which", MODELS)
-@pytest.mark.parametrize("rule", A.RULES)
+@pytest.mark.parametrize("rule", pixel.RULES)
 def test_integrated_gradients_equal_captum(which: str, rule: str) -> None:
     model, x, _ = MODELS[which]()
     t = torch.arange(x.shape[0])
-    ours = A.attribute(
+    ours = pixel.attribute(
         model, x, "integratedgradients", t, rule=rule, steps=20, batch_size=7, tolerance=None
     )
     theirs = IntegratedGradients(model).attribute(x, target=t, n_steps=20, method=rule)
@@ -97,8 +97,10 @@ def test_integrated_gradients_baselines_and_completeness(which: str) -> None:
     t = torch.zeros(x.shape[0], dtype=torch.long)
     b = 0.1 * torch.randn_like(x)
     for baseline in (b, b[0], "blur"):
-        ours = A.attribute(model, x, "integratedgradients", t, baseline=baseline, tolerance=None)
-        ref = b if not isinstance(baseline, str) else A.baseline_image(x, "blur")
+        ours = pixel.attribute(
+            model, x, "integratedgradients", t, baseline=baseline, tolerance=None
+        )
+        ref = b if not isinstance(baseline, str) else pixel.baseline_image(x, "blur")
         theirs = IntegratedGradients(model).attribute(x, baselines=ref.expand_as(x), target=t)
         if isinstance(baseline, torch.Tensor) and baseline.ndim == 3:
             theirs = IntegratedGradients(model).attribute(x, baselines=b[:1], target=t)
@@ -107,7 +109,7 @@ def test_integrated_gradients_baselines_and_completeness(which: str) -> None:
         torch.testing.assert_close(ours.delta, ours.attributions.flatten(1).sum(1) - ours.gap)
     # completeness at the defaults: the attributions sum to f(x) - f(b) within 1%, the
     # images that miss it at 50 steps being integrated again with more
-    fine = A.attribute(model, x, "integratedgradients", t, batch_size=256)
+    fine = pixel.attribute(model, x, "integratedgradients", t, batch_size=256)
     assert fine.delta is not None and fine.gap is not None and fine.steps is not None
     within = fine.delta.abs() <= 0.01 * fine.gap.abs()
     assert (within | (fine.steps == 800)).all() and within.float().mean() >= 0.5
@@ -128,7 +130,7 @@ def test_occlusion_equals_captum(which: str) -> None:
             x, sliding_window_shapes=(c, k, k), strides=(c, stride, stride), target=t
         )
         for batch_size in (1, 50):
-            ours = A.attribute(
+            ours = pixel.attribute(
                 model, x, "occlusion", t, window=k, stride=stride, batch_size=batch_size
             )
             torch.testing.assert_close(ours.attributions, theirs, atol=TOL, rtol=0)
@@ -139,8 +141,8 @@ def test_occlusion_equals_captum(which: str) -> None:
 def test_guided_methods_equal_pytorch_grad_cam(which: str) -> None:
     model, x, layer = MODELS[which]()
     t = torch.arange(x.shape[0])
-    gb = A.attribute(model, x, "guidedbackprop", t).attributions
-    ggc = A.attribute(model, x, "guidedgradcam", t, layer=layer).attributions
+    gb = pixel.attribute(model, x, "guidedbackprop", t).attributions
+    ggc = pixel.attribute(model, x, "guidedgradcam", t, layer=layer).attributions
     assert hook_count(model) == 0
     relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
     assert relus == [m for m in model.modules() if isinstance(m, nn.ReLU)]
@@ -164,7 +166,7 @@ def test_integrated_gradients_completeness_on_the_test_set() -> None:
     model = models.load("fashion-cnn").model
     x = next(FashionSplit("test", limit=60).batches(60)).x
     for baseline in ("zeros", "blur"):
-        r = A.attribute(model, x, "integratedgradients", baseline=baseline, batch_size=512)
+        r = pixel.attribute(model, x, "integratedgradients", baseline=baseline, batch_size=512)
         assert r.delta is not None and r.gap is not None
         assert (r.delta.abs() <= 0.01 * r.gap.abs()).float().mean() >= 0.97
 
@@ -172,7 +174,7 @@ def test_integrated_gradients_completeness_on_the_test_set() -> None:
 def test_infidelity_and_sensitivity_equal_captum() -> None:
     model, x, _ = fashion()
     t = torch.tensor([1, 2, 3])
-    attributions = A.attribute(model, x, "integratedgradients", t, steps=16).attributions
+    attributions = pixel.attribute(model, x, "integratedgradients", t, steps=16).attributions
 
     def perturb(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         noise = 0.1 * torch.randn(inputs.shape)
@@ -182,7 +184,9 @@ def test_infidelity_and_sensitivity_equal_captum() -> None:
         torch.manual_seed(5)
         theirs = infidelity(model, perturb, x, attributions, target=t, normalize=normalize)
         torch.manual_seed(5)
-        ours = A.infidelity(model, x, attributions, t, perturb=perturb, normalize=normalize)
+        ours = faithfulness.infidelity(
+            model, x, attributions, t, perturb=perturb, normalize=normalize
+        )
         close(ours, theirs)
     # the default perturbation draws as captum's default does, from the seed
     torch.manual_seed(3)
@@ -190,11 +194,11 @@ def test_infidelity_and_sensitivity_equal_captum() -> None:
         lambda inputs, target: quiet(Saliency(model).attribute, inputs, target=target),
         x, target=t,
     )  # fmt: skip
-    explain = A.explainer(model, "saliency")
-    raw = lambda inputs, target: A.attribute(model, inputs, "saliency", target).attributions  # noqa: E731
-    close(A.sensitivity_max(raw, x, t, seed=3), theirs)
+    explain = registry.explainer(model, "saliency")
+    raw = lambda inputs, target: pixel.attribute(model, inputs, "saliency", target).attributions  # noqa: E731
+    close(faithfulness.sensitivity_max(raw, x, t, seed=3), theirs)
     # and on the maps the faithfulness table scores
-    maps = A.sensitivity_max(explain, x, t, seed=3)
+    maps = faithfulness.sensitivity_max(explain, x, t, seed=3)
     assert maps.shape == (3,) and (maps >= 0).all()
 
 
@@ -203,8 +207,8 @@ def test_the_map_interface_and_the_faithfulness_table() -> None:
     from convlens.interpret.faithfulness import score_methods
 
     model, x, _ = fashion()
-    for method in A.METHODS:
-        maps = cam.class_maps(model, x, top=2, method=method, options=None)
+    for method in registry.names("pixel"):
+        maps = registry.class_maps(model, x, top=2, method=method, options=None)
         assert maps.layer == "input" and maps.maps.shape == (3, 2, 28, 28)
         assert maps.upsampled.min() >= 0 and maps.upsampled.max() <= 1
     rows = score_methods(model, [x], ["gradcam", "integratedgradients", "occlusion", "random"],
@@ -228,7 +232,7 @@ def test_the_map_interface_and_the_faithfulness_table() -> None:
 def test_bad_input_is_one_line(kwargs: dict, message: str) -> None:
     model, x, _ = fashion()
     with pytest.raises(ValueError) as e:
-        A.attribute(model, x, **kwargs)
+        pixel.attribute(model, x, **kwargs)
     assert message in str(e.value) and "\n" not in str(e.value)
 
 

@@ -6,7 +6,9 @@ import torchvision
 from torch import nn
 
 from convlens.core.hooks import hook_count
-from convlens.interpret import cam
+from convlens.interpret.heads import NotGapHeadError, cam_all_classes, find_gap_head
+from convlens.interpret.maps import registry
+from convlens.interpret.maps.base import normalize_maps
 from convlens.models import FashionCNN
 
 
@@ -38,19 +40,19 @@ class FlattenHead(nn.Module):
 
 def test_find_gap_head_picks_the_feature_layer_not_the_pool() -> None:
     model = tiny_gap_model()
-    head = cam.find_gap_head(model, torch.randn(2, 1, 28, 28))
+    head = find_gap_head(model, torch.randn(2, 1, 28, 28))
     assert head.layer == "features" and head.fc == "fc"
     assert torch.equal(head.weight, model.fc.weight)
     resnet = torchvision.models.resnet18(num_classes=7)
-    assert cam.find_gap_head(resnet, torch.randn(1, 3, 64, 64)).layer == "layer4"
+    assert find_gap_head(resnet, torch.randn(1, 3, 64, 64)).layer == "layer4"
     # An inner module returning the same tensor is accepted when named.
-    assert cam.find_gap_head(model, torch.randn(1, 1, 28, 28), "features.1").layer == "features.1"
+    assert find_gap_head(model, torch.randn(1, 1, 28, 28), "features.1").layer == "features.1"
 
 
 def test_cam_equals_hand_computation() -> None:
     model = tiny_gap_model().eval()
     x = torch.randn(3, 1, 28, 28)
-    out = cam.class_maps(model, x, top=5)
+    out = registry.class_maps(model, x, top=5)
     feats = model.features(x)  # [3, 6, 14, 14]
     logits = model(x)
     assert torch.equal(out.class_indices, logits.topk(5, 1).indices)
@@ -69,8 +71,8 @@ def test_cam_equals_hand_computation() -> None:
 def test_cam_spatial_mean_plus_bias_is_the_logit() -> None:
     model = tiny_gap_model().eval()
     x = torch.randn(4, 1, 28, 28)
-    head = cam.find_gap_head(model, x)
-    maps = cam.cam_all_classes(model.features(x).detach(), head)  # [4, 5, 14, 14]
+    head = find_gap_head(model, x)
+    maps = cam_all_classes(model.features(x).detach(), head)  # [4, 5, 14, 14]
     assert head.bias is not None
     torch.testing.assert_close(
         maps.mean((2, 3)) + head.bias, model(x).detach(), atol=1e-5, rtol=1e-5
@@ -80,11 +82,11 @@ def test_cam_spatial_mean_plus_bias_is_the_logit() -> None:
 def test_gradcam_on_gap_head_is_cam_up_to_scale() -> None:
     model = tiny_gap_model()
     x = torch.randn(2, 1, 28, 28)
-    c = cam.class_maps(model, x, top=3, method="cam")
-    g = cam.class_maps(model, x, top=3, method="gradcam")
+    c = registry.class_maps(model, x, top=3, method="cam")
+    g = registry.class_maps(model, x, top=3, method="gradcam")
     hw = c.maps.shape[2] * c.maps.shape[3]
     torch.testing.assert_close(g.maps, c.maps.clamp_min(0) / hw, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(g.normalized, cam.normalize_maps(c.maps.clamp_min(0)))
+    torch.testing.assert_close(g.normalized, normalize_maps(c.maps.clamp_min(0)))
 
 
 def test_methods_leave_the_model_untouched() -> None:
@@ -94,7 +96,7 @@ def test_methods_leave_the_model_untouched() -> None:
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(2, 1, 28, 28)
     for method in ("cam", "gradcam"):
-        cam.class_maps(model, x, method=method)
+        registry.class_maps(model, x, method=method)
     assert model.training and all(m.training for m in model.modules())
     assert not model.fc.weight.requires_grad and model.features[0][0].conv.weight.requires_grad
     assert all(p.grad is None for p in model.parameters())
@@ -106,15 +108,15 @@ def test_methods_leave_the_model_untouched() -> None:
 def test_cam_refuses_a_head_without_global_pooling() -> None:
     model = FlattenHead()
     x = torch.randn(2, 1, 8, 8)
-    with pytest.raises(cam.NotGapHeadError, match="Grad-CAM"):
-        cam.class_maps(model, x, method="cam")
-    with pytest.raises(cam.NotGapHeadError, match="has no nn.Linear"):
-        cam.find_gap_head(nn.Sequential(nn.Conv2d(1, 2, 3)), x)
+    with pytest.raises(NotGapHeadError, match="Grad-CAM"):
+        registry.class_maps(model, x, method="cam")
+    with pytest.raises(NotGapHeadError, match="has no nn.Linear"):
+        find_gap_head(nn.Sequential(nn.Conv2d(1, 2, 3)), x)
     vgg = torchvision.models.vgg11(num_classes=3)
-    with pytest.raises(cam.NotGapHeadError, match="not global average pooling"):
-        cam.find_gap_head(vgg, torch.randn(1, 3, 32, 32))
+    with pytest.raises(NotGapHeadError, match="not global average pooling"):
+        find_gap_head(vgg, torch.randn(1, 3, 32, 32))
     # Grad-CAM works on any conv layer of such a model; by default the last one.
-    g = cam.class_maps(model, x, top=2, method="gradcam")
+    g = registry.class_maps(model, x, top=2, method="gradcam")
     assert g.layer == "conv" and g.maps.shape == (2, 2, 8, 8)
     assert hook_count(model) == 0
 
@@ -122,7 +124,7 @@ def test_cam_refuses_a_head_without_global_pooling() -> None:
 def test_gradcam_matches_a_manual_gradient() -> None:
     model = FlattenHead().eval()
     x = torch.randn(1, 1, 8, 8)
-    g = cam.class_maps(model, x, top=1, method="gradcam", layer="conv")
+    g = registry.class_maps(model, x, top=1, method="gradcam", layer="conv")
     a = model.conv(x)
     a.retain_grad()
     logits = model.fc(torch.relu(a).flatten(1))
@@ -137,20 +139,20 @@ def test_bad_arguments() -> None:
     model = tiny_gap_model()
     x = torch.randn(1, 1, 28, 28)
     with pytest.raises(ValueError, match="unknown method 'gradcam\\+\\+'"):
-        cam.class_maps(model, x, method="gradcam++")
+        registry.class_maps(model, x, method="gradcam++")
     with pytest.raises(ValueError, match="top must be in 1..5"):
-        cam.class_maps(model, x, top=6)
+        registry.class_maps(model, x, top=6)
     with pytest.raises(ValueError, match="unknown layer 'feature'. Did you mean features"):
-        cam.class_maps(model, x, layer="feature")
+        registry.class_maps(model, x, layer="feature")
     with pytest.raises(ValueError, match=r"\[N, C, H, W\]"):
-        cam.class_maps(model, x[0])
-    with pytest.raises(cam.NotGapHeadError, match="features.0.0.conv"):
-        cam.find_gap_head(model, x, "features.0.0.conv")
+        registry.class_maps(model, x[0])
+    with pytest.raises(NotGapHeadError, match="features.0.0.conv"):
+        find_gap_head(model, x, "features.0.0.conv")
 
 
 def test_normalize_maps() -> None:
     m = torch.tensor([[[1.0, 3.0], [2.0, 5.0]], [[2.0, 2.0], [2.0, 2.0]]])
-    out = cam.normalize_maps(m)
+    out = normalize_maps(m)
     torch.testing.assert_close(out[0], torch.tensor([[0.0, 0.5], [0.25, 1.0]]))
     assert torch.equal(out[1], torch.zeros(2, 2))
     assert m[0, 0, 0] == 1.0  # input untouched

@@ -27,7 +27,8 @@ from torchcam import methods as tcm
 from convlens import models
 from convlens.cli import main
 from convlens.core.hooks import hook_count
-from convlens.interpret import cam
+from convlens.interpret.maps import cam, registry
+from convlens.interpret.maps.base import normalize_maps
 from convlens.models import places365
 from tests.test_zoo import official_checkpoint
 
@@ -100,9 +101,9 @@ def top_classes(model: nn.Module, x: torch.Tensor, k: int = 3) -> torch.Tensor:
 def test_equal_to_torchcam(which: str, method: str) -> None:
     model, x, layer = MODELS[which]()
     classes = top_classes(model, x)
-    ours = cam.METHODS[method](model, layer)(x, classes=classes)
+    ours = registry.method_class(method)(model, layer)(x, classes=classes)
     theirs = torchcam_maps(TORCHCAM[method], model, layer, x, classes)
-    torch.testing.assert_close(ours.normalized, cam.normalize_maps(theirs), atol=TOL, rtol=0)
+    torch.testing.assert_close(ours.normalized, normalize_maps(theirs), atol=TOL, rtol=0)
     assert hook_count(model) == 0
 
 
@@ -113,10 +114,10 @@ def test_equal_to_pytorch_grad_cam(which: str, method: str) -> None:
     model, x, layer = MODELS[which]()
     classes = top_classes(model, x)
     options = {"reference": "pytorch-grad-cam"} if method == "scorecam" else {}
-    ours = cam.METHODS[method](model, layer, **options)(x, classes=classes)
+    ours = registry.method_class(method)(model, layer, **options)(x, classes=classes)
     theirs = grad_cam_maps(GRAD_CAM[method], model, layer, x, classes)
     # pytorch-grad-cam min-max scales after resizing to the input: do the same to ours
-    torch.testing.assert_close(cam.normalize_maps(ours.upsampled), theirs, atol=TOL, rtol=0)
+    torch.testing.assert_close(normalize_maps(ours.upsampled), theirs, atol=TOL, rtol=0)
 
 
 @pytest.mark.parametrize("which", list(MODELS))
@@ -128,7 +129,7 @@ def test_grad_cam_pp_torchcam_variant(which: str) -> None:
     classes = top_classes(model, x)
     compat = cam.GradCAMpp(model, layer, reference="torchcam")(x, classes=classes)
     theirs = torchcam_maps(tcm.GradCAMpp, model, layer, x, classes)
-    torch.testing.assert_close(compat.normalized, cam.normalize_maps(theirs), atol=TOL, rtol=0)
+    torch.testing.assert_close(compat.normalized, normalize_maps(theirs), atol=TOL, rtol=0)
     paper = cam.GradCAMpp(model, layer)(x, classes=classes)
     assert (paper.normalized - compat.normalized).abs().max() > 1e-2
 
@@ -148,21 +149,23 @@ def test_eigen_cam_is_the_same_for_every_class() -> None:
     assert torch.equal(maps[:, 0], maps[:, 2])
 
 
-@pytest.mark.parametrize("method", list(cam.all_methods()))
+@pytest.mark.parametrize("method", list(registry.names()))
 def test_every_method_leaves_the_model_as_it_was(method: str) -> None:
     model, x, layer = fashion()
     model.train()
     for p in model.fc.parameters():
         p.requires_grad_(False)
     frozen = [p.requires_grad for p in model.parameters()]
-    out = cam.class_maps(model, x, top=2, method=method, layer=None if method == "cam" else layer)
+    out = registry.class_maps(
+        model, x, top=2, method=method, layer=None if method == "cam" else layer
+    )
     assert out.maps.shape[:2] == (4, 2) and torch.isfinite(out.normalized).all()
     assert model.training and [p.requires_grad for p in model.parameters()] == frozen
     assert hook_count(model) == 0 and all(p.grad is None for p in model.parameters())
     # Score-CAM runs a channels-last copy; the model's own weights keep their layout
     assert all(p.is_contiguous() for p in model.parameters())
     with pytest.raises(ValueError, match=r"class indices must be in 0..9"):
-        cam.all_methods()[method](model, layer)(x, classes=torch.full((4, 1), 10))
+        registry.method_class(method)(model, layer)(x, classes=torch.full((4, 1), 10))
     assert hook_count(model) == 0 and model.training
 
 
@@ -171,7 +174,7 @@ def test_a_constant_map_is_zero_not_nan() -> None:
     with torch.no_grad():
         model.fc.weight.zero_()  # every gradient is zero
     for method in ("gradcam", "gradcampp", "xgradcam", "layercam", "hirescam"):
-        out = cam.METHODS[method](model, layer)(x, top=1)
+        out = registry.method_class(method)(model, layer)(x, top=1)
         assert torch.equal(out.normalized, torch.zeros_like(out.normalized)), method
 
 
@@ -197,7 +200,7 @@ def test_cam_cli_every_method_and_a_chosen_class(
 def test_a_layer_without_spatial_extent_is_a_clear_error(method: str) -> None:
     model, x, _ = fashion()
     with pytest.raises(ValueError, match=r"layer 'fc' outputs shape \(4, 10\), not \[N, C, h, w\]"):
-        cam.class_maps(model, x, top=1, method=method, layer="fc")
+        registry.class_maps(model, x, top=1, method=method, layer="fc")
     assert hook_count(model) == 0
 
 
@@ -225,7 +228,7 @@ def test_eigen_cam_memory_grows_with_channels_times_positions() -> None:
     """One 224 x 224 map of 16 channels: a full SVD's U alone would take 10 GB."""
     code = (
         "import resource, torch\n"
-        "from convlens.interpret import cam\n"
+        "from convlens.interpret.maps import cam\n"
         "from tests.test_cam_family import _EarlyLayer\n"
         "model, x = _EarlyLayer().eval(), torch.randn(1, 3, 224, 224)\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
@@ -264,4 +267,4 @@ def test_score_cam_runs_the_zero_image_once_for_all_dead_units() -> None:
     # one pass for the logits, then the live channels and one zero image
     assert sum(images) == x.shape[0] + live + 1
     theirs = torchcam_maps(tcm.ScoreCAM, model, layer, x, classes)
-    torch.testing.assert_close(ours.normalized, cam.normalize_maps(theirs), atol=TOL, rtol=0)
+    torch.testing.assert_close(ours.normalized, normalize_maps(theirs), atol=TOL, rtol=0)

@@ -16,8 +16,9 @@ from torch import nn
 from convlens.cli import main
 from convlens.core.hooks import hook_count
 from convlens.data import broden
+from convlens.data.catalog import open_source
 from convlens.data.images import Preprocessing
-from convlens.data.sources import FolderSource, TensorSource, open_source
+from convlens.data.sources import FolderSource, TensorSource
 from convlens.interpret.dissect import QuantileSketch, dissect
 from convlens.render.atlas import write_atlas
 from tests.browser import browser_check, needs_chromium

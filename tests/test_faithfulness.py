@@ -14,8 +14,8 @@ from torch import nn
 from torchcam.metrics import ClassificationMetric, DeletionInsertionMetric
 
 from convlens.cli import main
-from convlens.interpret import cam
 from convlens.interpret.faithfulness import baseline_image, faithfulness
+from convlens.interpret.maps import cam
 from tests.conftest import needs_fashion
 from tests.test_cam_family import fashion
 

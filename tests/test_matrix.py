@@ -37,7 +37,10 @@ from convlens import list_layers, load_model
 from convlens.cli import main
 from convlens.data.images import box_mask
 from convlens.data.sources import TensorSource
-from convlens.interpret import ablation, cam, dissect, faithfulness, filters, units
+from convlens.interpret import ablation, dissect, faithfulness, filters, units
+from convlens.interpret.heads import NotGapHeadError, default_layer, find_gap_head
+from convlens.interpret.maps import registry
+from convlens.interpret.maps.base import normalize_maps
 from convlens.render.atlas import write_atlas
 
 
@@ -128,7 +131,7 @@ def comparable(model: nn.Module, layer: str, x: torch.Tensor, c: torch.Tensor) -
     pytorch-grad-cam min-max scales with ``1e-7`` added to the range, which on random
     EfficientNet and GoogLeNet (raw maps near 1e-14) flattens its maps; ours divide by
     the range itself. Scaling the logits leaves both normalised maps as they are."""
-    raw = cam.class_maps(model, x, method="gradcam", layer=layer, classes=c[:, None]).maps
+    raw = registry.class_maps(model, x, method="gradcam", layer=layer, classes=c[:, None]).maps
     peak = float(raw.abs().max())
     return model if peak > 1e-2 or peak == 0 else Scaled(model, 1e-2 / peak)
 
@@ -149,31 +152,31 @@ def test_every_analysis_on_architectures_we_did_not_write(name: str, tmp_path: P
     silent = [r.name for r in rows if r.output_shape is None]
     assert all("aux" in n.lower() for n in silent), silent
 
-    layer = cam.default_layer(model, x)
+    layer = default_layer(model, x)
     maps = units.feature_maps(model, x, layer)
     assert maps.ndim == 4 and maps.shape[2] * maps.shape[3] > 1
 
     # CAM: the exact identity where the head allows it, one line where it does not
     if spec.gap:
-        head = cam.find_gap_head(model, x)
+        head = find_gap_head(model, x)
         assert head.layer == layer
-        r = cam.class_maps(model, x, top=3, method="cam")
+        r = registry.class_maps(model, x, top=3, method="cam")
         bias = head.bias[r.class_indices] if head.bias is not None else 0.0
         expected = logits.gather(1, r.class_indices)
         torch.testing.assert_close(r.maps.mean((2, 3)) + bias, expected, atol=2e-4, rtol=1e-4)
     else:
-        with pytest.raises(cam.NotGapHeadError) as e:
-            cam.class_maps(model, x, method="cam")
+        with pytest.raises(NotGapHeadError) as e:
+            registry.class_maps(model, x, method="cam")
         assert "\n" not in str(e.value) and "gradcam" in str(e.value)
 
     # Grad-CAM equals pytorch-grad-cam's on the same layer
     ref_layer = spec.reference_layer or layer
     top1 = logits.argmax(1)
-    ours = cam.class_maps(model, x, method="gradcam", layer=ref_layer, classes=top1[:, None])
+    ours = registry.class_maps(model, x, method="gradcam", layer=ref_layer, classes=top1[:, None])
     big = comparable(without_inplace(model), ref_layer, x, top1)
     prefix = "model." if isinstance(big, Scaled) else ""
     theirs = reference_grad_cam(big, prefix + ref_layer, x, top1)
-    torch.testing.assert_close(cam.normalize_maps(ours.upsampled[:, 0]), theirs, atol=1e-4, rtol=0)
+    torch.testing.assert_close(normalize_maps(ours.upsampled[:, 0]), theirs, atol=1e-4, rtol=0)
 
     # units: maps, top units, region IoU on the layer's true output
     best = units.top_units(model, x, layer, top=3)

@@ -26,8 +26,9 @@ from PIL import Image
 from convlens import models
 from convlens.data import fashion_mnist as fm
 from convlens.data.sources import FashionSplit
-from convlens.interpret import ablation, cam
+from convlens.interpret import ablation
 from convlens.interpret.dissect import dissect
+from convlens.interpret.maps import registry
 from convlens.render.atlas import write_atlas
 from convlens.serve.app import create_app
 from convlens.serve.explorer import Explorer
@@ -91,14 +92,16 @@ def test_answers_equal_the_library(served: tuple[Explorer, TestClient]) -> None:
     heat = client.get("/api/cam.png", params={"image": "test:7", "class": 3, "method": "gradcam"})
     assert heat.status_code == 200
     assert Image.open(io.BytesIO(heat.content)).size == (28, 28)
-    want = cam.class_maps(model, x, method="gradcam", classes=torch.tensor([[3]])).upsampled[0, 0]
+    want = registry.class_maps(model, x, method="gradcam", classes=torch.tensor([[3]])).upsampled[
+        0, 0
+    ]
     got = np.asarray(Image.open(io.BytesIO(heat.content)).convert("RGB"))
     jet = (colormaps["jet"](want.numpy())[..., :3] * 255 + 0.5).astype(np.uint8)
     assert np.array_equal(got, jet)
 
     # pixel attributions: a quick one directly, a long one as a job, equal to the library
     for method, direct in (("saliency", True), ("integratedgradients", False)):
-        want = cam.class_maps(model, x, method=method, classes=torch.tensor([[3]])).upsampled
+        want = registry.class_maps(model, x, method=method, classes=torch.tensor([[3]])).upsampled
         jet = (colormaps["jet"](want[0, 0].numpy())[..., :3] * 255 + 0.5).astype(np.uint8)
         params = {"image": "test:7", "class": 3, "method": method}
         first = client.get("/api/cam.png", params=params)

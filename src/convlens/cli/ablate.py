@@ -69,7 +69,8 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from convlens.data import images
-    from convlens.interpret import ablation, cam, units
+    from convlens.interpret import ablation, units
+    from convlens.interpret.heads import find_gap_head
     from convlens.render import viz
 
     if args.units is None and args.top is None and not args.min_units:
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{classes[weighted.class_index]!r}: {chosen}"
             )
         else:
-            layer = layer or cam.find_gap_head(model, x).layer
+            layer = layer or find_gap_head(model, x).layer
             chosen = parse_ints(" ".join(args.units), "--units")
         result = ablation.ablate(model, x, layer, chosen, args.mode)
         where = f"{args.mode} ablation of {len(chosen)} units of {result.modified}"

@@ -15,28 +15,11 @@ from convlens.cli.common import (
     load_model,
     model_inputs,
 )
+from convlens.interpret.maps import registry
 
-# convlens.interpret.cam.METHODS and attribution.METHODS (tested equal), here so that
-# --help needs no torch
-METHODS = (
-    "cam",
-    "gradcam",
-    "gradcampp",
-    "xgradcam",
-    "layercam",
-    "hirescam",
-    "scorecam",
-    "eigencam",
-)
-PIXEL_METHODS = (
-    "saliency",
-    "inputxgradient",
-    "integratedgradients",
-    "smoothgrad",
-    "occlusion",
-    "guidedbackprop",
-    "guidedgradcam",
-)
+# the method registry is plain data: --help needs no torch
+METHODS = tuple(registry.names(registry.CAM))
+PIXEL_METHODS = tuple(registry.names(registry.PIXEL))
 
 
 def add_parser(sub: Any) -> None:
@@ -46,8 +29,7 @@ def add_parser(sub: Any) -> None:
         description="Overlay the class activation maps of the TOP most probable classes on "
         "each image. CAM (default) needs a head of global average pooling plus one linear "
         "layer; Grad-CAM works on any convolutional layer. The pixel attributions "
-        "(saliency, inputxgradient, integratedgradients, smoothgrad, occlusion, "
-        "guidedbackprop, guidedgradcam) are computed at the input; their map is the "
+        f"({', '.join(PIXEL_METHODS)}) are computed at the input; their map is the "
         "attributions summed over colour channels.",
     )
     add_model_args(p)
@@ -56,8 +38,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--method",
         choices=(*METHODS, *PIXEL_METHODS, "all"),
-        default="cam",
-        help="[cam]; all: one figure, rows images, columns CAM methods, for the top class",
+        default=registry.DEFAULT_METHOD,
+        help=f"[{registry.DEFAULT_METHOD}]; all: one figure, rows images, columns CAM "
+        "methods, for the top class",
     )
     p.add_argument(
         "--class",
@@ -79,7 +62,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from convlens.data import images
-    from convlens.interpret import cam
     from convlens.render import viz
 
     options = attribution_options(args, [args.method])
@@ -93,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("cam.png")
     if args.method == "all":
         return _every_method(args, loaded, inputs, shown, classes, out)
-    result = cam.class_maps(
+    result = registry.class_maps(
         loaded.model, inputs.x, args.top, args.method, args.layer, classes=classes, options=options
     )
     h, w = result.maps.shape[2:]
@@ -103,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         row = [f"{loaded.classes[c]} {float(probs[c]):.1%}" for c in indices.tolist()]
         labels.append(row)
         print(f"{name}: " + ", ".join(row))
-    method = cam.method_names()[result.method]
+    method = registry.display_names()[result.method]
     fig = viz.draw_class_maps(
         shown,
         result.upsampled,
@@ -149,12 +131,11 @@ def _every_method(
     """``--method all``: rows images, columns methods, for one class per image."""
     import torch
 
-    from convlens.interpret import cam
     from convlens.render import viz
 
-    results = cam.every_method(loaded.model, inputs.x, args.layer, classes)
+    results = registry.every_method(loaded.model, inputs.x, args.layer, classes)
     first = next(iter(results.values()))
-    names = [cam.NAMES[m] for m in results]
+    names = [registry.display_names()[m] for m in results]
     maps = torch.stack([r.upsampled[:, 0] for r in results.values()], 1)  # [N, M, H, W]
     targets = first.class_indices[:, 0].tolist()
     for i, (name, c) in enumerate(zip(inputs.names, targets, strict=True)):

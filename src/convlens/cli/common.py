@@ -12,6 +12,8 @@ import contextlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from convlens.interpret.maps import registry
+
 if TYPE_CHECKING:
     import torch
 
@@ -135,39 +137,22 @@ def region_mask(
     return None
 
 
-# options of the pixel attributions (convlens.interpret.attribution), by flag name
-ATTRIBUTION_OPTIONS = ("steps", "rule", "baseline", "samples", "stdev", "window", "stride")
-
-
 def add_attribution_args(p: argparse.ArgumentParser, own: Sequence[str] = ()) -> None:
-    """The options of the pixel attributions; each is left to the method's default when
-    not given. ``own``: flags the command already has for its own purpose: its
-    ``--baseline`` serves the attributions too, and ``--steps`` becomes ``--ig-steps``."""
-    baseline = "baseline" not in own
+    """The options of the map methods that the CLI exposes (the method registry's flags);
+    each is left to the method's default when not given. ``own``: flags the command
+    already has for its own purpose: its ``--baseline`` serves the attributions too, and
+    ``--steps`` becomes ``--ig-steps``."""
     g = p.add_argument_group("pixel attributions")
-    g.add_argument(
-        "--ig-steps" if "steps" in own else "--steps",
-        dest="ig_steps",
-        type=int,
-        help="integratedgradients: points on the path [50]",
-    )
-    g.add_argument(
-        "--rule",
-        choices=("gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
-                 "riemann_trapezoid"),
-        help="integratedgradients: quadrature rule [gausslegendre]",
-    )  # fmt: skip
-    if baseline:
-        g.add_argument(
-            "--baseline",
-            help="integratedgradients and occlusion: zeros, blur, mean or a number [zeros]",
-        )
-    g.add_argument("--samples", type=int, help="smoothgrad: noisy copies [16]")
-    g.add_argument(
-        "--stdev", type=float, help="smoothgrad: noise deviation [0.15 of each image's range]"
-    )
-    g.add_argument("--window", type=int, help="occlusion: window side, px [side / 7]")
-    g.add_argument("--stride", type=int, help="occlusion: window step, px [window / 2]")
+    for flag, option in registry.flags().items():
+        if flag == "baseline" and flag in own:
+            continue
+        name = f"--ig-{flag}" if flag in own else f"--{flag}"
+        kind = str if option.type is str else option.type
+        g.add_argument(name, dest=_dest(flag), type=kind, choices=option.choices, help=option.help)
+
+
+def _dest(flag: str) -> str:
+    return "ig_steps" if flag == "steps" else flag
 
 
 def attribution_options(
@@ -176,16 +161,14 @@ def attribution_options(
     """The pixel-attribution options given on the command line, checked against
     ``methods``: an option none of them takes is an error, not ignored. ``own``: as for
     :func:`add_attribution_args` (the command passes its own ``baseline`` itself)."""
-    from convlens.interpret.attribution import METHODS
-
-    names = {k: "ig_steps" if k == "steps" else k for k in ATTRIBUTION_OPTIONS if k not in own}
+    names = {registry.flags()[f].name: _dest(f) for f in registry.flags() if f not in own}
     given = {k: getattr(args, a) for k, a in names.items() if getattr(args, a, None) is not None}
     if isinstance(given.get("baseline"), str):
         with contextlib.suppress(ValueError):  # a number, else a kind (zeros, blur, mean)
             given["baseline"] = float(given["baseline"])
     for k in given:
-        if not any(k in METHODS[m].options for m in methods if m in METHODS):
-            takers = [m for m, c in METHODS.items() if k in c.options]
+        takers = registry.takers(k)
+        if not any(m in takers for m in methods):
             flag = "--steps (--ig-steps)" if k == "steps" else f"--{k}"
             raise ValueError(f"{flag} is an option of {', '.join(takers)} only")
     return given

@@ -58,9 +58,9 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from convlens.core.device import resolve_device
-    from convlens.data.sources import open_source
-    from convlens.interpret import cam
+    from convlens.data.catalog import open_source
     from convlens.interpret.dissect import dissect
+    from convlens.interpret.heads import default_layer
     from convlens.render.atlas import write_atlas
 
     if args.workers < 0 or (args.limit is not None and args.limit < 1):
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     layer = args.layer
     if layer is None:
         probe = next(source.batches(1)).x.to(next(model.parameters()).device)
-        layer = cam.default_layer(model, probe)
+        layer = default_layer(model, probe)
     d = dissect(
         model,
         source,
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
 def _visualize_units(loaded: Any, model: Any, layer: str, width: int, out: Path, steps: int) -> int:
     """Every unit's feature visualisation onto the atlas ``out``, in batches that fit."""
     from convlens.interpret.visualize import visualize
-    from convlens.render.viz import add_to_atlas
+    from convlens.render.atlas import add_to_atlas
 
     p = loaded.preprocessing
     chunk = 128 if p.input_size[0] <= 64 else 16  # images optimised at once

@@ -14,11 +14,12 @@ from convlens.cli.common import (
     attribution_options,
     load_model,
 )
+from convlens.interpret.maps import registry
 
 REFERENCES = ("random", "edges")  # convlens.interpret.faithfulness.REFERENCE_MAPS
 # Every CAM method but Score-CAM (one forward pass per channel), then the reference maps;
 # the pixel attributions on request (--methods, or --pixel for all of them).
-DEFAULT_METHODS = (*(m for m in METHODS if m != "scorecam"), *REFERENCES)
+DEFAULT_METHODS = (*registry.names(registry.CAM, default_only=True), *REFERENCES)
 
 
 def add_parser(sub: Any) -> None:
@@ -113,9 +114,9 @@ def data_batches(
     source: str, limit: int, batch_size: int, loaded: Any, data_dir: str | None
 ) -> Iterator[Any]:
     """Model inputs ``[B, C, H, W]`` of ``source`` (a FashionMNIST split or a folder of
-    images searched recursively, see :func:`convlens.data.sources.open_source`),
+    images searched recursively, see :func:`convlens.data.catalog.open_source`),
     ``limit`` images in all."""
-    from convlens.data.sources import open_source
+    from convlens.data.catalog import open_source
 
     for batch in open_source(source, loaded.preprocessing, data_dir, limit).batches(batch_size):
         yield batch.x

@@ -15,6 +15,7 @@ from convlens.cli.common import (
     parse_ints,
     region_mask,
 )
+from convlens.interpret.maps import registry
 
 
 def add_parser(sub: Any) -> None:
@@ -46,11 +47,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--methods",
         nargs="*",
-        default=["saliency", "integratedgradients", "guidedgradcam"],
+        default=list(registry.REPORT_METHODS),
         choices=(*METHODS, *PIXEL_METHODS),
         metavar="METHOD",
         help="map methods drawn beside CAM for the top class, and scored too with "
-        "--faithfulness [saliency integratedgradients guidedgradcam; none: leave out]",
+        f"--faithfulness [{' '.join(registry.REPORT_METHODS)}; none: leave out]",
     )
     p.add_argument(
         "--dissection", type=Path, metavar="DIR", help="a `convlens dissect` folder to include"

@@ -59,16 +59,17 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from convlens.data.sources import open_source
-    from convlens.interpret import cam, visualize
-    from convlens.render import viz
+    from convlens.data.catalog import open_source
+    from convlens.interpret import visualize
+    from convlens.interpret.heads import default_layer
+    from convlens.render import atlas, viz
 
     loaded = load_model(args)
     model, p = loaded.model, loaded.preprocessing
     layer = args.layer
     if layer is None and args.objective != "class":
         probe = torch.zeros(1, p.channels, *p.input_size)
-        layer = cam.default_layer(model, probe)
+        layer = default_layer(model, probe)
     direction = _direction(args.direction) if args.direction else None
     fashion = p.channels == 1 and p.size == 28
     spec = args.data or ("test" if fashion else None)
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     print(viz.describe_visualization(result))
     print(f"wrote {args.out}")
     if args.atlas:
-        added = viz.add_to_atlas(result, args.atlas)
+        added = atlas.add_to_atlas(result, args.atlas)
         print(f"added {added} pictures to {args.atlas / 'index.html'}")
     return 0
 

@@ -132,6 +132,46 @@ def capture(
         yield store
 
 
+@contextmanager
+def recording(
+    model: nn.Module,
+    keep: Callable[[str, torch.Tensor], None],
+    names: Iterable[str] | None = None,
+) -> Iterator[None]:
+    """Call ``keep(name, output)`` with every tensor output of the named modules (every
+    named module without ``names``) during forward passes inside the block; outputs
+    that are not tensors are skipped. The one recording hook of the package's searches
+    over layers (head detection, default layers); :func:`capture` is for stored outputs.
+    """
+    wanted = None if names is None else set(names)
+
+    def make_hook(name: str) -> Callable[..., None]:
+        def hook(_m: nn.Module, _inp: tuple[torch.Tensor, ...], out: object) -> None:
+            if isinstance(out, torch.Tensor):
+                keep(name, out)
+
+        return hook
+
+    with hooked(
+        (module, make_hook(name))
+        for name, module in model.named_modules()
+        if name and (wanted is None or name in wanted)
+    ):
+        yield
+
+
+def score_gradient(
+    logits: torch.Tensor, wrt: torch.Tensor, target: torch.Tensor, retain_graph: bool = False
+) -> torch.Tensor:
+    """``d logits[i, target[i]] / d wrt`` for every image ``i``, from one forward pass
+    that kept its graph. Images are independent in evaluation mode, so one backward pass
+    of the summed target logits gives every image's gradient. The one gradient helper
+    of the map family."""
+    score = logits.gather(1, target[:, None]).sum()
+    (grad,) = torch.autograd.grad(score, wrt, retain_graph=retain_graph)
+    return grad
+
+
 @torch.no_grad()
 def activations(
     model: nn.Module, x: torch.Tensor, layers: str | Sequence[str]

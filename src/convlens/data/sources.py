@@ -224,38 +224,3 @@ class FolderSource(Source):
 
     def name(self, i: int) -> str:
         return str(self.files[i].relative_to(self.root))
-
-
-def open_source(
-    spec: str,
-    preprocessing: Preprocessing,
-    data_dir: str | os.PathLike[str] | None = None,
-    limit: int | None = None,
-) -> Source:
-    """The source ``spec`` names: a FashionMNIST split (``test``, ``train``, ``val``), a
-    Broden data set (a folder holding ``index.csv``), or a folder of images; its first
-    ``limit`` images when given.
-
-    Raises:
-        ValueError: a split for a model that does not take 28x28 grayscale images, a
-            path that does not exist, or a folder without images.
-    """
-    from convlens.data import broden
-
-    if spec in SPLITS:
-        if preprocessing.channels != 1 or preprocessing.size != 28:
-            raise ValueError(
-                f"{spec!r} is a FashionMNIST split, for 28x28 grayscale models only; "
-                "give a folder of images"
-            )
-        return FashionSplit(spec, data_dir, limit)
-    path = Path(spec)
-    if not path.exists():
-        raise ValueError(
-            f"{spec!r} is neither a FashionMNIST split ({', '.join(SPLITS)}) nor a folder"
-        )
-    if not path.is_dir():
-        raise ValueError(f"{spec} is a file; give a folder of images or a split")
-    if (path / "index.csv").is_file() or (path / "label.csv").is_file():
-        return broden.BrodenSource(path, preprocessing, limit)
-    return FolderSource(path, preprocessing, limit)

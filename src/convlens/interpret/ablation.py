@@ -30,7 +30,7 @@ from torch import nn
 
 from convlens.core.hooks import activations, capture, eval_mode, frozen, get_layer, hooked
 from convlens.core.progress import progress_bar
-from convlens.interpret.cam import GapHead, NotGapHeadError, find_gap_head
+from convlens.interpret.heads import GapHead, NotGapHeadError, find_gap_head
 from convlens.interpret.units import check_units
 
 MODES = ("activation", "weights")

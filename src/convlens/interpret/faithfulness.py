@@ -13,9 +13,13 @@ watch the class probability.
 
 Both follow torchcam 0.5's ``DeletionInsertionMetric`` and ``ClassificationMetric``
 exactly (tested equal). Every perturbed image of a batch runs in one forward pass of
-``batch_size`` images. :func:`score_methods` adds captum's infidelity and max-sensitivity
-(:mod:`convlens.interpret.attribution`, tested equal) on request, and scores the CAM
-family and the pixel attributions alike.
+``batch_size`` images.
+
+- **Infidelity and max-sensitivity** (Yeh et al., 2019), as captum computes them
+  (tested equal): :func:`infidelity`, :func:`sensitivity_max`.
+
+:func:`score_methods` adds the last two on request, and scores the CAM family and the
+pixel attributions alike (every method of :mod:`convlens.interpret.maps.registry`).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from torch import nn
 from convlens.core.hooks import channels_last_twin, eval_mode
 from convlens.core.progress import progress_bar
 from convlens.core.tensors import baseline_image, minmax_scale
-from convlens.interpret import attribution, cam
+from convlens.interpret.maps import registry
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ def faithfulness(
     Args:
         x: model inputs ``[N, C, H, W]``.
         saliency: ``[N, H, W]`` maps at the input's size, scaled to [0, 1] (the
-            ``upsampled`` maps of :class:`~convlens.interpret.cam.ClassMaps`).
+            ``upsampled`` maps of :class:`~convlens.interpret.maps.base.ClassMaps`).
         classes: ``[N]`` the class each map explains (default: the top-1 class).
         steps: number of perturbation steps (positions move ``ceil(HW / steps)`` at a time).
         baseline: see :func:`baseline_image`.
@@ -220,7 +224,7 @@ def score_methods(
     With ``captum_metrics``, also infidelity (normalised, 10 Gaussian perturbations of
     standard deviation 0.1) and max-sensitivity (10 samples within 0.02) of each map.
     """
-    known = cam.all_methods()
+    known = registry.names()
     unknown = [m for m in methods if m not in known and m not in REFERENCE_MAPS]
     if unknown:
         valid = ", ".join([*known, *REFERENCE_MAPS])
@@ -245,8 +249,8 @@ def score_methods(
                 )
             )
             if captum_metrics:
-                extra[f"{m}/i"].append(attribution.infidelity(model, x, maps, top1, seed=seen))
-                extra[f"{m}/s"].append(attribution.sensitivity_max(explain, x, top1, seed=seen))
+                extra[f"{m}/i"].append(infidelity(model, x, maps, top1, seed=seen))
+                extra[f"{m}/s"].append(sensitivity_max(explain, x, top1, seed=seen))
             bar.update()
         seen += x.shape[0]
     bar.close()
@@ -274,9 +278,10 @@ def _explainer(
     """``explain(x, classes) -> [N, H, W]`` maps in [0, 1] of ``method``."""
     if method in REFERENCE_MAPS:
         return lambda x, classes: reference_map(x, method, seed=seed)
-    takes = attribution.METHODS[method].options if method in attribution.METHODS else {}
+    row = registry.method(method)
+    takes = row.defaults() if row.family == registry.PIXEL else {}
     chosen = {k: v for k, v in {"baseline": baseline, **options}.items() if k in takes}
-    return attribution.explainer(model, method, layer, **chosen)
+    return registry.explainer(model, method, layer, **chosen)
 
 
 def _summary(method: str, parts: list[Faithfulness]) -> MethodScore:
@@ -295,3 +300,96 @@ def _summary(method: str, parts: list[Faithfulness]) -> MethodScore:
         deletion=deletion.mean(0),
         insertion=insertion.mean(0),
     )
+
+
+def infidelity(
+    model: nn.Module,
+    x: torch.Tensor,
+    attributions: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    perturb: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    samples: int = 10,
+    normalize: bool = True,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Infidelity (Yeh et al., 2019; captum's ``infidelity``): the mean over ``samples``
+    perturbations ``I`` of ``(sum(attributions * I) - (f(x) - f(x - I)))^2`` for class
+    ``target``, per image ``[N]``; lower is better.
+
+    Args:
+        attributions: ``[N, C, H, W]``, or ``[N, H, W]`` maps (the same for every channel).
+        perturb: ``perturb(inputs) -> (I, inputs - I)`` on the inputs repeated
+            ``samples`` times each; default Gaussian noise of standard deviation 0.1
+            (seeded by ``seed``).
+        normalize: scale the attributions by the factor that minimises the error first
+            (captum's ``normalize``), so maps of any scale compare.
+    """
+    if samples < 1:
+        raise ValueError(f"`samples` must be at least 1, got {samples}")
+    if attributions.shape == (x.shape[0], *x.shape[2:]):
+        attributions = attributions[:, None].expand_as(x)
+    if attributions.shape != x.shape:
+        raise ValueError(
+            f"attributions have shape {tuple(attributions.shape)}, not the inputs' "
+            f"{tuple(x.shape)} or [N, H, W]"
+        )
+    n = x.shape[0]
+    if perturb is None:
+        g = torch.Generator(device=x.device).manual_seed(seed)
+
+        def perturb(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            noise = 0.1 * torch.randn(inputs.shape, generator=g, device=inputs.device)
+            return noise, inputs - noise
+
+    with torch.no_grad(), eval_mode(model):
+        expanded = x.repeat_interleave(samples, 0)
+        noise, perturbed = perturb(expanded)
+        t = target.repeat_interleave(samples)
+        at_x = model(x).float().gather(1, target[:, None])[:, 0].repeat_interleave(samples)
+        at_p = model(perturbed).float().gather(1, t[:, None])[:, 0]
+        diffs = (at_x - at_p).view(n, samples)
+        sums = (attributions.repeat_interleave(samples, 0) * noise).view(n * samples, -1)
+        sums = sums.sum(1).view(n, samples)
+        if normalize:
+            aa, ab, bb = (sums**2).sum(1), (sums * diffs).sum(1), (diffs**2).sum(1)
+            beta = torch.where(aa == 0, torch.zeros_like(ab), ab / aa.clamp_min(1e-30))
+            return (beta * beta * aa - 2 * beta * ab + bb) / samples
+        return ((sums - diffs) ** 2).sum(1) / samples
+
+
+def sensitivity_max(
+    explain: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    radius: float = 0.02,
+    samples: int = 10,
+    seed: int = 0,
+    perturb: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Max-sensitivity (Yeh et al., 2019; captum's ``sensitivity_max``): the largest
+    relative change ``||e(x') - e(x)|| / ||e(x)||`` (Frobenius) of the explanation
+    ``explain(inputs, target)`` of class ``target`` over ``samples`` inputs ``x'``
+    within ``radius`` of each image (uniform
+    noise, seeded; or ``perturb(inputs) -> inputs'`` on the inputs repeated ``samples``
+    times each), per image ``[N]``; lower is better."""
+    if samples < 1:
+        raise ValueError(f"`samples` must be at least 1, got {samples}")
+    n = x.shape[0]
+    if perturb is None:
+        g = torch.Generator(device=x.device).manual_seed(seed)
+
+        def perturb(inputs: torch.Tensor) -> torch.Tensor:
+            noise = torch.empty(inputs.shape, device=inputs.device)
+            return inputs + noise.uniform_(-radius, radius, generator=g)
+
+    # explanations may need gradients (Grad-CAM, Saliency): no no_grad around them
+    base = explain(x, target).detach().reshape(n, -1)
+    moved = explain(perturb(x.repeat_interleave(samples, 0)), target.repeat_interleave(samples))
+    moved = moved.detach().reshape(n * samples, -1)
+    with torch.no_grad():
+        norm = torch.linalg.vector_norm(base, dim=1, keepdim=True)
+        norm = torch.where(norm == 0, torch.ones_like(norm), norm).repeat_interleave(samples, 0)
+        change = torch.linalg.vector_norm(base.repeat_interleave(samples, 0) - moved, dim=1)
+        return (change[:, None] / norm).view(n, samples).amax(1)

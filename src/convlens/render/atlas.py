@@ -11,9 +11,11 @@ import html
 import io
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +24,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from convlens.core.fileio import atomic_directory
+from convlens.core.fileio import atomic_directory, atomic_write_bytes, atomic_write_text
 from convlens.core.progress import progress_bar
 from convlens.data.sources import Source
 from convlens.interpret.dissect import Dissection
+from convlens.interpret.visualize import Visualization
 from convlens.render import viz
 
 CSV_FIELDS = (
@@ -341,3 +344,38 @@ update();
 </script>
 </body></html>
 """
+
+
+def _with_picture(m: re.Match[str], tag: str) -> str:
+    return m.group(1) + tag
+
+
+def add_to_atlas(v: Visualization, folder: str | os.PathLike[str]) -> int:
+    """Put each live unit's picture at the head of its card in the atlas ``folder``
+    (``units/vis-NNNN.png``, and ``index.html`` rewritten atomically). Returns how many."""
+    folder = Path(folder)
+    meta = read_atlas(folder)
+    if meta["layer"] != v.layer:
+        raise ValueError(
+            f"the atlas {folder} is of layer {meta['layer']!r}, the pictures of {v.layer!r}; "
+            "visualize the atlas's layer (--layer)"
+        )
+    page = (folder / "index.html").read_text(encoding="utf-8")
+    added = 0
+    for k, u in enumerate(v.units):
+        if u in v.dead:
+            continue
+        buf = io.BytesIO()
+        Image.fromarray(viz.visualization_tile(v, k, side=96)).save(buf, format="PNG")
+        atomic_write_bytes(folder / "units" / f"vis-{u:04d}.png", buf.getvalue())
+        tag = (f'<img class="vis" src="units/vis-{u:04d}.png" '
+               f'alt="what unit {u} responds to most (feature visualisation)">')  # fmt: skip
+        page, n = re.subn(  # after the card's heading, replacing an earlier picture
+            rf'(<div class="card" data-unit="{u}"[^>]*><h3>.*?</h3>)(?:<img class="vis"[^>]*>)?',
+            partial(_with_picture, tag=tag),
+            page,
+            count=1,
+        )
+        added += n
+    atomic_write_text(folder / "index.html", page)
+    return added

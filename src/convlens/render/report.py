@@ -22,8 +22,10 @@ from convlens.core.fileio import atomic_write_bytes
 from convlens.core.hooks import activations, conv_layer_names, list_layers
 from convlens.core.progress import progress_bar
 from convlens.data import images
-from convlens.interpret import ablation, cam, filters, units
+from convlens.interpret import ablation, filters, units
 from convlens.interpret.faithfulness import MethodScore
+from convlens.interpret.heads import GapHead, NotGapHeadError, find_gap_head, last_conv_module
+from convlens.interpret.maps import registry
 from convlens.interpret.visualize import visualize
 from convlens.models import LoadedModel
 from convlens.render import atlas, viz
@@ -55,7 +57,7 @@ class ReportOptions:
     dissection: Path | None = None  # a `convlens dissect` atlas folder to summarise
     visualize_steps: int = 256  # feature visualisation of the most active units [0: none]
     # pixel attributions drawn beside the CAM of the top class (any map method)
-    methods: Sequence[str] = ("saliency", "integratedgradients", "guidedgradcam")
+    methods: Sequence[str] = registry.REPORT_METHODS
 
 
 class Report:
@@ -148,7 +150,7 @@ class ReportContext:
     inputs: images.Inputs
     options: ReportOptions
     shown: list[torch.Tensor]  # the images for display, values in [0, 1]
-    head: cam.GapHead | None  # the GAP + linear head, when the model has one
+    head: GapHead | None  # the GAP + linear head, when the model has one
     layer: str  # the layer for units and ablation
     probs: torch.Tensor  # [N, classes]
 
@@ -158,12 +160,12 @@ def report_context(
 ) -> ReportContext:
     """Find the head and the layer, and run the model once."""
     model, x = loaded.model, inputs.x
-    head: cam.GapHead | None
+    head: GapHead | None
     try:
-        head = cam.find_gap_head(model, x)
-    except cam.NotGapHeadError:
+        head = find_gap_head(model, x)
+    except NotGapHeadError:
         head = None
-    layer = options.layer or (head.layer if head else cam.last_conv_module(model, x))
+    layer = options.layer or (head.layer if head else last_conv_module(model, x))
     logits, _ = activations(model, x, layer)
     shown = [images.to_display(xi, loaded.preprocessing) for xi in x]
     return ReportContext(loaded, inputs, options, shown, head, layer, logits.float().softmax(1))
@@ -408,13 +410,13 @@ def cam_section(report: Report, ctx: ReportContext) -> None:
     loaded, inputs, shown, head, probs = ctx.loaded, ctx.inputs, ctx.shown, ctx.head, ctx.probs
     model, x = loaded.model, inputs.x
     s = report.section("cam", "Problem 3: class activation maps")
-    method = "cam" if head is not None else "gradcam"
-    result = cam.class_maps(model, x, top=min(5, probs.shape[1]), method=method)
+    method = registry.DEFAULT_METHOD if head is not None else registry.GRADIENT_FALLBACK
+    result = registry.class_maps(model, x, top=min(5, probs.shape[1]), method=method)
     labels = [
         [f"{loaded.classes[c]} {float(p[c]):.1%}" for c in cl.tolist()]
         for cl, p in zip(result.class_indices, result.probs, strict=True)
     ]
-    name = "CAM" if method == "cam" else "Grad-CAM"
+    name = registry.method(method).display
     report.figure(
         s,
         viz.draw_class_maps(
@@ -429,7 +431,7 @@ def cam_section(report: Report, ctx: ReportContext) -> None:
         f"{result.layer}"
         + (
             ": its output reshaped to (hw x c) times the FC weights gives (hw x classes)"
-            if method == "cam"
+            if head is not None
             else ": channels weighted by the spatial mean of the class score's gradient"
         )
         + "; each map is min-max scaled and upsampled over the image.",
@@ -438,9 +440,13 @@ def cam_section(report: Report, ctx: ReportContext) -> None:
         methods = [method, *(m for m in ctx.options.methods if m != method)]
         top1 = result.class_indices[:, :1]
         maps = torch.stack(
-            [cam.class_maps(model, x, method=m, classes=top1).upsampled[:, 0] for m in methods], 1
+            [
+                registry.class_maps(model, x, method=m, classes=top1).upsampled[:, 0]
+                for m in methods
+            ],
+            1,
         )
-        names = [cam.method_names()[m] for m in methods]
+        names = [registry.display_names()[m] for m in methods]
         report.figure(
             s,
             viz.draw_class_maps(

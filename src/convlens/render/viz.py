@@ -10,9 +10,7 @@ import io
 import json
 import math
 import os
-import re
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from convlens.core.fileio import atomic_write_bytes
 from convlens.interpret.ablation import FewestUnits
 from convlens.interpret.faithfulness import MethodScore
 from convlens.interpret.filters import FilterTiles
+from convlens.interpret.maps import registry
 from convlens.interpret.visualize import Visualization
 from convlens.sweep.results import SweepResults, is_log_scale, results_table
 from convlens.sweep.spec import format_value, point_key
@@ -506,8 +505,7 @@ def draw_faithfulness(scores: Sequence[MethodScore], title: str) -> Figure:
     palette = [tab20[i] for i in (*range(0, 20, 2), *range(1, 20, 2)) if i not in (14, 15)]
     methods = [s.method for s in scores if s.method not in ("random", "edges")]
     colours = {m: palette[i % len(palette)] for i, m in enumerate(methods)}
-    from convlens.interpret.attribution import METHODS as pixel  # dash-dotted
-
+    pixel = registry.names(registry.PIXEL)  # dash-dotted
     for ax, which, better in zip(axes, ("deletion", "insertion"), ("lower", "higher"), strict=True):
         for s in ranked:
             reference = s.method in ("random", "edges")
@@ -692,43 +690,3 @@ def describe_visualization(v: Visualization) -> str:
             f"{float(ratio.median()):.2f}x)"
         )
     return "\n".join(lines)
-
-
-def _with_picture(m: re.Match[str], tag: str) -> str:
-    return m.group(1) + tag
-
-
-def add_to_atlas(v: Visualization, folder: str | os.PathLike[str]) -> int:
-    """Put each live unit's picture at the head of its card in the atlas ``folder``
-    (``units/vis-NNNN.png``, and ``index.html`` rewritten atomically). Returns how many."""
-    from PIL import Image
-
-    from convlens.core.fileio import atomic_write_text
-    from convlens.render.atlas import read_atlas
-
-    folder = Path(folder)
-    meta = read_atlas(folder)
-    if meta["layer"] != v.layer:
-        raise ValueError(
-            f"the atlas {folder} is of layer {meta['layer']!r}, the pictures of {v.layer!r}; "
-            "visualize the atlas's layer (--layer)"
-        )
-    page = (folder / "index.html").read_text(encoding="utf-8")
-    added = 0
-    for k, u in enumerate(v.units):
-        if u in v.dead:
-            continue
-        buf = io.BytesIO()
-        Image.fromarray(visualization_tile(v, k, side=96)).save(buf, format="PNG")
-        atomic_write_bytes(folder / "units" / f"vis-{u:04d}.png", buf.getvalue())
-        tag = (f'<img class="vis" src="units/vis-{u:04d}.png" '
-               f'alt="what unit {u} responds to most (feature visualisation)">')  # fmt: skip
-        page, n = re.subn(  # after the card's heading, replacing an earlier picture
-            rf'(<div class="card" data-unit="{u}"[^>]*><h3>.*?</h3>)(?:<img class="vis"[^>]*>)?',
-            partial(_with_picture, tag=tag),
-            page,
-            count=1,
-        )
-        added += n
-    atomic_write_text(folder / "index.html", page)
-    return added

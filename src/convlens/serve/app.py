@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from convlens.interpret.maps import registry
 from convlens.serve.explorer import MAX_UPLOAD_BYTES, BadRequestError, Explorer, NotFoundError
 
 STATIC = Path(__file__).parent / "static"
@@ -175,7 +176,7 @@ def create_app(explorer: Explorer, allow_hosts: Sequence[str] = ()) -> FastAPI:
         request: Request,
         image: str,
         class_index: Annotated[int, Query(alias="class")],
-        method: str = "cam",
+        method: str = registry.DEFAULT_METHOD,
         layer: str | None = None,
     ) -> Response:
         return _png(explorer.cam_png(image, class_index, method, layer), request)

@@ -38,8 +38,10 @@ from convlens.core.hooks import conv_layer_names
 from convlens.data import fashion_mnist
 from convlens.data.images import decode_bytes, open_image, preprocess, to_display
 from convlens.data.sources import IMAGE_SUFFIXES
-from convlens.interpret import ablation, cam, units
+from convlens.interpret import ablation, units
 from convlens.interpret.filters import filter_tiles
+from convlens.interpret.heads import default_layer
+from convlens.interpret.maps import registry
 from convlens.interpret.visualize import layer_width, visualize
 from convlens.models import LoadedModel
 from convlens.render import atlas, viz
@@ -54,7 +56,6 @@ DECODE_SLOTS = 2  # uploads decoded at once
 FEWEST_BUDGET = 10.0  # seconds a fewest-units search may take
 VISUALIZE_STEPS = 256  # optimisation steps of a unit's visualisation
 # map methods that take many passes of the network: computed as jobs, with progress
-LONG_METHODS = ("integratedgradients", "smoothgrad", "occlusion")
 CACHE_BYTES = 128 * 1024 * 1024  # answers kept (maps, PNGs, logits), in bytes
 # kinds of short request, cheapest first (see ShortFirst)
 TOP5, MAP, ABLATION = 0, 1, 2
@@ -245,11 +246,11 @@ class Explorer:
         self._cache_bytes, self.cache_budget = 0, cache_bytes
         with self.lock(TOP5):
             probe = torch.zeros(1, p.channels, *p.input_size)
-            self.default_layer = cam.default_layer(self.model, probe)
+            self.default_layer = default_layer(self.model, probe)
         self.layers = conv_layer_names(self.model)
         if self.default_layer not in self.layers:
             self.layers.append(self.default_layer)
-        self.methods = [m for m in cam.all_methods() if m != "scorecam"]
+        self.methods = registry.names(default_only=True)
         # Long work runs as jobs on its own copy of the model, so that it never holds up
         # the short answers of other tabs (see convlens.serve.jobs).
         self._long_model = copy.deepcopy(self.model)
@@ -337,8 +338,8 @@ class Explorer:
             "layers": self.layers,
             "default_layer": self.default_layer,
             "methods": self.methods,
-            "method_names": {m: cam.method_names()[m] for m in self.methods},
-            "long_methods": [m for m in self.methods if m in LONG_METHODS],
+            "method_names": {m: registry.display_names()[m] for m in self.methods},
+            "long_methods": [m for m in self.methods if registry.method(m).long],
             "images": self.image_count(),
             "dissection": None
             if self.dissection is None
@@ -427,8 +428,8 @@ class Explorer:
         """The ``method`` map of class ``class_index`` as a heatmap PNG at input size; a
         long method's map once its job (:meth:`start_map`) has made it."""
         img, layer = self._check_map(image_id, class_index, method, layer)
-        key = ("cam", image_id, class_index, method, layer)
-        if method in LONG_METHODS:
+        key = ("map", image_id, class_index, method, layer)
+        if registry.method(method).long:
             with self._cache_lock:
                 done = self._cache.get(key)
             if done is None:
@@ -441,7 +442,7 @@ class Explorer:
 
         def run() -> bytes:
             with self.lock(MAP):
-                maps = cam.class_maps(
+                maps = registry.class_maps(
                     self.model, img.x, method=method, layer=layer,
                     classes=torch.tensor([[class_index]]),
                 )  # fmt: skip
@@ -454,10 +455,10 @@ class Explorer:
     ) -> dict[str, Any]:
         """Start (or find) the job computing a map; its result is the PNG in base64."""
         img, layer = self._check_map(image_id, class_index, method, layer)
-        key = ("cam", image_id, class_index, method, layer)
+        key = ("map", image_id, class_index, method, layer)
 
         def work(on_step: Callable[[int, int], None]) -> dict[str, Any]:
-            maps = cam.class_maps(
+            maps = registry.class_maps(
                 self._long_model, img.x, method=method, layer=layer,
                 classes=torch.tensor([[class_index]]), options={"on_step": on_step},
             )  # fmt: skip

@@ -1,6 +1,6 @@
 """Pixel attributions: which input pixels a class's score depends on.
 
-The other half of saliency next to the CAM family (:mod:`convlens.interpret.cam`),
+The other half of saliency next to the CAM family (:mod:`convlens.interpret.maps.cam`),
 computed at the input instead of a layer:
 
 - **Saliency** (Simonyan et al., 2014): ``|d f_c / d x|``.
@@ -24,7 +24,7 @@ computed at the input instead of a layer:
 
 Each is a member of the map family: :meth:`PixelAttribution.attribute` is the one
 method a member overrides (``[N, C, H, W]`` attributions for one class per image); the
-family's ``__call__`` gives the same :class:`~convlens.interpret.cam.ClassMaps` as the
+family's ``__call__`` gives the same :class:`~convlens.interpret.maps.base.ClassMaps` as the
 CAMs, whose map is the attributions summed over channels, so the same faithfulness
 metrics score both. :func:`attribute` gives the raw attributions, equal to captum's
 (and pytorch-grad-cam's for the guided methods). Gradient passes run ``batch_size``
@@ -35,17 +35,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from convlens.core.hooks import eval_mode, frozen, relus_backward_as
+from convlens.core.hooks import eval_mode, frozen, relus_backward_as, score_gradient
 from convlens.core.tensors import BASELINES, baseline_image
-from convlens.interpret.cam import ActivationMapMethod, GradCAM, Site, normalize_maps
+from convlens.interpret.maps import registry
+from convlens.interpret.maps.base import ActivationMapMethod, Site, normalize_maps
+from convlens.interpret.maps.cam import GradCAM
 
-RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
+# Integrated Gradients' quadrature rules, captum's names (declared in the registry)
+RULES: tuple[str, ...] = registry.flags()["rule"].choices or ()
 
 
 @dataclass(frozen=True)
@@ -114,9 +117,7 @@ def gradients(
         with torch.enable_grad(), frozen(model):
             logits = model(xb).float()
             _check_classes(target, logits.shape[1])
-            score = logits.gather(1, target[s : s + size, None]).sum()
-            (grad,) = torch.autograd.grad(score, xb)
-        out.append(grad)
+            out.append(score_gradient(logits, xb, target[s : s + size]))
     return torch.cat(out)
 
 
@@ -146,9 +147,6 @@ class PixelAttribution(ActivationMapMethod):
     the constructor; ``layer`` is read only by Guided Grad-CAM; ``on_step(done, total)``
     is called before each pass of the network (an exception it raises ends the work)."""
 
-    name = "pixel"
-    options: ClassVar[dict[str, Any]] = {}
-
     def __init__(
         self,
         model: nn.Module,
@@ -158,13 +156,8 @@ class PixelAttribution(ActivationMapMethod):
     ) -> None:
         super().__init__(model, layer)
         self.on_step = on_step
-        unknown = set(options) - set(self.options)
-        if unknown:
-            known = ", ".join(self.options) or "none"
-            raise ValueError(
-                f"{self.name} has no option {', '.join(sorted(unknown))}; its options: {known}"
-            )
-        self.settings = {**self.options, **options}
+        registry.check_options(self.name, list(options))
+        self.settings = {**registry.method(self.name).defaults(), **options}
         if "batch_size" in self.settings and self.settings["batch_size"] < 1:
             raise ValueError(f"`batch_size` must be at least 1, got {self.settings['batch_size']}")
 
@@ -196,18 +189,12 @@ class PixelAttribution(ActivationMapMethod):
 
 
 class Saliency(PixelAttribution):
-    name = "saliency"
-    options: ClassVar[dict[str, Any]] = {"abs": True, "batch_size": 64}
-
     def attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         grad = gradients(self.model, x, target, self.settings["batch_size"], self.on_step)
         return grad.abs() if self.settings["abs"] else grad
 
 
 class InputXGradient(PixelAttribution):
-    name = "inputxgradient"
-    options: ClassVar[dict[str, Any]] = {"batch_size": 64}
-
     def attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return x * gradients(self.model, x, target, self.settings["batch_size"], self.on_step)
 
@@ -232,12 +219,6 @@ def _baseline(x: torch.Tensor, baseline: str | float | torch.Tensor) -> torch.Te
 
 
 class IntegratedGradients(PixelAttribution):
-    name = "integratedgradients"
-    options: ClassVar[dict[str, Any]] = {
-        "baseline": "zeros", "steps": 50, "rule": "gausslegendre", "tolerance": 0.01,
-        "max_steps": 800, "batch_size": 64,
-    }  # fmt: skip
-
     def attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.integrate(x, target)[0]
 
@@ -294,9 +275,6 @@ class IntegratedGradients(PixelAttribution):
 
 
 class SmoothGrad(PixelAttribution):
-    name = "smoothgrad"
-    options: ClassVar[dict[str, Any]] = {"samples": 16, "stdev": None, "seed": 0, "batch_size": 64}
-
     def attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Saliency (absolute gradients) averaged over noisy copies; ``stdev`` None is
         0.15 of each image's value range (Smilkov et al.'s 10-20%)."""
@@ -323,14 +301,6 @@ class SmoothGrad(PixelAttribution):
 
 
 class Occlusion(PixelAttribution):
-    name = "occlusion"
-    options: ClassVar[dict[str, Any]] = {
-        "window": None,
-        "stride": None,
-        "baseline": 0.0,
-        "batch_size": 64,
-    }
-
     def windows(self, h: int, w: int) -> tuple[int, int]:
         """The window side and stride for an ``h x w`` input (defaults: a seventh of the
         shorter side, and half of that)."""
@@ -372,18 +342,12 @@ class Occlusion(PixelAttribution):
 
 
 class GuidedBackprop(PixelAttribution):
-    name = "guidedbackprop"
-    options: ClassVar[dict[str, Any]] = {"batch_size": 64}
-
     def attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with relus_backward_as(self.model, _GuidedReLU):
             return gradients(self.model, x, target, self.settings["batch_size"], self.on_step)
 
 
 class GuidedGradCAM(PixelAttribution):
-    name = "guidedgradcam"
-    options: ClassVar[dict[str, Any]] = {"batch_size": 64}
-
     def attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with relus_backward_as(self.model, _GuidedReLU):
             guided = gradients(self.model, x, target, self.settings["batch_size"], self.on_step)
@@ -392,47 +356,29 @@ class GuidedGradCAM(PixelAttribution):
         return guided * normalize_maps(maps.upsampled[:, :1])
 
 
-METHODS: dict[str, type[PixelAttribution]] = {
-    "saliency": Saliency,
-    "inputxgradient": InputXGradient,
-    "integratedgradients": IntegratedGradients,
-    "smoothgrad": SmoothGrad,
-    "occlusion": Occlusion,
-    "guidedbackprop": GuidedBackprop,
-    "guidedgradcam": GuidedGradCAM,
-}
-NAMES = {
-    "saliency": "Saliency",
-    "inputxgradient": "Input x Gradient",
-    "integratedgradients": "Integrated Gradients",
-    "smoothgrad": "SmoothGrad",
-    "occlusion": "Occlusion",
-    "guidedbackprop": "Guided Backprop",
-    "guidedgradcam": "Guided Grad-CAM",
-}
-
-
 def attribute(
     model: nn.Module,
     x: torch.Tensor,
-    method: str = "integratedgradients",
+    method: str = registry.DEFAULT_ATTRIBUTION,
     target: torch.Tensor | int | None = None,
     layer: str | None = None,
     **options: Any,
 ) -> Attribution:
     """Pixel attributions of ``x`` (``[N, C, H, W]``) for class ``target`` (``[N]``, one
     index for all, or None: each image's top-1) with ``method`` (a key of
-    :data:`METHODS`; its options as keyword arguments, e.g. ``steps=50``).
+    ``registry.names(registry.PIXEL)``; its options as keyword arguments, e.g. ``steps=50``).
 
     Raises:
         ValueError: unknown method or option, bad shapes or class, ``steps`` < 1, a
             baseline of the wrong shape, an occlusion window larger than the image.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if method not in registry.names(registry.PIXEL):
+        known = ", ".join(registry.names(registry.PIXEL))
+        raise ValueError(f"unknown method {method!r}; choose one of {known}")
     if x.ndim != 4:
         raise ValueError(f"inputs must be [N, C, H, W], got shape {tuple(x.shape)}")
-    m = METHODS[method](model, layer, **options)
+    m = registry.make(method, model, layer, **options)
+    assert isinstance(m, PixelAttribution)  # a pixel method, checked above
     with eval_mode(model):
         # the logits only when the top-1 class is asked for: a given class costs no
         # extra pass (one image tells the number of classes)
@@ -456,125 +402,10 @@ def attribute(
         return Attribution(method, m.attribute(x, t), t, logits)
 
 
-def infidelity(
-    model: nn.Module,
-    x: torch.Tensor,
-    attributions: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    perturb: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
-    samples: int = 10,
-    normalize: bool = True,
-    seed: int = 0,
-) -> torch.Tensor:
-    """Infidelity (Yeh et al., 2019; captum's ``infidelity``): the mean over ``samples``
-    perturbations ``I`` of ``(sum(attributions * I) - (f(x) - f(x - I)))^2`` for class
-    ``target``, per image ``[N]``; lower is better.
-
-    Args:
-        attributions: ``[N, C, H, W]``, or ``[N, H, W]`` maps (the same for every channel).
-        perturb: ``perturb(inputs) -> (I, inputs - I)`` on the inputs repeated
-            ``samples`` times each; default Gaussian noise of standard deviation 0.1
-            (seeded by ``seed``).
-        normalize: scale the attributions by the factor that minimises the error first
-            (captum's ``normalize``), so maps of any scale compare.
-    """
-    if samples < 1:
-        raise ValueError(f"`samples` must be at least 1, got {samples}")
-    if attributions.shape == (x.shape[0], *x.shape[2:]):
-        attributions = attributions[:, None].expand_as(x)
-    if attributions.shape != x.shape:
-        raise ValueError(
-            f"attributions have shape {tuple(attributions.shape)}, not the inputs' "
-            f"{tuple(x.shape)} or [N, H, W]"
-        )
-    n = x.shape[0]
-    if perturb is None:
-        g = torch.Generator(device=x.device).manual_seed(seed)
-
-        def perturb(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            noise = 0.1 * torch.randn(inputs.shape, generator=g, device=inputs.device)
-            return noise, inputs - noise
-
-    with torch.no_grad(), eval_mode(model):
-        expanded = x.repeat_interleave(samples, 0)
-        noise, perturbed = perturb(expanded)
-        t = target.repeat_interleave(samples)
-        at_x = model(x).float().gather(1, target[:, None])[:, 0].repeat_interleave(samples)
-        at_p = model(perturbed).float().gather(1, t[:, None])[:, 0]
-        diffs = (at_x - at_p).view(n, samples)
-        sums = (attributions.repeat_interleave(samples, 0) * noise).view(n * samples, -1)
-        sums = sums.sum(1).view(n, samples)
-        if normalize:
-            aa, ab, bb = (sums**2).sum(1), (sums * diffs).sum(1), (diffs**2).sum(1)
-            beta = torch.where(aa == 0, torch.zeros_like(ab), ab / aa.clamp_min(1e-30))
-            return (beta * beta * aa - 2 * beta * ab + bb) / samples
-        return ((sums - diffs) ** 2).sum(1) / samples
-
-
-def sensitivity_max(
-    explain: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    x: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    radius: float = 0.02,
-    samples: int = 10,
-    seed: int = 0,
-    perturb: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Max-sensitivity (Yeh et al., 2019; captum's ``sensitivity_max``): the largest
-    relative change ``||e(x') - e(x)|| / ||e(x)||`` (Frobenius) of the explanation
-    ``explain(inputs, target)`` of class ``target`` over ``samples`` inputs ``x'``
-    within ``radius`` of each image (uniform
-    noise, seeded; or ``perturb(inputs) -> inputs'`` on the inputs repeated ``samples``
-    times each), per image ``[N]``; lower is better."""
-    if samples < 1:
-        raise ValueError(f"`samples` must be at least 1, got {samples}")
-    n = x.shape[0]
-    if perturb is None:
-        g = torch.Generator(device=x.device).manual_seed(seed)
-
-        def perturb(inputs: torch.Tensor) -> torch.Tensor:
-            noise = torch.empty(inputs.shape, device=inputs.device)
-            return inputs + noise.uniform_(-radius, radius, generator=g)
-
-    # explanations may need gradients (Grad-CAM, Saliency): no no_grad around them
-    base = explain(x, target).detach().reshape(n, -1)
-    moved = explain(perturb(x.repeat_interleave(samples, 0)), target.repeat_interleave(samples))
-    moved = moved.detach().reshape(n * samples, -1)
-    with torch.no_grad():
-        norm = torch.linalg.vector_norm(base, dim=1, keepdim=True)
-        norm = torch.where(norm == 0, torch.ones_like(norm), norm).repeat_interleave(samples, 0)
-        change = torch.linalg.vector_norm(base.repeat_interleave(samples, 0) - moved, dim=1)
-        return (change[:, None] / norm).view(n, samples).amax(1)
-
-
-def explainer(
-    model: nn.Module, method: str, layer: str | None = None, **options: Any
-) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """``explain(x, target) -> [N, H, W]``: ``method``'s map (CAM family or pixel) of
-    class ``target[i]`` for each image, upsampled and scaled to [0, 1], as the
-    faithfulness table scores it."""
-    from convlens.interpret import cam
-
-    def explain(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        maps = cam.class_maps(
-            model, x, method=method, layer=layer, classes=target[:, None], options=options
-        )
-        return maps.upsampled[:, 0]
-
-    return explain
-
-
 __all__ = [
-    "METHODS",
-    "NAMES",
     "RULES",
     "Attribution",
     "PixelAttribution",
     "attribute",
-    "explainer",
-    "infidelity",
     "quadrature",
-    "sensitivity_max",
 ]

@@ -1,0 +1,416 @@
+"""The one table of the map family: every method, its display name, family, options
+and defaults, how it is drawn, and whether it runs as a long job.
+
+Everything that lists methods reads this table: the CLI (``convlens cam --method``, the
+attribution flags), the explorer's menu, the report, the faithfulness table and the
+docs. A method is one class in a member module (:mod:`.cam`, :mod:`.pixel`) and one
+:class:`Method` row here; nothing else names it. The table is plain data, loaded
+without torch, so that ``convlens --help`` stays fast; a member's class is imported
+when first asked for (:func:`method_class`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # types only: the members import this module, never the reverse
+    import torch
+    from torch import nn
+
+    from convlens.interpret.maps.base import ActivationMapMethod, ClassMaps
+
+CAM, PIXEL = "cam", "pixel"  # the two families
+FAMILIES = (CAM, PIXEL)
+SIGNS = ("absolute", "positive", "negative", "all")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a method: a keyword of its constructor, with the reference's
+    default. ``flag``: the CLI flag's name when the CLI exposes it (``None``: API only);
+    ``choices``: the values it takes when they are a closed set."""
+
+    name: str
+    default: Any
+    type: Callable[[str], Any] = str
+    help: str = ""
+    flag: str | None = None
+    choices: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Method:
+    """One map method.
+
+    Attributes:
+        name: the key used everywhere (``--method``, ``class_maps(method=...)``).
+        display: how figures and tables name it.
+        family: ``"cam"`` (a weighted sum of a layer's channels) or ``"pixel"`` (an
+            attribution at the input).
+        target: ``"module:Class"`` of the member that computes it.
+        paper: the paper that defines it.
+        sign: how its signed map is drawn by default (see
+            :func:`convlens.render.maps.attribution_rgba`): ``"positive"`` for maps that
+            are non-negative by construction (CAMs after their ReLU), ``"absolute"``
+            for magnitudes, ``"all"`` for maps whose sign is evidence for or against.
+        long: runs as a job with progress in the explorer (many passes per image).
+        default: part of the default method sets (the explorer's menu, the
+            faithfulness table); a method of many passes per channel is left out.
+        options: its options, with the reference's defaults.
+        needs_gap_head: only for a head of global average pooling + one linear layer
+            (left out of :func:`every_method` on other models).
+    """
+
+    name: str
+    display: str
+    family: str
+    target: str
+    paper: str
+    sign: str = "positive"
+    long: bool = False
+    default: bool = True
+    options: tuple[Option, ...] = field(default_factory=tuple)
+    needs_gap_head: bool = False
+
+    def defaults(self) -> dict[str, Any]:
+        """``{option: default}``."""
+        return {o.name: o.default for o in self.options}
+
+
+_BATCH = Option("batch_size", 64, int, "images per pass of the network")
+_IG_RULES = (
+    "gausslegendre",
+    "riemann_left",
+    "riemann_right",
+    "riemann_middle",
+    "riemann_trapezoid",
+)
+_BASELINE_HELP = "zeros, blur, mean or a number"
+
+_CAM = "convlens.interpret.maps.cam"
+_PIXEL = "convlens.interpret.maps.pixel"
+
+METHODS: tuple[Method, ...] = (
+    # the CAM family: a weighted sum of one layer's channels, one map per class
+    Method("cam", "CAM", "cam", f"{_CAM}:CAM", "Zhou et al., CVPR 2016", needs_gap_head=True),
+    Method("gradcam", "Grad-CAM", "cam", f"{_CAM}:GradCAM", "Selvaraju et al., ICCV 2017"),
+    Method(
+        "gradcampp",
+        "Grad-CAM++",
+        "cam",
+        f"{_CAM}:GradCAMpp",
+        "Chattopadhyay et al., WACV 2018",
+        options=(
+            Option("reference", "paper", str, "paper or torchcam", choices=("paper", "torchcam")),
+        ),
+    ),
+    Method("xgradcam", "XGrad-CAM", "cam", f"{_CAM}:XGradCAM", "Fu et al., BMVC 2020"),
+    Method("layercam", "LayerCAM", "cam", f"{_CAM}:LayerCAM", "Jiang et al., IEEE TIP 2021"),
+    Method("hirescam", "HiResCAM", "cam", f"{_CAM}:HiResCAM", "Draelos and Carin, 2020"),
+    Method(
+        "scorecam",
+        "Score-CAM",
+        "cam",
+        f"{_CAM}:ScoreCAM",
+        "Wang et al., CVPR-W 2020",
+        default=False,
+        options=(
+            Option("batch_size", 32, int, "masked images per pass"),
+            Option(
+                "reference",
+                "torchcam",
+                str,
+                "torchcam or pytorch-grad-cam",
+                choices=("torchcam", "pytorch-grad-cam"),
+            ),
+        ),
+    ),
+    Method("eigencam", "Eigen-CAM", "cam", f"{_CAM}:EigenCAM", "Muhammad and Yeasin, IJCNN 2020"),
+    # pixel attributions: at the input, summed over colour channels for the map
+    Method(
+        "saliency",
+        "Saliency",
+        "pixel",
+        f"{_PIXEL}:Saliency",
+        "Simonyan et al., ICLR-W 2014",
+        sign="absolute",
+        options=(Option("abs", True, bool, "absolute gradients"), _BATCH),
+    ),
+    Method(
+        "inputxgradient",
+        "Input x Gradient",
+        "pixel",
+        f"{_PIXEL}:InputXGradient",
+        "Shrikumar et al., 2016",
+        sign="all",
+        options=(_BATCH,),
+    ),
+    Method(
+        "integratedgradients",
+        "Integrated Gradients",
+        "pixel",
+        f"{_PIXEL}:IntegratedGradients",
+        "Sundararajan et al., ICML 2017",
+        sign="all",
+        long=True,
+        options=(
+            Option(
+                "baseline",
+                "zeros",
+                str,
+                f"integratedgradients and occlusion: {_BASELINE_HELP} [zeros]",
+                flag="baseline",
+            ),
+            Option("steps", 50, int, "integratedgradients: points on the path [50]", flag="steps"),
+            Option(
+                "rule",
+                "gausslegendre",
+                str,
+                "integratedgradients: quadrature rule [gausslegendre]",
+                flag="rule",
+                choices=_IG_RULES,
+            ),
+            Option("tolerance", 0.01, float, "completeness gap that doubles the steps"),
+            Option("max_steps", 800, int, "steps at the most"),
+            _BATCH,
+        ),
+    ),
+    Method(
+        "smoothgrad",
+        "SmoothGrad",
+        "pixel",
+        f"{_PIXEL}:SmoothGrad",
+        "Smilkov et al., 2017",
+        sign="absolute",
+        long=True,
+        options=(
+            Option("samples", 16, int, "smoothgrad: noisy copies [16]", flag="samples"),
+            Option(
+                "stdev",
+                None,
+                float,
+                "smoothgrad: noise deviation [0.15 of each image's range]",
+                flag="stdev",
+            ),
+            Option("seed", 0, int, "noise seed"),
+            _BATCH,
+        ),
+    ),
+    Method(
+        "occlusion",
+        "Occlusion",
+        "pixel",
+        f"{_PIXEL}:Occlusion",
+        "Zeiler and Fergus, ECCV 2014",
+        sign="all",
+        long=True,
+        options=(
+            Option("window", None, int, "occlusion: window side, px [side / 7]", flag="window"),
+            Option("stride", None, int, "occlusion: window step, px [window / 2]", flag="stride"),
+            Option(
+                "baseline",
+                0.0,
+                str,
+                f"integratedgradients and occlusion: {_BASELINE_HELP} [zeros]",
+                flag="baseline",
+            ),
+            _BATCH,
+        ),
+    ),
+    Method(
+        "guidedbackprop",
+        "Guided Backprop",
+        "pixel",
+        f"{_PIXEL}:GuidedBackprop",
+        "Springenberg et al., ICLR-W 2015",
+        sign="all",
+        options=(_BATCH,),
+    ),
+    Method(
+        "guidedgradcam",
+        "Guided Grad-CAM",
+        "pixel",
+        f"{_PIXEL}:GuidedGradCAM",
+        "Selvaraju et al., ICCV 2017",
+        sign="all",
+        options=(_BATCH,),
+    ),
+)
+
+_BY_NAME = {m.name: m for m in METHODS}
+
+DEFAULT_METHOD = "cam"  # what `convlens cam` and the explorer draw when not told
+GRADIENT_FALLBACK = "gradcam"  # the CAM of a model without a GAP + linear head
+DEFAULT_ATTRIBUTION = "integratedgradients"  # what `attribute` computes when not told
+# the pixel attributions the report draws beside the CAM of the top class
+REPORT_METHODS = ("saliency", "integratedgradients", "guidedgradcam")
+
+
+def names(family: str | None = None, *, default_only: bool = False) -> list[str]:
+    """The methods' names in table order, of one ``family`` (``"cam"``, ``"pixel"``)
+    or all; ``default_only``: those in the default sets."""
+    if family is not None and family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
+    return [
+        m.name
+        for m in METHODS
+        if (family is None or m.family == family) and (m.default or not default_only)
+    ]
+
+
+def method(name: str) -> Method:
+    """The row of ``name``.
+
+    Raises:
+        ValueError: an unknown method; the message lists the known ones.
+    """
+    if name not in _BY_NAME:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(_BY_NAME)}")
+    return _BY_NAME[name]
+
+
+def display_names() -> dict[str, str]:
+    """``{name: display name}`` of every method."""
+    return {m.name: m.display for m in METHODS}
+
+
+def flags() -> dict[str, Option]:
+    """The options the CLI exposes, by flag (one definition per flag)."""
+    out: dict[str, Option] = {}
+    for m in METHODS:
+        for o in m.options:
+            if o.flag is not None:
+                out.setdefault(o.flag, o)
+    return out
+
+
+def takers(option: str) -> list[str]:
+    """The methods that take ``option``."""
+    return [m.name for m in METHODS if any(o.name == option for o in m.options)]
+
+
+def method_class(name: str) -> type[ActivationMapMethod]:
+    """The class that computes ``name`` (imported on first use)."""
+    module, cls = method(name).target.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def name_of(cls: type) -> str:
+    """The registered name of a member class (or of the nearest registered class it
+    derives from, for a user's subclass)."""
+    for c in cls.__mro__:
+        key = f"{c.__module__}:{c.__qualname__}"
+        for m in METHODS:
+            if m.target == key:
+                return m.name
+    return cls.__name__.lower()
+
+
+def make(
+    name: str, model: nn.Module, layer: str | None = None, **options: Any
+) -> ActivationMapMethod:
+    """An instance of method ``name`` on ``model`` with ``options`` (checked against
+    the table).
+
+    Raises:
+        ValueError: unknown method, or an option it does not take.
+    """
+    check_options(name, [o for o in options if o != "on_step"])
+    return method_class(name)(model, layer, **options)
+
+
+def check_options(name: str, given: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming the options of ``given`` that ``name`` does not take,
+    and the ones it takes."""
+    row = method(name)
+    unknown = set(given) - {o.name for o in row.options}
+    if unknown:
+        known = ", ".join(o.name for o in row.options) or "none"
+        raise ValueError(f"{name} has no option {', '.join(sorted(unknown))}; its options: {known}")
+
+
+def class_maps(
+    model: nn.Module,
+    x: torch.Tensor,
+    top: int = 5,
+    method: str = "cam",
+    layer: str | None = None,
+    classes: torch.Tensor | None = None,
+    options: dict[str, Any] | None = None,
+) -> ClassMaps:
+    """Maps of ``x`` with ``method`` (a name of :data:`METHODS`: a CAM method or a
+    pixel attribution) for the ``top`` most probable classes of each image, or for
+    ``classes`` (``[N, T]``). ``options`` go to the method (a pixel attribution's
+    ``steps``, ``baseline``, ...).
+
+    Raises:
+        NotGapHeadError: ``cam`` on a model without a GAP + linear head.
+        ValueError: unknown method, option or layer, bad ``top`` or class index.
+    """
+    return make(method, model, layer, **(options or {}))(x, top=top, classes=classes)
+
+
+def every_method(
+    model: nn.Module,
+    x: torch.Tensor,
+    layer: str | None = None,
+    classes: torch.Tensor | None = None,
+    methods: Sequence[str] | None = None,
+) -> dict[str, ClassMaps]:
+    """The maps of every CAM-family method (or of ``methods``) for the top class of each
+    image (or ``classes``, ``[N, T]``), in one layer; a method that needs a GAP + linear
+    head is left out when the model has none (or ``layer`` is not the one feeding it)."""
+    from convlens.interpret.heads import NotGapHeadError
+
+    out = {}
+    for name in methods if methods is not None else names(CAM):
+        try:
+            out[name] = make(name, model, layer)(x, top=1, classes=classes)
+        except NotGapHeadError:
+            if not method(name).needs_gap_head:
+                raise
+    return out
+
+
+def explainer(
+    model: nn.Module, method: str, layer: str | None = None, **options: Any
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``explain(x, target) -> [N, H, W]``: ``method``'s map (CAM family or pixel) of
+    class ``target[i]`` for each image, upsampled and scaled to [0, 1], as the
+    faithfulness table scores it."""
+    maker = make(method, model, layer, **options)
+
+    def explain(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return maker(x, classes=target[:, None]).upsampled[:, 0]
+
+    return explain
+
+
+__all__ = [
+    "CAM",
+    "DEFAULT_ATTRIBUTION",
+    "DEFAULT_METHOD",
+    "FAMILIES",
+    "GRADIENT_FALLBACK",
+    "METHODS",
+    "PIXEL",
+    "REPORT_METHODS",
+    "SIGNS",
+    "Method",
+    "Option",
+    "check_options",
+    "class_maps",
+    "display_names",
+    "every_method",
+    "explainer",
+    "flags",
+    "make",
+    "method",
+    "method_class",
+    "name_of",
+    "names",
+    "takers",
+]
