@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from convlens.cli.common import add_image_args, add_model_args, load_model, model_inputs, parse_ints
+from convlens.cli.common import (
+    add_figure_args,
+    add_image_args,
+    add_model_args,
+    figure_path,
+    load_model,
+    model_inputs,
+    parse_ints,
+)
 
 # convlens.ablation.MODES and ORDERS (tested equal), here so that --help needs no torch
 MODES = ("activation", "weights")
@@ -63,7 +70,7 @@ def add_parser(sub: Any) -> None:
         help="greedy search: units tried per step, those a gradient estimate ranks first "
         "[64]; 0 tries every unit",
     )
-    p.add_argument("--out", type=Path, help="PNG/SVG file [ablation.png]")
+    add_figure_args(p, "ablation.png")
     p.set_defaults(run=run)
 
 
@@ -81,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     x = model_inputs(args, loaded, [args.image]).x
     model, classes = loaded.model, loaded.classes
     layer = args.layer
-    out = args.out or Path("ablation.png")
+    out = figure_path(args, "ablation.png")
     if args.units is not None or args.top is not None:
         if args.top is not None:
             weighted = ablation.top_weighted_units(model, x, args.top, layer)
@@ -111,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
             result.probs_after[0],
             f"{loaded.name}: {where}",
         )
-        viz.save_figure(fig, out)
+        viz.save_figure(fig, out, args.dpi)
         print(f"wrote {out}")
     if args.min_units:
         fewest = ablation.fewest_units(

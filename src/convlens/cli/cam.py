@@ -9,9 +9,12 @@ from typing import Any
 
 from convlens.cli.common import (
     add_attribution_args,
+    add_figure_args,
     add_image_args,
     add_model_args,
+    add_sign_args,
     attribution_options,
+    figure_path,
     load_model,
     model_inputs,
 )
@@ -53,8 +56,9 @@ def add_parser(sub: Any) -> None:
         help="layer to explain [CAM: the one feeding global pooling; Grad-CAM: the same, "
         "else the last convolutional module]",
     )
-    p.add_argument("--out", type=Path, help="PNG/SVG file [cam.png]")
+    add_figure_args(p, "cam.png")
     add_attribution_args(p)
+    add_sign_args(p)
     p.set_defaults(run=run)
 
 
@@ -62,8 +66,14 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from convlens.data import images
-    from convlens.render import viz
+    from convlens.render import heatmaps, viz
 
+    out = figure_path(args, "cam.png")
+    if args.sign is not None and args.method not in PIXEL_METHODS:
+        raise ValueError(
+            f"--sign draws pixel attributions ({', '.join(PIXEL_METHODS)}); {args.method}'s "
+            "maps are non-negative and drawn min-max scaled"
+        )
     options = attribution_options(args, [args.method])
     loaded = load_model(args)
     inputs = model_inputs(args, loaded, args.images)
@@ -72,7 +82,6 @@ def run(args: argparse.Namespace) -> int:
         index = class_index(args.target, loaded.classes)
         classes = torch.full((inputs.x.shape[0], 1), index, dtype=torch.long)
     shown = [images.to_display(x, loaded.preprocessing) for x in inputs.x]
-    out = args.out or Path("cam.png")
     if args.method == "all":
         return _every_method(args, loaded, inputs, shown, classes, out)
     result = registry.class_maps(
@@ -86,9 +95,10 @@ def run(args: argparse.Namespace) -> int:
         labels.append(row)
         print(f"{name}: " + ", ".join(row))
     method = registry.display_names()[result.method]
+    maps, style = heatmaps.drawable(result, args.sign, args.clip)
     fig = viz.draw_class_maps(
         shown,
-        result.upsampled,
+        maps,
         labels,
         inputs.names,
         f"{loaded.name}: {method} of {result.layer} for "
@@ -97,9 +107,10 @@ def run(args: argparse.Namespace) -> int:
             if classes is not None
             else f"the top {result.class_indices.shape[1]} classes"
         )
-        + " (each map min-max scaled)",
+        + f" ({style.describe()})",
+        style,
     )
-    viz.save_figure(fig, out)
+    viz.save_figure(fig, out, args.dpi)
     print(f"wrote {out}")
     return 0
 
@@ -150,6 +161,6 @@ def _every_method(
         + ("the chosen class" if classes is not None else "the top class")
         + f" (layer {first.layer}; each map min-max scaled)",
     )
-    viz.save_figure(fig, out)
+    viz.save_figure(fig, out, args.dpi)
     print(f"wrote {out}")
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from convlens.interpret.maps import registry
@@ -172,3 +173,51 @@ def attribution_options(
             flag = "--steps (--ig-steps)" if k == "steps" else f"--{k}"
             raise ValueError(f"{flag} is an option of {', '.join(takers)} only")
     return given
+
+
+FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def add_figure_args(p: argparse.ArgumentParser, default: str) -> None:
+    """``--out`` (a figure file: PNG, SVG or PDF by its suffix) and ``--dpi``: the same on
+    every command that draws one figure."""
+    p.add_argument("--out", type=Path, help=f"PNG, SVG or PDF file [{default}]")
+    p.add_argument(
+        "--dpi", type=int, default=150, help="pixels per inch of a PNG (and of the images "
+        "inside an SVG or PDF) [150]"
+    )  # fmt: skip
+
+
+def figure_path(args: argparse.Namespace, default: str) -> Path:
+    """The command's ``--out`` (or ``default``), checked: a suffix of a format that
+    convlens writes, and a DPI that makes a picture."""
+    out = args.out or Path(default)
+    if out.suffix.lower() not in FIGURE_SUFFIXES:
+        raise ValueError(
+            f"--out {out}: write a figure as {', '.join(FIGURE_SUFFIXES)} (by its suffix)"
+        )
+    if not 10 <= args.dpi <= 1200:
+        raise ValueError(f"--dpi must be in 10..1200, got {args.dpi}")
+    return out
+
+
+def add_sign_args(p: argparse.ArgumentParser) -> None:
+    """How a pixel attribution is drawn: its sign mode and the clipping of outliers
+    (:mod:`convlens.render.heatmaps`)."""
+    g = p.add_argument_group("drawing pixel attributions")
+    g.add_argument(
+        "--sign",
+        choices=registry.SIGNS,
+        help="which attributions to draw: all (zero is white, red for the class, blue "
+        "against), positive, negative or absolute [the method's own: "
+        + ", ".join(f"{m.name} {m.sign}" for m in registry.METHODS if m.family == registry.PIXEL)
+        + "]",
+    )
+    g.add_argument(
+        "--clip",
+        type=float,
+        default=2.0,
+        metavar="PERCENT",
+        help="draw the top PERCENT of the total |attribution| saturated (captum's "
+        "outlier_perc) [2]",
+    )

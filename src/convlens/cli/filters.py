@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from convlens.cli.common import add_model_args, load_model, parse_ints
+from convlens.cli.common import add_figure_args, add_model_args, figure_path, load_model, parse_ints
 
 
 def add_parser(sub: Any) -> None:
@@ -28,7 +27,7 @@ def add_parser(sub: Any) -> None:
         default="filter",
         help="normalise each filter to [0,1], or the whole layer [filter]",
     )
-    p.add_argument("--out", type=Path, help="PNG/SVG file [filters-LAYER.png]")
+    add_figure_args(p, "filters-LAYER.png")
     p.set_defaults(run=run)
 
 
@@ -47,11 +46,11 @@ def run(args: argparse.Namespace) -> int:
         max_filters=args.max_filters,
         per=args.per,
     )
-    out = args.out or Path(f"filters-{layer}.png")
+    out = figure_path(args, f"filters-{layer}.png")
     fig = viz.draw_filters(
         tiles, title=f"{loaded.name} {layer}: weight " + "x".join(map(str, tiles.weight_shape))
     )
-    viz.save_figure(fig, out)
+    viz.save_figure(fig, out, args.dpi)
     print(
         f"wrote {out} ({len(tiles.filters)} filters, "
         f"{'colour' if tiles.rgb else f'{len(tiles.in_channels)} input channels each'})"

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from convlens.cli.common import (
+    add_figure_args,
     add_image_args,
     add_model_args,
+    figure_path,
     load_model,
     model_inputs,
     parse_ints,
@@ -48,7 +50,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--by", choices=("mean", "max"), default="mean", help="activity measure for --top [mean]"
     )
-    p.add_argument("--out", type=Path, help="PNG/SVG file [units.png]")
+    add_figure_args(p, "units.png")
     p.set_defaults(run=run)
 
 
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     inputs = model_inputs(args, loaded, [args.image])
     x = inputs.x
     shown = images.to_display(x[0], loaded.preprocessing)
-    out = args.out or Path("units.png")
+    out = figure_path(args, "units.png")
     region = region_mask(args, inputs, loaded)
     if region is not None:
         match = units.match_region(loaded.model, x, args.layer, region, args.quantile)
@@ -100,6 +102,6 @@ def run(args: argparse.Namespace) -> int:
             f"{loaded.name} {args.layer}: feature maps upsampled to the "
             f"{x.shape[3]}x{x.shape[2]} input",
         )
-    viz.save_figure(fig, out)
+    viz.save_figure(fig, out, args.dpi)
     print(f"wrote {out}")
     return 0

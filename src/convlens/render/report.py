@@ -28,7 +28,7 @@ from convlens.interpret.heads import GapHead, NotGapHeadError, find_gap_head, la
 from convlens.interpret.maps import registry
 from convlens.interpret.visualize import visualize
 from convlens.models import LoadedModel
-from convlens.render import atlas, viz
+from convlens.render import atlas, heatmaps, viz
 from convlens.sweep import results as sweep_results
 
 
@@ -318,9 +318,14 @@ def visualize_section(report: Report, ctx: ReportContext) -> None:
         "visualize-units",
         f"For each of the {len(chosen)} most active units of {layer} for "
         f"{ctx.inputs.names[0]}, an image optimised for {steps} steps to raise the unit's "
-        "mean activation (Fourier parameterisation, decorrelated colour, jitter, scale and "
-        "rotation; convlens visualize). Compare with the unit maps above and, when a "
-        "dissection is given, the unit's top images below.",
+        "mean activation (Fourier parameterisation, "
+        + (
+            "decorrelated colour, "
+            if ctx.loaded.preprocessing.channels == 3
+            else "one grey channel, so no colour to decorrelate, "
+        )
+        + "jitter, scale and rotation; convlens visualize). Compare with the unit maps "
+        "above and, when a dissection is given, the unit's top images below.",
         width=760,
     )
     feats = units.feature_maps(model, x, layer)  # [N, C, h, w]
@@ -439,14 +444,16 @@ def cam_section(report: Report, ctx: ReportContext) -> None:
     if ctx.options.methods:
         methods = [method, *(m for m in ctx.options.methods if m != method)]
         top1 = result.class_indices[:, :1]
-        maps = torch.stack(
-            [
-                registry.class_maps(model, x, method=m, classes=top1).upsampled[:, 0]
-                for m in methods
-            ],
-            1,
-        )
+        drawn = [
+            heatmaps.drawable(registry.class_maps(model, x, method=m, classes=top1))
+            for m in methods
+        ]
+        maps = torch.stack([m[:, 0] for m, _ in drawn], 1)
+        styles = [style for _, style in drawn]
         names = [registry.display_names()[m] for m in methods]
+        how = "; ".join(
+            f"{name}: {style.describe()}" for name, style in zip(names, styles, strict=True)
+        )
         report.figure(
             s,
             viz.draw_class_maps(
@@ -458,11 +465,12 @@ def cam_section(report: Report, ctx: ReportContext) -> None:
                     for n, c in zip(inputs.names, top1[:, 0], strict=True)
                 ],
                 "which region (CAM family) and which pixels (pixel attributions), top class",
+                styles,
             ),
             "cam-and-pixels",
             f"The top class of each image by {', '.join(names)}: the CAM family answers "
             "which region of a layer, the pixel attributions which input pixels (their "
-            "attributions summed over the colour channels); each map min-max scaled.",
+            f"attributions summed over the colour channels). Drawn as: {how}.",
         )
 
 

@@ -10,6 +10,7 @@ import io
 import json
 import math
 import os
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from convlens.interpret.faithfulness import MethodScore
 from convlens.interpret.filters import FilterTiles
 from convlens.interpret.maps import registry
 from convlens.interpret.visualize import Visualization
+from convlens.render import heatmaps
+from convlens.render.heatmaps import MapStyle
 from convlens.sweep.results import SweepResults, is_log_scale, results_table
 from convlens.sweep.spec import format_value, point_key
 
@@ -38,6 +41,14 @@ class Figure(matplotlib.figure.Figure):
         buf = io.BytesIO()
         self.savefig(buf, format="png", dpi=100, bbox_inches="tight")
         return buf.getvalue()
+
+
+def title_figure(fig: matplotlib.figure.Figure, text: str, fontsize: int = 10) -> None:
+    """The figure's title, wrapped to the figure's width: a title wider than the
+    panels would widen the saved picture (``bbox_inches="tight"``) with blank bands."""
+    width_in = fig.get_size_inches()[0]
+    chars = max(30, int(width_in * 72 / (0.55 * fontsize)))
+    fig.suptitle(textwrap.fill(text, chars), fontsize=fontsize)
 
 
 def save_figure(
@@ -61,7 +72,7 @@ def draw_filters(ft: FilterTiles, title: str | None = None) -> Figure:
     if ft.rgb or len(ft.in_channels) == 1:  # one tile per filter, in a grid
         cols = min(n, 8 if n <= 32 else 16)
         rows = math.ceil(n / cols)
-        fig = Figure(figsize=(cols * 0.9, rows * 0.9 + 0.6))
+        fig = Figure(figsize=(cols * 0.85, rows * 0.95 + 0.55), layout="constrained")
         axes = fig.subplots(rows, cols, squeeze=False)
         for k, ax in enumerate(axes.flat):
             ax.set_axis_off()
@@ -77,10 +88,10 @@ def draw_filters(ft: FilterTiles, title: str | None = None) -> Figure:
             if ft.rgb
             else "in grayscale (one input channel)"
         )
-        fig.suptitle(f"{head} — {n} filters {what}", fontsize=10)
+        title_figure(fig, f"{head} — {n} filters {what}", 10)
         return fig
     c = len(ft.in_channels)
-    fig = Figure(figsize=(c * 0.8 + 0.8, n * 0.8 + 0.8))
+    fig = Figure(figsize=(c * 0.8 + 0.6, n * 0.8 + 0.8), layout="constrained")
     axes = fig.subplots(n, c, squeeze=False)
     for r in range(n):
         for j in range(c):
@@ -92,7 +103,7 @@ def draw_filters(ft: FilterTiles, title: str | None = None) -> Figure:
                 ax.set_title(f"in {ft.in_channels[j]}", fontsize=7, pad=2)
             if j == 0:
                 ax.set_ylabel(f"f{ft.filters[r]}", fontsize=7, rotation=0, labelpad=12, va="center")
-    fig.suptitle(f"{head} — rows: output filters, columns: input channels (grayscale)", fontsize=10)
+    title_figure(fig, f"{head} — rows: output filters, columns: input channels (grayscale)", 10)
     return fig
 
 
@@ -108,7 +119,7 @@ def _image_grid(n: int, cols: int = 7) -> tuple[Figure, list[Axes]]:
     """A figure with ``n`` image panels in rows of ``cols``, axes hidden."""
     cols = min(n, cols)
     rows = math.ceil(n / cols)
-    fig = Figure(figsize=(cols * 2.1, rows * 2.3 + 0.4))
+    fig = Figure(figsize=(cols * 1.9, rows * 2.2 + 0.5), layout="constrained")
     axes = list(fig.subplots(rows, cols, squeeze=False).flat)
     for ax in axes:
         ax.set_axis_off()
@@ -121,8 +132,7 @@ def draw_unit_maps(
     units: Sequence[int],
     peaks: Sequence[float],
     title: str,
-    alpha: float = 0.5,
-    cmap: str = "jet",
+    style: MapStyle = heatmaps.ACTIVATIONS,
 ) -> Figure:
     """The image, then each unit's upsampled map overlaid on it (``maps``: ``[U, H, W]``).
 
@@ -134,12 +144,9 @@ def draw_unit_maps(
     axes[0].set_title("input", fontsize=9)
     for k, (u, peak) in enumerate(zip(units, peaks, strict=True), start=1):
         ax = axes[k]
-        _show_image(ax, image)
-        m = maps[k - 1]
-        hi = float(m.max())
-        ax.imshow(m.numpy(), cmap=cmap, alpha=alpha, vmin=0, vmax=hi if hi > 0 else 1)
+        heatmaps.draw_map(ax, image, heatmaps.by_peak(maps[k - 1]), style)
         ax.set_title(f"unit {u}\npeak {float(peak):.2f}", fontsize=8)
-    fig.suptitle(title, fontsize=10)
+    title_figure(fig, title, 10)
     return fig
 
 
@@ -169,7 +176,7 @@ def draw_region_match(
         ax.imshow(overlay.numpy())
         ax.contour(r, levels=[0.5], colors="white", linewidths=1.0)
         ax.set_title(f"unit {u}\nIoU {float(iou):.3f}", fontsize=8)
-    fig.suptitle(title, fontsize=10)
+    title_figure(fig, title, 10)
     return fig
 
 
@@ -179,31 +186,44 @@ def draw_class_maps(
     labels: Sequence[Sequence[str]],
     names: Sequence[str],
     title: str,
-    alpha: float = 0.5,
-    cmap: str = "jet",
+    styles: MapStyle | Sequence[MapStyle] | None = None,
+    colorbar: bool = True,
 ) -> Figure:
-    """One row per image: the image, then one overlay per class.
+    """One row per image: the image, then one map per column over it.
 
     Args:
         images: ``N`` display images ``[C, H, W]`` in [0, 1].
-        maps: ``[N, T, H, W]`` maps in [0, 1] at the image's size.
+        maps: ``[N, T, H, W]`` maps at the image's size: min-max scaled to [0, 1] for a
+            CAM, the signed map for an attribution (see :mod:`convlens.render.heatmaps`).
         labels: per image, ``T`` captions ("class 91.2%").
         names: a caption for each input image.
+        styles: how to draw the maps, one for all or one per column (default: a CAM's).
+        colorbar: one colour bar per style: beside the figure when every column shares
+            one, under each column otherwise.
     """
     n, t = maps.shape[:2]
-    fig = Figure(figsize=((t + 1) * 2.0, n * 2.25 + 0.5))
+    if styles is None:
+        styles = MapStyle(sign="positive", scale="minmax", alpha=0.5)
+    per_column = [styles] * t if isinstance(styles, MapStyle) else list(styles)
+    if len(per_column) != t:
+        raise ValueError(f"{len(per_column)} styles for {t} columns of maps")
+    # square panels of 1.8 in, a line of caption above each, the colour bar beside
+    fig = Figure(figsize=((t + 1) * 1.8 + 0.9, n * 2.05 + 0.7), layout="constrained")
     axes = fig.subplots(n, t + 1, squeeze=False)
     for i in range(n):
         _show_image(axes[i, 0], images[i])
         axes[i, 0].set_title(_shorten(names[i]), fontsize=8)
+        axes[i, 0].set_axis_off()
         for j in range(t):
-            ax = axes[i, j + 1]
-            _show_image(ax, images[i])
-            ax.imshow(maps[i, j].numpy(), cmap=cmap, alpha=alpha, vmin=0, vmax=1)
-            ax.set_title(labels[i][j], fontsize=8)
-        for ax in axes[i]:
-            ax.set_axis_off()
-    fig.suptitle(title, fontsize=10)
+            heatmaps.draw_map(axes[i, j + 1], images[i], maps[i, j], per_column[j])
+            axes[i, j + 1].set_title(labels[i][j], fontsize=8)
+    if colorbar:
+        if len(set(per_column)) == 1:
+            heatmaps.add_colorbar(fig, list(axes[:, 1:].flat), per_column[0])
+        else:
+            for j, style in enumerate(per_column):
+                heatmaps.add_colorbar(fig, list(axes[:, j + 1]), style, location="bottom")
+    title_figure(fig, title, 10)
     return fig
 
 
@@ -220,28 +240,24 @@ def draw_ablation(
     after: torch.Tensor,
     title: str,
     top: int = 5,
-    alpha: float = 0.5,
-    cmap: str = "jet",
+    style: MapStyle = heatmaps.ACTIVATIONS,
 ) -> Figure:
     """The ablated units' maps over the image (``maps``: ``[U, H, W]``, at most 11
     shown), and a bar chart of the probabilities before and after ablation for the
     classes in either top-``top`` (``before``/``after``: ``[K]`` probabilities)."""
     shown = list(units)[:11]
-    cols = min(len(shown) + 1, 6)
-    rows = math.ceil((len(shown) + 1) / cols)
-    fig = Figure(figsize=(max(cols * 2.0, 8.0), rows * 2.2 + 2.8))
+    rows = math.ceil((len(shown) + 1) / 8)  # balanced rows of at most 8 panels
+    cols = math.ceil((len(shown) + 1) / rows)
+    fig = Figure(figsize=(max(cols * 2.0, 8.0), rows * 2.2 + 2.8), layout="constrained")
     grid = fig.add_gridspec(rows + 1, cols, height_ratios=[1.0] * rows + [1.25])
     for k in range(rows * cols):
         ax = fig.add_subplot(grid[k // cols, k % cols])
         ax.set_axis_off()
-        if k <= len(shown):
-            _show_image(ax, image)
         if k == 0:
+            _show_image(ax, image)
             ax.set_title("input", fontsize=9)
         elif k <= len(shown):
-            m = maps[k - 1]
-            hi = float(m.max())
-            ax.imshow(m.numpy(), cmap=cmap, alpha=alpha, vmin=0, vmax=hi if hi > 0 else 1)
+            heatmaps.draw_map(ax, image, heatmaps.by_peak(maps[k - 1]), style)
             ax.set_title(f"unit {shown[k - 1]} (ablated)", fontsize=8)
     picked = sorted(
         set(before.topk(top).indices.tolist()) | set(after.topk(top).indices.tolist()),
@@ -256,7 +272,7 @@ def draw_ablation(
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
-    fig.suptitle(title, fontsize=10)
+    title_figure(fig, title, 10)
     return fig
 
 
@@ -536,7 +552,7 @@ def draw_faithfulness(scores: Sequence[MethodScore], title: str) -> Figure:
         title="most faithful first (ins - del)",
         title_fontsize=8,
     )
-    fig.suptitle(title, fontsize=10)
+    title_figure(fig, title, 10)
     fig.tight_layout(rect=(0, 0, 0.76, 1))
     return fig
 
@@ -628,7 +644,7 @@ def draw_visualization_grid(v: Visualization, title: str) -> Figure:
     live = [k for k, u in enumerate(v.units) if u not in v.dead] or [0]
     cols = min(16, len(live))
     rows = (len(live) + cols - 1) // cols
-    fig = Figure(figsize=(1.1 * cols, 1.25 * rows + 0.5))
+    fig = Figure(figsize=(max(1.4 * cols, 3.2), 1.6 * rows + 0.45), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax in axes:
         ax.set_axis_off()
@@ -641,7 +657,7 @@ def draw_visualization_grid(v: Visualization, title: str) -> Figure:
         ax.set_title(str(v.units[k]), fontsize=7)
     what = f"{v.objective}{' (negative)' if v.negative else ''}"
     dead = f"; {len(v.dead)} dead units not drawn" if v.dead else ""
-    fig.suptitle(f"{title}: {what}{dead}", fontsize=9)
+    title_figure(fig, f"{title}: {what}{dead}", 9)
     return fig
 
 
@@ -671,7 +687,7 @@ def draw_visualization_sanity(v: Visualization, title: str) -> Figure:
     right.set_title(f"{v.objective} during the optimisation", fontsize=9)
     for ax in (left, right):
         ax.spines[["top", "right"]].set_visible(False)
-    fig.suptitle(title, fontsize=10)
+    title_figure(fig, title, 10)
     return fig
 
 

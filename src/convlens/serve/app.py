@@ -47,6 +47,8 @@ class MapRequest(BaseModel):
     class_index: int = Field(alias="class")
     method: str
     layer: str | None = None
+    sign: str | None = None
+    clip: float = 2.0
 
 
 class VisualizeRequest(BaseModel):
@@ -178,8 +180,10 @@ def create_app(explorer: Explorer, allow_hosts: Sequence[str] = ()) -> FastAPI:
         class_index: Annotated[int, Query(alias="class")],
         method: str = registry.DEFAULT_METHOD,
         layer: str | None = None,
+        sign: str | None = None,
+        clip: float = 2.0,
     ) -> Response:
-        return _png(explorer.cam_png(image, class_index, method, layer), request)
+        return _png(explorer.cam_png(image, class_index, method, layer, sign, clip), request)
 
     @app.get("/api/units")
     def units(image: str, layer: str | None = None, top: int = 12) -> dict[str, Any]:
@@ -200,7 +204,9 @@ def create_app(explorer: Explorer, allow_hosts: Sequence[str] = ()) -> FastAPI:
 
     @app.post("/api/jobs/map")
     def start_map(req: MapRequest) -> dict[str, Any]:
-        return explorer.start_map(req.image, req.class_index, req.method, req.layer)
+        return explorer.start_map(
+            req.image, req.class_index, req.method, req.layer, req.sign, req.clip
+        )
 
     @app.post("/api/jobs/visualize")
     def start_visualization(req: VisualizeRequest) -> dict[str, Any]:

@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from matplotlib import colormaps
 from PIL import Image
 
 from convlens.core.hooks import conv_layer_names
@@ -44,7 +43,8 @@ from convlens.interpret.heads import default_layer
 from convlens.interpret.maps import registry
 from convlens.interpret.visualize import layer_width, visualize
 from convlens.models import LoadedModel
-from convlens.render import atlas, viz
+from convlens.render import atlas, heatmaps, viz
+from convlens.render.heatmaps import MapStyle
 from convlens.serve.jobs import Job, Jobs
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -196,10 +196,19 @@ def _within_limits(im: Image.Image) -> None:
         )
 
 
-def _heat_png(m: torch.Tensor) -> bytes:
-    """A map ``[H, W]`` in [0, 1] as an RGBA jet heatmap PNG."""
-    rgba = colormaps["jet"](m.clamp(0, 1).numpy())
-    return _png((rgba * 255 + 0.5).astype(np.uint8))
+def _heat_png(m: torch.Tensor, style: MapStyle = heatmaps.ACTIVATIONS) -> bytes:
+    """A map ``[H, W]`` as an RGBA heatmap PNG to lay over the image (see
+    :func:`convlens.render.heatmaps.heat_rgba_bytes`)."""
+    return _png(heatmaps.heat_rgba_bytes(m, style))
+
+
+def map_style(method: str, sign: str | None, clip: float) -> MapStyle:
+    """How the page draws ``method``'s map: its sign mode (or ``sign``) and clipping."""
+    if sign is not None and sign not in heatmaps.SIGNS:
+        raise BadRequestError(f"sign must be one of {', '.join(heatmaps.SIGNS)}, got {sign!r}")
+    if not 0 <= clip < 100:
+        raise BadRequestError(f"clip must be a percentage in [0, 100), got {clip}")
+    return MapStyle.for_method(method, sign, clip)
 
 
 class Explorer:
@@ -340,6 +349,12 @@ class Explorer:
             "methods": self.methods,
             "method_names": {m: registry.display_names()[m] for m in self.methods},
             "long_methods": [m for m in self.methods if registry.method(m).long],
+            # a pixel attribution's own sign mode (the page offers the others)
+            "signs": {
+                m: registry.method(m).sign
+                for m in self.methods
+                if registry.method(m).family == registry.PIXEL
+            },
             "images": self.image_count(),
             "dissection": None
             if self.dissection is None
@@ -424,10 +439,21 @@ class Explorer:
             )
         return img, None if layer is None else self._check_layer(layer)
 
-    def cam_png(self, image_id: str, class_index: int, method: str, layer: str | None) -> bytes:
-        """The ``method`` map of class ``class_index`` as a heatmap PNG at input size; a
-        long method's map once its job (:meth:`start_map`) has made it."""
+    def cam_png(
+        self,
+        image_id: str,
+        class_index: int,
+        method: str,
+        layer: str | None,
+        sign: str | None = None,
+        clip: float = 2.0,
+    ) -> bytes:
+        """The ``method`` map of class ``class_index`` as a heatmap PNG at input size,
+        drawn in its style (a pixel attribution's sign mode ``sign``, clipped at the top
+        ``clip`` % of its mass); a long method's map once its job (:meth:`start_map`)
+        has made it."""
         img, layer = self._check_map(image_id, class_index, method, layer)
+        style = map_style(method, sign, clip)
         key = ("map", image_id, class_index, method, layer)
         if registry.method(method).long:
             with self._cache_lock:
@@ -438,34 +464,48 @@ class Explorer:
                     "(POST /api/jobs/map) and follow its progress",
                     409,
                 )
-            return bytes(done[0])
+            raw = done[0]
+        else:
 
-        def run() -> bytes:
-            with self.lock(MAP):
-                maps = registry.class_maps(
-                    self.model, img.x, method=method, layer=layer,
-                    classes=torch.tensor([[class_index]]),
-                )  # fmt: skip
-            return _heat_png(maps.upsampled[0, 0])
+            def run() -> torch.Tensor:
+                with self.lock(MAP):
+                    maps = registry.class_maps(
+                        self.model, img.x, method=method, layer=layer,
+                        classes=torch.tensor([[class_index]]),
+                    )  # fmt: skip
+                return heatmaps.drawable(maps)[0][0, 0]
 
-        return self._cached(key, run)
+            raw = self._cached(key, run)
+        return bytes(self._cached((*key, style), lambda: _heat_png(raw, style)))
 
     def start_map(
-        self, image_id: str, class_index: int, method: str, layer: str | None
+        self,
+        image_id: str,
+        class_index: int,
+        method: str,
+        layer: str | None,
+        sign: str | None = None,
+        clip: float = 2.0,
     ) -> dict[str, Any]:
-        """Start (or find) the job computing a map; its result is the PNG in base64."""
+        """Start (or find) the job computing a map; its result is the PNG in base64,
+        drawn as :meth:`cam_png` draws it."""
         img, layer = self._check_map(image_id, class_index, method, layer)
+        style = map_style(method, sign, clip)
         key = ("map", image_id, class_index, method, layer)
 
         def work(on_step: Callable[[int, int], None]) -> dict[str, Any]:
-            maps = registry.class_maps(
-                self._long_model, img.x, method=method, layer=layer,
-                classes=torch.tensor([[class_index]]), options={"on_step": on_step},
-            )  # fmt: skip
-            png = self._cached(key, lambda: _heat_png(maps.upsampled[0, 0]))
+            def compute() -> torch.Tensor:
+                maps = registry.class_maps(
+                    self._long_model, img.x, method=method, layer=layer,
+                    classes=torch.tensor([[class_index]]), options={"on_step": on_step},
+                )  # fmt: skip
+                return heatmaps.drawable(maps)[0][0, 0]
+
+            raw = self._cached(key, compute)
+            png = self._cached((*key, style), lambda: _heat_png(raw, style))
             return {"method": method, "class": class_index, "png": base64.b64encode(png).decode()}
 
-        return self.jobs.submit("map", key, work).answer()
+        return self.jobs.submit("map", (*key, style), work).answer()
 
     def unit_maps(self, image_id: str, layer: str | None, top: int) -> dict[str, Any]:
         """The ``top`` most active units of ``layer`` with their maps (as PNG data)."""

@@ -161,12 +161,20 @@ async function showMap(cls) {
   const method = $("method").value;
   const image = state.image;
   const overlay = $("overlay");
+  // a pixel attribution is drawn in a sign mode, its outliers clipped (render/heatmaps.py)
+  const pixel = method in state.info.signs;
+  $("pixel-controls").hidden = !pixel;
+  const sign = pixel ? $("sign").value : "";
+  const clip = $("clip").value;
+  const style = `${sign}|${clip}`;
   let blob;
   if (state.info.long_methods.includes(method)) {
     // many passes of the network: a job, with progress; cancelled when the page moves on
     const bar = $("map-progress");
+    const body = { image, class: cls, method, clip: Number(clip) };
+    if (sign) body.sign = sign;
     try {
-      const r = await runJob("map", "/api/jobs/map", { image, class: cls, method }, (job) => showProgress(bar, job));
+      const r = await runJob("map", "/api/jobs/map", body, (job) => showProgress(bar, job));
       if (r === null) return;
       blob = await (await fetch("data:image/png;base64," + r.png)).blob();
     } finally {
@@ -176,14 +184,16 @@ async function showMap(cls) {
     cancelJob("map");
     busy(1);
     try {
-      const r = await fetch(`/api/cam.png?image=${encodeURIComponent(image)}&class=${cls}&method=${method}`);
+      const drawn = (sign ? `&sign=${sign}` : "") + `&clip=${clip}`;
+      const r = await fetch(`/api/cam.png?image=${encodeURIComponent(image)}&class=${cls}&method=${method}${drawn}`);
       if (!r.ok) throw new Error((await readBody(r)).detail);
       blob = await r.blob();
     } finally {
       busy(-1);
     }
   }
-  if (state.cls !== cls || state.image !== image || $("method").value !== method) return; // moved on
+  const now = `${method in state.info.signs ? $("sign").value : ""}|${$("clip").value}`;
+  if (state.cls !== cls || state.image !== image || $("method").value !== method || now !== style) return; // moved on
   const old = overlay.src;
   overlay.src = URL.createObjectURL(blob);
   if (old.startsWith("blob:")) URL.revokeObjectURL(old);
@@ -346,6 +356,9 @@ async function start() {
   $("filters").src = `/api/filters.png?layer=${encodeURIComponent(info.filter_layers[0])}`;
   $("limits").textContent = info.limits;
   $("method").addEventListener("change", () => state.cls !== null && showMap(state.cls).catch(showError));
+  for (const id of ["sign", "clip"]) {
+    $(id).addEventListener("change", () => state.cls !== null && showMap(state.cls).catch(showError));
+  }
   $("opacity").addEventListener("input", () => { $("overlay").style.opacity = $("opacity").value; });
   $("layer").addEventListener("change", () => {
     state.off.clear();
