@@ -4,7 +4,7 @@ DATA_FILE := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 # uv from PATH, else a private copy installed into .tools/ with pip.
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: setup data demo test lint typecheck pytest weights bench clean
+.PHONY: setup data demo test lint typecheck docs-build docs pytest weights bench clean
 
 $(UV):
 	python3 -m venv .tools
@@ -37,10 +37,18 @@ lint: setup
 typecheck: setup
 	$(UV) run --frozen mypy
 
+# the reference site: built with --strict in `make test` (a broken link or reference fails),
+# served at http://127.0.0.1:8000 by `make docs`
+docs-build: setup
+	NO_MKDOCS_2_WARNING=1 $(UV) run --frozen mkdocs build --strict --quiet
+
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(UV) run --frozen mkdocs serve --dev-addr 127.0.0.1:8000
+
 pytest: setup data
 	$(UV) run --frozen pytest
 
-test: lint typecheck pytest
+test: lint typecheck docs-build pytest
 
 # Reproduce the shipped checkpoint: seed 0 of the default before its warm-up (the
 # no-warmup preset), which trained the shipped file.
@@ -57,4 +65,4 @@ bench: setup data
 	  --keep runs/bench
 
 clean:
-	rm -rf .venv .tools .mypy_cache .ruff_cache .pytest_cache
+	rm -rf .venv .tools .mypy_cache .ruff_cache .pytest_cache build/site

@@ -196,6 +196,64 @@ def draw_gallery(out: Path, quick: bool = False, suffix: str = "png", dpi: int =
     return written
 
 
+CAPTIONS = {
+    "filters": "kernels of the first convolution (`convlens filters`)",
+    "filters-mid": "kernels of a middle convolution, one grey tile per input channel",
+    "units": "the most active units' maps over the image, each by its own peak "
+    "(`convlens units --top`)",
+    "region": "units whose thresholded map best matches a region (`convlens units --region`)",
+    "cam": "CAM of the top 3 classes, min-max scaled (`convlens cam`)",
+    "cam-family": "every CAM method for the top class (`convlens cam --method all`)",
+    "ablation": "the units with the largest FC weight for the top class removed "
+    "(`convlens ablate --top`)",
+    "fewest-units": "the fewest units whose removal changes the top-1 "
+    "(`convlens ablate --min-units`)",
+    "visualize": "images optimised for the most active units (`convlens visualize`)",
+    "visualize-check": "their activation against the data set's maximum, and the "
+    "objective during the optimisation",
+    "faithfulness": "deletion and insertion curves (`convlens faithfulness`)",
+    "dissection-summary": "units by the class they respond to most (`convlens dissect`)",
+    "atlas-strip": "one unit's top images with its region outlined, as on its atlas card",
+}
+
+
+def write_page(page: Path, written: list[Path]) -> None:
+    """``page``: a Markdown page showing every figure of ``written`` with its caption."""
+    lines = [
+        "# Gallery",
+        "",
+        "Every kind of figure convlens draws, for the shipped `fashion-cnn` and a "
+        "random-weight resnet18 (112 px), drawn by one committed command:",
+        "",
+        "```",
+        "uv run python benchmarks/gallery.py --out docs/gallery",
+        "```",
+        "",
+        "Pixel attributions are drawn in each sign mode (`--sign` on `convlens cam`, a "
+        "menu in the explorer): *all* on a diverging colormap whose centre is zero, "
+        "*positive*, *negative* and *absolute* on sequential ones, each clipped at the "
+        "top 2% of the total |attribution| as captum does; the image shows unchanged "
+        "where the attribution is zero. CAMs are min-max scaled on `jet`. The training "
+        "and sweep figures are in [experiments](experiments.md).",
+    ]
+    for model in dict.fromkeys(p.name.split("-", 1)[0] for p in written):
+        lines += ["", f"## {model}"]
+        for path in written:
+            if not path.name.startswith(model + "-"):
+                continue
+            kind = path.stem.split("-", 1)[1]
+            caption = CAPTIONS.get(kind)
+            if caption is None and kind.startswith("pixel-"):
+                method = registry.method(kind[len("pixel-") :])
+                caption = (
+                    f"{method.display} of the top class in each sign mode, its own "
+                    f"({method.sign}) marked (`convlens cam --method {method.name} --sign`)"
+                )
+            rel = path.relative_to(page.parent)
+            lines += ["", f"![{kind}]({rel})", "", f"*{caption or kind}*"]
+    page.write_text("\n".join(lines) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("docs/gallery"))
@@ -204,7 +262,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.out.exists() and not args.quick:
         shutil.rmtree(args.out)
-    draw_gallery(args.out, args.quick, args.format)
+    written = draw_gallery(args.out, args.quick, args.format)
+    if not args.quick:
+        write_page(args.out.parent / f"{args.out.name}.md", written)
 
 
 if __name__ == "__main__":

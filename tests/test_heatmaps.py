@@ -245,3 +245,30 @@ def test_no_gallery_figure_has_a_blank_band(tmp_path: Path) -> None:
     assert any(k.startswith("pixel-") for k in kinds)
     wide = {p.name: longest_blank_band(p) for p in written}
     assert all(max(b) <= 0.08 for b in wide.values()), wide
+
+
+def test_the_report_says_how_each_map_is_drawn_and_writes_svg_and_pdf(tmp_path: Path) -> None:
+    from convlens.data import images
+    from convlens.render import report
+
+    loaded = models.load("fashion-cnn")
+    g = torch.Generator().manual_seed(0)
+    inputs = images.Inputs(torch.randn(1, 1, 28, 28, generator=g), ("noise",), ((28, 28),))
+    opts = report.ReportOptions(visualize_steps=8, figure_formats=("svg", "pdf"), dpi=60)
+    page = report.build_report(loaded, inputs, tmp_path / "rep", opts, progress=False)
+    text = page.read_text()
+    # each map of the CAM-and-pixels figure in its own style, said under the figure
+    assert "Saliency: absolute values, clipped at the top 2% of |attribution|" in text
+    assert "Integrated Gradients: both signs" in text and "CAM: min-max scaled" in text
+    # one grey channel: no colour decorrelation claimed
+    assert "decorrelated colour" not in text and "no colour to decorrelate" in text
+    pngs = re.findall(r'<img src="([^"]+)\.png"', text)
+    assert "cam-and-pixels" in pngs
+    for name in pngs:
+        if (page.parent / f"{name}.svg").exists():  # written by the report, not copied in
+            check_figure_files(page.parent / f"{name}.svg", page.parent / f"{name}.pdf")
+            assert f'href="{name}.pdf"' in text
+    assert (page.parent / "cam-and-pixels.pdf").exists()
+    with pytest.raises(ValueError, match="svg or pdf besides png"):
+        report.build_report(loaded, inputs, tmp_path / "bad",
+                            report.ReportOptions(figure_formats=("jpg",)))  # fmt: skip

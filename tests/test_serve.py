@@ -29,7 +29,9 @@ from convlens.data.sources import FashionSplit
 from convlens.interpret import ablation
 from convlens.interpret.dissect import dissect
 from convlens.interpret.maps import registry
+from convlens.render import heatmaps
 from convlens.render.atlas import write_atlas
+from convlens.render.heatmaps import MapStyle
 from convlens.serve.app import create_app
 from convlens.serve.explorer import Explorer
 from tests.browser import CHROMIUM, needs_chromium
@@ -100,9 +102,11 @@ def test_answers_equal_the_library(served: tuple[Explorer, TestClient]) -> None:
     assert np.array_equal(got, jet)
 
     # pixel attributions: a quick one directly, a long one as a job, equal to the library
+    # drawn by the one renderer, in the method's own sign mode (zero transparent)
     for method, direct in (("saliency", True), ("integratedgradients", False)):
-        want = registry.class_maps(model, x, method=method, classes=torch.tensor([[3]])).upsampled
-        jet = (colormaps["jet"](want[0, 0].numpy())[..., :3] * 255 + 0.5).astype(np.uint8)
+        result = registry.class_maps(model, x, method=method, classes=torch.tensor([[3]]))
+        signed, style = heatmaps.drawable(result)
+        rgba = heatmaps.heat_rgba_bytes(signed[0, 0], style)
         params = {"image": "test:7", "class": 3, "method": method}
         first = client.get("/api/cam.png", params=params)
         assert first.status_code == (200 if direct else 409)
@@ -115,9 +119,21 @@ def test_answers_equal_the_library(served: tuple[Explorer, TestClient]) -> None:
                 time.sleep(0.05)
             first = client.get("/api/cam.png", params=params)  # now made
             assert base64.b64decode(job["result"]["png"]) == first.content
-        got = np.asarray(Image.open(io.BytesIO(first.content)).convert("RGB"))
-        assert np.array_equal(got, jet)
+        got = np.asarray(Image.open(io.BytesIO(first.content)).convert("RGBA"))
+        assert np.array_equal(got, rgba)
+    # another sign mode and clipping of the same map: drawn from the map already made
+    params = {"image": "test:7", "class": 3, "method": "integratedgradients"}
+    for sign, clip in (("positive", 2.0), ("absolute", 10.0)):
+        drawn = client.get("/api/cam.png", params={**params, "sign": sign, "clip": clip})
+        assert drawn.status_code == 200
+        want = heatmaps.heat_rgba_bytes(signed[0, 0], MapStyle(sign=sign, outlier_percentile=clip))
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(drawn.content))), want)
+    bad = client.get("/api/cam.png", params={**params, "sign": "both"})
+    assert bad.status_code == 400 and "sign must be one of" in bad.json()["detail"]
+    bad = client.get("/api/cam.png", params={**params, "clip": 100})
+    assert bad.status_code == 400 and "clip must be a percentage" in bad.json()["detail"]
     info = client.get("/api/info").json()
+    assert info["signs"]["saliency"] == "absolute" and "gradcam" not in info["signs"]
     assert {"saliency", "guidedgradcam", "integratedgradients"} <= set(info["methods"])
     assert info["long_methods"] == ["integratedgradients", "smoothgrad", "occlusion"]
 
@@ -531,9 +547,9 @@ def test_a_job_whose_page_stops_asking_is_cancelled() -> None:
 def test_the_cheapest_waiting_request_goes_first() -> None:
     """Deadlines by kind: arriving together, the cheapest kind goes first; a dear
     request that has waited past a cheap one's deadline goes before it."""
-    from convlens.serve.explorer import ShortFirst
+    from convlens.serve.scheduler import DeadlineLock
 
-    lock, order = ShortFirst(), []
+    lock, order = DeadlineLock(), []
     lock.usual = [0.01, 0.02, 0.2]  # seconds: slack 4 gives deadlines 40, 80, 800 ms on
 
     def request(cost: int) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from convlens.cli.common import (
     add_figure_args,
     add_image_args,
+    add_int_list,
     add_model_args,
     figure_path,
     load_model,
@@ -34,7 +35,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--layer", help="layer name [the layer feeding global average pooling, e.g. layer4]"
     )
-    p.add_argument("--units", nargs="+", metavar="K", help="unit indices to remove")
+    add_int_list(p, "--units", "unit indices to remove")
     p.add_argument(
         "--top",
         "--top-k",

@@ -113,11 +113,23 @@ def model_inputs(
     return load_inputs(specs, loaded.preprocessing, args.data_dir)
 
 
-def parse_ints(text: str, name: str) -> list[int]:
+def add_int_list(p: Any, flag: str, help: str, *aliases: str) -> None:
+    """A flag that takes integers, the same way on every command: ``--units 0 1 2``,
+    ``--units 0,1,2`` or both mixed (read with :func:`parse_ints`)."""
+    p.add_argument(
+        flag, *aliases, dest=flag.lstrip("-").replace("-", "_"), nargs="+", metavar="K",
+        help=f"{help} (space- or comma-separated)",
+    )  # fmt: skip
+
+
+def parse_ints(text: str | Sequence[str], name: str) -> list[int]:
+    """Integers given as ``"0,1,2"``, ``"0 1 2"`` or the words of an :func:`add_int_list`
+    flag."""
+    joined = text if isinstance(text, str) else " ".join(text)
     try:
-        return [int(t) for t in text.replace(",", " ").split()]
+        return [int(t) for t in joined.replace(",", " ").split()]
     except ValueError as e:
-        raise ValueError(f"{name}: expected integers, got {text!r}") from e
+        raise ValueError(f"{name}: expected integers, got {joined!r}") from e
 
 
 def region_mask(

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from convlens.cli.common import add_figure_args, add_model_args, figure_path, load_model, parse_ints
+from convlens.cli.common import (
+    add_figure_args,
+    add_int_list,
+    add_model_args,
+    figure_path,
+    load_model,
+    parse_ints,
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -18,8 +25,8 @@ def add_parser(sub: Any) -> None:
     )
     add_model_args(p)
     p.add_argument("--layer", help="conv layer name [the first conv layer]")
-    p.add_argument("--filters", help="output filters to show, e.g. 0,1,2 [first 64]")
-    p.add_argument("--in-channels", help="input channels to show (grayscale grids) [first 8]")
+    add_int_list(p, "--filters", "output filters to show, e.g. 0 1 2 [first 64]")
+    add_int_list(p, "--in-channels", "input channels to show (grayscale grids) [first 8]")
     p.add_argument("--max-filters", type=int, default=64)
     p.add_argument(
         "--per",

@@ -9,6 +9,7 @@ from typing import Any
 from convlens.cli.cam import METHODS, PIXEL_METHODS
 from convlens.cli.common import (
     add_image_args,
+    add_int_list,
     add_model_args,
     load_model,
     model_inputs,
@@ -31,7 +32,7 @@ def add_parser(sub: Any) -> None:
     add_image_args(p, "+")
     p.add_argument("--out", type=Path, default=Path("report"), help="output folder [report]")
     p.add_argument("--layer", help="layer for units and ablation [the one feeding GAP]")
-    p.add_argument("--units", help="units to show, e.g. 0,5,9 [0..5]")
+    add_int_list(p, "--units", "units to show, e.g. 0 5 9 [0..5]")
     p.add_argument("--region", metavar="X0,Y0,X1,Y1", help="box in the first image's pixels")
     p.add_argument("--mask", type=Path, help="mask image for the first image")
     p.add_argument("--sweep", type=Path, help="a sweep directory to include")
@@ -63,12 +64,23 @@ def add_parser(sub: Any) -> None:
         metavar="N",
         help="steps of the feature visualisation of the most active units [256; 0: none]",
     )
+    p.add_argument(
+        "--figure-formats",
+        nargs="*",
+        default=[],
+        choices=("svg", "pdf"),
+        metavar="FORMAT",
+        help="also write each figure as svg and/or pdf beside its PNG, for a paper [none]",
+    )
+    p.add_argument("--dpi", type=int, default=110, help="pixels per inch of the figures [110]")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from convlens.render import report
 
+    if not 10 <= args.dpi <= 1200:
+        raise ValueError(f"--dpi must be in 10..1200, got {args.dpi}")
     if args.visualize_steps < 0:
         raise ValueError(f"--visualize-steps must be 0 (none) or more, got {args.visualize_steps}")
     loaded = load_model(args)
@@ -100,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
         dissection=args.dissection,
         visualize_steps=args.visualize_steps,
         methods=tuple(args.methods),
+        figure_formats=tuple(args.figure_formats),
+        dpi=args.dpi,
     )
     path = report.build_report(loaded, inputs, args.out, options)
     print(f"open {path.resolve()}")

@@ -31,7 +31,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--layer", required=True, help="layer name (see `convlens layers`)")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument(
-        "--units", "--unit", dest="units", nargs="+", metavar="K", help="unit indices"
+        "--units",
+        "--unit",
+        dest="units",
+        nargs="+",
+        metavar="K",
+        help="unit indices (space- or comma-separated)",
     )
     what.add_argument("--top", type=int, metavar="N", help="the N most active units")
     what.add_argument(

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from convlens.cli.common import add_model_args, load_model, parse_ints
+from convlens.cli.common import add_int_list, add_model_args, load_model, parse_ints
 
 
 def add_parser(sub: Any) -> None:
@@ -23,7 +23,7 @@ def add_parser(sub: Any) -> None:
     add_model_args(p)
     p.add_argument("--layer", help="layer to read [the default layer; the logits for class]")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--units", help="units (or classes), e.g. 0,5,17")
+    add_int_list(which, "--units", "units (or classes), e.g. 0 5 17")
     which.add_argument(
         "--top",
         type=int,
@@ -41,7 +41,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--negative", action="store_true", help="minimise the objective instead")
     p.add_argument("--diversity", type=int, default=1, metavar="N", help="images per unit [1]")
     p.add_argument("--diversity-weight", type=float, default=0.05, metavar="W", help="[0.05]")
-    p.add_argument("--param", choices=("fourier", "pixel"), default="fourier", help="[fourier]")
+    # `--param` names a hyperparameter in `convlens sweep`; here the image's parameterisation
+    p.add_argument(
+        "--image-param",
+        choices=("fourier", "pixel"),
+        default="fourier",
+        help="how the image is parameterised [fourier]",
+    )
     p.add_argument("--steps", type=int, default=256, help="[256]")
     p.add_argument("--lr", type=float, default=0.1, help="Adam's learning rate [0.1]")
     p.add_argument("--size", type=int, help="image side [the model's input size]")
@@ -95,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         direction=direction,
         diversity=args.diversity,
         diversity_weight=args.diversity_weight,
-        param=args.param,
+        param=args.image_param,
         steps=args.steps,
         lr=args.lr,
         size=args.size,

@@ -108,7 +108,11 @@ def top_units(
     """
     if by not in ("mean", "max"):
         raise ValueError(f"`by` must be 'mean' or 'max', got {by!r}")
-    maps = feature_maps(model, x, layer)
+    return rank_units(feature_maps(model, x, layer), layer, top, by)
+
+
+def rank_units(maps: torch.Tensor, layer: str, top: int, by: str = "mean") -> TopUnits:
+    """:func:`top_units` from a layer's feature maps ``[N, C, h, w]`` already computed."""
     if not 1 <= top <= maps.shape[1]:
         raise ValueError(f"`top` must be in 1..{maps.shape[1]} for layer {layer!r}, got {top}")
     score = maps.mean((2, 3)) if by == "mean" else maps.amax((2, 3))

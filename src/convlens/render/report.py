@@ -58,14 +58,19 @@ class ReportOptions:
     visualize_steps: int = 256  # feature visualisation of the most active units [0: none]
     # pixel attributions drawn beside the CAM of the top class (any map method)
     methods: Sequence[str] = registry.REPORT_METHODS
+    # each figure also as these files beside its PNG, for a paper (svg, pdf)
+    figure_formats: Sequence[str] = ()
+    dpi: int = 110  # of the PNGs and of the images inside SVG and PDF files
 
 
 class Report:
     """Collects sections and figures and writes them as one page."""
 
-    def __init__(self, out: Path, title: str) -> None:
+    def __init__(self, out: Path, title: str, formats: Sequence[str] = (), dpi: int = 110) -> None:
         self.out = out
         self.title = title
+        self.formats = tuple(formats)
+        self.dpi = dpi
         self.sections: list[_Section] = []
         self.figures: list[str] = []
 
@@ -77,16 +82,23 @@ class Report:
     def figure(
         self, section: _Section, fig: Figure, name: str, caption: str, width: int = 900
     ) -> None:
-        path = viz.save_figure(fig, self.out / f"{name}.png", dpi=110)
-        self.figure_file(section, path.name, caption, width)
+        path = viz.save_figure(fig, self.out / f"{name}.png", dpi=self.dpi)
+        for fmt in self.formats:  # the same figure for a paper, linked under it
+            viz.save_figure(fig, self.out / f"{name}.{fmt}", dpi=self.dpi)
+        links = " ".join(f'<a href="{html.escape(name)}.{fmt}">{fmt.upper()}</a>'
+                         for fmt in self.formats)  # fmt: skip
+        self.figure_file(section, path.name, caption, width, links)
 
-    def figure_file(self, section: _Section, name: str, caption: str, width: int = 900) -> None:
-        """An image already written into the report folder as ``name``."""
+    def figure_file(
+        self, section: _Section, name: str, caption: str, width: int = 900, links: str = ""
+    ) -> None:
+        """An image already written into the report folder as ``name``; ``links``: HTML
+        after the caption (the figure's other formats)."""
         self.figures.append(name)
         section.blocks.append(
             f'<figure><img src="{html.escape(name)}" alt="{html.escape(caption)}" '
             f'style="max-width:min(100%,{width}px)"><figcaption>{html.escape(caption)}'
-            "</figcaption></figure>"
+            f"{' ' + links if links else ''}</figcaption></figure>"
         )
 
     def text(self, section: _Section, text: str) -> None:
@@ -602,8 +614,12 @@ def build_report(
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ctx = report_context(loaded, inputs, options or ReportOptions())
-    report = Report(out, f"convlens report: {loaded.name}")
+    opts = options or ReportOptions()
+    unknown = set(opts.figure_formats) - {"svg", "pdf", "png"}
+    if unknown:
+        raise ValueError(f"figures are written as svg or pdf besides png, not {sorted(unknown)}")
+    ctx = report_context(loaded, inputs, opts)
+    report = Report(out, f"convlens report: {loaded.name}", opts.figure_formats, opts.dpi)
     for section in progress_bar(SECTIONS, desc="report", unit="section", disable=progress is False):
         section(report, ctx)
     return report.write()

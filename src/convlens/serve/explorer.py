@@ -5,7 +5,8 @@ images, a folder, uploads; each by an id, never a path), a cache bounded in byte
 one lock: every short computation that touches the model (hooks, evaluation mode,
 ablation) runs under it, so two requests never see each other's ablated units. When
 several wait, the one with the earliest deadline for its kind goes first
-(:class:`ShortFirst`). Long work (the
+(:class:`~convlens.serve.scheduler.DeadlineLock`); answers are kept in a cache
+bounded in bytes (:class:`~convlens.serve.cache.AnswerCache`). Long work (the
 fewest-units search, a unit's visualisation) runs as a job on its own copy of the model
 (:mod:`convlens.serve.jobs`), with progress and cancellation. The web app
 (:mod:`convlens.serve.app`) only maps these methods to HTTP.
@@ -16,15 +17,10 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
-import heapq
 import io
-import itertools
 import re
 import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +41,9 @@ from convlens.interpret.visualize import layer_width, visualize
 from convlens.models import LoadedModel
 from convlens.render import atlas, heatmaps, viz
 from convlens.render.heatmaps import MapStyle
+from convlens.serve.cache import AnswerCache
 from convlens.serve.jobs import Job, Jobs
+from convlens.serve.scheduler import ABLATION, MAP, TOP5, DeadlineLock
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_DECODE_BYTES = 256 * 1024 * 1024  # memory one decode may take, from the header
@@ -57,8 +55,6 @@ FEWEST_BUDGET = 10.0  # seconds a fewest-units search may take
 VISUALIZE_STEPS = 256  # optimisation steps of a unit's visualisation
 # map methods that take many passes of the network: computed as jobs, with progress
 CACHE_BYTES = 128 * 1024 * 1024  # answers kept (maps, PNGs, logits), in bytes
-# kinds of short request, cheapest first (see ShortFirst)
-TOP5, MAP, ABLATION = 0, 1, 2
 LIMITS = (
     f"uploads up to {MAX_UPLOAD_BYTES // 2**20} MB per file and {MAX_DECODE_BYTES // 2**20} MB "
     f"once decoded, sides at most {MAX_ASPECT}:1; the {MAX_UPLOADS} most recently used are kept"
@@ -87,93 +83,6 @@ class _Image:
     shown: torch.Tensor  # [C, H, W] in [0, 1], as the model sees it
     name: str
     label: int | None
-
-
-class _Uploads:
-    """Uploaded images by content: the id is a hash of the file's bytes, so the same
-    file gets the same id and another file never does (also after a restart). Only the
-    model input and the thumbnail are kept, in memory, for the ``MAX_UPLOADS`` most
-    recently used within ``MAX_UPLOAD_STORE_BYTES``; nothing is written to disk."""
-
-    def __init__(self, max_count: int, max_bytes: int) -> None:
-        self.items: OrderedDict[str, tuple[_Image, int]] = OrderedDict()
-        self.max_count, self.max_bytes = max_count, max_bytes
-        self.lock = threading.Lock()
-        self.bytes = 0
-
-    def get(self, image_id: str) -> _Image | None:
-        with self.lock:
-            if image_id not in self.items:
-                return None
-            self.items.move_to_end(image_id)
-            return self.items[image_id][0]
-
-    def add(self, image_id: str, img: _Image) -> None:
-        size = (img.x.numel() + img.shown.numel()) * 4
-        with self.lock:
-            if image_id in self.items:
-                self.items.move_to_end(image_id)
-                return
-            self.items[image_id] = (img, size)
-            self.bytes += size
-            while len(self.items) > self.max_count or self.bytes > self.max_bytes:
-                _, (_, freed) = self.items.popitem(last=False)
-                self.bytes -= freed
-
-    def listing(self) -> list[dict[str, Any]]:
-        """The kept uploads, most recently used first."""
-        with self.lock:
-            return [{"id": k, "name": v[0].name} for k, v in reversed(self.items.items())]
-
-
-class ShortFirst:
-    """A lock that serves waiting requests by deadline: each arrives with a deadline of
-    its arrival time plus ``slack`` times the usual duration of its kind (an average of
-    how long that kind held the lock), and the earliest deadline goes first. A top-5
-    waits for the computation running now, not behind a queue of maps and ablations, and
-    no kind waits forever: under load every kind waits about in proportion to its cost.
-    ``with lock(kind):`` holds it (``kind``: ``TOP5``, ``MAP`` or ``ABLATION``)."""
-
-    def __init__(self, slack: float = 4.0) -> None:
-        self._cond = threading.Condition()
-        self._busy = False
-        self._waiting: list[tuple[float, int]] = []  # a heap of (deadline, arrival)
-        self._arrival = itertools.count()
-        self.slack = slack
-        self.usual = [0.005 * (1 + k) for k in range(3)]  # seconds, by kind
-
-    @contextmanager
-    def __call__(self, kind: int) -> Iterator[None]:
-        with self._cond:
-            ticket = (time.monotonic() + self.slack * self.usual[kind], next(self._arrival))
-            heapq.heappush(self._waiting, ticket)
-            while self._busy or self._waiting[0] != ticket:
-                self._cond.wait()
-            heapq.heappop(self._waiting)
-            self._busy = True
-        start = time.monotonic()
-        try:
-            yield
-        finally:
-            with self._cond:
-                self.usual[kind] = 0.8 * self.usual[kind] + 0.2 * (time.monotonic() - start)
-                self._busy = False
-                self._cond.notify_all()
-
-
-def _nbytes(value: Any) -> int:
-    """About how much memory a cached answer holds."""
-    if isinstance(value, bytes | str):
-        return len(value) + 64
-    if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size() + 128
-    if isinstance(value, _Image):
-        return _nbytes(value.x) + _nbytes(value.shown) + 256
-    if isinstance(value, dict):
-        return sum(_nbytes(v) for v in value.values()) + 64 * len(value)
-    if isinstance(value, list | tuple):
-        return sum(_nbytes(v) for v in value) + 16 * len(value)
-    return 64
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -225,7 +134,7 @@ class Explorer:
     ) -> None:
         self.loaded = loaded
         self.model = loaded.model.eval()
-        self.lock = ShortFirst()
+        self.lock = DeadlineLock()
         p = loaded.preprocessing
         self.fashion = p.channels == 1 and p.size == 28
         self.test = None
@@ -248,11 +157,12 @@ class Explorer:
                 raise ValueError(f"`images` {images_dir} holds no image files")
         self.dissection_dir = dissection
         self.dissection = None if dissection is None else atlas.read_atlas(dissection)
-        self.uploads = _Uploads(MAX_UPLOADS, MAX_UPLOAD_STORE_BYTES)
+        # uploads by content: the id is a hash of the file's bytes, so the same file gets
+        # the same id and another file never does (also after a restart); only the model
+        # input and the thumbnail are kept, in memory, nothing on disk
+        self.uploads = AnswerCache(MAX_UPLOAD_STORE_BYTES, MAX_UPLOADS)
         self._decoding = threading.BoundedSemaphore(DECODE_SLOTS)
-        self._cache: OrderedDict[tuple[Any, ...], tuple[Any, int]] = OrderedDict()
-        self._cache_lock = threading.Lock()
-        self._cache_bytes, self.cache_budget = 0, cache_bytes
+        self._cached = AnswerCache(cache_bytes)
         with self.lock(TOP5):
             probe = torch.zeros(1, p.channels, *p.input_size)
             self.default_layer = default_layer(self.model, probe)
@@ -266,24 +176,6 @@ class Explorer:
         self.jobs = Jobs()
 
     # ------------------------------------------------------------------ plumbing
-
-    def _cached(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
-        """``compute()``, kept under ``key`` while the cache's bytes allow (least
-        recently used answers go first)."""
-        with self._cache_lock:  # requests run in threads; the model lock is another
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key][0]
-        value = compute()
-        size = _nbytes(value)
-        with self._cache_lock:
-            if key not in self._cache:
-                self._cache[key] = (value, size)
-                self._cache_bytes += size
-            while self._cache_bytes > self.cache_budget and self._cache:
-                _, (_, freed) = self._cache.popitem(last=False)
-                self._cache_bytes -= freed
-        return value
 
     def image(self, image_id: str) -> _Image:
         """The image called ``image_id`` (``test:N``, ``file:N``, ``upload:HASH``)."""
@@ -386,7 +278,7 @@ class Explorer:
             "total": self.image_count(),
             "offset": offset,
             "items": items,
-            "uploads": self.uploads.listing(),
+            "uploads": [{"id": k, "name": v.name} for k, v in self.uploads.recent_first()],
         }
 
     def image_png(self, image_id: str) -> bytes:
@@ -456,15 +348,14 @@ class Explorer:
         style = map_style(method, sign, clip)
         key = ("map", image_id, class_index, method, layer)
         if registry.method(method).long:
-            with self._cache_lock:
-                done = self._cache.get(key)
+            done = self._cached.get(key)
             if done is None:
                 raise BadRequestError(
                     f"{method} takes many passes of the network: start it as a job "
                     "(POST /api/jobs/map) and follow its progress",
                     409,
                 )
-            raw = done[0]
+            raw = done
         else:
 
             def run() -> torch.Tensor:
@@ -517,16 +408,15 @@ class Explorer:
         def run() -> dict[str, Any]:
             with self.lock(MAP):
                 maps = units.feature_maps(self.model, img.x, layer)[0]  # [C, h, w]
-            means = maps.mean((1, 2))
-            order = means.argsort(descending=True)[: min(top, maps.shape[0])]
+            ranked = units.rank_units(maps[None], layer, min(top, maps.shape[0]))
+            order, means = ranked.units[0], ranked.scores[0]
             size = (img.x.shape[2], img.x.shape[3])
             up = units.upsample(maps[order][None], size)[0]
-            up = up / up.amax((1, 2), keepdim=True).clamp_min(1e-12)
             rows = []
             for k, u in enumerate(order.tolist()):
-                png = base64.b64encode(_heat_png(up[k])).decode()
+                png = base64.b64encode(_heat_png(heatmaps.by_peak(up[k]))).decode()
                 peak = float(maps[u].max())
-                rows.append({"unit": u, "mean": float(means[u]), "peak": peak, "png": png})
+                rows.append({"unit": u, "mean": float(means[k]), "peak": peak, "png": png})
             return {"layer": layer, "channels": maps.shape[0], "units": rows}
 
         return self._cached(("units", image_id, layer, top), run)

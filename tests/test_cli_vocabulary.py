@@ -1,0 +1,65 @@
+"""One CLI grammar: a flag means the same and takes the same form on every command."""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+
+import pytest
+
+from convlens.cli import build_parser
+from convlens.cli.common import parse_ints
+
+
+def commands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+def test_a_shared_flag_takes_the_same_form_everywhere() -> None:
+    forms: dict[str, dict[str, tuple[object, ...]]] = defaultdict(dict)
+    for name, parser in commands().items():
+        for action in parser._actions:
+            for flag in action.option_strings:
+                if flag.startswith("--") and flag != "--help":
+                    # train reads its flags as strings and types them by TrainConfig's fields
+                    kind = getattr(action.type, "__name__", None) or "str"
+                    if name == "train":
+                        kind = "typed by TrainConfig"
+                    forms[flag][name] = (action.nargs, kind, type(action).__name__)
+    shared = {flag: seen for flag, seen in forms.items() if len(seen) > 1}
+    assert "--units" in shared and "--layer" in shared and "--out" in shared
+    differ = {
+        flag: seen
+        for flag, seen in shared.items()
+        if len({form for command, form in seen.items() if command != "train"}) > 1
+        or any(form[:1] != next(iter(seen.values()))[:1] for form in seen.values())
+        if flag not in DIFFERENT_ON_PURPOSE
+    }
+    assert not differ, differ
+
+
+# flags whose form differs between commands because their meaning does, with why
+DIFFERENT_ON_PURPOSE = {
+    "--methods": "report draws any number of methods, none too; faithfulness scores 1 or more",
+    "--preset": "train takes one preset; sweep runs several, one trial each",
+}
+
+
+@pytest.mark.parametrize("command", ["units", "ablate", "visualize", "report"])
+def test_units_take_spaces_and_commas_on_every_command(command: str) -> None:
+    parser = commands()[command]
+    args = ["fashion-cnn", "test:0"] if command != "visualize" else ["fashion-cnn"]
+    if command == "units":
+        args += ["--layer", "features"]
+    for given in (["0", "1", "2"], ["0,1,2"], ["0,1", "2"]):
+        ns = parser.parse_args([*args, "--units", *given])
+        assert parse_ints(ns.units, "--units") == [0, 1, 2]
+
+
+def test_filters_take_both_forms() -> None:
+    parser = commands()["filters"]
+    for given in (["0", "3"], ["0,3"]):
+        ns = parser.parse_args(["fashion-cnn", "--filters", *given, "--in-channels", *given])
+        assert parse_ints(ns.filters, "--filters") == parse_ints(ns.in_channels, "-") == [0, 3]
