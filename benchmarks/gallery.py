@@ -51,8 +51,15 @@ def random_resnet18() -> tuple[str, torch.nn.Module, Preprocessing, torch.Tensor
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=10).eval()
     p = Preprocessing(channels=3, size=112, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-    g = torch.Generator().manual_seed(1)
-    return "resnet18 (random weights)", model, p, torch.randn(2, 3, 112, 112, generator=g)
+    # two plain synthetic pictures (a disc on a gradient; stripes), so the maps can be read
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 112), torch.linspace(0, 1, 112), indexing="ij")
+    disc = ((xx - 0.6) ** 2 + (yy - 0.4) ** 2 < 0.05).float()
+    first = torch.stack([0.3 + 0.6 * disc, 0.2 + 0.5 * xx, 0.4 * yy + 0.3 * disc])
+    stripes = (torch.sin(xx * 25 + yy * 10) > 0).float()
+    second = torch.stack([0.2 + 0.6 * stripes, 0.5 * yy + 0.2, 0.7 - 0.4 * stripes])
+    mean, std = torch.tensor(p.mean)[:, None, None], torch.tensor(p.std)[:, None, None]
+    x = (torch.stack([first, second]) - mean) / std
+    return "resnet18 (random weights)", model, p, x
 
 
 def figures(
@@ -236,12 +243,12 @@ def write_page(page: Path, written: list[Path]) -> None:
         "where the attribution is zero. CAMs are min-max scaled on `jet`. The training "
         "and sweep figures are in [experiments](experiments.md).",
     ]
-    for model in dict.fromkeys(p.name.split("-", 1)[0] for p in written):
-        lines += ["", f"## {model}"]
-        for path in written:
-            if not path.name.startswith(model + "-"):
-                continue
-            kind = path.stem.split("-", 1)[1]
+    for model in ("fashion-cnn", "resnet18"):
+        shown = [p for p in written if p.name.startswith(model + "-")]
+        if shown:
+            lines += ["", f"## {model}"]
+        for path in shown:
+            kind = path.stem[len(model) + 1 :]
             caption = CAPTIONS.get(kind)
             if caption is None and kind.startswith("pixel-"):
                 method = registry.method(kind[len("pixel-") :])

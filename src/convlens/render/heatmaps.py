@@ -186,14 +186,18 @@ def map_rgba(m: torch.Tensor | np.ndarray, style: MapStyle) -> np.ndarray:
 def overlay(image: torch.Tensor, m: torch.Tensor | np.ndarray, style: MapStyle) -> np.ndarray:
     """``[H, W, 3]`` RGB in [0, 1]: the map's colours blended over ``image`` (``[C, H,
     W]`` in [0, 1], grayscale or RGB) with :func:`map_rgba`'s opacity; under an
-    attribution the image is dimmed (:data:`DIM`), so that weak colours show on white."""
+    attribution the image is shown in grey and dimmed (:data:`DIM`), so that weak
+    colours show on white."""
     img = image.detach().cpu().float().clamp(0, 1)
     rgb = (img.expand(3, -1, -1) if img.shape[0] == 1 else img[:3]).permute(1, 2, 0).numpy()
     rgba = map_rgba(m, style)
     if rgba.shape[:2] != rgb.shape[:2]:
         raise ValueError(f"the map is {rgba.shape[:2]}, the image {rgb.shape[:2]}: upsample it")
-    if style.scale == "clip":  # the image a little darker, so that pale colours show on white
-        rgb = DIM[0] + DIM[1] * rgb
+    if style.scale == "clip":
+        # as captum's blended heat map: the image in grey (colours are the map's), a
+        # little darker, so that pale colours show on white
+        grey = rgb @ np.array([0.299, 0.587, 0.114], dtype=rgb.dtype)
+        rgb = DIM[0] + DIM[1] * np.repeat(grey[..., None], 3, axis=2)
     a = rgba[..., 3:]
     return np.asarray(rgb * (1 - a) + rgba[..., :3] * a)
 
