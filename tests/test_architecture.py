@@ -185,3 +185,17 @@ def test_each_method_name_is_written_in_one_module() -> None:
                 where[node.value].add(str(path.relative_to(ROOT)))
     wrong = {n: sorted(w) for n, w in where.items() if w != {"interpret/maps/registry.py"}}
     assert not wrong, wrong
+
+
+def test_every_library_module_declares_its_public_names() -> None:
+    """``__all__`` in every module of the library (the CLI's modules are commands, and a
+    package's ``__init__`` only documents it), naming only what the module has."""
+    import importlib
+
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT)
+        if rel.parts[0] == "cli" or path.name == "__init__.py":
+            continue
+        module = importlib.import_module(module_name(path))
+        assert hasattr(module, "__all__"), f"{rel} has no __all__"
+        assert all(hasattr(module, name) for name in module.__all__), rel

@@ -303,3 +303,22 @@ def preset(name: str) -> TrainConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
     return TrainConfig().replace(**PRESETS[name])
+
+
+__all__ = [
+    "ADDED_LATER",
+    "AUGMENTATIONS",
+    "DEFAULT",
+    "FULL_SIZE",
+    "INITS",
+    "OPTIMIZERS",
+    "PRECISIONS",
+    "PRESETS",
+    "SCHEDULES",
+    "TrainConfig",
+    "coerce",
+    "field_type",
+    "load_config_file",
+    "parse_sets",
+    "preset",
+]

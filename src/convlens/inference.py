@@ -102,3 +102,11 @@ def evaluate(
         raise ValueError("cannot evaluate on an empty set of images")
     pred = get_prediction(model, images, tta=tta, amp_dtype=amp_dtype, preprocessing=preprocessing)
     return (pred == labels).float().mean().item()
+
+
+__all__ = [
+    "evaluate",
+    "get_prediction",
+    "predict_logits",
+    "to_model_input",
+]

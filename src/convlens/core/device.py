@@ -92,3 +92,14 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+__all__ = [
+    "autocast",
+    "autocast_dtype",
+    "cpu_has_fast_bf16",
+    "cpu_name",
+    "keep_freed_memory",
+    "machine_info",
+    "resolve_device",
+]

@@ -196,3 +196,17 @@ def fetch_url(
             "its path instead"
         ) from e
     return b"".join(chunks)
+
+
+__all__ = [
+    "UnsafeCheckpointError",
+    "atomic_directory",
+    "atomic_torch_save",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "fetch_url",
+    "load_checkpoint_file",
+    "raise_if_unsafe",
+    "user_cache_dir",
+]

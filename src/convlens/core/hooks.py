@@ -313,3 +313,24 @@ def relus_backward_as(
     finally:
         for m, inplace in zip(relus, saved, strict=True):
             m.inplace = inplace
+
+
+__all__ = [
+    "LayerInfo",
+    "activations",
+    "capture",
+    "channels_last_twin",
+    "conv_layer_names",
+    "eval_mode",
+    "frozen",
+    "get_layer",
+    "hook_count",
+    "hooked",
+    "layer_names",
+    "list_layers",
+    "recording",
+    "relus_backward_as",
+    "remove_last_layers",
+    "score_gradient",
+    "truncate",
+]

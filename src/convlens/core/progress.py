@@ -30,3 +30,9 @@ def progress_bar(iterable: Any = None, **kwargs: Any) -> tqdm:
 
         return notebook_tqdm(iterable, **kwargs)
     return tqdm(iterable, **kwargs)
+
+
+__all__ = [
+    "in_notebook",
+    "progress_bar",
+]

@@ -50,3 +50,10 @@ def baseline_image(x: torch.Tensor, kind: str = "zeros") -> torch.Tensor:
         rows = F.conv2d(padded, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
         return F.conv2d(rows, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
     raise ValueError(f"`baseline` must be one of {', '.join(BASELINES)}, got {kind!r}")
+
+
+__all__ = [
+    "BASELINES",
+    "baseline_image",
+    "minmax_scale",
+]

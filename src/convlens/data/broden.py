@@ -249,3 +249,13 @@ class BrodenSource(Source):
 
     def name(self, i: int) -> str:
         return self.rows[i].image
+
+
+__all__ = [
+    "META_COLUMNS",
+    "BrodenError",
+    "BrodenSource",
+    "Concept",
+    "decode_segmentation",
+    "read_concepts",
+]

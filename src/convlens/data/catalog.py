@@ -42,3 +42,8 @@ def open_source(
     if (path / "index.csv").is_file() or (path / "label.csv").is_file():
         return BrodenSource(path, preprocessing, limit)
     return sources.FolderSource(path, preprocessing, limit)
+
+
+__all__ = [
+    "open_source",
+]

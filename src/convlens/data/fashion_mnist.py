@@ -270,3 +270,26 @@ def as_inputs(dataset: Dataset, indices: Sequence[int], prefix: str = "test") ->
         ((28, 28),) * len(indices),
         tuple(int(dataset.labels[i]) for i in indices),
     )
+
+
+__all__ = [
+    "CLASSES",
+    "FILES",
+    "MEAN",
+    "MIRROR",
+    "PREPROCESSING",
+    "SPLIT_SIZES",
+    "STD",
+    "SYSTEM_DIR",
+    "DataError",
+    "Dataset",
+    "as_inputs",
+    "candidate_dirs",
+    "download",
+    "find_data_dir",
+    "load_fashion_mnist",
+    "md5sum",
+    "parse_idx",
+    "to_float",
+    "train_val_split",
+]

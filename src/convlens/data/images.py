@@ -347,3 +347,29 @@ def load_mask(
     if not out.any():
         raise ValueError(f"mask {path} is empty inside the model's view of the image")
     return out
+
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "IMAGENET_PREPROCESSING",
+    "MAX_PIXELS_ENV",
+    "RESAMPLING",
+    "ImageTooLargeError",
+    "Inputs",
+    "Preprocessing",
+    "box_mask",
+    "decode_bytes",
+    "geometry",
+    "load_batch",
+    "load_files",
+    "load_mask",
+    "max_image_pixels",
+    "normalize",
+    "open_image",
+    "preprocess",
+    "region_from_box",
+    "resize_crop",
+    "stack_inputs",
+    "to_display",
+    "transform_box",
+]

@@ -224,3 +224,14 @@ class FolderSource(Source):
 
     def name(self, i: int) -> str:
         return str(self.files[i].relative_to(self.root))
+
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "SPLITS",
+    "FashionSplit",
+    "FolderSource",
+    "Source",
+    "SourceBatch",
+    "TensorSource",
+]

@@ -563,3 +563,19 @@ def _expanding(model: nn.Module, layer: str, masks: torch.Tensor) -> Iterator[No
 
     with hooked([(module, hook)]):
         yield
+
+
+__all__ = [
+    "MODES",
+    "ORDERS",
+    "Ablation",
+    "FewestUnits",
+    "WeightedUnits",
+    "ablate",
+    "ablated",
+    "conv_for",
+    "fewest_units",
+    "masked_channels",
+    "top_weighted_units",
+    "units_by_fc_weight",
+]

@@ -416,3 +416,11 @@ def _tally_iou(
             tally.add(f, thresholds, seg)
     assert tally is not None
     return tally.iou([c.number for c in concepts])
+
+
+__all__ = [
+    "BY",
+    "Dissection",
+    "QuantileSketch",
+    "dissect",
+]

@@ -393,3 +393,15 @@ def sensitivity_max(
         norm = torch.where(norm == 0, torch.ones_like(norm), norm).repeat_interleave(samples, 0)
         change = torch.linalg.vector_norm(base.repeat_interleave(samples, 0) - moved, dim=1)
         return (change[:, None] / norm).view(n, samples).amax(1)
+
+
+__all__ = [
+    "REFERENCE_MAPS",
+    "Faithfulness",
+    "MethodScore",
+    "faithfulness",
+    "infidelity",
+    "reference_map",
+    "score_methods",
+    "sensitivity_max",
+]

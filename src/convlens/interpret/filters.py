@@ -126,3 +126,11 @@ def filter_tiles(
         filters=tuple(chosen),
         in_channels=tuple(channels),
     )
+
+
+__all__ = [
+    "FilterTiles",
+    "conv_weight",
+    "filter_tiles",
+    "normalize_tensor",
+]

@@ -238,3 +238,15 @@ def cam_all_classes(features: torch.Tensor, head: GapHead) -> torch.Tensor:
     flat = features.float().permute(0, 2, 3, 1).reshape(n, h * w, c)  # (N, hw, C)
     scores = F.linear(flat, head.weight.to(flat.device))  # (N, hw, K)
     return scores.permute(0, 2, 1).reshape(n, -1, h, w)
+
+
+__all__ = [
+    "GapHead",
+    "NotGapHeadError",
+    "cam_all_classes",
+    "class_map_head",
+    "default_layer",
+    "find_gap_head",
+    "input_probe",
+    "last_conv_module",
+]

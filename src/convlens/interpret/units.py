@@ -177,3 +177,18 @@ def match_region(
     iou = inter / union
     order = iou.argsort(descending=True, stable=True)
     return RegionMatch(layer, order, iou[order], on[order], quantile)
+
+
+__all__ = [
+    "RegionMatch",
+    "TopUnits",
+    "UnitMaps",
+    "check_units",
+    "feature_maps",
+    "match_region",
+    "rank_units",
+    "threshold_maps",
+    "top_units",
+    "unit_maps",
+    "upsample",
+]

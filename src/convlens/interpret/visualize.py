@@ -433,3 +433,20 @@ def dataset_extremes(
             hi = torch.maximum(hi, values.amax(0))
             lo = torch.minimum(lo, values.amin(0))
     return hi, lo
+
+
+__all__ = [
+    "COLOR_CORRELATION_SVD_SQRT",
+    "OBJECTIVES",
+    "PARAMS",
+    "ImageParam",
+    "Transforms",
+    "Visualization",
+    "color_matrix",
+    "dataset_extremes",
+    "fourier_to_image",
+    "layer_width",
+    "spectrum_scale",
+    "to_rgb",
+    "visualize",
+]

@@ -110,3 +110,11 @@ def build_model(config: TrainConfig, num_classes: int = 10) -> FashionCNN:
         model = FashionCNN(config.widths, config.depth, num_classes, 1, config.dropout)
     init_weights(model, config.init, generator=torch.Generator().manual_seed(config.seed))
     return model
+
+
+__all__ = [
+    "ConvBlock",
+    "FashionCNN",
+    "build_model",
+    "init_weights",
+]

@@ -31,3 +31,14 @@ def model_record(model: nn.Module, config: TrainConfig, metrics: dict[str, Any])
         "metrics": metrics,
         "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
     }
+
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "CHECKPOINT_FORMAT",
+    "FORMATS",
+    "FORMAT_VERSION",
+    "MODEL_FILE",
+    "MODEL_FORMAT",
+    "model_record",
+]

@@ -161,3 +161,20 @@ def categories_for(weights: Path, progress: bool = True) -> tuple[str, ...]:
     (downloaded there when absent)."""
     path = ensure_file(weights.parent / CATEGORIES_FILE, CATEGORIES_URL, progress)
     return parse_categories(path.read_text(), str(path))
+
+
+__all__ = [
+    "ARCHS",
+    "CATEGORIES_FILE",
+    "CATEGORIES_URL",
+    "NUM_CLASSES",
+    "PREPROCESSING",
+    "WEIGHTS_URL",
+    "build",
+    "cache_dir",
+    "categories_for",
+    "ensure_file",
+    "parse_categories",
+    "read_checkpoint",
+    "wideresnet18",
+]

@@ -357,3 +357,14 @@ def _num_outputs(model: nn.Module, preprocessing: Preprocessing) -> int:
     with eval_mode(model):
         out = model(torch.zeros(1, preprocessing.channels, *preprocessing.input_size))
     return int(out.shape[-1])
+
+
+__all__ = [
+    "SHIPPED",
+    "WEIGHTS_DIR",
+    "LoadedModel",
+    "known_names",
+    "load",
+    "load_state",
+    "timm_preprocessing",
+]

@@ -379,3 +379,18 @@ def add_to_atlas(v: Visualization, folder: str | os.PathLike[str]) -> int:
         added += n
     atomic_write_text(folder / "index.html", page)
     return added
+
+
+__all__ = [
+    "CSV_FIELDS",
+    "STRIP_SUFFIXES",
+    "add_to_atlas",
+    "overlay",
+    "read_atlas",
+    "strip_file",
+    "summary_figure",
+    "unit_caption",
+    "unit_score",
+    "unit_strip",
+    "write_atlas",
+]

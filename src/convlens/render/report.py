@@ -623,3 +623,22 @@ def build_report(
     for section in progress_bar(SECTIONS, desc="report", unit="section", disable=progress is False):
         section(report, ctx)
     return report.write()
+
+
+__all__ = [
+    "SECTIONS",
+    "Report",
+    "ReportContext",
+    "ReportOptions",
+    "ablation_section",
+    "build_report",
+    "cam_section",
+    "dissection_section",
+    "filters_section",
+    "report_context",
+    "summary_section",
+    "training_section",
+    "trust_section",
+    "units_section",
+    "visualize_section",
+]

@@ -706,3 +706,29 @@ def describe_visualization(v: Visualization) -> str:
             f"{float(ratio.median()):.2f}x)"
         )
     return "\n".join(lines)
+
+
+__all__ = [
+    "Figure",
+    "describe_fewest_units",
+    "describe_visualization",
+    "draw_ablation",
+    "draw_class_maps",
+    "draw_faithfulness",
+    "draw_filters",
+    "draw_learning_curves",
+    "draw_region_match",
+    "draw_run_curves",
+    "draw_sweep_param",
+    "draw_unit_maps",
+    "draw_visualization_grid",
+    "draw_visualization_sanity",
+    "faithfulness_table",
+    "save_figure",
+    "title_figure",
+    "top_k_table",
+    "visualization_record",
+    "visualization_tile",
+    "write_sweep_figures",
+    "write_visualization",
+]

@@ -24,7 +24,13 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from convlens.interpret.maps import registry
-from convlens.serve.explorer import MAX_UPLOAD_BYTES, BadRequestError, Explorer, NotFoundError
+from convlens.serve.explorer import (
+    MAX_UPLOAD_BYTES,
+    BadRequestError,
+    Explorer,
+    MapQuery,
+    NotFoundError,
+)
 
 STATIC = Path(__file__).parent / "static"
 
@@ -183,7 +189,8 @@ def create_app(explorer: Explorer, allow_hosts: Sequence[str] = ()) -> FastAPI:
         sign: str | None = None,
         clip: float = 2.0,
     ) -> Response:
-        return _png(explorer.cam_png(image, class_index, method, layer, sign, clip), request)
+        query = MapQuery(image, class_index, method, layer, sign, clip)
+        return _png(explorer.cam_png(query), request)
 
     @app.get("/api/units")
     def units(image: str, layer: str | None = None, top: int = 12) -> dict[str, Any]:
@@ -205,7 +212,7 @@ def create_app(explorer: Explorer, allow_hosts: Sequence[str] = ()) -> FastAPI:
     @app.post("/api/jobs/map")
     def start_map(req: MapRequest) -> dict[str, Any]:
         return explorer.start_map(
-            req.image, req.class_index, req.method, req.layer, req.sign, req.clip
+            MapQuery(req.image, req.class_index, req.method, req.layer, req.sign, req.clip)
         )
 
     @app.post("/api/jobs/visualize")
@@ -233,3 +240,17 @@ def create_app(explorer: Explorer, allow_hosts: Sequence[str] = ()) -> FastAPI:
         return explorer.dissection_unit(unit)
 
     return app
+
+
+__all__ = [
+    "LOOPBACK_HOSTS",
+    "SAFE_METHODS",
+    "STATIC",
+    "AblateRequest",
+    "FewestRequest",
+    "MapRequest",
+    "SameSiteOnly",
+    "VisualizeRequest",
+    "create_app",
+    "host_name",
+]

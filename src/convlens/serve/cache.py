@@ -76,3 +76,9 @@ class AnswerCache:
         value = compute()
         self.add(key, value)
         return value
+
+
+__all__ = [
+    "AnswerCache",
+    "nbytes",
+]

@@ -111,6 +111,20 @@ def _heat_png(m: torch.Tensor, style: MapStyle = heatmaps.ACTIVATIONS) -> bytes:
     return _png(heatmaps.heat_rgba_bytes(m, style))
 
 
+@dataclass(frozen=True)
+class MapQuery:
+    """A map the page asks for: of ``method`` for class ``class_index`` of ``image``
+    (at ``layer``, the method's default when None), drawn in sign mode ``sign`` (the
+    method's own when None) with the top ``clip`` % of the attribution saturated."""
+
+    image: str
+    class_index: int
+    method: str
+    layer: str | None = None
+    sign: str | None = None
+    clip: float = 2.0
+
+
 def map_style(method: str, sign: str | None, clip: float) -> MapStyle:
     """How the page draws ``method``'s map: its sign mode (or ``sign``) and clipping."""
     if sign is not None and sign not in heatmaps.SIGNS:
@@ -319,34 +333,26 @@ class Explorer:
         label = None if img.label is None else self.loaded.classes[img.label]
         return {"id": image_id, "label": label, "top5": self._top5(self._logits(image_id))}
 
-    def _check_map(
-        self, image_id: str, class_index: int, method: str, layer: str | None
-    ) -> tuple[_Image, str | None]:
-        img = self.image(image_id)
-        if method not in self.methods:
-            raise NotFoundError(f"no method {method!r}; methods: {', '.join(self.methods)}")
-        if not 0 <= class_index < len(self.loaded.classes):
+    def _check_map(self, q: MapQuery) -> tuple[_Image, tuple[Any, ...], MapStyle]:
+        """The image, the cache key of the map (its layer checked) and how to draw it."""
+        img = self.image(q.image)
+        if q.method not in self.methods:
+            raise NotFoundError(f"no method {q.method!r}; methods: {', '.join(self.methods)}")
+        if not 0 <= q.class_index < len(self.loaded.classes):
             raise NotFoundError(
-                f"no class {class_index}; classes are 0..{len(self.loaded.classes) - 1}"
+                f"no class {q.class_index}; classes are 0..{len(self.loaded.classes) - 1}"
             )
-        return img, None if layer is None else self._check_layer(layer)
+        layer = None if q.layer is None else self._check_layer(q.layer)
+        key = ("map", q.image, q.class_index, q.method, layer)
+        return img, key, map_style(q.method, q.sign, q.clip)
 
-    def cam_png(
-        self,
-        image_id: str,
-        class_index: int,
-        method: str,
-        layer: str | None,
-        sign: str | None = None,
-        clip: float = 2.0,
-    ) -> bytes:
+    def cam_png(self, q: MapQuery) -> bytes:
         """The ``method`` map of class ``class_index`` as a heatmap PNG at input size,
         drawn in its style (a pixel attribution's sign mode ``sign``, clipped at the top
         ``clip`` % of its mass); a long method's map once its job (:meth:`start_map`)
         has made it."""
-        img, layer = self._check_map(image_id, class_index, method, layer)
-        style = map_style(method, sign, clip)
-        key = ("map", image_id, class_index, method, layer)
+        img, key, style = self._check_map(q)
+        _, _, class_index, method, layer = key
         if registry.method(method).long:
             done = self._cached.get(key)
             if done is None:
@@ -369,20 +375,11 @@ class Explorer:
             raw = self._cached(key, run)
         return bytes(self._cached((*key, style), lambda: _heat_png(raw, style)))
 
-    def start_map(
-        self,
-        image_id: str,
-        class_index: int,
-        method: str,
-        layer: str | None,
-        sign: str | None = None,
-        clip: float = 2.0,
-    ) -> dict[str, Any]:
+    def start_map(self, q: MapQuery) -> dict[str, Any]:
         """Start (or find) the job computing a map; its result is the PNG in base64,
         drawn as :meth:`cam_png` draws it."""
-        img, layer = self._check_map(image_id, class_index, method, layer)
-        style = map_style(method, sign, clip)
-        key = ("map", image_id, class_index, method, layer)
+        img, key, style = self._check_map(q)
+        _, _, class_index, method, layer = key
 
         def work(on_step: Callable[[int, int], None]) -> dict[str, Any]:
             def compute() -> torch.Tensor:
@@ -555,3 +552,22 @@ class Explorer:
     def close(self) -> None:
         """Stop the jobs; nothing to remove on disk: uploads live in memory only."""
         self.jobs.close()
+
+
+__all__ = [
+    "CACHE_BYTES",
+    "DECODE_SLOTS",
+    "FEWEST_BUDGET",
+    "LIMITS",
+    "MAX_ASPECT",
+    "MAX_DECODE_BYTES",
+    "MAX_UPLOADS",
+    "MAX_UPLOAD_BYTES",
+    "MAX_UPLOAD_STORE_BYTES",
+    "VISUALIZE_STEPS",
+    "BadRequestError",
+    "Explorer",
+    "MapQuery",
+    "NotFoundError",
+    "map_style",
+]

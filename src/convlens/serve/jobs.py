@@ -140,3 +140,11 @@ class Jobs:
             job.status, job.error = "failed", str(e) or type(e).__name__
         finally:
             job.ended.set()
+
+
+__all__ = [
+    "Cancelled",
+    "Job",
+    "Jobs",
+    "Work",
+]

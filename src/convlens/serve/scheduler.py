@@ -50,3 +50,11 @@ class DeadlineLock:
                 self.usual[kind] = 0.8 * self.usual[kind] + 0.2 * (time.monotonic() - start)
                 self._busy = False
                 self._cond.notify_all()
+
+
+__all__ = [
+    "ABLATION",
+    "MAP",
+    "TOP5",
+    "DeadlineLock",
+]

@@ -143,3 +143,14 @@ def is_log_scale(values: Sequence[Any], name: str = "") -> bool:
     if len(nums) != len(values) or not nums or min(nums) <= 0 or not math.isfinite(max(nums)):
         return False
     return name in LOG_FIELDS or max(nums) / min(nums) >= 10 - 1e-9
+
+
+__all__ = [
+    "LOG_FIELDS",
+    "SweepResults",
+    "TrialResult",
+    "is_log_scale",
+    "load_results",
+    "results_rows",
+    "results_table",
+]

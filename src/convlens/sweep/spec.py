@@ -210,3 +210,17 @@ def point_key(params: dict[str, Any]) -> str:
     key = ",".join(parts).replace("/", "_").replace(" ", "")
     # str hash() differs between processes; run directories must not.
     return key if len(key) <= 120 else key[:100] + "-" + hashlib.sha1(key.encode()).hexdigest()[:8]
+
+
+__all__ = [
+    "COMPANIONS",
+    "PRESETS",
+    "Range",
+    "SweepSpec",
+    "format_value",
+    "json_value",
+    "make_spec",
+    "parse_param",
+    "point_key",
+    "subject",
+]

@@ -444,3 +444,21 @@ def _run_trial(
         trial.set_user_attr("train_curve", [m["train_top1"] for m in metrics])
         study.tell(trial, float(summary["val_top1"]))
     report.completed.append(trial.number)
+
+
+__all__ = [
+    "HEARTBEAT",
+    "SPEC_ATTR",
+    "STALE_AFTER",
+    "StaleTrialError",
+    "WorkerFailedError",
+    "WorkerReport",
+    "check_trial_dir",
+    "claim_lock",
+    "default_storage",
+    "open_storage",
+    "open_study",
+    "requeue_dead",
+    "run_parallel",
+    "run_worker",
+]

@@ -99,3 +99,13 @@ def augment_batch(
     if "erase" in parts:
         x = random_erase(x, g)
     return x
+
+
+__all__ = [
+    "alternating_flips",
+    "augment_batch",
+    "mirror",
+    "random_crop",
+    "random_erase",
+    "random_flip",
+]

@@ -571,3 +571,16 @@ def _finish(
     }
     rundir.write_final(run_dir, model, config, summary)
     return summary
+
+
+__all__ = [
+    "EpochResult",
+    "NonFiniteLossError",
+    "RunExistsError",
+    "TrainResult",
+    "lr_at",
+    "make_optimizer",
+    "resume",
+    "train",
+    "train_one_epoch",
+]

@@ -281,3 +281,21 @@ class Lookahead:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for k, v in state["slow"].items():
             self.slow[k].copy_(v)
+
+
+__all__ = [
+    "AllImages",
+    "BatchMaker",
+    "BatchSelector",
+    "FreshHardest",
+    "Lookahead",
+    "LossFn",
+    "RecordedHardest",
+    "Selection",
+    "StepHook",
+    "WeightAverage",
+    "channels_last",
+    "frozen_batchnorm_stats",
+    "hardest",
+    "ranking_logits",
+]

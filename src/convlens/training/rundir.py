@@ -64,3 +64,18 @@ def write_final(
     """Save the finished model and its summary figures."""
     atomic_torch_save(run_dir / MODEL, model_record(model, config, summary))
     atomic_write_json(run_dir / SUMMARY, summary)
+
+
+__all__ = [
+    "CHECKPOINT",
+    "CONFIG",
+    "METRICS",
+    "MODEL",
+    "SUMMARY",
+    "holds_run",
+    "load_run_config",
+    "read_checkpoint",
+    "write_config",
+    "write_epoch",
+    "write_final",
+]

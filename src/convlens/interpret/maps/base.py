@@ -163,3 +163,12 @@ class ActivationMapMethod:
             normalized=normalized,
             upsampled=upsampled,
         )
+
+
+__all__ = [
+    "ActivationMapMethod",
+    "ClassMaps",
+    "FlatMapsWarning",
+    "Site",
+    "normalize_maps",
+]

@@ -264,3 +264,16 @@ class EigenCAM(ActivationMapMethod):
             maps.append(torch.from_numpy(centred @ vh[0]).reshape(h, w))
         out = torch.stack(maps).to(features.device, torch.float32)[:, None]
         return out.expand(n, classes.shape[1], h, w)
+
+
+__all__ = [
+    "CAM",
+    "EigenCAM",
+    "GradCAM",
+    "GradCAMpp",
+    "HiResCAM",
+    "LayerCAM",
+    "ScoreCAM",
+    "XGradCAM",
+    "class_gradients",
+]
