@@ -199,3 +199,47 @@ def test_every_library_module_declares_its_public_names() -> None:
         module = importlib.import_module(module_name(path))
         assert hasattr(module, "__all__"), f"{rel} has no __all__"
         assert all(hasattr(module, name) for name in module.__all__), rel
+
+
+# Public functions over 8 parameters or 60 lines, each with why. The first group grew one
+# option at a time and is still to be split (issue 37: objectives as objects for
+# `visualize`, settings dataclasses for the others); the second is long by its nature.
+LONG_ON_RECORD = {
+    "interpret/visualize.py:visualize": "19 keywords: to become visualize(model, objective, "
+    "settings) with composable objectives (not done yet)",
+    "interpret/ablation.py:fewest_units": "11 keywords of the search (order, budget, "
+    "shortlist, ...): to move into a settings dataclass (not done yet)",
+    "interpret/dissect.py:dissect": "10 keywords of the pass over the data: to move into a "
+    "settings dataclass (not done yet)",
+    "interpret/faithfulness.py:score_methods": "10 keywords; one loop over batches and "
+    "methods that keeps the per-method state together",
+    "sweep/worker.py:run_worker": "10 keywords of an Optuna worker (storage, study, limits)",
+    "training/loop.py:train_one_epoch": "the steps of a step in one readable function, as "
+    "nanoGPT's and airbench's loops; its 14 parameters are the loop's parts",
+    "interpret/ablation.py:run": "the greedy search's loop, one pass per step with its "
+    "stopping rules side by side",
+    "render/report.py:ablation_section": "one figure and one table row per image",
+    "render/viz.py:draw_sweep_param": "one figure whose x axis depends on the kind of "
+    "hyperparameter (numbers, log scale, choices, layouts)",
+    "serve/app.py:create_app": "the routes of the web app, one short function each, "
+    "defined where they share the explorer",
+    "sweep/spec.py:make_spec": "the three kinds of sweep (presets, grids, searches) checked "
+    "in one place",
+    "cli/demo.py:run": "the demo's steps in order, as a newcomer reads them",
+}
+
+
+def test_public_functions_fit_on_a_screen() -> None:
+    found = set()
+    for path in sorted(ROOT.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef) or node.name.startswith("_"):
+                continue
+            a = node.args
+            params = len(a.args) + len(a.kwonlyargs) + bool(a.vararg) + bool(a.kwarg)
+            params -= bool(a.args) and a.args[0].arg in ("self", "cls")
+            lines = (node.end_lineno or node.lineno) - node.lineno + 1
+            if params > 8 or lines > 60:
+                found.add(f"{path.relative_to(ROOT)}:{node.name}")
+    assert found <= set(LONG_ON_RECORD), sorted(found - set(LONG_ON_RECORD))
+    assert set(LONG_ON_RECORD) <= found, f"no longer long: {set(LONG_ON_RECORD) - found}"

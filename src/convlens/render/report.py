@@ -454,36 +454,44 @@ def cam_section(report: Report, ctx: ReportContext) -> None:
         + "; each map is min-max scaled and upsampled over the image.",
     )
     if ctx.options.methods:
-        methods = [method, *(m for m in ctx.options.methods if m != method)]
-        top1 = result.class_indices[:, :1]
-        drawn = [
-            heatmaps.drawable(registry.class_maps(model, x, method=m, classes=top1))
-            for m in methods
-        ]
-        maps = torch.stack([m[:, 0] for m, _ in drawn], 1)
-        styles = [style for _, style in drawn]
-        names = [registry.display_names()[m] for m in methods]
-        how = "; ".join(
-            f"{name}: {style.describe()}" for name, style in zip(names, styles, strict=True)
-        )
-        report.figure(
-            s,
-            viz.draw_class_maps(
-                shown,
-                maps,
-                [names] * x.shape[0],
-                [
-                    f"{n}: {loaded.classes[int(c)]}"
-                    for n, c in zip(inputs.names, top1[:, 0], strict=True)
-                ],
-                "which region (CAM family) and which pixels (pixel attributions), top class",
-                styles,
-            ),
-            "cam-and-pixels",
-            f"The top class of each image by {', '.join(names)}: the CAM family answers "
-            "which region of a layer, the pixel attributions which input pixels (their "
-            f"attributions summed over the colour channels). Drawn as: {how}.",
-        )
+        _maps_beside_cam(report, s, ctx, method, result.class_indices[:, :1])
+
+
+def _maps_beside_cam(
+    report: Report, s: _Section, ctx: ReportContext, method: str, top1: torch.Tensor
+) -> None:
+    """The report's other map methods beside CAM, for the top class, each drawn in its
+    own style (said under the figure)."""
+    loaded, inputs, shown = ctx.loaded, ctx.inputs, ctx.shown
+    model, x = loaded.model, inputs.x
+    methods = [method, *(m for m in ctx.options.methods if m != method)]
+    drawn = [
+        heatmaps.drawable(registry.class_maps(model, x, method=m, classes=top1)) for m in methods
+    ]
+    maps = torch.stack([m[:, 0] for m, _ in drawn], 1)
+    styles = [style for _, style in drawn]
+    names = [registry.display_names()[m] for m in methods]
+    how = "; ".join(
+        f"{name}: {style.describe()}" for name, style in zip(names, styles, strict=True)
+    )
+    report.figure(
+        s,
+        viz.draw_class_maps(
+            shown,
+            maps,
+            [names] * x.shape[0],
+            [
+                f"{n}: {loaded.classes[int(c)]}"
+                for n, c in zip(inputs.names, top1[:, 0], strict=True)
+            ],
+            "which region (CAM family) and which pixels (pixel attributions), top class",
+            styles,
+        ),
+        "cam-and-pixels",
+        f"The top class of each image by {', '.join(names)}: the CAM family answers "
+        "which region of a layer, the pixel attributions which input pixels (their "
+        f"attributions summed over the colour channels). Drawn as: {how}.",
+    )
 
 
 def training_section(report: Report, ctx: ReportContext) -> None:

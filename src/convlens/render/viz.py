@@ -240,7 +240,6 @@ def draw_ablation(
     after: torch.Tensor,
     title: str,
     top: int = 5,
-    style: MapStyle = heatmaps.ACTIVATIONS,
 ) -> Figure:
     """The ablated units' maps over the image (``maps``: ``[U, H, W]``, at most 11
     shown), and a bar chart of the probabilities before and after ablation for the
@@ -257,7 +256,7 @@ def draw_ablation(
             _show_image(ax, image)
             ax.set_title("input", fontsize=9)
         elif k <= len(shown):
-            heatmaps.draw_map(ax, image, heatmaps.by_peak(maps[k - 1]), style)
+            heatmaps.draw_map(ax, image, heatmaps.by_peak(maps[k - 1]), heatmaps.ACTIVATIONS)
             ax.set_title(f"unit {shown[k - 1]} (ablated)", fontsize=8)
     picked = sorted(
         set(before.topk(top).indices.tolist()) | set(after.topk(top).indices.tolist()),
