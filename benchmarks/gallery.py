@@ -103,7 +103,7 @@ def figures(
             shown, maps, [shown_names] * len(x), names, f"{name}: the CAM family, top class"
         ),
     )
-    yield from pixel_figures(name, model, x, shown, quick)
+    yield from pixel_figures(name, model, x, shown)
     c = int(cams.class_indices[0, 0])
     chosen = ablation.units_by_fc_weight(head, c, 3)
     result = ablation.ablate(model, x[:1], layer, chosen)
@@ -127,11 +127,10 @@ def figures(
 
 
 def pixel_figures(
-    name: str, model: torch.nn.Module, x: torch.Tensor, shown: list[torch.Tensor], quick: bool
+    name: str, model: torch.nn.Module, x: torch.Tensor, shown: list[torch.Tensor]
 ) -> Drawn:
     """Each pixel method's map of the top class in each sign mode."""
-    methods = registry.names(registry.PIXEL)
-    for method in methods[:2] if quick else methods:
+    for method in registry.names(registry.PIXEL):
         result = registry.class_maps(model, x[:2], top=1, method=method)
         signed = result.maps[:, :1].expand(-1, len(heatmaps.SIGNS), -1, -1)
         styles = [MapStyle(sign=s) for s in heatmaps.SIGNS]
