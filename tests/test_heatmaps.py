@@ -133,8 +133,9 @@ def test_no_other_module_colours_a_map() -> None:
             continue
         for n, line in enumerate(path.read_text().splitlines(), 1):
             code = line.split("#", 1)[0]
-            hits = COLOURING.findall(code)
-            if hits and not any(a in code for a in ALLOWED):
+            for allowed in ALLOWED:  # what is left of the line must colour nothing
+                code = code.replace(allowed, "")
+            if COLOURING.findall(code):
                 found.append(f"{path.relative_to(SRC)}:{n}: {line.strip()}")
     assert not found, "\n".join(found)
 

@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     from convlens.render import heatmaps, viz
 
     out = figure_path(args, "cam.png")
+    if not 0 <= args.clip < 100:  # before the model is loaded and the maps computed
+        raise ValueError(f"--clip must be a percentage in [0, 100), got {args.clip}")
     if args.sign is not None and args.method not in PIXEL_METHODS:
         raise ValueError(
             f"--sign draws pixel attributions ({', '.join(PIXEL_METHODS)}); {args.method}'s "

@@ -241,6 +241,7 @@ METHODS: tuple[Method, ...] = (
 )
 
 _BY_NAME = {m.name: m for m in METHODS}
+_BY_TARGET = {m.target: m.name for m in METHODS}  # "module:Class" -> name
 
 DEFAULT_METHOD = "cam"  # what `convlens cam` and the explorer draw when not told
 GRADIENT_FALLBACK = "gradcam"  # the CAM of a model without a GAP + linear head
@@ -302,10 +303,9 @@ def name_of(cls: type) -> str:
     """The registered name of a member class (or of the nearest registered class it
     derives from, for a user's subclass)."""
     for c in cls.__mro__:
-        key = f"{c.__module__}:{c.__qualname__}"
-        for m in METHODS:
-            if m.target == key:
-                return m.name
+        name = _BY_TARGET.get(f"{c.__module__}:{c.__qualname__}")
+        if name is not None:
+            return name
     return cls.__name__.lower()
 
 
