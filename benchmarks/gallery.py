@@ -33,7 +33,8 @@ from convlens.interpret.dissect import dissect
 from convlens.interpret.faithfulness import score_methods
 from convlens.interpret.heads import find_gap_head
 from convlens.interpret.maps import registry
-from convlens.interpret.visualize import visualize
+from convlens.interpret.objectives import channel
+from convlens.interpret.visualize import VisualizeSettings, visualize
 from convlens.render import atlas, heatmaps, viz
 from convlens.render.heatmaps import MapStyle
 
@@ -120,7 +121,7 @@ def figures(
             torch.softmax(fewest.logits_after, 0), f"{name}: the fewest units that change "
             f"the top-1 ({len(fewest.units)})",
         )  # fmt: skip
-    v = visualize(model, layer, top[:4], preprocessing=p, steps=32 if quick else 128)
+    v = visualize(model, channel(layer, top[:4]), p, VisualizeSettings(32 if quick else 128))
     yield "visualize", viz.draw_visualization_grid(v, f"{name}: {layer}, images optimised")
     yield "visualize-check", viz.draw_visualization_sanity(v, f"{name}: {layer}")
     yield from dataset_figures(name, model, p, x, layer, quick)

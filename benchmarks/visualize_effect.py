@@ -15,6 +15,7 @@ from __future__ import annotations
 from convlens import models
 from convlens.data.sources import FashionSplit
 from convlens.interpret import visualize as v
+from convlens.interpret.objectives import channel, diversity
 
 
 def main() -> None:
@@ -23,18 +24,19 @@ def main() -> None:
     units = list(range(128))
     test = FashionSplit("test")
     hi, _ = v.dataset_extremes(model, test, "features", units)
-    up = v.visualize(model, "features", units, preprocessing=p)
+    up = v.visualize(model, channel("features", units), p)
     live = [k for k in units if k not in up.dead and hi[k] > 0]
     ratio = up.activation[live, 0] / hi[live]
     print(f"features: {float((ratio >= 1.5).float().mean()):.0%} of {len(live)} live units "
           f"reach 1.5x their test maximum (median {float(ratio.median()):.2f}x)")  # fmt: skip
     _, lo = v.dataset_extremes(model, test, "features.2.1.bn", units)
-    down = v.visualize(model, "features.2.1.bn", units, preprocessing=p, negative=True)
+    down = v.visualize(model, -channel("features.2.1.bn", units), p)
     below = float((down.activation[:, 0] < lo).float().mean())
     print(f"features.2.1.bn, negated: {below:.0%} of units below their test minimum")
     some = list(range(0, 128, 8))
-    same = v.visualize(model, "features", some, preprocessing=p, diversity=4, diversity_weight=0)
-    varied = v.visualize(model, "features", some, preprocessing=p, diversity=4)
+    four = v.VisualizeSettings(images=4)
+    same = v.visualize(model, channel("features", some), p, four)
+    varied = v.visualize(model, channel("features", some) - 0.05 * diversity("features"), p, four)
     assert same.diversity_similarity is not None and varied.diversity_similarity is not None
     drop = float(same.diversity_similarity.mean() - varied.diversity_similarity.mean())
     kept = float((varied.activation.mean(1) / same.activation.mean(1)).mean())

@@ -23,7 +23,8 @@ from PIL import Image
 
 from convlens import models
 from convlens.data.sources import FashionSplit
-from convlens.interpret.visualize import visualize
+from convlens.interpret.objectives import channel, diversity
+from convlens.interpret.visualize import VisualizeSettings, visualize
 from convlens.render import atlas, viz
 
 
@@ -39,9 +40,10 @@ def main() -> None:
     best = sorted(meta["units"], key=lambda r: -atlas.unit_score(r))[: args.units]
     chosen = [r["unit"] for r in best]
     data = FashionSplit("test")
-    up = visualize(model, "features", chosen, preprocessing=p, data=data)
-    down = visualize(model, "features", chosen, preprocessing=p, negative=True)
-    many = visualize(model, "features", chosen, preprocessing=p, diversity=4)
+    unit = channel("features", chosen)
+    up = visualize(model, unit, p, data=data)
+    down = visualize(model, -unit, p)
+    many = visualize(model, unit - 0.05 * diversity("features"), p, VisualizeSettings(images=4))
     args.out.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(12, 1.7 * len(chosen)))
     grid = fig.add_gridspec(len(chosen), 3, width_ratios=[2, 4, 8.5], wspace=0.05)
@@ -60,7 +62,7 @@ def main() -> None:
             ax.set_title(title, fontsize=9)
             ax.set_axis_off()
     viz.save_figure(fig, args.out / "units.png", dpi=110)
-    whole = visualize(model, "features", list(range(128)), preprocessing=p, data=data)
+    whole = visualize(model, channel("features", range(128)), p, data=data)
     viz.save_figure(
         viz.draw_visualization_grid(whole, "fashion-cnn features"), args.out / "grid.png", dpi=90
     )

@@ -28,6 +28,7 @@ from convlens.core.device import machine_info
 from convlens.core.fileio import atomic_write_json
 from convlens.data.images import IMAGENET_PREPROCESSING
 from convlens.interpret import visualize as v
+from convlens.interpret.objectives import channel
 
 warnings.filterwarnings("ignore")
 SIZE = 128
@@ -42,8 +43,8 @@ def ours(model: torch.nn.Module, units: list[int], steps: int) -> float:
     t = v.Transforms.for_size(224)  # lucent's pixel amounts, as its standard set
     same = v.Transforms(t.pad, t.jitter, t.scales, (0.0,), t.jitter_after)
     start = time.perf_counter()
-    v.visualize(model, "layer2", units, preprocessing=IMAGENET_PREPROCESSING, steps=steps,
-                size=SIZE, lr=0.05, transforms=same, redirect_steps=0)  # fmt: skip
+    settings = v.VisualizeSettings(steps, lr=0.05, size=SIZE, redirect_steps=0, transforms=same)
+    v.visualize(model, channel("layer2", units), IMAGENET_PREPROCESSING, settings)
     return time.perf_counter() - start
 
 
@@ -82,7 +83,7 @@ def main() -> None:
         print(f"resnet18 layer2, {name}: ours {a:.1f} s, lucent {b:.1f} s, {b / a:.2f}x")
     lm = models.load("fashion-cnn")
     start = time.perf_counter()
-    v.visualize(lm.model, "features", list(range(128)), preprocessing=lm.preprocessing)
+    v.visualize(lm.model, channel("features", range(128)), lm.preprocessing)
     seconds = time.perf_counter() - start
     out["fashion-cnn --all"] = {"units": 128, "steps": 256, "seconds": seconds}
     print(f"fashion-cnn features, 128 units, 256 steps: {seconds:.1f} s")

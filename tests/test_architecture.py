@@ -205,8 +205,6 @@ def test_every_library_module_declares_its_public_names() -> None:
 # option at a time and is still to be split (issue 37: objectives as objects for
 # `visualize`, settings dataclasses for the others); the second is long by its nature.
 LONG_ON_RECORD = {
-    "interpret/visualize.py:visualize": "19 keywords: to become visualize(model, objective, "
-    "settings) with composable objectives (not done yet)",
     "interpret/ablation.py:fewest_units": "11 keywords of the search (order, budget, "
     "shortlist, ...): to move into a settings dataclass (not done yet)",
     "interpret/dissect.py:dissect": "10 keywords of the pass over the data: to move into a "

@@ -16,6 +16,7 @@ from convlens import models
 from convlens.cli import main
 from convlens.data.images import IMAGENET_PREPROCESSING
 from convlens.data.sources import FashionSplit
+from convlens.interpret import objectives as o
 from convlens.interpret import visualize as v
 from tests.conftest import needs_fashion
 from tests.test_cli import one_error_line
@@ -70,9 +71,7 @@ def test_units_reach_past_the_data_sets_extremes(fashion, extremes) -> None:
     units reach 1.5x their maximum over the 10,000 test images; negated, 90% go below
     their minimum."""
     hi, _ = extremes
-    up = v.visualize(
-        fashion.model, "features", list(range(128)), preprocessing=fashion.preprocessing
-    )
+    up = v.visualize(fashion.model, o.channel("features", range(128)), fashion.preprocessing)
     live = [k for k in range(128) if k not in up.dead and hi[k] > 0]
     assert len(live) >= 100
     ratio = up.activation[live, 0] / hi[live]
@@ -82,10 +81,7 @@ def test_units_reach_past_the_data_sets_extremes(fashion, extremes) -> None:
     # of `features` the minimum is 0 for nearly every unit, and nothing goes below it)
     layer = "features.2.1.bn"
     _, low = v.dataset_extremes(fashion.model, FashionSplit("test"), layer, list(range(128)))
-    down = v.visualize(
-        fashion.model, layer, list(range(128)), preprocessing=fashion.preprocessing,
-        negative=True,
-    )  # fmt: skip
+    down = v.visualize(fashion.model, -o.channel(layer, range(128)), fashion.preprocessing)
     assert float((down.activation[:, 0] < low).float().mean()) >= 0.9
 
 
@@ -93,10 +89,11 @@ def test_units_reach_past_the_data_sets_extremes(fashion, extremes) -> None:
 @pytest.mark.slow
 def test_diversity_makes_the_images_differ_and_keeps_the_activation(fashion) -> None:
     units = list(range(0, 128, 8))
-    same = v.visualize(fashion.model, "features", units, preprocessing=fashion.preprocessing,
-                       diversity=4, diversity_weight=0)  # fmt: skip
-    varied = v.visualize(fashion.model, "features", units, preprocessing=fashion.preprocessing,
-                         diversity=4)  # fmt: skip
+    four = v.VisualizeSettings(images=4)
+    unit = o.channel("features", units)
+    same = v.visualize(fashion.model, unit, fashion.preprocessing, four)
+    varied = v.visualize(fashion.model, unit - 0.05 * o.diversity("features"),
+                         fashion.preprocessing, four)  # fmt: skip
     assert same.diversity_similarity is not None and varied.diversity_similarity is not None
     drop = float(same.diversity_similarity.mean() - varied.diversity_similarity.mean())
     assert drop >= 0.1
@@ -110,26 +107,27 @@ def test_diversity_makes_the_images_differ_and_keeps_the_activation(fashion) -> 
 )
 def test_any_cnn(arch: str, layer: str) -> None:
     lm = models.load(f"torchvision:{arch}", weights="none")
-    r = v.visualize(lm.model, layer, [0, 3], preprocessing=lm.preprocessing, steps=8, size=64)
+    r = v.visualize(lm.model, o.channel(layer, [0, 3]), lm.preprocessing,
+                    v.VisualizeSettings(steps=8, size=64))  # fmt: skip
     # the optimisation differentiates the picture only: the user's model is left as it
     # was (no weight gradients computed or accumulated, every parameter trainable)
     assert all(p.grad is None and p.requires_grad for p in lm.model.parameters())
     assert r.images.shape == (2, 1, 3, 64, 64) and r.curve.shape == (8, 2)
     assert bool(r.images.min() >= 0) and bool(r.images.max() <= 1)
     for objective in ("neuron", "layer"):
-        other = v.visualize(lm.model, layer, [1], preprocessing=lm.preprocessing, steps=2,
-                            size=64, objective=objective)  # fmt: skip
+        other = v.visualize(lm.model, o.from_kind(objective, layer, [1]), lm.preprocessing,
+                            v.VisualizeSettings(steps=2, size=64))  # fmt: skip
         assert torch.isfinite(other.activation).all()
-    cls = v.visualize(lm.model, None, [7], preprocessing=lm.preprocessing, steps=2, size=64,
-                      objective="class")  # fmt: skip
+    cls = v.visualize(lm.model, o.class_logit([7]), lm.preprocessing,
+                      v.VisualizeSettings(steps=2, size=64))  # fmt: skip
     assert cls.layer == "logits"
 
 
 def test_a_direction_over_the_channels(fashion) -> None:
     d = torch.zeros(128)
     d[5], d[9] = 1.0, -1.0
-    r = v.visualize(fashion.model, "features", None, preprocessing=fashion.preprocessing,
-                    objective="direction", direction=d, steps=32)  # fmt: skip
+    r = v.visualize(fashion.model, o.direction("features", d), fashion.preprocessing,
+                    v.VisualizeSettings(steps=32))  # fmt: skip
     assert r.units == (0,) and float(r.curve[-1, 0]) > float(r.curve[0, 0])
 
 
@@ -146,11 +144,43 @@ def test_a_direction_over_the_channels(fashion) -> None:
     ],
 )
 def test_bad_input_is_one_line(fashion, kwargs: dict, message: str) -> None:
-    args = {"layer": "features", "units": [0], "steps": 2, **kwargs}
+    args = {"layer": "features", "units": [0], "steps": 2, "objective": "channel", **kwargs}
     with pytest.raises(ValueError) as e:
-        v.visualize(fashion.model, args.pop("layer"), args.pop("units"),
-                    preprocessing=fashion.preprocessing, **args)  # fmt: skip
+        objective = o.from_kind(args.pop("objective"), args.pop("layer"), args.pop("units"),
+                                args.pop("direction", None))  # fmt: skip
+        v.visualize(fashion.model, objective, fashion.preprocessing, v.VisualizeSettings(**args))
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_objectives_compose_as_lucents(fashion) -> None:
+    """``+``, ``-`` and scalar ``*`` build one objective over several layers; a weight of
+    zero leaves the pictures as they were; parts with different numbers of targets, an
+    objective of regularisers only and the old call form are refused in one line."""
+    unit = o.channel("features", [3, 7])
+    both = unit + 0.5 * o.neuron("features.1.1.conv", [0, 1]) - 0.05 * o.diversity("features")
+    assert repr(both) == (
+        "channel('features', [3, 7]) + 0.5 * neuron('features.1.1.conv', [0, 1]) "
+        "- 0.05 * diversity('features')"
+    )
+    assert both.layers() == ["features", "features.1.1.conv"] and both.targets == (3, 7)
+    few = v.VisualizeSettings(steps=4, images=2)
+    r = v.visualize(fashion.model, both, fashion.preprocessing, few)
+    assert r.images.shape[:2] == (2, 2) and r.units == (3, 7) and r.layer == "features"
+    assert r.objective.startswith("channel('features', [3, 7]) + 0.5 * neuron") and not r.negative
+    plain = v.visualize(fashion.model, unit, fashion.preprocessing, few)
+    zero = v.visualize(fashion.model, unit - 0 * o.diversity("features"), fashion.preprocessing,
+                       few)  # fmt: skip
+    torch.testing.assert_close(plain.images, zero.images, rtol=0, atol=0)
+    down = v.visualize(fashion.model, -unit, fashion.preprocessing, few)
+    assert down.negative and down.objective == "channel"
+    with pytest.raises(ValueError, match="parts with 1 and 2 targets cannot be added"):
+        unit + o.channel("features", [1])
+    with pytest.raises(ValueError, match="only regularisers"):
+        v.visualize(fashion.model, o.diversity("features"), fashion.preprocessing, few)
+    with pytest.raises(TypeError, match="visualize takes an objective"):
+        v.visualize(fashion.model, "features", fashion.preprocessing)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="combines with objectives"):
+        unit + 1  # type: ignore[operator]
 
 
 @needs_fashion
@@ -208,5 +238,6 @@ def test_imagenet_normalisation_is_the_models(fashion) -> None:
     """A 3-channel model's pictures go through its own mean and std (no forced 224 px)."""
     lm = models.load("torchvision:resnet18", weights="none")
     assert lm.preprocessing.mean == IMAGENET_PREPROCESSING.mean
-    r = v.visualize(lm.model, "layer1", [0], preprocessing=lm.preprocessing, steps=1, size=40)
+    r = v.visualize(lm.model, o.channel("layer1", [0]), lm.preprocessing,
+                    v.VisualizeSettings(steps=1, size=40))  # fmt: skip
     assert r.images.shape[-1] == 40

@@ -62,6 +62,8 @@ _API: dict[str, tuple[str, str]] = {
     "sensitivity_max": ("convlens.interpret.faithfulness", "sensitivity_max"),
     "visualize": ("convlens.interpret.visualize", "visualize"),
     "Visualization": ("convlens.interpret.visualize", "Visualization"),
+    "VisualizeSettings": ("convlens.interpret.visualize", "VisualizeSettings"),
+    "Objective": ("convlens.interpret.objectives", "Objective"),
     # experiments and pictures
     "make_spec": ("convlens.sweep.spec", "make_spec"),
     "run_worker": ("convlens.sweep.worker", "run_worker"),

@@ -106,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _visualize_units(loaded: Any, model: Any, layer: str, width: int, out: Path, steps: int) -> int:
     """Every unit's feature visualisation onto the atlas ``out``, in batches that fit."""
-    from convlens.interpret.visualize import visualize
+    from convlens.interpret.objectives import channel
+    from convlens.interpret.visualize import VisualizeSettings, visualize
     from convlens.render.atlas import add_to_atlas
 
     p = loaded.preprocessing
@@ -115,6 +116,6 @@ def _visualize_units(loaded: Any, model: Any, layer: str, width: int, out: Path,
     added = 0
     for start in range(0, width, chunk):
         units = list(range(start, min(width, start + chunk)))
-        v = visualize(model, layer, units, preprocessing=p, steps=steps, progress=True)
+        v = visualize(model, channel(layer, units), p, VisualizeSettings(steps), progress=True)
         added += add_to_atlas(v, out)
     return added

@@ -7,6 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from convlens.cli.common import add_int_list, add_model_args, load_model, parse_ints
+from convlens.interpret.objectives import KINDS
+
+# the library's names of the settings that this command's flags name otherwise
+FLAGS = {"images": "--diversity", "param": "--image-param"}
 
 
 def add_parser(sub: Any) -> None:
@@ -33,7 +37,7 @@ def add_parser(sub: Any) -> None:
     which.add_argument("--all", action="store_true", help="every unit of the layer")
     p.add_argument(
         "--objective",
-        choices=("channel", "neuron", "class", "direction", "layer"),
+        choices=KINDS,
         default="channel",
         help="[channel]",
     )
@@ -66,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from convlens.data.catalog import open_source
-    from convlens.interpret import visualize
+    from convlens.interpret import objectives, visualize
     from convlens.interpret.heads import default_layer
     from convlens.render import atlas, viz
 
@@ -91,24 +95,20 @@ def run(args: argparse.Namespace) -> int:
         units = parse_ints(args.units, "--units")
     else:
         raise ValueError("give --units K,K,..., --top N or --all (or --objective direction/layer)")
-    result = visualize.visualize(
-        model,
-        layer,
-        units,
-        preprocessing=p,
-        objective=args.objective,
-        negative=args.negative,
-        direction=direction,
-        diversity=args.diversity,
-        diversity_weight=args.diversity_weight,
-        param=args.image_param,
+    objective = objectives.from_kind(args.objective, layer, units, direction)
+    if args.negative:
+        objective = -objective
+    if args.diversity > 1 and args.diversity_weight:
+        objective = objective - args.diversity_weight * objectives.diversity(layer)
+    settings = visualize.VisualizeSettings(
         steps=args.steps,
         lr=args.lr,
+        param=args.image_param,
         size=args.size,
+        images=args.diversity,
         seed=args.seed,
-        data=data,
-        progress=True,
     )
+    result = visualize.visualize(model, objective, p, settings, data=data, progress=True)
     viz.write_visualization(result, args.out, f"{loaded.name} {result.layer}")
     print(viz.describe_visualization(result))
     print(f"wrote {args.out}")

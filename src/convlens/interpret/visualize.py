@@ -14,8 +14,9 @@ An image is a point of a parameter space made to look natural to the optimiser:
 
 Each step the image passes random robustness transforms (pad, jitter, scale, rotate,
 jitter) at Lucid's proportions for 224 px, scaled to the model's input size, so a 28 px
-image gets a 2 px pad and 1 px jitter instead of 12 and 8. Many objectives run as one
-batch: ``units`` x ``diversity`` images in one optimisation.
+image gets a 2 px pad and 1 px jitter instead of 12 and 8. What is optimised is an
+:class:`~convlens.interpret.objectives.Objective`; all its targets run as one batch of
+``targets x images`` pictures.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from convlens.core.hooks import capture, eval_mode, frozen, get_layer, relus_bac
 from convlens.core.progress import progress_bar
 from convlens.data.images import Preprocessing
 from convlens.data.sources import Source
+from convlens.interpret.objectives import Batch, Objective, Sum, gram_similarity
 
-OBJECTIVES = ("channel", "neuron", "class", "direction", "layer")
 PARAMS = ("fourier", "pixel")
 
 # Lucid's square root of ImageNet's colour covariance (columns: decorrelated channels)
@@ -177,155 +178,225 @@ def _jitter(x: torch.Tensor, d: int, pick: Any) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Visualization:
-    """What :func:`visualize` found for each objective."""
+    """What :func:`visualize` found for each target of the objective."""
 
     layer: str
-    objective: str
-    negative: bool
-    units: tuple[int, ...]  # the objectives: units, classes, or (0,) for direction/layer
+    objective: str  # the part reported ("channel", ...), or the whole sum written out
+    negative: bool  # the reported part is minimised
+    units: tuple[int, ...]  # the objective's targets: units, classes, or (0,) for none
     images: torch.Tensor  # [U, D, C, H, W] in [0, 1]
-    curve: torch.Tensor  # [steps, U] objective at every step (mean over the D images)
-    activation: torch.Tensor  # [U, D] objective of the final images, no transforms
+    curve: torch.Tensor  # [steps, U] reported part at every step (mean over the D images)
+    activation: torch.Tensor  # [U, D] reported part of the final images, no transforms
     dead: tuple[int, ...]  # units with zero activation and zero gradient: not drawn
     diversity_similarity: torch.Tensor | None  # [U] mean pairwise Gram similarity
     dataset_max: torch.Tensor | None = None  # [U] data set's max of the objective
     dataset_min: torch.Tensor | None = None  # [U] and its min
 
 
+@dataclass(frozen=True)
+class VisualizeSettings:
+    """How :func:`visualize` optimises.
+
+    Attributes:
+        steps: Adam steps.
+        lr: Adam's learning rate.
+        param: the image's parameterisation, ``fourier`` or ``pixel``.
+        size: input side (``None``: the model's input size).
+        images: images per target; with more than one, add a ``diversity`` term to the
+            objective to make them differ.
+        seed: seed of the starting images and of the transforms.
+        redirect_steps: the first steps back-propagate through ``nn.ReLU`` modules as
+            Lucid's redirected ReLU (see :class:`_RedirectedReLU`).
+        transforms: the robustness transforms (``None``: :meth:`Transforms.for_size`).
+    """
+
+    steps: int = 256
+    lr: float = 0.1
+    param: str = "fourier"
+    size: int | None = None
+    images: int = 1
+    seed: int = 0
+    redirect_steps: int = 16
+    transforms: Transforms | None = None
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the first setting out of range."""
+        if self.steps < 1:
+            raise ValueError(f"`steps` must be at least 1, got {self.steps}")
+        if self.images < 1:
+            raise ValueError(f"`images` must be at least 1, got {self.images}")
+        if self.param not in PARAMS:
+            raise ValueError(f"unknown parameterisation {self.param!r}; choose fourier or pixel")
+
+
 def visualize(
     model: nn.Module,
-    layer: str | None,
-    units: list[int] | None = None,
-    *,
+    objective: Objective,
     preprocessing: Preprocessing,
-    objective: str = "channel",
-    negative: bool = False,
-    direction: torch.Tensor | None = None,
-    diversity: int = 1,
-    diversity_weight: float = 0.05,
-    param: str = "fourier",
-    steps: int = 256,
-    lr: float = 0.1,
-    size: int | None = None,
-    seed: int = 0,
-    redirect_steps: int = 16,
-    transforms: Transforms | None = None,
+    settings: VisualizeSettings | None = None,
+    *,
     data: Source | None = None,
     progress: bool = False,
     on_step: Callable[[int, int], None] | None = None,
 ) -> Visualization:
-    """Optimise images for ``objective`` of ``units`` of ``layer`` (see the module doc).
+    """Optimise images for ``objective``, e.g. ``channel("layer4", [3, 7]) - 0.05 *
+    diversity("layer4")`` (see the module doc and :mod:`convlens.interpret.objectives`).
 
     Args:
-        layer: the layer read (any layer for ``class``: None reads the logits).
-        units: channels of ``layer`` (``channel``, ``neuron``) or classes (``class``);
-            ignored for ``direction`` (a ``[C]`` vector over the layer's channels) and
-            ``layer`` (the whole layer's squared activation, DeepDream).
+        objective: what to maximise; ``-objective`` minimises.
         preprocessing: the model's own input convention (channels, size, mean, std).
-        diversity: images per objective; with more than one, ``diversity_weight``
-            times their mean pairwise similarity of Gram matrices is penalised.
-        size: input side (default: the model's input size).
-        transforms: the robustness transforms (default: :meth:`Transforms.for_size`).
-        redirect_steps: the first steps back-propagate through ``nn.ReLU`` modules as
-            Lucid's redirected ReLU (see :class:`_RedirectedReLU`).
-        data: a data source: the data set's max and min of each objective, to compare;
-            a unit whose data set max is not above 0 is dead, and so is one with zero
-            activation and zero gradient for the starting images.
+        settings: steps, learning rate, parameterisation, size, images per target.
+        data: a data source for the data set's max and min of a ``channel`` or ``class``
+            objective (a unit whose max is not above 0 is dead, as is one with zero
+            activation and gradient for the starting images).
         on_step: called as ``on_step(done, steps)`` before each step; an exception it
             raises (a cancelled request) ends the optimisation.
 
     Raises:
-        ValueError: unknown layer, objective or parameterisation, units out of range,
-            ``steps`` < 1, a size the network cannot take, a direction of the wrong
-            length, a non-finite objective.
+        ValueError: a bad layer, unit, setting, size or direction; a non-finite objective.
     """
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
-    if steps < 1:
-        raise ValueError(f"`steps` must be at least 1, got {steps}")
-    if diversity < 1:
-        raise ValueError(f"`diversity` must be at least 1, got {diversity}")
-    if param not in PARAMS:
-        raise ValueError(f"unknown parameterisation {param!r}; choose fourier or pixel")
-    side = size or preprocessing.input_size[0]
-    channels = preprocessing.channels
-    if layer is not None:
-        get_layer(model, layer)
-    elif objective != "class":
-        raise ValueError(f"objective {objective!r} needs a layer")
-    probe = _probe(model, layer, channels, side)
-    width = probe.shape[1]
-    targets = _targets(objective, units, width, direction, layer)
-    u, d = len(targets), diversity
-    g = torch.Generator().manual_seed(seed)
-    image = ImageParam(u * d, channels, side, side, param, generator=g)
-    opt = torch.optim.Adam(image.parameters(), lr=lr)
-    transforms = transforms or Transforms.for_size(side)
-    mean = torch.tensor(preprocessing.mean)[None, :, None, None]
-    std = torch.tensor(preprocessing.std)[None, :, None, None]
-    index = torch.tensor(targets).repeat_interleave(d)  # the objective of each image
-    sign = -1.0 if negative else 1.0
-    curve = []
-    first_grad: torch.Tensor | None = None
-    bar = progress_bar(range(steps), desc="visualize", unit="step", disable=not progress)
-    redirect = [redirect_steps > 0]
-    with eval_mode(model), frozen(model), relus_backward_as(model, _RedirectedReLU, redirect):
-        for step in bar:
-            if on_step is not None:
-                on_step(step, steps)
-            redirect[0] = step < redirect_steps
-            opt.zero_grad()
-            x = (_as_input(transforms(image(), g), preprocessing) - mean) / std
-            acts = _read(model, layer, x)
-            score = _objective(objective, acts, index, direction)
-            if not torch.isfinite(score).all():
-                raise ValueError(
-                    f"the objective became {float(score.detach()[~torch.isfinite(score)][0])} "
-                    "(not finite); lower `lr` or use the pixel parameterisation"
-                )
-            loss = -sign * score.sum()
-            if d > 1 and diversity_weight:
-                loss = loss + diversity_weight * _gram_similarity(acts, u, d).sum() * u * d
-            loss.backward()
-            if first_grad is None and image.raw.grad is not None:
-                first_grad = image.raw.grad.detach().flatten(1).abs().sum(1).reshape(u, d).sum(1)
-            opt.step()
-            curve.append(score.detach().reshape(u, d).mean(1))
-        bar.close()
-        with torch.no_grad():
-            final = image().detach()
-            acts = _read(model, layer, (_as_input(final, preprocessing) - mean) / std)
-            activation = _objective(objective, acts, index, direction).reshape(u, d)
-            similarity = _gram_similarity(acts, u, d).reshape(u) if d > 1 else None
-    assert first_grad is not None
+    s = settings or VisualizeSettings()
+    side = _checked_side(model, objective, preprocessing, s)
+    targets, d = list(objective.targets or [0]), s.images
+    u = len(targets)
+    batch = Batch(torch.arange(u).repeat_interleave(d), u, d)
+    reported, negative = _reported(objective)
+    with eval_mode(model), frozen(model):
+        image, curve, grad = _optimise(model, objective, preprocessing, side, batch, s, on_step,
+                                       progress)  # fmt: skip
+        final, activation, similarity = _final(model, objective, image(), preprocessing, batch)
     hi = lo = None
-    if data is not None and objective in ("channel", "class"):
-        hi, lo = dataset_extremes(model, data, layer, targets)
-    dead = tuple(
-        t
-        for k, t in enumerate(targets)
-        if (first_grad[k] == 0 and bool((activation[k] == 0).all()))
-        or (hi is not None and objective == "channel" and float(hi[k]) <= 0)
-    )
+    if data is not None and reported.kind in ("channel", "class"):
+        hi, lo = dataset_extremes(model, data, reported.layer, targets)
+    off = (grad == 0) & (activation == 0).all(1)
+    if hi is not None and reported.kind == "channel":
+        off |= hi <= 0
     return Visualization(
-        layer=layer or "logits",
-        objective=objective,
+        layer=reported.layer or "logits",
+        objective=reported.kind if reported.kind != "sum" else repr(reported),
         negative=negative,
         units=tuple(targets),
         images=final.reshape(u, d, *final.shape[1:]),
-        curve=torch.stack(curve),
+        curve=curve,
         activation=activation,
-        dead=dead,
+        dead=tuple(t for t, o in zip(targets, off.tolist(), strict=True) if o),
         diversity_similarity=similarity,
         dataset_max=hi,
         dataset_min=lo,
     )
 
 
-def _as_input(pixels: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
-    """Pixels in [0, 1], as the files show them, to what the model's normalisation takes
-    (inverted first when the model's convention says so)."""
-    return 1.0 - pixels if preprocessing.invert else pixels
+def _checked_side(
+    model: nn.Module, objective: Objective, preprocessing: Preprocessing, s: VisualizeSettings
+) -> int:
+    """The input side, once the settings, the objective's layers and its targets are
+    checked against the model."""
+    if not isinstance(objective, Objective):
+        raise TypeError(
+            "visualize takes an objective, e.g. visualize(model, channel('layer4', [3, 7]), "
+            "preprocessing) (see convlens.interpret.objectives)"
+        )
+    s.check()
+    side = s.size or preprocessing.input_size[0]
+    layers = objective.layers()
+    for name in layers:
+        if name is not None:
+            get_layer(model, name)
+    objective.check(_widths(model, layers, preprocessing.channels, side))
+    return side
+
+
+def _optimise(
+    model: nn.Module,
+    objective: Objective,
+    preprocessing: Preprocessing,
+    side: int,
+    batch: Batch,
+    s: VisualizeSettings,
+    on_step: Callable[[int, int], None] | None,
+    progress: bool,
+) -> tuple[ImageParam, torch.Tensor, torch.Tensor]:
+    """Adam for ``s.steps`` steps on a batch of ``side`` px images, maximising the
+    batch's sum of ``objective``; returns the images, the reported part's curve
+    ``[steps, G]`` and each group's gradient magnitude at the first step ``[G]``."""
+    reported, _ = _reported(objective)
+    layers = objective.layers()
+    u, d = batch.groups, batch.per_group
+    g = torch.Generator().manual_seed(s.seed)
+    image = ImageParam(u * d, preprocessing.channels, side, side, s.param, generator=g)
+    transforms = s.transforms or Transforms.for_size(side)
+    opt = torch.optim.Adam(image.parameters(), lr=s.lr)
+    curve = []
+    first_grad: torch.Tensor | None = None
+    bar = progress_bar(range(s.steps), desc="visualize", unit="step", disable=not progress)
+    redirect = [s.redirect_steps > 0]
+    with relus_backward_as(model, _RedirectedReLU, redirect):
+        for step in bar:
+            if on_step is not None:
+                on_step(step, s.steps)
+            redirect[0] = step < s.redirect_steps
+            opt.zero_grad()
+            acts = _read(model, layers, _normalized(transforms(image(), g), preprocessing))
+            total = objective.score(acts, batch)
+            if not torch.isfinite(total).all():
+                raise ValueError(
+                    f"the objective became {float(total.detach()[~torch.isfinite(total)][0])} "
+                    "(not finite); lower `lr` or use the pixel parameterisation"
+                )
+            (-total.sum()).backward()
+            if first_grad is None and image.raw.grad is not None:
+                first_grad = image.raw.grad.detach().flatten(1).abs().sum(1).reshape(u, d).sum(1)
+            opt.step()
+            curve.append(reported.score(acts, batch).detach().reshape(u, d).mean(1))
+        bar.close()
+    assert first_grad is not None
+    return image, torch.stack(curve), first_grad
+
+
+@torch.no_grad()
+def _final(
+    model: nn.Module,
+    objective: Objective,
+    pixels: torch.Tensor,
+    preprocessing: Preprocessing,
+    batch: Batch,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The final pictures (no transforms), the reported part's score of each ``[G, D]``
+    and, with several pictures per group, each group's Gram similarity ``[G]``."""
+    reported, _ = _reported(objective)
+    u, d = batch.groups, batch.per_group
+    final = pixels.detach()
+    acts = _read(model, objective.layers(), _normalized(final, preprocessing))
+    activation = reported.score(acts, batch).reshape(u, d)
+    similarity = None
+    if d > 1:
+        similarity = gram_similarity(acts[_diversity_layer(objective)], u, d).reshape(u)
+    return final, activation, similarity
+
+
+def _reported(objective: Objective) -> tuple[Objective, bool]:
+    """The part reported as the activation (the objective without its regularisers: one
+    part as it is, its sign apart, or their sum) and whether it is minimised."""
+    main = [(w, part) for w, part in objective.terms() if not part.regularizer]
+    if not main:
+        raise ValueError("the objective has only regularisers (diversity): add what to show")
+    if len(main) == 1:
+        return main[0][1], main[0][0] < 0
+    return Sum(main), False
+
+
+def _diversity_layer(objective: Objective) -> str | None:
+    regular = [part.layer for _, part in objective.terms() if part.regularizer]
+    return regular[0] if regular else objective.layer
+
+
+def _normalized(pixels: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
+    """Pixels in [0, 1], as the files show them, to the model's input: inverted first
+    when the model's convention says so, then its mean and std."""
+    x = 1.0 - pixels if preprocessing.invert else pixels
+    mean = torch.tensor(preprocessing.mean, device=x.device)[None, :, None, None]
+    std = torch.tensor(preprocessing.std, device=x.device)[None, :, None, None]
+    return (x - mean) / std
 
 
 def layer_width(
@@ -333,89 +404,41 @@ def layer_width(
 ) -> int:
     """The number of channels (or classes) of ``layer``'s output."""
     side = size or preprocessing.input_size[0]
-    return int(_probe(model, layer, preprocessing.channels, side).shape[1])
+    return _widths(model, [layer], preprocessing.channels, side)[layer]
 
 
-def _probe(model: nn.Module, layer: str | None, channels: int, side: int) -> torch.Tensor:
-    """The layer's output for one blank input, or a clear error when it cannot run."""
+def _widths(
+    model: nn.Module, layers: list[str | None], channels: int, side: int
+) -> dict[str | None, int]:
+    """The channels of each layer's output for one blank input, or a clear error when
+    the network cannot run on it."""
     x = torch.zeros(1, channels, side, side)
     try:
         with eval_mode(model), torch.no_grad():
-            out = _read(model, layer, x)
+            acts = _read(model, layers, x)
     except RuntimeError as e:
         raise ValueError(
             f"the network cannot take a {side}x{side} input ({e}); use a larger size"
         ) from e
-    if out.ndim not in (2, 4):
-        raise ValueError(f"layer {layer!r} outputs shape {tuple(out.shape)}, not [N, C, h, w]")
-    return out
+    for name, out in acts.items():
+        if out.ndim not in (2, 4):
+            raise ValueError(f"layer {name!r} outputs shape {tuple(out.shape)}, not [N, C, h, w]")
+    return {name: int(out.shape[1]) for name, out in acts.items()}
 
 
-def _read(model: nn.Module, layer: str | None, x: torch.Tensor) -> torch.Tensor:
-    if layer is None:
-        return model(x)
-    with capture(model, layer, detach=False) as store:
-        model(x)
-    return store[layer]
-
-
-def _targets(
-    objective: str, units: list[int] | None, width: int, direction: torch.Tensor | None,
-    layer: str | None,
-) -> list[int]:  # fmt: skip
-    if objective in ("direction", "layer"):
-        if objective == "direction":
-            if direction is None:
-                raise ValueError("objective direction needs a direction vector")
-            if direction.shape != (width,):
-                raise ValueError(
-                    f"the direction has shape {tuple(direction.shape)}, but layer {layer!r} "
-                    f"has {width} channels: give a vector of {width}"
-                )
-        return [0]
-    if not units:
-        raise ValueError("no units given")
-    what = "classes" if objective == "class" else f"units of layer {layer!r}"
-    bad = [k for k in units if not 0 <= int(k) < width]
-    if bad:
-        raise ValueError(f"{bad[:10]} out of range: there are {width} {what} (0..{width - 1})")
-    return [int(k) for k in units]
-
-
-def _objective(
-    objective: str, acts: torch.Tensor, index: torch.Tensor, direction: torch.Tensor | None
-) -> torch.Tensor:
-    """``[B]``: the objective of each image (image ``i`` for target ``index[i]``)."""
-    rows = torch.arange(acts.shape[0])
-    if objective == "class":
-        logits = acts if acts.ndim == 2 else acts.mean((2, 3))
-        return logits[rows, index]
-    if acts.ndim != 4:
-        raise ValueError(
-            f"objective {objective!r} needs [N, C, h, w] maps, got {tuple(acts.shape)}"
-        )
-    if objective == "channel":
-        return acts[rows, index].mean((1, 2))
-    if objective == "neuron":
-        h, w = acts.shape[2], acts.shape[3]
-        return acts[rows, index, h // 2, w // 2]
-    if objective == "direction":
-        assert direction is not None
-        return (acts * direction.to(acts)[None, :, None, None]).sum(1).mean((1, 2))
-    return acts.pow(2).mean((1, 2, 3))  # layer: DeepDream
-
-
-def _gram_similarity(acts: torch.Tensor, u: int, d: int) -> torch.Tensor:
-    """``[U]``: the mean cosine similarity of the Gram matrices of each pair among the
-    ``d`` images of each objective (Lucid's diversity term)."""
-    if acts.ndim != 4:
-        acts = acts[:, :, None, None]
-    flat = acts.flatten(2)  # [B, C, hw]
-    gram = torch.bmm(flat, flat.transpose(1, 2)).flatten(1)  # [B, C * C]
-    gram = F.normalize(gram, dim=1).reshape(u, d, -1)
-    sim = torch.bmm(gram, gram.transpose(1, 2))  # [U, d, d]
-    off = sim.sum((1, 2)) - sim.diagonal(dim1=1, dim2=2).sum(1)
-    return off / (d * (d - 1))
+def _read(
+    model: nn.Module, layers: list[str | None], x: torch.Tensor
+) -> dict[str | None, torch.Tensor]:
+    """The outputs of ``layers`` (``None``: the model's own output) for ``x``."""
+    named = [name for name in layers if name is not None]
+    if not named:
+        return {None: model(x)}
+    with capture(model, named, detach=False) as store:
+        out = model(x)
+    acts: dict[str | None, torch.Tensor] = {name: store[name] for name in named}
+    if None in layers:
+        acts[None] = out
+    return acts
 
 
 @torch.no_grad()
@@ -428,7 +451,7 @@ def dataset_extremes(
     idx = torch.tensor(targets)
     with eval_mode(model):
         for b in data.batches(batch_size):
-            acts = _read(model, layer, b.x)
+            acts = _read(model, [layer], b.x)[layer]
             values = (acts.mean((2, 3)) if acts.ndim == 4 else acts)[:, idx]
             hi = torch.maximum(hi, values.amax(0))
             lo = torch.minimum(lo, values.amin(0))
@@ -437,11 +460,11 @@ def dataset_extremes(
 
 __all__ = [
     "COLOR_CORRELATION_SVD_SQRT",
-    "OBJECTIVES",
     "PARAMS",
     "ImageParam",
     "Transforms",
     "Visualization",
+    "VisualizeSettings",
     "color_matrix",
     "dataset_extremes",
     "fourier_to_image",

@@ -26,7 +26,8 @@ from convlens.interpret import ablation, filters, units
 from convlens.interpret.faithfulness import MethodScore
 from convlens.interpret.heads import GapHead, NotGapHeadError, find_gap_head, last_conv_module
 from convlens.interpret.maps import registry
-from convlens.interpret.visualize import visualize
+from convlens.interpret.objectives import channel
+from convlens.interpret.visualize import VisualizeSettings, visualize
 from convlens.models import LoadedModel
 from convlens.render import atlas, heatmaps, viz
 from convlens.sweep import results as sweep_results
@@ -323,7 +324,8 @@ def visualize_section(report: Report, ctx: ReportContext) -> None:
     model, x, layer = ctx.loaded.model, ctx.inputs.x, ctx.layer
     chosen = units.top_units(model, x[:1], layer, ctx.options.top_units).units[0].tolist()
     s = report.section("visualize", "Problem 2: what the units respond to most")
-    v = visualize(model, layer, chosen, preprocessing=ctx.loaded.preprocessing, steps=steps)
+    p = ctx.loaded.preprocessing
+    v = visualize(model, channel(layer, chosen), p, VisualizeSettings(steps=steps))
     report.figure(
         s,
         viz.draw_visualization_grid(v, f"{layer}: images optimised for each unit"),

@@ -37,7 +37,8 @@ from convlens.interpret import ablation, units
 from convlens.interpret.filters import filter_tiles
 from convlens.interpret.heads import default_layer
 from convlens.interpret.maps import registry
-from convlens.interpret.visualize import layer_width, visualize
+from convlens.interpret.objectives import channel
+from convlens.interpret.visualize import VisualizeSettings, layer_width, visualize
 from convlens.models import LoadedModel
 from convlens.render import atlas, heatmaps, viz
 from convlens.render.heatmaps import MapStyle
@@ -493,8 +494,8 @@ class Explorer:
 
         def work(on_step: Callable[[int, int], None]) -> dict[str, Any]:
             v = visualize(
-                self._long_model, layer, [unit], preprocessing=self.loaded.preprocessing,
-                steps=VISUALIZE_STEPS, on_step=on_step,
+                self._long_model, channel(layer, [unit]), self.loaded.preprocessing,
+                VisualizeSettings(steps=VISUALIZE_STEPS), on_step=on_step,
             )  # fmt: skip
             dead = unit in v.dead
             png = None if dead else base64.b64encode(_png(viz.visualization_tile(v, 0))).decode()
