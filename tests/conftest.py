@@ -8,6 +8,10 @@ import torch
 from convlens.config import TrainConfig
 from convlens.data import fashion_mnist as fm
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n 2` (as `make test` runs it): one thread per worker, not two each on two cores
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads() -> None:

@@ -236,3 +236,14 @@ def test_a_search_cut_by_its_budget_says_so() -> None:
     text = viz.describe_fewest_units(cut, [f"c{i}" for i in range(1000)])
     # the seconds depend on the machine's load: only the wording is checked
     assert re.search(r"out of time after \d+ s; these are the best units so far", text)
+
+
+def test_search_settings_as_an_object_or_as_keywords() -> None:
+    """``fewest_units`` takes its search as one SearchSettings or as keywords."""
+    model = ConstantFeatures([1.0, 1.0, 1.0], [[3.0, 1.0, 1.0], [2.9, 0.0, 0.0]], [0.0, 0.2])
+    x = torch.zeros(1, 1, 4, 4)
+    by_object = ablation.fewest_units(model, x, None, ablation.SearchSettings(order="weight"))
+    by_keyword = ablation.fewest_units(model, x, order="weight")
+    assert by_object.units == by_keyword.units == (0, 1, 2) and by_object.order == "weight"
+    with pytest.raises(TypeError, match="unexpected keyword 'budgets'.*order, mode"):
+        ablation.fewest_units(model, x, budgets=3)

@@ -205,10 +205,6 @@ def test_every_library_module_declares_its_public_names() -> None:
 # option at a time and is still to be split (issue 37: objectives as objects for
 # `visualize`, settings dataclasses for the others); the second is long by its nature.
 LONG_ON_RECORD = {
-    "interpret/ablation.py:fewest_units": "11 keywords of the search (order, budget, "
-    "shortlist, ...): to move into a settings dataclass (not done yet)",
-    "interpret/dissect.py:dissect": "10 keywords of the pass over the data: to move into a "
-    "settings dataclass (not done yet)",
     "interpret/faithfulness.py:score_methods": "10 keywords; one loop over batches and "
     "methods that keeps the per-method state together",
     "sweep/worker.py:run_worker": "10 keywords of an Optuna worker (storage, study, limits)",

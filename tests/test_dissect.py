@@ -19,7 +19,7 @@ from convlens.data import broden
 from convlens.data.catalog import open_source
 from convlens.data.images import Preprocessing
 from convlens.data.sources import FolderSource, TensorSource
-from convlens.interpret.dissect import QuantileSketch, dissect
+from convlens.interpret.dissect import DissectSettings, QuantileSketch, dissect
 from convlens.render.atlas import write_atlas
 from tests.browser import browser_check, needs_chromium
 from tests.conftest import needs_fashion
@@ -384,3 +384,19 @@ def test_selectivity_is_read_after_the_relu_on_a_signed_layer() -> None:
     assert torch.allclose(signed.selectivity, after.selectivity)  # ReLU(BN) is the ReLU's
     raw = signed.class_means
     assert raw is not None and float(raw.min()) < 0  # the raw means are signed
+
+
+def test_settings_as_an_object_or_as_keywords(tmp_path: Path) -> None:
+    """``dissect`` takes its knobs as one DissectSettings or as keywords (the same
+    answer); an unknown keyword and a bad value are refused in one line."""
+    write_broden(tmp_path / "broden")
+    source, model = open_source(str(tmp_path / "broden"), RGB16), colour_units()
+    settings = DissectSettings(top=3, quantile=0.05, batch_size=4)
+    a = dissect(model, source, "1", settings, progress=False)
+    b = dissect(model, source, "1", top=3, quantile=0.05, batch_size=4, progress=False)
+    torch.testing.assert_close(a.thresholds, b.thresholds, rtol=0, atol=0)
+    assert a.top_index.tolist() == b.top_index.tolist() and a.top_index.shape[1] == 3
+    with pytest.raises(TypeError, match="unexpected keyword 'tops'.*top, quantile, by"):
+        dissect(model, source, "1", tops=3, progress=False)
+    with pytest.raises(ValueError, match="quantile must be in"):
+        dissect(model, source, "1", settings, quantile=2.0, progress=False)

@@ -122,16 +122,13 @@ def run(args: argparse.Namespace) -> int:
         viz.save_figure(fig, out, args.dpi)
         print(f"wrote {out}")
     if args.min_units:
-        fewest = ablation.fewest_units(
-            model,
-            x,
-            layer,
-            args.order,
-            args.mode,
+        search = ablation.SearchSettings(
+            order=args.order,
+            mode=args.mode,
             max_units=args.max_units,
-            progress=True,
             budget=args.budget or None,
             shortlist=args.shortlist or None,
         )
+        fewest = ablation.fewest_units(model, x, layer, search, progress=True)
         print(viz.describe_fewest_units(fewest, classes))
     return 0

@@ -24,12 +24,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from convlens.core.hooks import activations, capture, eval_mode, frozen, get_layer, hooked
 from convlens.core.progress import progress_bar
+from convlens.core.settings import settle
 from convlens.interpret.heads import GapHead, NotGapHeadError, find_gap_head
 from convlens.interpret.units import check_units
 
@@ -256,20 +258,9 @@ def _changed(logits: torch.Tensor, c: int) -> torch.Tensor:
     return logits.argmax(1) != c
 
 
-def fewest_units(
-    model: nn.Module,
-    x: torch.Tensor,
-    layer: str | None = None,
-    order: str | None = None,
-    mode: str = "activation",
-    max_units: int = 32,
-    batch_size: int = 64,
-    progress: bool = False,
-    budget: float | None = 30.0,
-    shortlist: int | None = 64,
-    on_step: Callable[[int, int], None] | None = None,
-) -> FewestUnits:
-    """The fewest units of ``layer`` whose removal changes the top-1 class of image ``x``.
+@dataclass(frozen=True)
+class SearchSettings:
+    """How :func:`fewest_units` searches.
 
     For the layer whose global average feeds the final linear layer (the default
     ``layer``) and ``activation`` mode, removing unit ``k`` changes every logit by
@@ -293,39 +284,73 @@ def fewest_units(
     layer when its forward allows (one image up to the layer, then a batch of masked
     copies); otherwise the whole network.
 
+    Attributes:
+        order: ``optimal``, ``contribution``, ``weight`` (closed form) or ``greedy``
+            (``None``: the best the layer and mode allow).
+        mode: remove a unit's ``activation`` or its ``weights``.
+        max_units: the most units a greedy search removes.
+        batch_size: masked copies per forward pass of a greedy step.
+        budget: seconds the greedy search may take (``None``: no limit). When they run
+            out the answer is the best set so far (``stopped="budget"``, ``found``
+            False unless it already flips the class); the default keeps a search on a
+            real-size layer (resnet50 ``layer3``) within 30 s.
+        shortlist: candidates tried per greedy step (``None``: every remaining unit).
+    """
+
+    order: str | None = None
+    mode: str = "activation"
+    max_units: int = 32
+    batch_size: int = 64
+    budget: float | None = 30.0
+    shortlist: int | None = 64
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the first setting out of range."""
+        if self.budget is not None and self.budget <= 0:
+            raise ValueError(f"`budget` must be a positive number of seconds, got {self.budget}")
+        if self.shortlist is not None and self.shortlist < 1:
+            raise ValueError(f"`shortlist` must be at least 1, got {self.shortlist}")
+
+
+def fewest_units(
+    model: nn.Module,
+    x: torch.Tensor,
+    layer: str | None = None,
+    settings: SearchSettings | None = None,
+    *,
+    progress: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
+    **overrides: Any,
+) -> FewestUnits:
+    """The fewest units of ``layer`` whose removal changes the top-1 class of image ``x``
+    (in closed form where it can, else by a greedy search: see :class:`SearchSettings`).
+
     Args:
         x: one image ``[1, C, H, W]``.
-        budget: seconds the greedy search may take (None: no limit). When they run out
-            the answer is the best set so far (``stopped="budget"``, ``found`` False
-            unless it already flips the class); the default keeps a search on a
-            real-size layer (resnet50 ``layer3``) within 30 s.
-        shortlist: candidates tried per greedy step (see above).
+        settings: order, mode and the greedy search's limits (:class:`SearchSettings`;
+            or its fields as keywords, ``budget=10``).
         on_step: called as ``on_step(done, most)`` before each greedy step and once at
             the end; an exception it raises (a cancelled request) ends the search.
     """
-    if budget is not None and budget <= 0:
-        raise ValueError(f"`budget` must be a positive number of seconds, got {budget}")
-    if shortlist is not None and shortlist < 1:
-        raise ValueError(f"`shortlist` must be at least 1, got {shortlist}")
+    s = settle(SearchSettings, settings, overrides)
     start = time.perf_counter()
-    layer, head, order = _search_plan(model, x, layer, order, mode)
+    layer, head, order = _search_plan(model, x, layer, s.order, s.mode)
     stopped = None
     with eval_mode(model), torch.no_grad():
         with capture(model, layer) as store:
             logits = model(x).float()
-        feats = store[layer].float()
         c = int(logits.argmax(1))
+        predicted = None
         if order == "greedy":
-            search = _Greedy(model, x, layer, mode, c, batch_size, shortlist)
-            units, stopped = search.run(max_units, start, budget, progress, on_step)
+            search = _Greedy(model, x, layer, s.mode, c, s.batch_size, s.shortlist)
+            units, stopped = search.run(s.max_units, start, s.budget, progress, on_step)
             passes = search.passes
-            predicted = None
         else:
             assert head is not None
-            units, predicted = _closed_form(head, feats, logits[0], c, order)
+            units, predicted = _closed_form(head, store[layer].float(), logits[0], c, order)
             passes = 0
         if units:
-            with ablated(model, layer, units, mode):
+            with ablated(model, layer, units, s.mode):
                 after = model(x).float()[0]
             passes += 1
         else:
@@ -333,7 +358,7 @@ def fewest_units(
     new = int(after.argmax())
     return FewestUnits(
         layer=layer,
-        mode=mode,
+        mode=s.mode,
         order=order,
         method="closed form" if order != "greedy" else "forward search",
         found=new != c,
@@ -570,6 +595,7 @@ __all__ = [
     "ORDERS",
     "Ablation",
     "FewestUnits",
+    "SearchSettings",
     "WeightedUnits",
     "ablate",
     "ablated",

@@ -35,6 +35,7 @@ from torch import nn
 
 from convlens.core.hooks import eval_mode, get_layer, hooked
 from convlens.core.progress import progress_bar
+from convlens.core.settings import settle
 from convlens.data.broden import BrodenSource, Concept
 from convlens.data.sources import Source, SourceBatch
 
@@ -287,15 +288,81 @@ def _layer_features(model: nn.Module, layer: str) -> Callable[[torch.Tensor], to
     return run
 
 
-def _check(top: int, quantile: float, by: str, batch_size: int) -> None:
-    if top < 1:
-        raise ValueError(f"top must be >= 1, got {top}")
-    if not 0.0 < quantile < 1.0:
-        raise ValueError(f"quantile must be in (0, 1), got {quantile}")
-    if by not in BY:
-        raise ValueError(f"by must be one of {', '.join(BY)}, got {by!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+@dataclass(frozen=True)
+class DissectSettings:
+    """How :func:`dissect` passes over the data.
+
+    Attributes:
+        top: images kept per unit, best first.
+        quantile: a unit's threshold is at the top ``quantile`` of all its activations.
+        by: rank a unit's images by their ``peak`` or ``mean`` activation.
+        iou_threshold: a unit is labelled with its best concept from this IoU on.
+        batch_size: images per forward pass.
+        workers: processes reading and decoding images (0: in this one).
+    """
+
+    top: int = 8
+    quantile: float = 0.005
+    by: str = "peak"
+    iou_threshold: float = 0.04
+    batch_size: int = 128
+    workers: int = 0
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the first setting out of range."""
+        if self.top < 1:
+            raise ValueError(f"top must be >= 1, got {self.top}")
+        if not 0.0 < self.quantile < 1.0:
+            raise ValueError(f"quantile must be in (0, 1), got {self.quantile}")
+        if self.by not in BY:
+            raise ValueError(f"by must be one of {', '.join(BY)}, got {self.by!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+class _Tally:
+    """What one pass over the data keeps of each unit: the quantile sketch, the top
+    images and, for labelled data, the per-class sums."""
+
+    def __init__(self, classes: int, s: DissectSettings, device: torch.device) -> None:
+        self.k, self.s, self.device = classes, s, device
+        self.sketch: QuantileSketch | None = None
+        self.best: _TopImages | None = None
+        self.sums: torch.Tensor | None = None
+        self.rectified: torch.Tensor | None = None
+        self.counts: torch.Tensor | None = None
+        self.signed = False
+        self.seen = 0
+
+    def add(self, feats: torch.Tensor, batch: SourceBatch) -> None:
+        """One batch of the layer's maps ``[B, C, h, w]``."""
+        n, c = feats.shape[:2]
+        if self.sketch is None:
+            self.sketch = QuantileSketch(c, self.device)
+            self.best = _TopImages(c, self.s.top, self.device)
+            if self.k:
+                self.sums = torch.zeros(self.k, c, dtype=torch.float64, device=self.device)
+                self.rectified = torch.zeros_like(self.sums)
+                self.counts = torch.zeros(self.k, dtype=torch.float64, device=self.device)
+        assert self.best is not None
+        self.sketch.add(feats.transpose(0, 1).reshape(c, -1))
+        means = feats.mean((2, 3))
+        ranked = feats.amax((2, 3)) if self.s.by == "peak" else means
+        self.best.add(ranked, batch.index.to(self.device), feats)
+        if self.sums is not None and batch.labels is not None:
+            assert self.rectified is not None and self.counts is not None
+            labels = batch.labels.to(self.device)
+            self.sums.index_add_(0, labels, means.double())
+            self.rectified.index_add_(0, labels, feats.clamp_min(0).mean((2, 3)).double())
+            self.counts += torch.bincount(labels, minlength=self.k).double()
+            self.signed = self.signed or bool((feats < 0).any())
+        self.seen += n
+
+    def per_class(self, sums: torch.Tensor | None) -> torch.Tensor | None:
+        """Per-class means ``[K, C]`` of ``sums``, on the CPU."""
+        if sums is None or self.counts is None:
+            return None
+        return (sums / self.counts[:, None]).float().cpu()
 
 
 @torch.inference_mode()
@@ -303,89 +370,60 @@ def dissect(
     model: nn.Module,
     data: Source,
     layer: str,
+    settings: DissectSettings | None = None,
     *,
-    top: int = 8,
-    quantile: float = 0.005,
-    by: str = "peak",
-    iou_threshold: float = 0.04,
-    batch_size: int = 128,
-    workers: int = 0,
     progress: bool = True,
+    **overrides: Any,
 ) -> Dissection:
     """Dissect ``layer`` of ``model`` over ``data`` (see the module doc).
 
     The model runs where its parameters are, in evaluation mode (restored after);
-    each batch stops at ``layer``. ``top`` images per unit, ranked ``by`` peak or mean
-    activation; thresholds at the top ``quantile`` of all activations.
+    each batch stops at ``layer``. ``settings`` (or its fields as keywords,
+    ``top=4``): ``top`` images per unit, ranked ``by`` peak or mean activation;
+    thresholds at the top ``quantile`` of all activations.
 
     Raises:
         ValueError: unknown layer, a layer without spatial maps, bad arguments.
     """
-    _check(top, quantile, by, batch_size)
+    s = settle(DissectSettings, settings, overrides)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     features = _layer_features(model, layer)
-    sketch: QuantileSketch | None = None
-    best: _TopImages | None = None
-    k = len(data.classes)
-    sums = counts = rectified = None
-    signed = False
-    seen = 0
+    tally = _Tally(len(data.classes), s, device)
     with eval_mode(model):
-        for batch in _batches(data, batch_size, workers, progress, "dissecting"):
-            feats = features(batch.x.to(device)).float()
-            n, c = feats.shape[:2]
-            if sketch is None:
-                sketch, best = QuantileSketch(c, device), _TopImages(c, top, device)
-                if k:
-                    sums = torch.zeros(k, c, dtype=torch.float64, device=device)
-                    rectified = torch.zeros(k, c, dtype=torch.float64, device=device)
-                    counts = torch.zeros(k, dtype=torch.float64, device=device)
-            assert best is not None
-            sketch.add(feats.transpose(0, 1).reshape(c, -1))
-            means = feats.mean((2, 3))
-            best.add(feats.amax((2, 3)) if by == "peak" else means, batch.index.to(device), feats)
-            if sums is not None and counts is not None and batch.labels is not None:
-                assert rectified is not None
-                labels = batch.labels.to(device)
-                sums.index_add_(0, labels, means.double())
-                rectified.index_add_(0, labels, feats.clamp_min(0).mean((2, 3)).double())
-                counts += torch.bincount(labels, minlength=k).double()
-                signed = signed or bool((feats < 0).any())
-            seen += n
+        for batch in _batches(data, s.batch_size, s.workers, progress, "dissecting"):
+            tally.add(features(batch.x.to(device)).float(), batch)
+        best, sketch = tally.best, tally.sketch
         if sketch is None or best is None or best.maps is None:
             raise ValueError(f"{data.description}: no image could be read")
-        thresholds = sketch.quantile(1.0 - quantile)
+        thresholds = sketch.quantile(1.0 - s.quantile)
         iou = None
         concepts: list[Concept] = []
         if isinstance(data, BrodenSource):
             concepts = data.concepts
-            iou = _tally_iou(features, data, thresholds, concepts, batch_size, workers, progress)
-    n_top = min(top, seen)
+            iou = _tally_iou(features, data, thresholds, concepts, s.batch_size, s.workers,
+                             progress)  # fmt: skip
+    n_top = min(s.top, tally.seen)
     index = best.index[:, :n_top].cpu()
-    class_means = None if sums is None or counts is None else (sums / counts[:, None]).float()
-    rectified_means = (
-        None if rectified is None or counts is None else (rectified / counts[:, None]).float()
-    )
     return Dissection(
         layer=layer,
         source=data.description,
-        images=seen,
+        images=tally.seen,
         skipped=tuple(data.skipped),
-        quantile=quantile,
-        by=by,
+        quantile=s.quantile,
+        by=s.by,
         thresholds=thresholds.cpu(),
         top_index=index,
         top_score=best.score[:, :n_top].cpu(),
         top_maps=best.maps[:, :n_top].cpu(),
         top_names=tuple(tuple(data.name(int(i)) for i in row) for row in index),
         classes=data.classes,
-        class_means=None if class_means is None else class_means.cpu(),
-        rectified_means=None if rectified_means is None else rectified_means.cpu(),
-        signed=signed,
-        class_counts=None if counts is None else counts.long().cpu(),
+        class_means=tally.per_class(tally.sums),
+        rectified_means=tally.per_class(tally.rectified),
+        signed=tally.signed,
+        class_counts=None if tally.counts is None else tally.counts.long().cpu(),
         concepts=tuple(concepts),
         iou=None if iou is None else iou.cpu(),
-        iou_threshold=iou_threshold,
+        iou_threshold=s.iou_threshold,
     )
 
 
@@ -420,6 +458,7 @@ def _tally_iou(
 
 __all__ = [
     "BY",
+    "DissectSettings",
     "Dissection",
     "QuantileSketch",
     "dissect",
