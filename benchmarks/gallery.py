@@ -35,10 +35,10 @@ from convlens.interpret.heads import find_gap_head
 from convlens.interpret.maps import registry
 from convlens.interpret.objectives import channel
 from convlens.interpret.visualize import VisualizeSettings, visualize
-from convlens.render import atlas, heatmaps, viz
+from convlens.render import atlas, figure, heatmaps, map_figures, unit_figures
 from convlens.render.heatmaps import MapStyle
 
-Drawn = Iterator[tuple[str, viz.Figure]]
+Drawn = Iterator[tuple[str, figure.Figure]]
 
 
 def fashion_cnn(quick: bool) -> tuple[str, torch.nn.Module, Preprocessing, torch.Tensor]:
@@ -70,16 +70,16 @@ def figures(
     shown = [to_display(xi, p) for xi in x]
     classes = list(fm.CLASSES) if p.channels == 1 else [f"class {k}" for k in range(10)]
     first = conv_layer_names(model)[0]
-    yield "filters", viz.draw_filters(filters.filter_tiles(model, first))
+    yield "filters", unit_figures.draw_filters(filters.filter_tiles(model, first))
     mid = conv_layer_names(model)[len(conv_layer_names(model)) // 2]
-    yield "filters-mid", viz.draw_filters(filters.filter_tiles(model, mid, max_filters=12))
+    yield "filters-mid", unit_figures.draw_filters(filters.filter_tiles(model, mid, max_filters=12))
     head = find_gap_head(model, x[:1])
     layer = head.layer
     top = units.top_units(model, x[:1], layer, 6).units[0].tolist()
     um = units.unit_maps(model, x[:1], layer, top)
     yield (
         "units",
-        viz.draw_unit_maps(
+        unit_figures.draw_unit_maps(
             shown[0], um.upsampled[0], um.units, um.peaks[0].tolist(), f"{name}: {layer}, top units"
         ),
     )
@@ -87,20 +87,23 @@ def figures(
     region = torch.zeros(h, w, dtype=torch.bool)
     region[h // 4 : h // 2, w // 4 : 3 * w // 4] = True
     match = units.match_region(model, x[:1], layer, region)
-    yield "region", viz.draw_region_match(
+    yield "region", unit_figures.draw_region_match(
         shown[0], region, match.units[:5].tolist(), match.iou[:5].tolist(), match.masks[:5],
         f"{name}: units matching the region",
     )  # fmt: skip
     cams = registry.class_maps(model, x, top=3)
     labels = [[classes[c] for c in row.tolist()] for row in cams.class_indices]
     names = [f"image {i}" for i in range(len(x))]
-    yield "cam", viz.draw_class_maps(shown, cams.upsampled, labels, names, f"{name}: CAM, top 3")
+    yield (
+        "cam",
+        map_figures.draw_class_maps(shown, cams.upsampled, labels, names, f"{name}: CAM, top 3"),
+    )
     every = registry.every_method(model, x)
     maps = torch.stack([r.upsampled[:, 0] for r in every.values()], 1)
     shown_names = [registry.display_names()[m] for m in every]
     yield (
         "cam-family",
-        viz.draw_class_maps(
+        map_figures.draw_class_maps(
             shown, maps, [shown_names] * len(x), names, f"{name}: the CAM family, top class"
         ),
     )
@@ -109,21 +112,21 @@ def figures(
     chosen = ablation.units_by_fc_weight(head, c, 3)
     result = ablation.ablate(model, x[:1], layer, chosen)
     up = units.upsample(result.maps, (h, w))[0]
-    yield "ablation", viz.draw_ablation(
+    yield "ablation", unit_figures.draw_ablation(
         shown[0], up, chosen, classes, result.probs_before[0], result.probs_after[0],
         f"{name}: ablating {len(chosen)} units of {layer}",
     )  # fmt: skip
     fewest = ablation.fewest_units(model, x[:1], layer, budget=10.0)
     if fewest.found:
         up = units.upsample(units.feature_maps(model, x[:1], layer)[:, list(fewest.units)], (h, w))
-        yield "fewest-units", viz.draw_ablation(
+        yield "fewest-units", unit_figures.draw_ablation(
             shown[0], up[0], list(fewest.units), classes, result.probs_before[0],
             torch.softmax(fewest.logits_after, 0), f"{name}: the fewest units that change "
             f"the top-1 ({len(fewest.units)})",
         )  # fmt: skip
     v = visualize(model, channel(layer, top[:4]), p, VisualizeSettings(32 if quick else 128))
-    yield "visualize", viz.draw_visualization_grid(v, f"{name}: {layer}, images optimised")
-    yield "visualize-check", viz.draw_visualization_sanity(v, f"{name}: {layer}")
+    yield "visualize", unit_figures.draw_visualization_grid(v, f"{name}: {layer}, images optimised")
+    yield "visualize-check", unit_figures.draw_visualization_sanity(v, f"{name}: {layer}")
     yield from dataset_figures(name, model, p, x, layer, quick)
 
 
@@ -137,7 +140,7 @@ def pixel_figures(
         styles = [MapStyle(sign=s) for s in heatmaps.SIGNS]
         own = registry.method(method).sign
         labels = [[f"{s}{' (default)' if s == own else ''}" for s in heatmaps.SIGNS]] * 2
-        yield f"pixel-{method}", viz.draw_class_maps(
+        yield f"pixel-{method}", map_figures.draw_class_maps(
             shown[:2], signed, labels, ["image 0", "image 1"],
             f"{name}: {registry.method(method).display} of the top class in each sign mode",
             styles,
@@ -160,7 +163,7 @@ def dataset_figures(
         labels, classes = torch.randint(0, 10, (n,), generator=g), tuple(map(str, range(10)))
     methods = ["gradcam", "layercam", "saliency", "random", "edges"]
     scores = score_methods(model, images.split(32), methods, progress=False)
-    yield "faithfulness", viz.draw_faithfulness(scores, f"{name}: deletion and insertion")
+    yield "faithfulness", map_figures.draw_faithfulness(scores, f"{name}: deletion and insertion")
     source = TensorSource(images, labels, classes, p)
     d = dissect(model, source, layer, progress=False)
     summary = atlas.summary_figure(d)
@@ -174,11 +177,11 @@ def dataset_figures(
             yield "atlas-strip", _picture(strip)
 
 
-def _picture(path: Path) -> viz.Figure:
+def _picture(path: Path) -> figure.Figure:
     from PIL import Image
 
     im = Image.open(path)
-    fig = viz.Figure(figsize=(im.width / 100, im.height / 100), layout="constrained")
+    fig = figure.Figure(figsize=(im.width / 100, im.height / 100), layout="constrained")
     ax = fig.subplots()
     ax.imshow(im)
     ax.set_axis_off()
@@ -198,7 +201,7 @@ def draw_gallery(out: Path, quick: bool = False, suffix: str = "png", dpi: int =
         name, model, p, x = make()
         slug = name.split()[0]
         for kind, fig in figures(name, model, p, x, quick):
-            written.append(viz.save_figure(fig, out / f"{slug}-{kind}.{suffix}", dpi))
+            written.append(figure.save_figure(fig, out / f"{slug}-{kind}.{suffix}", dpi))
             print(f"wrote {written[-1]}", flush=True)
     return written
 

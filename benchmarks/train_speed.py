@@ -212,9 +212,9 @@ def run_config(
 def draw_time_to_accuracy(record: dict[str, Any], path: Path) -> None:
     """Validation top-1 against elapsed seconds (mean over seeds, one point per epoch)
     for every configuration of the record, in one figure."""
-    from convlens.render import viz
+    from convlens.render import figure
 
-    fig = viz.Figure(figsize=(7.5, 4.2))
+    fig = figure.Figure(figsize=(7.5, 4.2))
     ax = fig.subplots()
     for name, rec in record["configs"].items():
         runs = rec["runs"]
@@ -235,7 +235,7 @@ def draw_time_to_accuracy(record: dict[str, Any], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(f"time to accuracy on {info['processor']}", fontsize=10)
-    viz.save_figure(fig, path, dpi=120)
+    figure.save_figure(fig, path, dpi=120)
 
 
 def main() -> None:

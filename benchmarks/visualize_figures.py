@@ -25,7 +25,7 @@ from convlens import models
 from convlens.data.sources import FashionSplit
 from convlens.interpret.objectives import channel, diversity
 from convlens.interpret.visualize import VisualizeSettings, visualize
-from convlens.render import atlas, viz
+from convlens.render import atlas, figure, unit_figures
 
 
 def main() -> None:
@@ -48,12 +48,14 @@ def main() -> None:
     fig = Figure(figsize=(12, 1.7 * len(chosen)))
     grid = fig.add_gridspec(len(chosen), 3, width_ratios=[2, 4, 8.5], wspace=0.05)
     for k, row in enumerate(best):
-        pair = np.concatenate([viz.visualization_tile(up, k), viz.visualization_tile(down, k)], 1)
+        pair = np.concatenate(
+            [unit_figures.visualization_tile(up, k), unit_figures.visualization_tile(down, k)], 1
+        )
         strip = atlas.strip_file(args.atlas, row["unit"])
         assert strip is not None
         cells = (
             (pair, f"unit {row['unit']}: raised | lowered"),
-            (viz.visualization_tile(many, k), "four diverse images"),
+            (unit_figures.visualization_tile(many, k), "four diverse images"),
             (np.asarray(Image.open(strip).convert("RGB")), atlas.unit_caption(row)),
         )
         for j, (img, title) in enumerate(cells):
@@ -61,13 +63,15 @@ def main() -> None:
             ax.imshow(img)
             ax.set_title(title, fontsize=9)
             ax.set_axis_off()
-    viz.save_figure(fig, args.out / "units.png", dpi=110)
+    figure.save_figure(fig, args.out / "units.png", dpi=110)
     whole = visualize(model, channel("features", range(128)), p, data=data)
-    viz.save_figure(
-        viz.draw_visualization_grid(whole, "fashion-cnn features"), args.out / "grid.png", dpi=90
+    figure.save_figure(
+        unit_figures.draw_visualization_grid(whole, "fashion-cnn features"),
+        args.out / "grid.png",
+        dpi=90,
     )
-    viz.save_figure(
-        viz.draw_visualization_sanity(whole, "fashion-cnn features"),
+    figure.save_figure(
+        unit_figures.draw_visualization_sanity(whole, "fashion-cnn features"),
         args.out / "sanity.png",
         dpi=90,
     )

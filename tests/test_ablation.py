@@ -228,12 +228,12 @@ def test_the_greedy_search_stops_at_its_budget_with_the_best_so_far() -> None:
 
 
 def test_a_search_cut_by_its_budget_says_so() -> None:
-    from convlens.render import viz
+    from convlens.render import unit_figures
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None).eval()
     cut = ablation.fewest_units(model, torch.randn(1, 3, 64, 64), layer="layer2", budget=1e-9)
-    text = viz.describe_fewest_units(cut, [f"c{i}" for i in range(1000)])
+    text = unit_figures.describe_fewest_units(cut, [f"c{i}" for i in range(1000)])
     # the seconds depend on the machine's load: only the wording is checked
     assert re.search(r"out of time after \d+ s; these are the best units so far", text)
 

@@ -213,7 +213,7 @@ LONG_ON_RECORD = {
     "interpret/ablation.py:run": "the greedy search's loop, one pass per step with its "
     "stopping rules side by side",
     "render/report.py:ablation_section": "one figure and one table row per image",
-    "render/viz.py:draw_sweep_param": "one figure whose x axis depends on the kind of "
+    "render/training_figures.py:draw_sweep_param": "one figure whose x axis depends on the kind of "
     "hyperparameter (numbers, log scale, choices, layouts)",
     "serve/app.py:create_app": "the routes of the web app, one short function each, "
     "defined where they share the explorer",

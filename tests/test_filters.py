@@ -9,7 +9,7 @@ from torchvision.models import resnet18
 
 from convlens.core.hooks import hook_count
 from convlens.interpret import filters
-from convlens.render import viz
+from convlens.render import figure, unit_figures
 
 
 def test_normalize_per_filter_formula() -> None:
@@ -38,8 +38,8 @@ def test_first_layer_is_rgb_and_deeper_is_per_channel(tmp_path: Path) -> None:
     assert not deep.rgb and deep.tiles.shape == (2, 3, 3, 3)
     w = net.layer1[0].conv1.weight.detach()
     assert torch.allclose(deep.tiles[1], filters.normalize_tensor(w[[5]][:, [1, 2, 3]])[0])
-    viz.save_figure(viz.draw_filters(first), tmp_path / "f.png")
-    viz.save_figure(viz.draw_filters(deep), tmp_path / "d.svg")
+    figure.save_figure(unit_figures.draw_filters(first), tmp_path / "f.png")
+    figure.save_figure(unit_figures.draw_filters(deep), tmp_path / "d.svg")
     assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
     assert b"<svg" in (tmp_path / "d.svg").read_bytes()[:400]
     assert hook_count(net) == 0

@@ -18,7 +18,7 @@ import convlens
 from convlens import models
 from convlens.cli import main
 from convlens.interpret.maps import pixel, registry
-from convlens.render import heatmaps, viz
+from convlens.render import figure, heatmaps, map_figures
 from convlens.render.heatmaps import MapStyle
 from tests.conftest import needs_fashion
 from tests.test_cli import one_error_line
@@ -140,17 +140,19 @@ def test_no_other_module_colours_a_map() -> None:
     assert not found, "\n".join(found)
 
 
-def tiny_figure() -> viz.Figure:
+def tiny_figure() -> figure.Figure:
     x = torch.rand(2, 1, 20, 20)
     maps = torch.randn(2, 3, 20, 20)
     styles = [MapStyle(sign=s) for s in ("all", "positive", "absolute")]
-    return viz.draw_class_maps(list(x), maps, [["a", "b", "c"]] * 2, ["x", "y"], "t", styles)
+    return map_figures.draw_class_maps(
+        list(x), maps, [["a", "b", "c"]] * 2, ["x", "y"], "t", styles
+    )
 
 
 def test_figures_as_png_svg_and_pdf(tmp_path: Path) -> None:
     fig = tiny_figure()
     for suffix in ("png", "svg", "pdf"):
-        viz.save_figure(fig, tmp_path / f"f.{suffix}", dpi=72)
+        figure.save_figure(fig, tmp_path / f"f.{suffix}", dpi=72)
     check_figure_files(tmp_path / "f.png", tmp_path / "f.svg", tmp_path / "f.pdf")
 
 

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from convlens import sweep
 from convlens.cli import main
 from convlens.config import TrainConfig
-from convlens.render import viz
+from convlens.render import training_figures
 from convlens.sweep import results as sweep_results
 from convlens.sweep import worker
 from tests.conftest import needs_fashion
@@ -117,7 +117,7 @@ def test_tiny_sweep_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert rows[1].split(",")[5] != "" and all(r.split(",")[5] == "" for r in rows[2:])
 
     results = sweep_results.load_results(out)
-    fig = viz.draw_sweep_param(results, "lr")
+    fig = training_figures.draw_sweep_param(results, "lr")
     ax = fig.axes[0]
     assert ax.get_xscale() == "log"
     labels = [line.get_label() for line in ax.get_lines()]
@@ -129,7 +129,9 @@ def test_tiny_sweep_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
     }
     assert list(val_line.get_xdata()) == [0.05, 0.4]
     assert list(val_line.get_ydata()) == pytest.approx([best_per_lr[0.05], best_per_lr[0.4]])
-    init_ax = viz.draw_sweep_param(results, "init").axes[0]  # in the sweep's order, not by score
+    init_ax = training_figures.draw_sweep_param(results, "init").axes[
+        0
+    ]  # in the sweep's order, not by score
     assert [t.get_text() for t in init_ax.get_xticklabels()] == ["kaiming", "xavier"]
 
     # Running the sweep again finds nothing to do and trains nothing.
@@ -345,9 +347,9 @@ def test_plot_categorical_layouts_and_numbers_with_zero() -> None:
         trial(4, {"weight_decay": 0.002}, 0.905),
     ]
     results = sweep_results.SweepResults(spec, trials, [], 0)
-    depth_ax = viz.draw_sweep_param(results, "depth").axes[0]
+    depth_ax = training_figures.draw_sweep_param(results, "depth").axes[0]
     assert [t.get_text() for t in depth_ax.get_xticklabels()] == ["1x1x1", "1x2x2", "2x2x2"]
-    wd_ax = viz.draw_sweep_param(results, "weight_decay").axes[0]
+    wd_ax = training_figures.draw_sweep_param(results, "weight_decay").axes[0]
     assert wd_ax.get_xscale() == "linear"  # 0 cannot go on a log axis
     assert [t.get_text() for t in wd_ax.get_xticklabels()] == ["0", "0.0005", "0.002"]
     val = next(line for line in wd_ax.get_lines() if line.get_label() == "validation")

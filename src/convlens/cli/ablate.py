@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from convlens.data import images
     from convlens.interpret import ablation, units
     from convlens.interpret.heads import find_gap_head
-    from convlens.render import viz
+    from convlens.render import figure, unit_figures
 
     if args.units is None and args.top is None and not args.min_units:
         raise ValueError("give --units K [K ...], --top N or --min-units")
@@ -104,13 +104,13 @@ def run(args: argparse.Namespace) -> int:
         result = ablation.ablate(model, x, layer, chosen, args.mode)
         where = f"{args.mode} ablation of {len(chosen)} units of {result.modified}"
         print(
-            viz.top_k_table(
+            unit_figures.top_k_table(
                 classes,
                 [("before", result.probs_before[0]), (f"after {where}", result.probs_after[0])],
             )
         )
         up = units.upsample(result.maps, (x.shape[2], x.shape[3]))[0]
-        fig = viz.draw_ablation(
+        fig = unit_figures.draw_ablation(
             images.to_display(x[0], loaded.preprocessing),
             up,
             chosen,
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
             result.probs_after[0],
             f"{loaded.name}: {where}",
         )
-        viz.save_figure(fig, out, args.dpi)
+        figure.save_figure(fig, out, args.dpi)
         print(f"wrote {out}")
     if args.min_units:
         search = ablation.SearchSettings(
@@ -130,5 +130,5 @@ def run(args: argparse.Namespace) -> int:
             shortlist=args.shortlist or None,
         )
         fewest = ablation.fewest_units(model, x, layer, search, progress=True)
-        print(viz.describe_fewest_units(fewest, classes))
+        print(unit_figures.describe_fewest_units(fewest, classes))
     return 0

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from convlens.data import images
-    from convlens.render import heatmaps, viz
+    from convlens.render import figure, heatmaps, map_figures
 
     out = figure_path(args, "cam.png")
     if not 0 <= args.clip < 100:  # before the model is loaded and the maps computed
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name}: " + ", ".join(row))
     method = registry.display_names()[result.method]
     maps, style = heatmaps.drawable(result, args.sign, args.clip)
-    fig = viz.draw_class_maps(
+    fig = map_figures.draw_class_maps(
         shown,
         maps,
         labels,
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         + f" ({style.describe()})",
         style,
     )
-    viz.save_figure(fig, out, args.dpi)
+    figure.save_figure(fig, out, args.dpi)
     print(f"wrote {out}")
     return 0
 
@@ -144,7 +144,7 @@ def _every_method(
     """``--method all``: rows images, columns methods, for one class per image."""
     import torch
 
-    from convlens.render import viz
+    from convlens.render import figure, map_figures
 
     results = registry.every_method(loaded.model, inputs.x, args.layer, classes)
     first = next(iter(results.values()))
@@ -154,7 +154,7 @@ def _every_method(
     for i, (name, c) in enumerate(zip(inputs.names, targets, strict=True)):
         print(f"{name}: {loaded.classes[c]} {float(first.probs[i, c]):.1%}")
     print("methods: " + ", ".join(names) + f" (layer {first.layer})")
-    fig = viz.draw_class_maps(
+    fig = map_figures.draw_class_maps(
         shown,
         maps,
         [names] * len(targets),
@@ -163,6 +163,6 @@ def _every_method(
         + ("the chosen class" if classes is not None else "the top class")
         + f" (layer {first.layer}; each map min-max scaled)",
     )
-    viz.save_figure(fig, out, args.dpi)
+    figure.save_figure(fig, out, args.dpi)
     print(f"wrote {out}")
     return 0

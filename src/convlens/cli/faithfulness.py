@@ -74,7 +74,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from convlens.core.fileio import atomic_write_text
     from convlens.interpret.faithfulness import score_methods
-    from convlens.render import viz
+    from convlens.render import figure, map_figures
 
     if args.limit < 1 or args.batch_size < 1:
         raise ValueError("--limit and --batch-size must be >= 1")
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         options=options,
         captum_metrics=args.captum_metrics,
     )
-    header, rows = viz.faithfulness_table(scores)
+    header, rows = map_figures.faithfulness_table(scores)
     args.out.mkdir(parents=True, exist_ok=True)
     csv = "\n".join(",".join(r) for r in [header, *rows]) + "\n"
     md = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_text(args.out / "faithfulness.md", md)
     n = scores[0].images
     title = f"{loaded.name} on {n} images of {args.data} (baseline {args.baseline})"
-    viz.save_figure(viz.draw_faithfulness(scores, title), args.out / "curves.png")
+    figure.save_figure(map_figures.draw_faithfulness(scores, title), args.out / "curves.png")
     print(md, end="")
     print(f"wrote {args.out / 'faithfulness.csv'}, faithfulness.md and curves.png")
     return 0

@@ -41,7 +41,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from convlens.core.hooks import conv_layer_names
     from convlens.interpret import filters
-    from convlens.render import viz
+    from convlens.render import figure, unit_figures
 
     loaded = load_model(args)
     layer = args.layer or conv_layer_names(loaded.model)[0]
@@ -54,10 +54,10 @@ def run(args: argparse.Namespace) -> int:
         per=args.per,
     )
     out = figure_path(args, f"filters-{layer}.png")
-    fig = viz.draw_filters(
+    fig = unit_figures.draw_filters(
         tiles, title=f"{loaded.name} {layer}: weight " + "x".join(map(str, tiles.weight_shape))
     )
-    viz.save_figure(fig, out, args.dpi)
+    figure.save_figure(fig, out, args.dpi)
     print(
         f"wrote {out} ({len(tiles.filters)} filters, "
         f"{'colour' if tiles.rgb else f'{len(tiles.in_channels)} input channels each'})"

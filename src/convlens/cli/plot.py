@@ -25,13 +25,15 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convlens.render import viz
+    from convlens.render import training_figures
     from convlens.sweep import results as sweep_results
 
     results = sweep_results.load_results(args.sweep_dir, args.storage, args.study)
     if not results.trials:
         raise ValueError(f"no finished trials in {args.sweep_dir} yet")
-    for path in viz.write_sweep_figures(results, args.out or args.sweep_dir / "figures"):
+    for path in training_figures.write_sweep_figures(
+        results, args.out or args.sweep_dir / "figures"
+    ):
         print(f"wrote {path}")
     if results.pending:
         print(f"note: {results.pending} trials are still queued or running")

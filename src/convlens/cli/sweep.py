@@ -75,7 +75,7 @@ def base_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convlens.render import viz
+    from convlens.render import training_figures
     from convlens.sweep import results as sweep_results
     from convlens.sweep import worker
 
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             + (f"  test top-1 {best.test_top1:.4f}" if best.test_top1 is not None else "")
         )
     if not args.no_plot and results.trials:
-        for path in viz.write_sweep_figures(results, args.out / "figures"):
+        for path in training_figures.write_sweep_figures(results, args.out / "figures"):
             print(f"wrote {path}")
     return 0
 

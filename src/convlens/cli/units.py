@@ -62,7 +62,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from convlens.data import images
     from convlens.interpret import units
-    from convlens.render import viz
+    from convlens.render import figure, unit_figures
 
     loaded = load_model(args)
     inputs = model_inputs(args, loaded, [args.image])
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         print("  rank  unit   IoU")
         for rank in range(min(k * 2, len(match.units))):
             print(f"  {rank + 1:>4}  {int(match.units[rank]):>4}  {float(match.iou[rank]):.3f}")
-        fig = viz.draw_region_match(
+        fig = unit_figures.draw_region_match(
             shown,
             region,
             match.units[:k].tolist(),
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             chosen = parse_ints(" ".join(args.units), "--units")
         um = units.unit_maps(loaded.model, x, args.layer, chosen)
-        fig = viz.draw_unit_maps(
+        fig = unit_figures.draw_unit_maps(
             shown,
             um.upsampled[0],
             um.units,
@@ -107,6 +107,6 @@ def run(args: argparse.Namespace) -> int:
             f"{loaded.name} {args.layer}: feature maps upsampled to the "
             f"{x.shape[3]}x{x.shape[2]} input",
         )
-    viz.save_figure(fig, out, args.dpi)
+    figure.save_figure(fig, out, args.dpi)
     print(f"wrote {out}")
     return 0

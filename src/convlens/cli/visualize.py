@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from convlens.data.catalog import open_source
     from convlens.interpret import objectives, visualize
     from convlens.interpret.heads import default_layer
-    from convlens.render import atlas, viz
+    from convlens.render import atlas, unit_figures
 
     loaded = load_model(args)
     model, p = loaded.model, loaded.preprocessing
@@ -109,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     result = visualize.visualize(model, objective, p, settings, data=data, progress=True)
-    viz.write_visualization(result, args.out, f"{loaded.name} {result.layer}")
-    print(viz.describe_visualization(result))
+    unit_figures.write_visualization(result, args.out, f"{loaded.name} {result.layer}")
+    print(unit_figures.describe_visualization(result))
     print(f"wrote {args.out}")
     if args.atlas:
         added = atlas.add_to_atlas(result, args.atlas)

@@ -1,6 +1,6 @@
 """Convolution kernels as pictures: normalisation and tiling (Problem 1).
 
-Tensors in, tensors out; :mod:`convlens.viz` draws them.
+Tensors in, tensors out; :mod:`convlens.render.unit_figures` draws them.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Units of a layer: their feature maps over the image, the most active ones, and the
 ones that best match a region of the image (Problem 2 a-b).
 
-Tensors in, tensors out; :mod:`convlens.viz` draws them.
+Tensors in, tensors out; :mod:`convlens.render.unit_figures` draws them.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from convlens.core.progress import progress_bar
 from convlens.data.sources import Source
 from convlens.interpret.dissect import Dissection
 from convlens.interpret.visualize import Visualization
-from convlens.render import viz
+from convlens.render import figure, unit_figures
 
 CSV_FIELDS = (
     "unit", "label", "concept", "category", "iou", "top_class", "selectivity",
@@ -112,11 +112,11 @@ def _write_strips(d: Dissection, source: Source, folder: Path, side: int, progre
     return suffix
 
 
-def summary_figure(d: Dissection) -> viz.Figure | None:
+def summary_figure(d: Dissection) -> figure.Figure | None:
     """Units per concept (labelled units, when concepts were given) or per top class,
     split by how selective they are; None when the data had neither."""
     rows = d.unit_rows()
-    fig = viz.Figure(figsize=(8, 3.6))
+    fig = figure.Figure(figsize=(8, 3.6))
     ax = fig.subplots()
     if d.best_concept is not None:
         counts = Counter(r["label"] for r in rows if r["label"])
@@ -201,7 +201,7 @@ def write_atlas(
         suffix = _write_strips(d, source, tmp / "units", side, progress)
         fig = summary_figure(d)
         if fig is not None:
-            viz.save_figure(fig, tmp / "summary.png", dpi=110)
+            figure.save_figure(fig, tmp / "summary.png", dpi=110)
         _write_tables(d, rows, tmp)
         order = sorted(rows, key=lambda r: -unit_score(r))
         page = _PAGE.format(
@@ -366,7 +366,7 @@ def add_to_atlas(v: Visualization, folder: str | os.PathLike[str]) -> int:
         if u in v.dead:
             continue
         buf = io.BytesIO()
-        Image.fromarray(viz.visualization_tile(v, k, side=96)).save(buf, format="PNG")
+        Image.fromarray(unit_figures.visualization_tile(v, k, side=96)).save(buf, format="PNG")
         atomic_write_bytes(folder / "units" / f"vis-{u:04d}.png", buf.getvalue())
         tag = (f'<img class="vis" src="units/vis-{u:04d}.png" '
                f'alt="what unit {u} responds to most (feature visualisation)">')  # fmt: skip

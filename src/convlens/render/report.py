@@ -29,7 +29,7 @@ from convlens.interpret.maps import registry
 from convlens.interpret.objectives import channel
 from convlens.interpret.visualize import VisualizeSettings, visualize
 from convlens.models import LoadedModel
-from convlens.render import atlas, heatmaps, viz
+from convlens.render import atlas, figure, heatmaps, map_figures, training_figures, unit_figures
 from convlens.sweep import results as sweep_results
 
 
@@ -83,9 +83,9 @@ class Report:
     def figure(
         self, section: _Section, fig: Figure, name: str, caption: str, width: int = 900
     ) -> None:
-        path = viz.save_figure(fig, self.out / f"{name}.png", dpi=self.dpi)
+        path = figure.save_figure(fig, self.out / f"{name}.png", dpi=self.dpi)
         for fmt in self.formats:  # the same figure for a paper, linked under it
-            viz.save_figure(fig, self.out / f"{name}.{fmt}", dpi=self.dpi)
+            figure.save_figure(fig, self.out / f"{name}.{fmt}", dpi=self.dpi)
         links = " ".join(f'<a href="{html.escape(name)}.{fmt}">{fmt.upper()}</a>'
                          for fmt in self.formats)  # fmt: skip
         self.figure_file(section, path.name, caption, width, links)
@@ -256,7 +256,7 @@ def filters_section(report: Report, ctx: ReportContext) -> None:
         )
         report.figure(
             s,
-            viz.draw_filters(tiles),
+            unit_figures.draw_filters(tiles),
             f"filters-{name}",
             f"Kernels of {name} (weight {shape}), each filter min-max normalised to [0, 1]; {how}.",
             width=700,
@@ -272,7 +272,7 @@ def units_section(report: Report, ctx: ReportContext) -> None:
     um = units.unit_maps(model, x[:1], layer, chosen)
     report.figure(
         s,
-        viz.draw_unit_maps(
+        unit_figures.draw_unit_maps(
             shown[0], um.upsampled[0], um.units, um.peaks[0].tolist(), f"{layer}: chosen units"
         ),
         "units-chosen",
@@ -285,7 +285,7 @@ def units_section(report: Report, ctx: ReportContext) -> None:
         tm = units.unit_maps(model, x[i : i + 1], layer, top)
         report.figure(
             s,
-            viz.draw_unit_maps(
+            unit_figures.draw_unit_maps(
                 shown[i],
                 tm.upsampled[0],
                 tm.units,
@@ -301,7 +301,7 @@ def units_section(report: Report, ctx: ReportContext) -> None:
         k = min(6, len(match.units))
         report.figure(
             s,
-            viz.draw_region_match(
+            unit_figures.draw_region_match(
                 shown[0],
                 opts.region,
                 match.units[:k].tolist(),
@@ -328,7 +328,7 @@ def visualize_section(report: Report, ctx: ReportContext) -> None:
     v = visualize(model, channel(layer, chosen), p, VisualizeSettings(steps=steps))
     report.figure(
         s,
-        viz.draw_visualization_grid(v, f"{layer}: images optimised for each unit"),
+        unit_figures.draw_visualization_grid(v, f"{layer}: images optimised for each unit"),
         "visualize-units",
         f"For each of the {len(chosen)} most active units of {layer} for "
         f"{ctx.inputs.names[0]}, an image optimised for {steps} steps to raise the unit's "
@@ -378,7 +378,7 @@ def ablation_section(report: Report, ctx: ReportContext) -> None:
         before, after = result.probs_before[0], result.probs_after[0]
         report.figure(
             s,
-            viz.draw_ablation(
+            unit_figures.draw_ablation(
                 shown[i],
                 up,
                 chosen,
@@ -438,7 +438,7 @@ def cam_section(report: Report, ctx: ReportContext) -> None:
     name = registry.method(method).display
     report.figure(
         s,
-        viz.draw_class_maps(
+        map_figures.draw_class_maps(
             shown,
             result.upsampled,
             labels,
@@ -478,7 +478,7 @@ def _maps_beside_cam(
     )
     report.figure(
         s,
-        viz.draw_class_maps(
+        map_figures.draw_class_maps(
             shown,
             maps,
             [names] * x.shape[0],
@@ -506,7 +506,7 @@ def training_section(report: Report, ctx: ReportContext) -> None:
         metrics = json.loads((opts.run_dir / "metrics.json").read_text())
         report.figure(
             s,
-            viz.draw_run_curves(metrics, str(opts.run_dir)),
+            training_figures.draw_run_curves(metrics, str(opts.run_dir)),
             "run-curves",
             "Training-set top-1 (running, with augmentation) and validation top-1 per epoch.",
             width=650,
@@ -519,7 +519,7 @@ def training_section(report: Report, ctx: ReportContext) -> None:
         for param in results.varied():
             report.figure(
                 s,
-                viz.draw_sweep_param(results, param),
+                training_figures.draw_sweep_param(results, param),
                 f"sweep-{param}",
                 f"Top-1 on the training set (no augmentation) and the validation set "
                 f"against {param}"
@@ -528,7 +528,7 @@ def training_section(report: Report, ctx: ReportContext) -> None:
             )
         report.figure(
             s,
-            viz.draw_learning_curves(results),
+            training_figures.draw_learning_curves(results),
             "sweep-curves",
             "Validation top-1 per epoch of the best trials.",
             width=760,
@@ -543,7 +543,7 @@ def trust_section(report: Report, ctx: ReportContext) -> None:
     if not scores:
         return
     s = report.section("faithfulness", "Which map to trust: faithfulness of each method")
-    header, rows = viz.faithfulness_table(scores)
+    header, rows = map_figures.faithfulness_table(scores)
     report.text(
         s,
         f"Measured on {scores[0].images} images of {ctx.options.faithfulness_data or 'a data set'}"
@@ -554,7 +554,7 @@ def trust_section(report: Report, ctx: ReportContext) -> None:
     report.table(s, header, rows)
     report.figure(
         s,
-        viz.draw_faithfulness(scores, "mean deletion and insertion curves"),
+        map_figures.draw_faithfulness(scores, "mean deletion and insertion curves"),
         "faithfulness",
         "Mean class probability against the fraction of pixels removed (left) or restored "
         "(right); the area under each curve is in brackets.",

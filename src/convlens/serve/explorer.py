@@ -40,7 +40,7 @@ from convlens.interpret.maps import registry
 from convlens.interpret.objectives import channel
 from convlens.interpret.visualize import VisualizeSettings, layer_width, visualize
 from convlens.models import LoadedModel
-from convlens.render import atlas, heatmaps, viz
+from convlens.render import atlas, heatmaps, unit_figures
 from convlens.render.heatmaps import MapStyle
 from convlens.serve.cache import AnswerCache
 from convlens.serve.jobs import Job, Jobs
@@ -498,7 +498,11 @@ class Explorer:
                 VisualizeSettings(steps=VISUALIZE_STEPS), on_step=on_step,
             )  # fmt: skip
             dead = unit in v.dead
-            png = None if dead else base64.b64encode(_png(viz.visualization_tile(v, 0))).decode()
+            png = (
+                None
+                if dead
+                else base64.b64encode(_png(unit_figures.visualization_tile(v, 0))).decode()
+            )
             return {
                 "layer": layer, "unit": unit, "dead": dead, "png": png,
                 "activation": float(v.activation[0].mean()), "steps": VISUALIZE_STEPS,
@@ -527,7 +531,7 @@ class Explorer:
             with self.lock(ABLATION):
                 tiles = filter_tiles(self.model, layer)
             buf = io.BytesIO()
-            viz.draw_filters(tiles).savefig(buf, format="png", dpi=90, bbox_inches="tight")
+            unit_figures.draw_filters(tiles).savefig(buf, format="png", dpi=90, bbox_inches="tight")
             return buf.getvalue()
 
         return self._cached(("filters", layer), run)
