@@ -396,7 +396,7 @@ def upload(client: TestClient, data: bytes, name: str = "x.png") -> Any:
 def test_uploads_are_kept_by_content_bounded_and_listed(
     served: tuple[Explorer, TestClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from convlens.serve import explorer as ex
+    from convlens.serve import catalog as ex
 
     explorer, client = served
     first = upload(client, png_bytes(seed=5), "five.png").json()["id"]

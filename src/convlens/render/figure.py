@@ -14,8 +14,10 @@ import textwrap
 from pathlib import Path
 
 import matplotlib.figure
+import numpy as np
 import torch
 from matplotlib.axes import Axes
+from PIL import Image
 
 from convlens.core.fileio import atomic_write_bytes
 
@@ -37,6 +39,14 @@ def title_figure(fig: matplotlib.figure.Figure, text: str, fontsize: int = 10) -
     width_in = fig.get_size_inches()[0]
     chars = max(30, int(width_in * 72 / (0.55 * fontsize)))
     fig.suptitle(textwrap.fill(text, chars), fontsize=fontsize)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """An image array (``[H, W]``, ``[H, W, 3]`` or ``[H, W, 4]`` uint8) as PNG bytes,
+    fast to write (compression level 1)."""
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
 
 
 def save_figure(
@@ -77,6 +87,7 @@ def shorten(text: str, width: int = 28) -> str:
 __all__ = [
     "Figure",
     "image_grid",
+    "png_bytes",
     "save_figure",
     "shorten",
     "show_image",

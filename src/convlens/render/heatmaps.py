@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 
 from convlens.interpret.maps import registry
 from convlens.interpret.maps.base import ClassMaps
+from convlens.render.figure import png_bytes
 
 SIGNS = registry.SIGNS
 SCALES = ("clip", "minmax")
@@ -251,6 +252,12 @@ def heat_rgba_bytes(m: torch.Tensor | np.ndarray, style: MapStyle) -> np.ndarray
     return (map_rgba(m, full) * 255 + 0.5).astype(np.uint8)
 
 
+def heat_png(m: torch.Tensor, style: MapStyle = ACTIVATIONS) -> bytes:
+    """A map ``[H, W]`` as an RGBA heatmap PNG to lay over the image (see
+    :func:`heat_rgba_bytes`)."""
+    return png_bytes(heat_rgba_bytes(m, style))
+
+
 __all__ = [
     "ACTIVATIONS",
     "CAM_COLORMAP",
@@ -262,6 +269,7 @@ __all__ = [
     "clip_value",
     "draw_map",
     "drawable",
+    "heat_png",
     "heat_rgba_bytes",
     "map_rgba",
     "overlay",

@@ -24,13 +24,8 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from convlens.interpret.maps import registry
-from convlens.serve.explorer import (
-    MAX_UPLOAD_BYTES,
-    BadRequestError,
-    Explorer,
-    MapQuery,
-    NotFoundError,
-)
+from convlens.serve.catalog import MAX_UPLOAD_BYTES, BadRequestError, NotFoundError
+from convlens.serve.explorer import Explorer, MapQuery
 
 STATIC = Path(__file__).parent / "static"
 

@@ -1,8 +1,8 @@
 """What the explorer page asks of one loaded model, as plain values and PNG bytes.
 
 :class:`Explorer` holds the model, the images the page can address (FashionMNIST test
-images, a folder, uploads; each by an id, never a path), a cache bounded in bytes, and
-one lock: every short computation that touches the model (hooks, evaluation mode,
+images, a folder, uploads; each by an id, never a path:
+:class:`~convlens.serve.catalog.Catalog`), a cache bounded in bytes, and one lock: every short computation that touches the model (hooks, evaluation mode,
 ablation) runs under it, so two requests never see each other's ablated units. When
 several wait, the one with the earliest deadline for its kind goes first
 (:class:`~convlens.serve.scheduler.DeadlineLock`); answers are kept in a cache
@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import base64
 import copy
-import hashlib
 import io
 import re
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +25,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from convlens.core.hooks import conv_layer_names
-from convlens.data import fashion_mnist
-from convlens.data.images import decode_bytes, open_image, preprocess, to_display
-from convlens.data.sources import IMAGE_SUFFIXES
 from convlens.interpret import ablation, units
 from convlens.interpret.filters import filter_tiles
 from convlens.interpret.heads import default_layer
@@ -41,75 +35,25 @@ from convlens.interpret.objectives import channel
 from convlens.interpret.visualize import VisualizeSettings, layer_width, visualize
 from convlens.models import LoadedModel
 from convlens.render import atlas, heatmaps, unit_figures
+from convlens.render.figure import png_bytes
 from convlens.render.heatmaps import MapStyle
 from convlens.serve.cache import AnswerCache
+from convlens.serve.catalog import (
+    LIMITS,
+    MAX_UPLOAD_BYTES,
+    BadRequestError,
+    Catalog,
+    Entry,
+    NotFoundError,
+)
 from convlens.serve.jobs import Job, Jobs
 from convlens.serve.scheduler import ABLATION, MAP, TOP5, DeadlineLock
 
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-MAX_DECODE_BYTES = 256 * 1024 * 1024  # memory one decode may take, from the header
-MAX_ASPECT = 10  # longest side / shortest side: a 20000x5 strip resizes to a gigabyte
-MAX_UPLOADS = 64  # uploads kept, most recently used first
-MAX_UPLOAD_STORE_BYTES = 256 * 1024 * 1024  # and their inputs and thumbnails, in bytes
-DECODE_SLOTS = 2  # uploads decoded at once
 FEWEST_BUDGET = 10.0  # seconds a fewest-units search may take
 VISUALIZE_STEPS = 256  # optimisation steps of a unit's visualisation
 # map methods that take many passes of the network: computed as jobs, with progress
 CACHE_BYTES = 128 * 1024 * 1024  # answers kept (maps, PNGs, logits), in bytes
-LIMITS = (
-    f"uploads up to {MAX_UPLOAD_BYTES // 2**20} MB per file and {MAX_DECODE_BYTES // 2**20} MB "
-    f"once decoded, sides at most {MAX_ASPECT}:1; the {MAX_UPLOADS} most recently used are kept"
-)
-# ids: a position in the data set or folder, or the hash of an upload's bytes (ASCII
-# digits only, and nothing after: fullmatch, not a $ that allows a final newline)
-_ID = re.compile(r"(test|file):([0-9]{1,9})|upload:([0-9a-f]{16})")
 _JOB_ID = re.compile(r"[0-9a-f]{16}")
-
-
-class NotFoundError(LookupError):
-    """An image, layer, unit or class id that does not exist (HTTP 404)."""
-
-
-class BadRequestError(ValueError):
-    """A request that cannot be answered as asked (HTTP 400 or 413)."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass(frozen=True)
-class _Image:
-    x: torch.Tensor  # [1, C, H, W] model input
-    shown: torch.Tensor  # [C, H, W] in [0, 1], as the model sees it
-    name: str
-    label: int | None
-
-
-def _png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
-def _within_limits(im: Image.Image) -> None:
-    """Refuse an upload from its header when decoding or resizing it would take too
-    much memory (see :data:`LIMITS`)."""
-    w, h = im.size
-    if max(w, h) > MAX_ASPECT * max(1, min(w, h)):
-        raise ValueError(f"the image is {w}x{h}, more elongated than {MAX_ASPECT}:1; crop it first")
-    need = decode_bytes(im)
-    if need > MAX_DECODE_BYTES:
-        raise ValueError(
-            f"the image is {w}x{h} ({im.mode}), about {need // 2**20} MB once decoded, over "
-            f"the limit of {MAX_DECODE_BYTES // 2**20} MB; make it smaller first"
-        )
-
-
-def _heat_png(m: torch.Tensor, style: MapStyle = heatmaps.ACTIVATIONS) -> bytes:
-    """A map ``[H, W]`` as an RGBA heatmap PNG to lay over the image (see
-    :func:`convlens.render.heatmaps.heat_rgba_bytes`)."""
-    return _png(heatmaps.heat_rgba_bytes(m, style))
 
 
 @dataclass(frozen=True)
@@ -151,33 +95,11 @@ class Explorer:
         self.model = loaded.model.eval()
         self.lock = DeadlineLock()
         p = loaded.preprocessing
-        self.fashion = p.channels == 1 and p.size == 28
-        self.test = None
-        if data is not None:
-            if data != "test":
-                raise ValueError(f"`data` can only be 'test' (FashionMNIST), got {data!r}")
-            if not self.fashion:
-                raise ValueError("`data` test is FashionMNIST, for 28x28 grayscale models only")
-            self.test = fashion_mnist.load_fashion_mnist("test", data_dir)
-        self.files: list[Path] = []
-        if images_dir is not None:
-            if not images_dir.is_dir():
-                raise ValueError(f"`images` {images_dir} is not a folder")
-            self.files = sorted(
-                f
-                for f in images_dir.rglob("*")
-                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-            )
-            if not self.files:
-                raise ValueError(f"`images` {images_dir} holds no image files")
+        self._cached = AnswerCache(cache_bytes)
+        self.catalog = Catalog(p, self._cached, images_dir, data, data_dir)
+        self.uploads = self.catalog.uploads
         self.dissection_dir = dissection
         self.dissection = None if dissection is None else atlas.read_atlas(dissection)
-        # uploads by content: the id is a hash of the file's bytes, so the same file gets
-        # the same id and another file never does (also after a restart); only the model
-        # input and the thumbnail are kept, in memory, nothing on disk
-        self.uploads = AnswerCache(MAX_UPLOAD_STORE_BYTES, MAX_UPLOADS)
-        self._decoding = threading.BoundedSemaphore(DECODE_SLOTS)
-        self._cached = AnswerCache(cache_bytes)
         with self.lock(TOP5):
             probe = torch.zeros(1, p.channels, *p.input_size)
             self.default_layer = default_layer(self.model, probe)
@@ -192,35 +114,9 @@ class Explorer:
 
     # ------------------------------------------------------------------ plumbing
 
-    def image(self, image_id: str) -> _Image:
-        """The image called ``image_id`` (``test:N``, ``file:N``, ``upload:HASH``)."""
-        m = _ID.fullmatch(image_id)
-        if not m:
-            shown = image_id if len(image_id) <= 40 else image_id[:40] + "..."
-            raise NotFoundError(f"no image {shown!r}: ids are test:N, file:N or upload:HASH")
-        if m.group(3) is not None:
-            img = self.uploads.get(image_id)
-            if img is None:
-                raise NotFoundError(
-                    f"upload {image_id} has expired (the explorer keeps the {MAX_UPLOADS} most "
-                    "recently used uploads) or was never made; upload the file again"
-                )
-            return img
-        kind, n = m.group(1), int(m.group(2))
-        return self._cached(("image", image_id), lambda: self._load(kind, n, image_id))
-
-    def _load(self, kind: str, n: int, image_id: str) -> _Image:
-        if kind == "test":
-            if self.test is None or n >= len(self.test):
-                raise NotFoundError(f"no image {image_id!r}")
-            x = fashion_mnist.to_float(self.test.images[n : n + 1])
-            shown = self.test.images[n].float() / 255.0
-            return _Image(x, shown, image_id, int(self.test.labels[n]))
-        if n >= len(self.files):
-            raise NotFoundError(f"no image {image_id!r}")
-        p = self.loaded.preprocessing
-        x = preprocess(open_image(self.files[n], p.channels), p)[None]
-        return _Image(x, to_display(x[0], p), self.files[n].name, None)
+    def image(self, image_id: str) -> Entry:
+        """The image called ``image_id`` (see :class:`~convlens.serve.catalog.Catalog`)."""
+        return self.catalog.image(image_id)
 
     def _check_layer(self, layer: str | None) -> str:
         layer = layer or self.default_layer
@@ -272,69 +168,31 @@ class Explorer:
         }
 
     def image_count(self) -> int:
-        return (len(self.test) if self.test is not None else 0) + len(self.files)
+        return self.catalog.count()
 
     def list_images(self, offset: int, limit: int) -> dict[str, Any]:
-        """A page of the browsable images (test images first, then the folder's)."""
-        if offset < 0 or not 1 <= limit <= 200:
-            raise BadRequestError("offset must be >= 0 and limit in 1..200")
-        ids = []
-        n_test = len(self.test) if self.test is not None else 0
-        for k in range(offset, min(offset + limit, self.image_count())):
-            ids.append(f"test:{k}" if k < n_test else f"file:{k - n_test}")
-        items = []
-        for i in ids:
-            label = None
-            if i.startswith("test:") and self.test is not None:
-                label = self.loaded.classes[int(self.test.labels[int(i[5:])])]
-            name = i if i.startswith("test:") else self.files[int(i[5:])].name
-            items.append({"id": i, "name": name, "label": label})
-        return {
-            "total": self.image_count(),
-            "offset": offset,
-            "items": items,
-            "uploads": [{"id": k, "name": v.name} for k, v in self.uploads.recent_first()],
-        }
+        """A page of the browsable images, and the uploads."""
+        return self.catalog.page(offset, limit, self.loaded.classes)
 
     def image_png(self, image_id: str) -> bytes:
         img = self.image(image_id)
 
         def run() -> bytes:
             a = (img.shown.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-            return _png(a[..., 0] if a.shape[2] == 1 else a)
+            return png_bytes(a[..., 0] if a.shape[2] == 1 else a)
 
         return self._cached(("png", image_id), run)
 
     def add_upload(self, data: bytes, filename: str, content_type: str | None) -> dict[str, Any]:
-        """Decode an uploaded image from memory (never from a path) and keep it under
-        the hash of its bytes; see :data:`LIMITS` for what is refused."""
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise BadRequestError(
-                f"upload is {len(data):,} bytes, over the limit of {MAX_UPLOAD_BYTES:,}", 413
-            )
-        if content_type is not None and not content_type.startswith("image/"):
-            raise BadRequestError(f"upload is {content_type}, not an image", 415)
-        name = (filename or "upload")[-80:]
-        image_id = "upload:" + hashlib.sha256(data).hexdigest()[:16]
-        if self.uploads.get(image_id) is not None:
-            return {"id": image_id, "name": name}
-        p = self.loaded.preprocessing
-        with self._decoding:  # at most DECODE_SLOTS decodes in memory at once
-            try:
-                img = open_image(name, p.channels, data=data, check=_within_limits)
-            except ValueError as e:
-                raise BadRequestError(str(e), 400) from e
-            x = preprocess(img, p)[None]
-            del img
-        self.uploads.add(image_id, _Image(x, to_display(x[0], p), name, None))
-        return {"id": image_id, "name": name}
+        """Keep an uploaded image (see :meth:`Catalog.add_upload`)."""
+        return self.catalog.add_upload(data, filename, content_type)
 
     def predict(self, image_id: str) -> dict[str, Any]:
         img = self.image(image_id)
         label = None if img.label is None else self.loaded.classes[img.label]
         return {"id": image_id, "label": label, "top5": self._top5(self._logits(image_id))}
 
-    def _check_map(self, q: MapQuery) -> tuple[_Image, tuple[Any, ...], MapStyle]:
+    def _check_map(self, q: MapQuery) -> tuple[Entry, tuple[Any, ...], MapStyle]:
         """The image, the cache key of the map (its layer checked) and how to draw it."""
         img = self.image(q.image)
         if q.method not in self.methods:
@@ -374,7 +232,7 @@ class Explorer:
                 return heatmaps.drawable(maps)[0][0, 0]
 
             raw = self._cached(key, run)
-        return bytes(self._cached((*key, style), lambda: _heat_png(raw, style)))
+        return bytes(self._cached((*key, style), lambda: heatmaps.heat_png(raw, style)))
 
     def start_map(self, q: MapQuery) -> dict[str, Any]:
         """Start (or find) the job computing a map; its result is the PNG in base64,
@@ -391,7 +249,7 @@ class Explorer:
                 return heatmaps.drawable(maps)[0][0, 0]
 
             raw = self._cached(key, compute)
-            png = self._cached((*key, style), lambda: _heat_png(raw, style))
+            png = self._cached((*key, style), lambda: heatmaps.heat_png(raw, style))
             return {"method": method, "class": class_index, "png": base64.b64encode(png).decode()}
 
         return self.jobs.submit("map", (*key, style), work).answer()
@@ -412,7 +270,7 @@ class Explorer:
             up = units.upsample(maps[order][None], size)[0]
             rows = []
             for k, u in enumerate(order.tolist()):
-                png = base64.b64encode(_heat_png(heatmaps.by_peak(up[k]))).decode()
+                png = base64.b64encode(heatmaps.heat_png(heatmaps.by_peak(up[k]))).decode()
                 peak = float(maps[u].max())
                 rows.append({"unit": u, "mean": float(means[k]), "peak": peak, "png": png})
             return {"layer": layer, "channels": maps.shape[0], "units": rows}
@@ -501,7 +359,7 @@ class Explorer:
             png = (
                 None
                 if dead
-                else base64.b64encode(_png(unit_figures.visualization_tile(v, 0))).decode()
+                else base64.b64encode(png_bytes(unit_figures.visualization_tile(v, 0))).decode()
             )
             return {
                 "layer": layer, "unit": unit, "dead": dead, "png": png,
@@ -561,18 +419,9 @@ class Explorer:
 
 __all__ = [
     "CACHE_BYTES",
-    "DECODE_SLOTS",
     "FEWEST_BUDGET",
-    "LIMITS",
-    "MAX_ASPECT",
-    "MAX_DECODE_BYTES",
-    "MAX_UPLOADS",
-    "MAX_UPLOAD_BYTES",
-    "MAX_UPLOAD_STORE_BYTES",
     "VISUALIZE_STEPS",
-    "BadRequestError",
     "Explorer",
     "MapQuery",
-    "NotFoundError",
     "map_style",
 ]
