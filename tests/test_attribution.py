@@ -195,7 +195,7 @@ def test_infidelity_and_sensitivity_equal_captum() -> None:
         x, target=t,
     )  # fmt: skip
     explain = registry.explainer(model, "saliency")
-    raw = lambda inputs, target: pixel.attribute(model, inputs, "saliency", target).attributions  # noqa: E731
+    raw = lambda inputs, classes: pixel.attribute(model, inputs, "saliency", classes).attributions  # noqa: E731
     close(faithfulness.sensitivity_max(raw, x, t, seed=3), theirs)
     # and on the maps the faithfulness table scores
     maps = faithfulness.sensitivity_max(explain, x, t, seed=3)
@@ -246,3 +246,25 @@ def test_the_cli(tmp_path, capsys) -> None:
                  "--out", str(tmp_path / "bad.png")]) == 2  # fmt: skip
     assert "--steps must be at least 1" in one_error_line(capsys)
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_the_old_name_target_still_works_for_one_release() -> None:
+    """``classes`` names the class explained everywhere; ``target``, its old name in
+    ``attribute``, ``infidelity``, ``sensitivity_max`` and ``Attribution``, still gives
+    the same answer, with a DeprecationWarning."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3)).eval()
+    x = torch.randn(2, 1, 8, 8)
+    model(x)
+    t = torch.tensor([0, 2])
+    new = pixel.attribute(model, x, "saliency", classes=t)
+    with pytest.warns(DeprecationWarning, match="`target` is now called `classes`"):
+        old = pixel.attribute(model, x, "saliency", target=t)
+    torch.testing.assert_close(old.attributions, new.attributions, rtol=0, atol=0)
+    with pytest.warns(DeprecationWarning, match="Attribution.classes"):
+        assert old.target.tolist() == [0, 2]
+    with pytest.warns(DeprecationWarning, match="infidelity"):
+        old_i = faithfulness.infidelity(model, x, new.attributions, target=t)
+    torch.testing.assert_close(old_i, faithfulness.infidelity(model, x, new.attributions, t))
+    with pytest.raises(TypeError, match="give it alone"):
+        faithfulness.infidelity(model, x, new.attributions, classes=t, target=t)

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convlens.core.compat import renamed
 from convlens.core.hooks import channels_last_twin, eval_mode
 from convlens.core.progress import progress_bar
 from convlens.core.tensors import baseline_image, minmax_scale
@@ -302,11 +303,12 @@ def _summary(method: str, parts: list[Faithfulness]) -> MethodScore:
     )
 
 
+@renamed("target", "classes")
 def infidelity(
     model: nn.Module,
     x: torch.Tensor,
     attributions: torch.Tensor,
-    target: torch.Tensor,
+    classes: torch.Tensor,
     *,
     perturb: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     samples: int = 10,
@@ -315,7 +317,8 @@ def infidelity(
 ) -> torch.Tensor:
     """Infidelity (Yeh et al., 2019; captum's ``infidelity``): the mean over ``samples``
     perturbations ``I`` of ``(sum(attributions * I) - (f(x) - f(x - I)))^2`` for class
-    ``target``, per image ``[N]``; lower is better.
+    ``classes``, per image ``[N]``; lower is better (``target``, the old name of
+    ``classes``, still works for one release).
 
     Args:
         attributions: ``[N, C, H, W]``, or ``[N, H, W]`` maps (the same for every channel).
@@ -345,8 +348,8 @@ def infidelity(
     with torch.no_grad(), eval_mode(model):
         expanded = x.repeat_interleave(samples, 0)
         noise, perturbed = perturb(expanded)
-        t = target.repeat_interleave(samples)
-        at_x = model(x).float().gather(1, target[:, None])[:, 0].repeat_interleave(samples)
+        t = classes.repeat_interleave(samples)
+        at_x = model(x).float().gather(1, classes[:, None])[:, 0].repeat_interleave(samples)
         at_p = model(perturbed).float().gather(1, t[:, None])[:, 0]
         diffs = (at_x - at_p).view(n, samples)
         sums = (attributions.repeat_interleave(samples, 0) * noise).view(n * samples, -1)
@@ -358,10 +361,11 @@ def infidelity(
         return ((sums - diffs) ** 2).sum(1) / samples
 
 
+@renamed("target", "classes")
 def sensitivity_max(
     explain: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     x: torch.Tensor,
-    target: torch.Tensor,
+    classes: torch.Tensor,
     *,
     radius: float = 0.02,
     samples: int = 10,
@@ -370,7 +374,7 @@ def sensitivity_max(
 ) -> torch.Tensor:
     """Max-sensitivity (Yeh et al., 2019; captum's ``sensitivity_max``): the largest
     relative change ``||e(x') - e(x)|| / ||e(x)||`` (Frobenius) of the explanation
-    ``explain(inputs, target)`` of class ``target`` over ``samples`` inputs ``x'``
+    ``explain(inputs, classes)`` of ``classes`` over ``samples`` inputs ``x'``
     within ``radius`` of each image (uniform
     noise, seeded; or ``perturb(inputs) -> inputs'`` on the inputs repeated ``samples``
     times each), per image ``[N]``; lower is better."""
@@ -385,8 +389,8 @@ def sensitivity_max(
             return inputs + noise.uniform_(-radius, radius, generator=g)
 
     # explanations may need gradients (Grad-CAM, Saliency): no no_grad around them
-    base = explain(x, target).detach().reshape(n, -1)
-    moved = explain(perturb(x.repeat_interleave(samples, 0)), target.repeat_interleave(samples))
+    base = explain(x, classes).detach().reshape(n, -1)
+    moved = explain(perturb(x.repeat_interleave(samples, 0)), classes.repeat_interleave(samples))
     moved = moved.detach().reshape(n * samples, -1)
     with torch.no_grad():
         norm = torch.linalg.vector_norm(base, dim=1, keepdim=True)

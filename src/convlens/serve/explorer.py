@@ -2,9 +2,10 @@
 
 :class:`Explorer` holds the model, the images the page can address (FashionMNIST test
 images, a folder, uploads; each by an id, never a path:
-:class:`~convlens.serve.catalog.Catalog`), a cache bounded in bytes, and one lock: every short computation that touches the model (hooks, evaluation mode,
-ablation) runs under it, so two requests never see each other's ablated units. When
-several wait, the one with the earliest deadline for its kind goes first
+:class:`~convlens.serve.catalog.Catalog`), a cache bounded in bytes, and one lock: every
+short computation that touches the model (hooks, evaluation mode, ablation) runs under
+it, so two requests never see each other's ablated units. When several wait, the one
+with the earliest deadline for its kind goes first
 (:class:`~convlens.serve.scheduler.DeadlineLock`); answers are kept in a cache
 bounded in bytes (:class:`~convlens.serve.cache.AnswerCache`). Long work (the
 fewest-units search, a unit's visualisation) runs as a job on its own copy of the model

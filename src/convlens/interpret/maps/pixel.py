@@ -33,6 +33,7 @@ images at a time: Integrated Gradients' steps and SmoothGrad's samples are batch
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from convlens.core.compat import moved
 from convlens.core.hooks import eval_mode, frozen, relus_backward_as, score_gradient
 from convlens.core.tensors import BASELINES, baseline_image
 from convlens.interpret.maps import registry
@@ -57,7 +59,19 @@ class Attribution:
 
     method: str
     attributions: torch.Tensor  # [N, C, H, W]
-    target: torch.Tensor  # [N] the class explained
+    classes: torch.Tensor  # [N] the class explained
+
+    @property
+    def target(self) -> torch.Tensor:
+        """Deprecated: the old name of :attr:`classes` (goes in the next release)."""
+        warnings.warn(
+            "Attribution.target is now called Attribution.classes; the old name goes in the "
+            "next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.classes
+
     logits: torch.Tensor | None  # [N, K] when the target was each image's top-1, else None
     delta: torch.Tensor | None = None  # [N] Integrated Gradients: sum - (f(x) - f(b))
     gap: torch.Tensor | None = None  # [N] Integrated Gradients: f(x) - f(b)
@@ -360,13 +374,14 @@ def attribute(
     model: nn.Module,
     x: torch.Tensor,
     method: str = registry.DEFAULT_ATTRIBUTION,
-    target: torch.Tensor | int | None = None,
+    classes: torch.Tensor | int | None = None,
     layer: str | None = None,
     **options: Any,
 ) -> Attribution:
-    """Pixel attributions of ``x`` (``[N, C, H, W]``) for class ``target`` (``[N]``, one
+    """Pixel attributions of ``x`` (``[N, C, H, W]``) for ``classes`` (``[N]``, one
     index for all, or None: each image's top-1) with ``method`` (a key of
     ``registry.names(registry.PIXEL)``; its options as keyword arguments, e.g. ``steps=50``).
+    ``target``, the old name of ``classes``, still works for one release.
 
     Raises:
         ValueError: unknown method or option, bad shapes or class, ``steps`` < 1, a
@@ -377,25 +392,28 @@ def attribute(
         raise ValueError(f"unknown method {method!r}; choose one of {known}")
     if x.ndim != 4:
         raise ValueError(f"inputs must be [N, C, H, W], got shape {tuple(x.shape)}")
+    if "target" in options:
+        moved(options, "target", "classes", "attribute")
+        classes = options.pop("classes")
     m = registry.make(method, model, layer, **options)
     assert isinstance(m, PixelAttribution)  # a pixel method, checked above
     with eval_mode(model):
         # the logits only when the top-1 class is asked for: a given class costs no
         # extra pass (one image tells the number of classes)
         logits = None
-        if target is None:
+        if classes is None:
             with torch.no_grad():
                 logits = model(x).float()
             t = logits.argmax(1)
         else:
             t = (
-                torch.full((x.shape[0],), target, dtype=torch.long, device=x.device)
-                if isinstance(target, int)
-                else target
+                torch.full((x.shape[0],), classes, dtype=torch.long, device=x.device)
+                if isinstance(classes, int)
+                else classes
             )
             # the upper bound is checked where the logits are first seen (no extra pass)
             if t.shape != (x.shape[0],) or int(t.min()) < 0:
-                raise ValueError("`target` must be [N] class indices, one per image")
+                raise ValueError("`classes` must be [N] class indices, one per image")
         if isinstance(m, IntegratedGradients):
             attributions, delta, gap, used = m.integrate(x, t)
             return Attribution(method, attributions, t, logits, delta, gap, used)
