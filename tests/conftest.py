@@ -56,15 +56,3 @@ def tiny_data() -> tuple[fm.Dataset, fm.Dataset]:
         return fm.Dataset(images, labels)
 
     return make(256), make(64)
-
-
-def fashion_available() -> bool:
-    return fm.find_data_dir() is not None
-
-
-# Outside CI a machine without the data skips these tests; in CI (CI=true, where
-# `make test` installs the data) they run, so a broken install fails instead of hiding.
-needs_fashion = pytest.mark.skipif(
-    not fashion_available() and not os.environ.get("CI"),
-    reason="FashionMNIST not installed (apt-get install dataset-fashion-mnist)",
-)

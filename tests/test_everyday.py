@@ -28,9 +28,7 @@ from convlens.interpret import ablation, faithfulness
 from convlens.interpret.maps import registry
 from convlens.models import places365
 from convlens.training.loop import make_optimizer, train, train_one_epoch
-from tests.conftest import needs_fashion
-from tests.test_cli import one_error_line
-from tests.test_zoo import official_checkpoint
+from tests.helpers import needs_fashion, official_checkpoint, one_error_line
 
 # ----------------------------------------------------------------------------- start-up
 

@@ -7,9 +7,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.conftest import needs_fashion
+from tests.helpers import ROOT, needs_fashion
 
-NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "problem_set.ipynb"
+NOTEBOOK = ROOT / "notebooks" / "problem_set.ipynb"
 
 
 @needs_fashion

@@ -22,7 +22,7 @@ from convlens.data.sources import FolderSource, TensorSource
 from convlens.interpret.dissect import DissectSettings, QuantileSketch, dissect
 from convlens.render.atlas import write_atlas
 from tests.browser import browser_check, needs_chromium
-from tests.conftest import needs_fashion
+from tests.helpers import needs_fashion
 
 RGB16 = Preprocessing(channels=3, size=16, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 

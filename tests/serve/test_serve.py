@@ -35,7 +35,7 @@ from convlens.render.heatmaps import MapStyle
 from convlens.serve.app import create_app
 from convlens.serve.explorer import Explorer
 from tests.browser import CHROMIUM, needs_chromium
-from tests.conftest import needs_fashion
+from tests.helpers import needs_fashion
 
 pytestmark = needs_fashion
 

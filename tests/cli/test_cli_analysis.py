@@ -8,8 +8,7 @@ import torch
 from PIL import Image
 
 from convlens.cli import main
-from tests.conftest import needs_fashion
-from tests.test_zoo import official_checkpoint
+from tests.helpers import needs_fashion, official_checkpoint
 
 
 @pytest.fixture
@@ -95,7 +94,7 @@ def test_units_cli_modes(tmp_path: Path, photo: Path, capsys: pytest.CaptureFixt
 def test_units_cli_errors(
     extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tests.conftest import fashion_available
+    from tests.helpers import fashion_available
 
     if not fashion_available():
         pytest.skip("FashionMNIST not installed")

@@ -10,7 +10,7 @@ import torchvision
 from convlens.core.hooks import capture, hook_count
 from convlens.interpret import ablation
 from convlens.interpret.heads import NotGapHeadError, find_gap_head
-from tests.test_cam import tiny_gap_model
+from tests.helpers import tiny_gap_model
 
 
 def closed_form_logits(model: torch.nn.Module, x: torch.Tensor, units: list[int]) -> torch.Tensor:

@@ -22,10 +22,7 @@ from convlens import models
 from convlens.cli import build_parser, main
 from convlens.cli.common import parse_args
 from convlens.core.fileio import UnsafeCheckpointError
-from tests.test_cli import one_error_line
-from tests.test_zoo import write_categories
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT, one_error_line, write_categories
 
 # ----------------------------------------------------------------------------- malicious files
 

@@ -17,7 +17,7 @@ from convlens.config import TrainConfig
 from convlens.render import training_figures
 from convlens.sweep import results as sweep_results
 from convlens.sweep import worker
-from tests.conftest import needs_fashion
+from tests.helpers import ROOT, needs_fashion
 
 TINY = [
     "epochs=1",
@@ -167,7 +167,7 @@ def test_concurrent_workers_never_claim_the_same_sqlite_trial(tmp_path: Path) ->
     for i in range(40):
         study.enqueue_trial({}, user_attrs={"point": {"i": i}})
     start = str(time.time() + 3.0)  # all workers begin claiming together
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", CLAIMER, url, start], env=env, stdout=subprocess.PIPE, text=True
@@ -185,7 +185,7 @@ def test_two_workers_share_one_sqlite_study_without_duplicates(tmp_path: Path) -
     args = ["sweep", "--out", str(out), "--param", "lr=0.05,0.1,0.2,0.4", "--param", "seed=0,1"]
     args += [*sets(), "--no-plot"]
     code = f"import sys; from convlens.cli import main; sys.exit(main({args!r}))"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [
         subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
         for _ in range(2)
@@ -309,7 +309,7 @@ def test_two_workers_on_postgresql(tmp_path: Path) -> None:
             "import sys; from convlens.cli import main; "
             f"sys.exit(main({[*args, '--out', str(tmp_path / str(i))]!r}))"
         )
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
         procs.append(subprocess.Popen([sys.executable, "-c", code], env=env))
     assert [p.wait(timeout=600) for p in procs] == [0, 0]
     trials = optuna.load_study(study_name=study, storage=url).get_trials(

@@ -10,7 +10,7 @@ from convlens.config import TrainConfig, preset
 from convlens.core import hooks
 from convlens.data import fashion_mnist as fm
 from convlens.inference import evaluate
-from tests.conftest import needs_fashion
+from tests.helpers import ROOT, needs_fashion
 
 
 def test_shipped_model_was_trained_with_the_config_make_weights_names() -> None:
@@ -19,7 +19,7 @@ def test_shipped_model_was_trained_with_the_config_make_weights_names() -> None:
     loaded = models.load("fashion-cnn")
     assert loaded.config == preset("no-warmup"), "re-run `make weights` after changing defaults"
     assert loaded.config.replace(backprop_warmup=TrainConfig().backprop_warmup) == TrainConfig()
-    assert "--preset no-warmup" in (Path(__file__).parents[1] / "Makefile").read_text()
+    assert "--preset no-warmup" in (ROOT / "Makefile").read_text()
     assert loaded.classes == fm.CLASSES
     assert loaded.preprocessing == fm.PREPROCESSING
     assert not loaded.model.training

@@ -9,21 +9,7 @@ from convlens.core.hooks import hook_count
 from convlens.interpret.heads import NotGapHeadError, cam_all_classes, find_gap_head
 from convlens.interpret.maps import registry
 from convlens.interpret.maps.base import normalize_maps
-from convlens.models import FashionCNN
-
-
-def tiny_gap_model() -> FashionCNN:
-    """A random 2-stage FashionCNN with non-trivial BatchNorm statistics."""
-    torch.manual_seed(0)
-    model = FashionCNN(widths=(4, 6), depth=(1, 1), num_classes=5)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-    nn.init.normal_(model.fc.bias)
-    return model
+from tests.helpers import tiny_gap_model
 
 
 class FlattenHead(nn.Module):

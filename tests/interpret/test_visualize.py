@@ -18,8 +18,7 @@ from convlens.data.images import IMAGENET_PREPROCESSING
 from convlens.data.sources import FashionSplit
 from convlens.interpret import objectives as o
 from convlens.interpret import visualize as v
-from tests.conftest import needs_fashion
-from tests.test_cli import one_error_line
+from tests.helpers import needs_fashion, one_error_line
 
 SIZES = [(224, 224), (28, 28), (27, 31)]
 

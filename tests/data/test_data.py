@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from convlens.data import fashion_mnist as fm
-from tests.conftest import needs_fashion
+from tests.helpers import needs_fashion
 
 
 def idx_bytes(array: torch.Tensor) -> bytes:

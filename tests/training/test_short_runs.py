@@ -21,7 +21,7 @@ import pytest
 from benchmarks.short_runs import GUARD_EPOCHS, guard_run
 
 from convlens.config import TrainConfig
-from tests.conftest import needs_fashion
+from tests.helpers import needs_fashion
 
 # epochs -> least test top-1 of the default trained that long on the guard's subset
 LEAST_TOP1 = {1: 0.25, 2: 0.62, 4: 0.77}

@@ -16,8 +16,7 @@ from torchcam.metrics import ClassificationMetric, DeletionInsertionMetric
 from convlens.cli import main
 from convlens.interpret.faithfulness import baseline_image, faithfulness
 from convlens.interpret.maps import cam
-from tests.conftest import needs_fashion
-from tests.test_cam_family import fashion
+from tests.helpers import fashion, needs_fashion
 
 
 class GivenMaps:

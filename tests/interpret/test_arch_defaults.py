@@ -19,7 +19,7 @@ from convlens.interpret.heads import NotGapHeadError, default_layer, find_gap_he
 from convlens.interpret.maps import registry
 from convlens.interpret.maps.base import FlatMapsWarning
 from convlens.serve.explorer import Explorer
-from tests.test_cli import one_error_line
+from tests.helpers import one_error_line
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,7 @@ from convlens.cli import main
 from convlens.interpret.maps import pixel, registry
 from convlens.render import figure, heatmaps, map_figures
 from convlens.render.heatmaps import MapStyle
-from tests.conftest import needs_fashion
-from tests.test_cli import one_error_line
+from tests.helpers import needs_fashion, one_error_line
 
 SRC = Path(convlens.__file__).parent
 

@@ -8,35 +8,7 @@ import torch
 
 from convlens import models
 from convlens.models import places365
-
-
-def write_categories(folder: Path) -> None:
-    lines = ["/a/airfield 0", "/a/apartment_building/outdoor 1"]
-    lines += [f"/c/category_{i} {i}" for i in range(2, 365)]
-    (folder / places365.CATEGORIES_FILE).write_text("\n".join(lines) + "\n")
-
-
-def official_checkpoint(
-    folder: Path, arch: str, legacy: bool = True
-) -> tuple[Path, torch.nn.Module]:
-    """A checkpoint in CSAIL's format from a randomly initialised network."""
-    torch.manual_seed(0)
-    net = places365.build(arch).eval()
-    with torch.no_grad():  # non-trivial BatchNorm statistics
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-    record = {
-        "epoch": 90,
-        "arch": arch,
-        "state_dict": {"module." + k: v for k, v in net.state_dict().items()},
-        "best_prec1": 54.65,
-    }
-    path = folder / f"{arch}_places365.pth.tar"
-    torch.save(record, path, _use_new_zipfile_serialization=not legacy)
-    write_categories(folder)
-    return path, net
+from tests.helpers import official_checkpoint
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "wideresnet18"])

@@ -24,13 +24,12 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 from torchcam import methods as tcm
 
-from convlens import models
 from convlens.cli import main
 from convlens.core.hooks import hook_count
 from convlens.interpret.maps import cam, registry
 from convlens.interpret.maps.base import normalize_maps
 from convlens.models import places365
-from tests.test_zoo import official_checkpoint
+from tests.helpers import ROOT, fashion, official_checkpoint
 
 TOL = 1e-5
 
@@ -60,12 +59,6 @@ def grad_cam_maps(cls: type, model: nn.Module, layer: str, x: torch.Tensor,
             targets = [ClassifierOutputTarget(int(c)) for c in classes[:, t]]
             out.append(torch.from_numpy(extractor(input_tensor=x, targets=targets)))
     return torch.stack(out, 1)
-
-
-def fashion() -> tuple[nn.Module, torch.Tensor, str]:
-    """The shipped model, freshly loaded, on four seeded random inputs."""
-    torch.manual_seed(0)
-    return models.load("fashion-cnn").model, torch.randn(4, 1, 28, 28), "features"
 
 
 def resnet18() -> tuple[nn.Module, torch.Tensor, str]:
@@ -236,7 +229,7 @@ def test_eigen_cam_memory_grows_with_channels_times_positions() -> None:
         "assert maps.shape == (1, 1, 224, 224)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
     )
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300
     )

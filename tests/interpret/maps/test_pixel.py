@@ -28,8 +28,7 @@ from convlens.core.hooks import hook_count
 from convlens.data.sources import FashionSplit
 from convlens.interpret import faithfulness
 from convlens.interpret.maps import pixel, registry
-from tests.conftest import needs_fashion
-from tests.test_cli import one_error_line
+from tests.helpers import needs_fashion, one_error_line
 
 TOL = 1e-5
 

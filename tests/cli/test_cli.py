@@ -8,7 +8,7 @@ import pytest
 from convlens.cli import build_parser, main
 from convlens.cli.train import config_from_args
 from convlens.config import PRESETS, TrainConfig, preset
-from tests.conftest import needs_fashion
+from tests.helpers import needs_fashion, one_error_line
 
 TINY = [
     "--epochs",
@@ -25,13 +25,6 @@ TINY = [
     "fp32",
     "--no-progress",
 ]
-
-
-def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err
-    assert len(err.splitlines()) == 1, err
-    return err
 
 
 @needs_fashion

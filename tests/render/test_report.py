@@ -15,7 +15,7 @@ from convlens.data import images
 from convlens.render import report
 from convlens.training.loop import train
 from tests.browser import browser_check, needs_chromium, screenshot
-from tests.conftest import needs_fashion
+from tests.helpers import needs_fashion
 
 
 @pytest.fixture
