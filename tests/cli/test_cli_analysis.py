@@ -190,6 +190,7 @@ def test_ablate_and_cam_on_the_shipped_model(
     assert "test:1: Pullover" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_report_cli_on_places365(
     tmp_path: Path, photo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -63,3 +63,12 @@ def test_filters_take_both_forms() -> None:
     for given in (["0", "3"], ["0,3"]):
         ns = parser.parse_args(["fashion-cnn", "--filters", *given, "--in-channels", *given])
         assert parse_ints(ns.filters, "--filters") == parse_ints(ns.in_channels, "-") == [0, 3]
+
+
+def test_the_objectives_the_cli_offers_are_the_librarys() -> None:
+    """``visualize --objective`` offers exactly :data:`objectives.KINDS` (written out in
+    the parser, which is built without importing torch)."""
+    from convlens.interpret import objectives
+
+    option = commands()["visualize"]._option_string_actions["--objective"]
+    assert tuple(option.choices or ()) == objectives.KINDS

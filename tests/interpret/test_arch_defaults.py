@@ -87,6 +87,7 @@ def test_a_1x1_layer_chosen_by_hand_is_warned_about(
         registry.class_maps(lm.model, x_of(), method="gradcam", layer="features")
 
 
+@pytest.mark.slow
 def test_squeezenet_gets_its_class_names_from_its_output(image: Path, tmp_path: Path) -> None:
     lm = loaded("squeezenet1_1")
     assert len(lm.classes) == 1000 and lm.classes[999] == "class 999"
@@ -103,6 +104,7 @@ def test_squeezenet_gets_its_class_names_from_its_output(image: Path, tmp_path: 
         explorer.close()
 
 
+@pytest.mark.slow
 def test_layers_that_do_not_run_in_evaluation_mode_are_listed_as_such(
     image: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

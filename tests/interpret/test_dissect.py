@@ -291,6 +291,7 @@ def test_bad_input_is_one_clear_error(tmp_path: Path) -> None:
 
 
 @needs_fashion
+@pytest.mark.slow
 def test_cli_dissects_the_shipped_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "atlas"
     args = ["dissect", "fashion-cnn", "--data", "test", "--limit", "500", "--out", str(out)]

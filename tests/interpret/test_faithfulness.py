@@ -117,6 +117,7 @@ def test_faithfulness_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 
 @needs_fashion
+@pytest.mark.slow
 def test_report_says_which_map_to_trust(tmp_path: Path) -> None:
     out = tmp_path / "r"
     argv = ["report", "fashion-cnn", "test:0", "--out", str(out)]

@@ -183,6 +183,7 @@ def test_objectives_compose_as_lucents(fashion) -> None:
 
 
 @needs_fashion
+@pytest.mark.slow
 def test_the_cli_writes_pictures_and_adds_them_to_an_atlas(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -209,6 +210,7 @@ def test_the_cli_writes_pictures_and_adds_them_to_an_atlas(
 
 
 @needs_fashion
+@pytest.mark.slow
 def test_top_units_and_a_dissection_with_visualisations(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

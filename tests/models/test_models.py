@@ -26,6 +26,7 @@ def test_shipped_model_was_trained_with_the_config_make_weights_names() -> None:
 
 
 @needs_fashion
+@pytest.mark.slow
 def test_shipped_model_scores_the_default_level() -> None:
     test = fm.load_fashion_mnist("test", download_missing=False)
     loaded = models.load("fashion-cnn")

@@ -249,6 +249,7 @@ def test_no_gallery_figure_has_a_blank_band(tmp_path: Path) -> None:
     assert all(max(b) <= 0.08 for b in wide.values()), wide
 
 
+@pytest.mark.slow
 def test_the_report_says_how_each_map_is_drawn_and_writes_svg_and_pdf(tmp_path: Path) -> None:
     from convlens.data import images
     from convlens.render import report

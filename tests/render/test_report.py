@@ -80,6 +80,7 @@ def test_browser_check_catches_a_missing_image(tmp_path: Path) -> None:
 
 
 @needs_fashion
+@pytest.mark.slow
 def test_demo_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

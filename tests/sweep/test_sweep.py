@@ -159,6 +159,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_concurrent_workers_never_claim_the_same_sqlite_trial(tmp_path: Path) -> None:
     # SQLite ignores SELECT ... FOR UPDATE: without claim_lock, workers polling together
     # read the same trial as waiting and both start it.
@@ -180,6 +181,7 @@ def test_concurrent_workers_never_claim_the_same_sqlite_trial(tmp_path: Path) ->
 
 
 @needs_fashion
+@pytest.mark.slow
 def test_two_workers_share_one_sqlite_study_without_duplicates(tmp_path: Path) -> None:
     out = tmp_path / "sw"
     args = ["sweep", "--out", str(out), "--param", "lr=0.05,0.1,0.2,0.4", "--param", "seed=0,1"]
@@ -320,6 +322,7 @@ def test_two_workers_on_postgresql(tmp_path: Path) -> None:
 
 
 @needs_fashion
+@pytest.mark.slow
 def test_parallel_jobs_on_one_machine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "sw"
     args = ["sweep", "--out", str(out), "--param", "lr=0.05,0.1,0.2", "--jobs", "2"]

@@ -90,7 +90,10 @@ def top_classes(model: nn.Module, x: torch.Tensor, k: int = 3) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("which", list(MODELS))
-@pytest.mark.parametrize("method", list(TORCHCAM))
+@pytest.mark.parametrize(
+    "method",
+    [pytest.param(m, marks=pytest.mark.slow) if m == "scorecam" else m for m in TORCHCAM],
+)
 def test_equal_to_torchcam(which: str, method: str) -> None:
     model, x, layer = MODELS[which]()
     classes = top_classes(model, x)
@@ -171,6 +174,7 @@ def test_a_constant_map_is_zero_not_nan() -> None:
         assert torch.equal(out.normalized, torch.zeros_like(out.normalized)), method
 
 
+@pytest.mark.slow
 def test_cam_cli_every_method_and_a_chosen_class(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -217,6 +221,7 @@ def test_eigen_cam_equals_the_full_svd_on_a_large_map() -> None:
     assert torch.allclose(ours, theirs[:, 0], atol=TOL)
 
 
+@pytest.mark.slow
 def test_eigen_cam_memory_grows_with_channels_times_positions() -> None:
     """One 224 x 224 map of 16 channels: a full SVD's U alone would take 10 GB."""
     code = (

@@ -116,6 +116,7 @@ def test_integrated_gradients_baselines_and_completeness(which: str) -> None:
 
 
 @pytest.mark.parametrize("which", MODELS)
+@pytest.mark.slow
 def test_occlusion_equals_captum(which: str) -> None:
     model, x, _ = MODELS[which]()
     t = torch.arange(x.shape[0])
@@ -159,6 +160,7 @@ def test_guided_methods_equal_pytorch_grad_cam(which: str) -> None:
 
 
 @needs_fashion
+@pytest.mark.slow
 def test_integrated_gradients_completeness_on_the_test_set() -> None:
     """At the defaults, nearly all of 60 test images are within 1% (FashionMNIST, fashion-cnn,
     both baselines); at captum's fixed 50 points about half are not."""
@@ -201,6 +203,7 @@ def test_infidelity_and_sensitivity_equal_captum() -> None:
     assert maps.shape == (3,) and (maps >= 0).all()
 
 
+@pytest.mark.slow
 def test_the_map_interface_and_the_faithfulness_table() -> None:
     """Pixel methods are map methods: same result type, scored in the same table."""
     from convlens.interpret.faithfulness import score_methods
