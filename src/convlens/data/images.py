@@ -246,8 +246,8 @@ def normalize(x: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
 
 def to_display(x: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
     """Undo normalisation of one input ``[C, H, W]`` -> values in [0, 1] for display."""
-    mean = torch.tensor(preprocessing.mean, dtype=x.dtype)[:, None, None]
-    std = torch.tensor(preprocessing.std, dtype=x.dtype)[:, None, None]
+    mean = torch.tensor(preprocessing.mean, dtype=x.dtype, device=x.device)[:, None, None]
+    std = torch.tensor(preprocessing.std, dtype=x.dtype, device=x.device)[:, None, None]
     return (x * std + mean).clamp(0, 1)
 
 

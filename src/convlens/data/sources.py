@@ -89,7 +89,7 @@ class TensorSource(Source):
 
     def batches(self, batch_size: int, workers: int = 0) -> Iterator[SourceBatch]:
         for start in range(0, len(self), batch_size):
-            idx = torch.arange(start, min(start + batch_size, len(self)))
+            idx = torch.arange(start, min(start + batch_size, len(self)), device="cpu")
             labels = None if self.labels is None else self.labels[idx]
             yield SourceBatch(self.x[idx], idx, labels)
 
@@ -214,7 +214,7 @@ class FolderSource(Source):
             self.skipped += [str(self.files[i]) for i, x in items if x is None]
             if not good:
                 continue
-            idx = torch.tensor([i for i, _ in good])
+            idx = torch.tensor([i for i, _ in good], device="cpu")
             labels = None if self.labels is None else self.labels[idx]
             yield SourceBatch(torch.stack([x for _, x in good]), idx, labels)
 

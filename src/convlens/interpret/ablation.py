@@ -477,7 +477,7 @@ class _Greedy:
         with capture(self.model, self.target) as store:
             self.model(self.x)
         channels = store[self.target].shape[1]
-        keep = torch.ones(channels, dtype=torch.bool)
+        keep = torch.ones(channels, dtype=torch.bool, device=store[self.target].device)
         removed: list[int] = []
         steps = progress_bar(
             range(min(max_units, channels)), desc="fewest units", unit="step",
@@ -499,12 +499,12 @@ class _Greedy:
                     stopped = "budget"
                     break
                 candidates = self.candidates(keep)
-                margins = torch.empty(len(candidates))
-                changed = torch.zeros(len(candidates), dtype=torch.bool)
+                margins = torch.empty(len(candidates), device=keep.device)
+                changed = torch.zeros(len(candidates), dtype=torch.bool, device=keep.device)
                 for s in range(0, len(candidates), self.batch_size):
                     chunk = candidates[s : s + self.batch_size]
                     masks = keep.expand(len(chunk), channels).clone()
-                    masks[torch.arange(len(chunk)), chunk] = False
+                    masks[torch.arange(len(chunk), device=keep.device), chunk] = False
                     t = time.perf_counter()
                     out = self.masked_logits(masks)
                     longest = max(longest, time.perf_counter() - t)

@@ -131,16 +131,17 @@ def _curves(
     order = torch.argsort(saliency.flatten(1), dim=1, descending=True, stable=True)
     ranks = torch.argsort(order, dim=1)  # [N, HW] rank of each position
     step = (positions + steps - 1) // steps
-    counts = torch.tensor([*range(0, positions, step), positions])
+    dev = x.device
+    counts = torch.tensor([*range(0, positions, step), positions], device=dev)
     s = counts.numel()
     # Perturbed images in the order (image, curve, point): deletion keeps the positions
     # ranked below count, insertion keeps those ranked above it. The ends are known: the
     # first deletion and last insertion image is x itself (probability p), and the last
     # deletion and first insertion image is the baseline, run once for both.
-    image = torch.arange(n).repeat_interleave(2 * s)
-    insert = torch.arange(2).repeat_interleave(s).repeat(n).bool()
+    image = torch.arange(n, device=dev).repeat_interleave(2 * s)
+    insert = torch.arange(2, device=dev).repeat_interleave(s).repeat(n).bool()
     count = counts.repeat(2 * n)
-    point = torch.arange(s).repeat(2 * n)
+    point = torch.arange(s, device=dev).repeat(2 * n)
     needed = torch.where(insert, point < s - 1, point > 0)  # not x itself
     needed &= ~(insert & (point == 0))  # the baseline once, from the deletion curve
     todo = needed.nonzero().flatten()

@@ -190,8 +190,8 @@ def default_layer(model: nn.Module, x: torch.Tensor) -> str:
 
 def input_probe(x: torch.Tensor) -> torch.Tensor:
     """A seeded random input of one image of ``x``'s shape, on its device and dtype."""
-    g = torch.Generator().manual_seed(0)
-    return torch.randn(1, *x.shape[1:], generator=g).to(x.device, x.dtype)
+    g = torch.Generator().manual_seed(0)  # drawn on the CPU: the same probe on any device
+    return torch.randn(1, *x.shape[1:], generator=g, device="cpu").to(x.device, x.dtype)
 
 
 def last_conv_module(model: nn.Module, x: torch.Tensor) -> str:

@@ -97,7 +97,8 @@ class ImageParam(nn.Module):
         shape = (
             (batch, channels, h, w // 2 + 1, 2) if param == "fourier" else (batch, channels, h, w)
         )
-        self.raw = nn.Parameter(torch.randn(*shape, generator=generator) * sd)
+        # drawn on the CPU (the same start on every device); move the module after
+        self.raw = nn.Parameter(torch.randn(*shape, generator=generator, device="cpu") * sd)
         self.register_buffer("scale", spectrum_scale(h, w), persistent=False)
 
     def forward(self) -> torch.Tensor:
@@ -136,7 +137,7 @@ class Transforms:
 
     def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         def pick(n: int) -> int:
-            return int(torch.randint(n, (1,), generator=g))
+            return int(torch.randint(n, (1,), generator=g, device="cpu"))
 
         x = F.pad(x, (self.pad,) * 4, mode="constant", value=0.5)
         x = _jitter(x, self.jitter, pick)
@@ -145,7 +146,8 @@ class Transforms:
         angle = math.radians(self.angles[pick(len(self.angles))])
         if angle:
             cos, sin = math.cos(angle), math.sin(angle)
-            theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=x.dtype)
+            rows = [[cos, -sin, 0.0], [sin, cos, 0.0]]
+            theta = torch.tensor(rows, dtype=x.dtype, device=x.device)
             grid = F.affine_grid(theta.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         return _jitter(x, self.jitter_after, pick)
@@ -259,7 +261,8 @@ def visualize(
     side = _checked_side(model, objective, preprocessing, s)
     targets, d = list(objective.targets or [0]), s.images
     u = len(targets)
-    batch = Batch(torch.arange(u).repeat_interleave(d), u, d)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    batch = Batch(torch.arange(u, device=device).repeat_interleave(d), u, d)
     reported, negative = _reported(objective)
     with eval_mode(model), frozen(model):
         image, curve, grad = _optimise(model, objective, preprocessing, side, batch, s, on_step,
@@ -268,7 +271,7 @@ def visualize(
     hi = lo = None
     if data is not None and reported.kind in ("channel", "class"):
         hi, lo = dataset_extremes(model, data, reported.layer, targets)
-    off = (grad == 0) & (activation == 0).all(1)
+    off = ((grad == 0) & (activation == 0).all(1)).cpu()
     if hi is not None and reported.kind == "channel":
         off |= hi <= 0
     return Visualization(
@@ -276,11 +279,11 @@ def visualize(
         objective=reported.kind if reported.kind != "sum" else repr(reported),
         negative=negative,
         units=tuple(targets),
-        images=final.reshape(u, d, *final.shape[1:]),
-        curve=curve,
-        activation=activation,
+        images=final.reshape(u, d, *final.shape[1:]).cpu(),
+        curve=curve.cpu(),
+        activation=activation.cpu(),
         dead=tuple(t for t, o in zip(targets, off.tolist(), strict=True) if o),
-        diversity_similarity=similarity,
+        diversity_similarity=None if similarity is None else similarity.cpu(),
         dataset_max=hi,
         dataset_min=lo,
     )
@@ -324,6 +327,7 @@ def _optimise(
     u, d = batch.groups, batch.per_group
     g = torch.Generator().manual_seed(s.seed)
     image = ImageParam(u * d, preprocessing.channels, side, side, s.param, generator=g)
+    image = image.to(batch.group.device)
     transforms = s.transforms or Transforms.for_size(side)
     opt = torch.optim.Adam(image.parameters(), lr=s.lr)
     curve = []
@@ -412,7 +416,8 @@ def _widths(
 ) -> dict[str | None, int]:
     """The channels of each layer's output for one blank input, or a clear error when
     the network cannot run on it."""
-    x = torch.zeros(1, channels, side, side)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    x = torch.zeros(1, channels, side, side, device=device)
     try:
         with eval_mode(model), torch.no_grad():
             acts = _read(model, layers, x)
@@ -446,16 +451,17 @@ def dataset_extremes(
     model: nn.Module, data: Source, layer: str | None, targets: list[int], batch_size: int = 256
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The data set's max and min of each target's spatial-mean activation (or logit)."""
-    hi = torch.full((len(targets),), -math.inf)
-    lo = torch.full((len(targets),), math.inf)
-    idx = torch.tensor(targets)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    hi = torch.full((len(targets),), -math.inf, device=device)
+    lo = torch.full((len(targets),), math.inf, device=device)
+    idx = torch.tensor(targets, device=device)
     with eval_mode(model):
         for b in data.batches(batch_size):
-            acts = _read(model, [layer], b.x)[layer]
+            acts = _read(model, [layer], b.x.to(device))[layer]
             values = (acts.mean((2, 3)) if acts.ndim == 4 else acts)[:, idx]
             hi = torch.maximum(hi, values.amax(0))
             lo = torch.minimum(lo, values.amin(0))
-    return hi, lo
+    return hi.cpu(), lo.cpu()
 
 
 __all__ = [

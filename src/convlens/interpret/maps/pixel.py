@@ -79,12 +79,13 @@ class Attribution:
 
 
 def quadrature(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(weights, alphas)`` of ``steps`` points on [0, 1] for ``rule`` (see :data:`RULES`)."""
+    """``(weights, alphas)`` of ``steps`` points on [0, 1] for ``rule`` (see :data:`RULES`),
+    float64 on the CPU."""
     if steps < 1:
         raise ValueError(f"`steps` must be at least 1, got {steps}")
     if rule == "gausslegendre":
         nodes, w = np.polynomial.legendre.leggauss(steps)
-        return torch.tensor(0.5 * w), torch.tensor(0.5 * (nodes + 1))
+        return torch.tensor(0.5 * w, device="cpu"), torch.tensor(0.5 * (nodes + 1), device="cpu")
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
     # the points as float32 linspaces, as captum makes them (a point that differs in its
@@ -94,14 +95,14 @@ def quadrature(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
             raise ValueError("the trapezoid rule needs at least 2 steps")
         w = np.full(steps, 1 / (steps - 1))
         w[0] = w[-1] = 1 / (2 * (steps - 1))
-        return torch.tensor(w), torch.linspace(0, 1, steps).double()
+        return torch.tensor(w, device="cpu"), torch.linspace(0, 1, steps, device="cpu").double()
     first, last = {
         "riemann_left": (0.0, 1 - 1 / steps),
         "riemann_right": (1 / steps, 1.0),
         "riemann_middle": (1 / (2 * steps), 1 - 1 / (2 * steps)),
     }[rule]
-    alphas = torch.linspace(first, last, steps).double()
-    return torch.full((steps,), 1 / steps, dtype=torch.float64), alphas
+    alphas = torch.linspace(first, last, steps, device="cpu").double()
+    return torch.full((steps,), 1 / steps, dtype=torch.float64, device="cpu"), alphas
 
 
 def pass_size(n: int, batch_size: int) -> int:
@@ -137,7 +138,7 @@ def gradients(
 
 def _check_classes(target: torch.Tensor, k: int) -> None:
     if int(target.max()) >= k:
-        raise ValueError(f"`target` must be class indices in 0..{k - 1}, got {int(target.max())}")
+        raise ValueError(f"`classes` must be class indices in 0..{k - 1}, got {int(target.max())}")
 
 
 class _GuidedReLU(torch.autograd.Function):
@@ -256,8 +257,8 @@ class IntegratedGradients(PixelAttribution):
         at_x, at_b = ends.gather(1, t2)[:, 0].chunk(2)
         gap = at_x - at_b
         out = torch.empty_like(x)
-        used = torch.zeros(x.shape[0], dtype=torch.long)
-        todo, steps = torch.arange(x.shape[0]), o["steps"]
+        used = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        todo, steps = torch.arange(x.shape[0], device=x.device), o["steps"]
         while True:
             out[todo] = self.path_integral(x[todo], b[todo], target[todo], steps)
             used[todo] = steps

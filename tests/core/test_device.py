@@ -1,0 +1,104 @@
+"""Device discipline without a GPU: every public analysis runs with torch's default
+device set to ``meta`` while the model and the inputs are explicitly on the CPU, so that
+a tensor made without naming its device (which on a GPU would land on the CPU, or the
+other way round) fails here."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import torch
+
+from convlens.data.images import Preprocessing
+from convlens.data.sources import TensorSource
+from convlens.inference import evaluate, predict_logits
+from convlens.interpret import ablation, faithfulness, filters, units
+from convlens.interpret.dissect import dissect
+from convlens.interpret.maps import pixel, registry
+from convlens.interpret.objectives import channel, class_logit, diversity
+from convlens.interpret.visualize import VisualizeSettings, visualize
+from tests.helpers import tiny_gap_model
+
+GREY = Preprocessing(channels=1, size=28, mean=(0.5,), std=(0.5,))
+LABELS = torch.tensor([0, 1, 2])  # made at import, on the CPU
+
+
+@contextlib.contextmanager
+def on_meta() -> Iterator[None]:
+    """torch's default device set to ``meta`` inside the block."""
+    torch.set_default_device("meta")
+    try:
+        yield
+    finally:
+        torch.set_default_device(None)
+
+
+def _cases() -> dict[str, Callable[[torch.nn.Module, torch.Tensor], Any]]:
+    few = VisualizeSettings(steps=2, images=2)
+    cases: dict[str, Callable[[torch.nn.Module, torch.Tensor], Any]] = {
+        "predict_logits": lambda m, x: predict_logits(m, x.mul(255).byte(), tta=True),
+        "evaluate": lambda m, x: evaluate(m, x.mul(255).byte(), LABELS),
+        "filter_tiles": lambda m, x: filters.filter_tiles(m, "features.0.0.conv"),
+        "unit_maps": lambda m, x: units.unit_maps(m, x, "features", [0, 1]),
+        "top_units": lambda m, x: units.top_units(m, x, "features", 2),
+        "match_region": lambda m, x: units.match_region(
+            m, x[:1], "features", torch.ones(28, 28, dtype=torch.bool, device="cpu")
+        ),
+        "ablate": lambda m, x: ablation.ablate(m, x, "features", [0]),
+        "fewest_units closed form": lambda m, x: ablation.fewest_units(m, x[:1]),
+        "fewest_units greedy": lambda m, x: ablation.fewest_units(
+            m, x[:1], "features.0", max_units=2
+        ),
+        "faithfulness": lambda m, x: faithfulness.faithfulness(
+            m, x, registry.class_maps(m, x, top=1).upsampled[:, 0], steps=4
+        ),
+        "score_methods": lambda m, x: faithfulness.score_methods(
+            m, [x], ["gradcam", "saliency"], steps=4, progress=False
+        ),
+        "infidelity": lambda m, x: faithfulness.infidelity(
+            m, x, pixel.attribute(m, x, "saliency").attributions, LABELS
+        ),
+        "sensitivity_max": lambda m, x: faithfulness.sensitivity_max(
+            lambda xs, c: pixel.attribute(m, xs, "saliency", c).attributions,
+            x,
+            LABELS,
+            samples=2,
+        ),
+        "dissect": lambda m, x: dissect(
+            m,
+            TensorSource(x, LABELS % 2, ("a", "b")),
+            "features",
+            top=2,
+            progress=False,
+        ),
+        "visualize": lambda m, x: visualize(
+            m, channel("features", [0, 1]) - 0.05 * diversity("features"), GREY, few
+        ),
+        "visualize class": lambda m, x: visualize(m, class_logit([2]), GREY, few),
+    }
+    for name in registry.names():
+        cases[f"class_maps {name}"] = lambda m, x, n=name: registry.class_maps(
+            m, x, top=2, method=n
+        )
+    return cases
+
+
+CASES = _cases()
+
+
+@pytest.mark.parametrize("analysis", list(CASES))
+def test_every_public_analysis_names_the_device_of_what_it_makes(analysis: str) -> None:
+    model = tiny_gap_model().eval()
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with on_meta():
+        CASES[analysis](model, x)
+
+
+def test_the_check_catches_a_tensor_made_on_the_default_device() -> None:
+    """The check itself: a tensor made without a device, mixed with one on the CPU."""
+    x = torch.ones(3)
+    with on_meta(), pytest.raises((RuntimeError, NotImplementedError)):
+        (x * torch.arange(3)).sum().item()
