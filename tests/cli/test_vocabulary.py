@@ -9,6 +9,7 @@ import pytest
 
 from convlens.cli import build_parser
 from convlens.cli.common import parse_ints
+from tests.helpers import one_error_line
 
 
 def commands() -> dict[str, argparse.ArgumentParser]:
@@ -72,3 +73,46 @@ def test_the_objectives_the_cli_offers_are_the_librarys() -> None:
 
     option = commands()["visualize"]._option_string_actions["--objective"]
     assert tuple(option.choices or ()) == objectives.KINDS
+
+
+def test_every_command_that_loads_a_model_takes_device() -> None:
+    """``--device`` (auto, cpu, cuda, cuda:N, mps) on every command with a MODEL."""
+    with_model = [
+        name
+        for name, p in commands().items()
+        if any(a.dest == "model" for a in p._actions) and name not in ("train", "sweep")
+    ]
+    assert {"predict", "evaluate", "filters", "units", "ablate", "cam", "faithfulness",
+            "visualize", "dissect", "report", "serve", "layers"} <= set(with_model)  # fmt: skip
+    for name in with_model:
+        option = commands()[name]._option_string_actions.get("--device")
+        assert option is not None and option.default == "auto", name
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("cuda", "--device cuda asked for, but CUDA is not available here; use cpu"),
+        ("cuda:3", "--device cuda:3 asked for, but CUDA is not available here"),
+        ("tpu", "unknown --device 'tpu'; give auto, cpu, cuda, cuda:N or mps"),
+    ],
+)
+def test_a_device_that_is_not_here_is_one_line_before_the_model_loads(
+    device: str, message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from convlens import models
+    from convlens.cli import main
+
+    if torch.cuda.is_available() and device.startswith("cuda"):
+        pytest.skip("CUDA is here")
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(models, "load", refuse)
+    assert (
+        main(["cam", "torchvision:resnet18", "--weights", "none", "x.png", "--device", device]) == 2
+    )
+    assert message in one_error_line(capsys)

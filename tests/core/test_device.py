@@ -102,3 +102,22 @@ def test_the_check_catches_a_tensor_made_on_the_default_device() -> None:
     x = torch.ones(3)
     with on_meta(), pytest.raises((RuntimeError, NotImplementedError)):
         (x * torch.arange(3)).sum().item()
+
+
+def test_an_answer_keeps_its_shape_when_moved() -> None:
+    """``to_device`` moves the tensors of a dataclass, tuple, list or dict and leaves the
+    rest; ``on_model_device`` moves nothing when the inputs are where the model is."""
+    from convlens.core.device import on_model_device, to_device
+    from convlens.interpret.units import TopUnits
+
+    answer = units.top_units(tiny_gap_model().eval(), torch.randn(2, 1, 28, 28), "features", 2)
+    moved = to_device({"top": answer, "pair": (answer.units, 3)}, torch.device("cpu"))
+    assert isinstance(moved["top"], TopUnits) and moved["pair"][1] == 3
+    assert torch.equal(moved["top"].units, answer.units)
+
+    @on_model_device
+    def same(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    x = torch.randn(2)
+    assert same(tiny_gap_model(), x) is x

@@ -28,7 +28,7 @@ from convlens.cli import (
     units,
     visualize,
 )
-from convlens.cli.common import parse_args
+from convlens.cli.common import check_device, parse_args
 
 COMMANDS = (
     train,
@@ -104,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warnings(args)
+            check_device(args)
             return int(args.run(args) or 0)
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

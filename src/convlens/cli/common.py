@@ -40,6 +40,17 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "random torchvision or timm weights",
     )
     p.add_argument("--data-dir", help="folder holding the FashionMNIST .gz files (for test:N)")
+    add_device_arg(p)
+
+
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    """``--device``: the same on every command that runs a model."""
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="where the model runs: auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N "
+        "or mps [auto]",
+    )
 
 
 def add_image_args(p: argparse.ArgumentParser, nargs: str | None = None) -> None:
@@ -72,10 +83,23 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
     return args
 
 
-def load_model(args: argparse.Namespace) -> models.LoadedModel:
-    from convlens import models
+def check_device(args: argparse.Namespace) -> None:
+    """Refuse a ``--device`` that is not here before the command does anything."""
+    if isinstance(getattr(args, "device", None), str) and args.device != "auto":
+        from convlens.core.device import resolve_device
 
-    return models.load(args.model, weights=args.weights)
+        resolve_device(args.device)
+
+
+def load_model(args: argparse.Namespace) -> models.LoadedModel:
+    """The command's model, on its ``--device`` (checked before the model loads)."""
+    from convlens import models
+    from convlens.core.device import resolve_device
+
+    device = resolve_device(args.device)
+    loaded = models.load(args.model, weights=getattr(args, "weights", None))
+    loaded.model.to(device)
+    return loaded
 
 
 def load_inputs(

@@ -43,7 +43,6 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--batch-size", type=int, default=128, help="images per batch [128]")
     p.add_argument("--workers", type=int, default=2, help="image-loading processes [2]")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N [auto: CUDA if present]")
     p.add_argument(
         "--visualize",
         action="store_true",
@@ -57,7 +56,6 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convlens.core.device import resolve_device
     from convlens.data.catalog import open_source
     from convlens.interpret.dissect import dissect
     from convlens.interpret.heads import default_layer
@@ -69,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--visualize-steps must be at least 1, got {args.visualize_steps}")
     loaded = load_model(args)
     source = open_source(args.data, loaded.preprocessing, args.data_dir, args.limit)
-    model = loaded.model.to(resolve_device(args.device))
+    model = loaded.model
     layer = args.layer
     if layer is None:
         probe = next(source.batches(1)).x.to(next(model.parameters()).device)

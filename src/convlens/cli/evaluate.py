@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from convlens.cli.common import add_device_arg, load_model
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
@@ -22,15 +24,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-tta", action="store_true", help="no flip test-time augmentation")
     p.add_argument("--data-dir", help="folder holding the FashionMNIST .gz files")
     p.add_argument("--json", action="store_true", help="print a JSON object")
+    add_device_arg(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from convlens import models
     from convlens.data import fashion_mnist as data
     from convlens.inference import evaluate
 
-    loaded = models.load(args.model)
+    loaded = load_model(args)
     ds = data.load_fashion_mnist(args.split, args.data_dir)
     tta = not args.no_tta
     top1 = evaluate(loaded.model, ds.images, ds.labels, tta=tta)

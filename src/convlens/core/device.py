@@ -1,25 +1,101 @@
-"""Where and how training runs: the device, bf16 autocast, glibc's allocator, and a
-record of the machine for results."""
+"""Where and how models run: the device (and moving an analysis's inputs and answers
+between devices), bf16 autocast, glibc's allocator, and a record of the machine for
+results."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
+import functools
 import platform
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``'auto'`` is CUDA when available, else the CPU."""
+    """The device called ``name``: ``auto`` is CUDA when present, then MPS (Apple's GPU),
+    then the CPU; ``cuda``, ``cuda:N`` and ``mps`` must be present (a ``ValueError``
+    that names `device` otherwise)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available; use `device` cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if _mps_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown `device` {name!r}; give {DEVICES}") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unknown `device` {name!r}; give {DEVICES}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"`device` {name} asked for, but CUDA is not available here; use cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            n = torch.cuda.device_count()
+            raise ValueError(
+                f"`device` {name} asked for, but there are {n} CUDA devices (0..{n - 1})"
+            )
+    if dev.type == "mps" and not _mps_available():
+        raise ValueError(f"`device` {name} asked for, but MPS is not available here; use cpu")
     return dev
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where ``model``'s parameters are (the CPU for a model without any)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def to_device(value: T, device: torch.device) -> T:
+    """``value`` with every tensor in it moved to ``device``: a tensor, or a frozen
+    dataclass, tuple, list or dict holding tensors (other values are left as they are)."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)  # type: ignore[return-value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {
+            f.name: to_device(getattr(value, f.name), device)
+            for f in dataclasses.fields(value)
+            if f.init
+        }
+        return dataclasses.replace(value, **changes)
+    if isinstance(value, (tuple, list)):
+        return type(value)(to_device(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}  # type: ignore[return-value]
+    return value
+
+
+def on_model_device(fn: F) -> F:
+    """Run ``fn(model, ...)`` where the model's parameters are: its tensor arguments are
+    moved there, and the tensors of its answer come back to the device of the first
+    tensor argument as given (captum's convention). Nothing moves when they already
+    agree."""
+
+    @functools.wraps(fn)
+    def inner(model: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        device = model_device(model)
+        given = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+        home = given[0].device if given else device
+        if all(t.device == device for t in given):
+            return fn(model, *args, **kwargs)
+        args = tuple(to_device(a, device) if isinstance(a, torch.Tensor) else a for a in args)
+        kwargs = {
+            k: to_device(v, device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()
+        }
+        return to_device(fn(model, *args, **kwargs), home)
+
+    return inner  # type: ignore[return-value]
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -95,11 +171,15 @@ def cpu_name() -> str:
 
 
 __all__ = [
+    "DEVICES",
     "autocast",
     "autocast_dtype",
     "cpu_has_fast_bf16",
     "cpu_name",
     "keep_freed_memory",
     "machine_info",
+    "model_device",
+    "on_model_device",
     "resolve_device",
+    "to_device",
 ]

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from convlens.core.device import on_model_device
+
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
@@ -199,6 +201,7 @@ class LayerInfo:
     output_shape: tuple[int, ...] | None
 
 
+@on_model_device
 def list_layers(model: nn.Module, x: torch.Tensor) -> list[LayerInfo]:
     """Every ``nn.Conv2d`` of ``model`` in registration order, with its output shape for
     ``x`` (one forward pass in evaluation mode; the API twin of ``convlens layers``).

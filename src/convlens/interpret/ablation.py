@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from convlens.core.device import on_model_device
 from convlens.core.hooks import activations, capture, eval_mode, frozen, get_layer, hooked
 from convlens.core.progress import progress_bar
 from convlens.core.settings import settle
@@ -143,6 +144,7 @@ class Ablation:
         return self.logits_after.softmax(1)
 
 
+@on_model_device
 @torch.no_grad()
 def ablate(
     model: nn.Module,
@@ -312,6 +314,7 @@ class SearchSettings:
             raise ValueError(f"`shortlist` must be at least 1, got {self.shortlist}")
 
 
+@on_model_device
 def fewest_units(
     model: nn.Module,
     x: torch.Tensor,

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlens.core.compat import renamed
+from convlens.core.device import model_device, on_model_device
 from convlens.core.hooks import channels_last_twin, eval_mode
 from convlens.core.progress import progress_bar
 from convlens.core.tensors import baseline_image, minmax_scale
@@ -52,6 +53,7 @@ class Faithfulness:
     increase: torch.Tensor  # [N] bool: the probability rose on the map-masked image
 
 
+@on_model_device
 @torch.no_grad()
 def faithfulness(
     model: nn.Module,
@@ -238,7 +240,9 @@ def score_methods(
     # (Integrated Gradients with --captum-metrics) is minutes
     total = len(batches) * len(methods) if isinstance(batches, Sized) else None
     bar = progress_bar(total=total, desc="faithfulness", unit="map", disable=progress is False)
+    device = model_device(model)
     for x in batches:
+        x = x.to(device)  # every batch where the model is
         with torch.no_grad(), eval_mode(model):
             top1 = model(x).argmax(1)
         for m in methods:
@@ -304,6 +308,7 @@ def _summary(method: str, parts: list[Faithfulness]) -> MethodScore:
     )
 
 
+@on_model_device
 @renamed("target", "classes")
 def infidelity(
     model: nn.Module,

@@ -119,7 +119,7 @@ def filter_tiles(
             raise ValueError(f"input channels {bad} out of range: layer {layer!r} has {i}")
         sub = w[chosen][:, channels]
     return FilterTiles(
-        tiles=normalize_tensor(sub, per),
+        tiles=normalize_tensor(sub, per).cpu(),  # a picture: on the CPU whatever the model
         rgb=use_rgb,
         layer=layer,
         weight_shape=tuple(w.shape),

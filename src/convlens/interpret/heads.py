@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convlens.core.device import model_device, on_model_device
 from convlens.core.hooks import eval_mode, get_layer, hooked, recording
 
 
@@ -77,6 +78,7 @@ def find_gap_head(model: nn.Module, x: torch.Tensor, layer: str | None = None) -
             three linear layers); the message suggests Grad-CAM.
         ValueError: unknown ``layer``.
     """
+    x = x.to(model_device(model))  # a probe: its answer is the model's own
     if layer is not None:
         get_layer(model, layer)
     try:
@@ -152,6 +154,7 @@ def class_map_head(model: nn.Module, x: torch.Tensor, layer: str | None = None) 
     Raises:
         NotGapHeadError: no such layer (or ``layer`` is not one).
     """
+    x = x.to(model_device(model))  # a probe: its answer is the model's own
     x = x[:1]
     maps: list[tuple[str, torch.Tensor]] = []
 
@@ -173,6 +176,7 @@ def class_map_head(model: nn.Module, x: torch.Tensor, layer: str | None = None) 
     )
 
 
+@on_model_device
 @torch.no_grad()
 def default_layer(model: nn.Module, x: torch.Tensor) -> str:
     """The layer convlens reads when none is named: the one whose global average feeds
@@ -194,6 +198,7 @@ def input_probe(x: torch.Tensor) -> torch.Tensor:
     return torch.randn(1, *x.shape[1:], generator=g, device="cpu").to(x.device, x.dtype)
 
 
+@on_model_device
 def last_conv_module(model: nn.Module, x: torch.Tensor) -> str:
     """The last module, in execution order, that contains (or is) an ``nn.Conv2d`` and
     returns ``[N, C, h, w]`` maps of more than one position: ``layer4`` of a ResNet,

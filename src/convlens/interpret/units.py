@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convlens.core.device import on_model_device
 from convlens.core.hooks import activations
 
 
@@ -74,6 +75,7 @@ def check_units(units: Sequence[int], channels: int, layer: str) -> list[int]:
     return units
 
 
+@on_model_device
 def unit_maps(model: nn.Module, x: torch.Tensor, layer: str, units: Sequence[int]) -> UnitMaps:
     """Feature maps of ``units`` of ``layer``, also upsampled to the input size."""
     maps = feature_maps(model, x, layer)
@@ -97,6 +99,7 @@ class TopUnits:
     scores: torch.Tensor  # [N, top] their mean or peak activation
 
 
+@on_model_device
 def top_units(
     model: nn.Module, x: torch.Tensor, layer: str, top: int, by: str = "mean"
 ) -> TopUnits:
@@ -142,6 +145,7 @@ class RegionMatch:
     quantile: float
 
 
+@on_model_device
 def match_region(
     model: nn.Module,
     x: torch.Tensor,

@@ -138,7 +138,8 @@ class Explorer:
 
         def run() -> torch.Tensor:
             with self.lock(TOP5), torch.no_grad():
-                return self.model(img.x).float()[0]
+                device = next(self.model.parameters()).device
+                return self.model(img.x.to(device)).float()[0].cpu()
 
         return self._cached(("logits", image_id), run)
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convlens.core.device import model_device, to_device
 from convlens.core.hooks import capture, eval_mode, get_layer
 from convlens.core.tensors import minmax_scale
 from convlens.interpret.heads import GapHead, default_layer
@@ -118,7 +119,12 @@ class ActivationMapMethod:
         self, x: torch.Tensor, top: int = 5, classes: torch.Tensor | None = None
     ) -> ClassMaps:
         """Maps for the ``top`` most probable classes of each image (or for ``classes``,
-        ``[N, T]``), at the layer's resolution and upsampled to the input's."""
+        ``[N, T]``), at the layer's resolution and upsampled to the input's. They are
+        computed where the model is and come back to ``x``'s device."""
+        device = model_device(self.model)
+        if x.device != device:
+            moved = None if classes is None else classes.to(device)
+            return to_device(self(x.to(device), top, moved), x.device)
         if x.ndim != 4:
             raise ValueError(f"inputs must be [N, C, H, W], got shape {tuple(x.shape)}")
         site = self.locate(x)

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from convlens.core.compat import moved
+from convlens.core.device import on_model_device
 from convlens.core.hooks import eval_mode, frozen, relus_backward_as, score_gradient
 from convlens.core.tensors import BASELINES, baseline_image
 from convlens.interpret.maps import registry
@@ -371,6 +372,7 @@ class GuidedGradCAM(PixelAttribution):
         return guided * normalize_maps(maps.upsampled[:, :1])
 
 
+@on_model_device
 def attribute(
     model: nn.Module,
     x: torch.Tensor,
