@@ -6,7 +6,7 @@ atlas, feature visualisation and its check, and faithfulness curves.
     uv run python benchmarks/gallery.py --out docs/gallery            # about 3 min, 2 cores
     uv run python benchmarks/gallery.py --out /tmp/g --quick          # fashion-cnn only
 
-docs/gallery.md shows the result; tests/test_heatmaps.py draws the quick gallery and
+docs/gallery.md shows the result; tests/render/test_heatmaps.py draws the quick gallery and
 checks that no figure has a blank band. The training and sweep figures are drawn from a
 real sweep's results (docs/experiments.md, `convlens plot`), which this script does not
 rerun.

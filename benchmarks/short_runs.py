@@ -8,7 +8,7 @@ backprop_warmup=0`` for the default before its warm-up):
 - ``one``: test top-1 of ``convlens train --epochs 1`` (all 50,000 training images);
 - ``demo``: validation top-1 of each trial of ``make demo``'s learning-rate sweep;
 - ``guard``: test top-1 (first 2,000 test images) of the runs that
-  ``tests/test_short_runs.py`` guards: 1, 2 and 4 epochs on the first 10,000 training
+  ``tests/training/test_short_runs.py`` guards: 1, 2 and 4 epochs on the first 10,000 training
   images, with the seeds given, from which its thresholds are set.
 
     uv run python benchmarks/short_runs.py
@@ -32,7 +32,7 @@ from convlens.data import fashion_mnist as fm
 from convlens.sweep import results, worker
 from convlens.training.loop import train
 
-# what tests/test_short_runs.py trains
+# what tests/training/test_short_runs.py trains
 GUARD_SUBSET = 10_000
 GUARD_EPOCHS = (1, 2, 4)
 GUARD_VAL, GUARD_TEST = 1_000, 2_000

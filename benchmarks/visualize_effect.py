@@ -1,5 +1,5 @@
 """The effect figures of feature visualisation on the shipped fashion-cnn, defaults,
-256 steps, seed 0 (what tests/test_visualize.py guards):
+256 steps, seed 0 (what tests/interpret/test_visualize.py guards):
 
 - all 128 units of ``features``: the share of live units reaching 1.5x their maximum
   spatial-mean activation over the 10,000 test images, and the median ratio;

@@ -197,7 +197,8 @@ def test_report_cli_on_places365(
     path, _ = official_checkpoint(tmp_path, "resnet18")
     out = tmp_path / "rep"
     args = ["report", "places365-resnet18", str(photo), "--weights", str(path), "--out", str(out)]
-    args += ["--visualize-steps", "4"]  # the visualisation is tested in tests/test_visualize.py
+    # the visualisation is tested in tests/interpret/test_visualize.py
+    args += ["--visualize-steps", "4"]
     assert main([*args, "--region", "0,0,320,100", "--units", "3,7"]) == 0
     assert f"open {(out / 'index.html').resolve()}" in capsys.readouterr().out
     text = (out / "index.html").read_text()

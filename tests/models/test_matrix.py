@@ -13,7 +13,7 @@ For each architecture (see README, "Your own CNN"):
 - Grad-CAM equals pytorch-grad-cam's on the same layer (run on a copy whose modules
   do not write in place, so that the reference reads true activations);
 - unit maps, top units and region IoU read the layer's true output (the in-place test
-  is ``tests/test_hooks.py``); ablation gives the closed-form logits on a CAM head (and
+  is ``tests/core/test_hooks.py``); ablation gives the closed-form logits on a CAM head (and
   the masked network's elsewhere); the fewest-units search is confirmed by a real
   ablation; dissection and its atlas, faithfulness, filters;
 - the CLI's ``layers`` and ``cam`` answer with exit code 0.

@@ -84,7 +84,7 @@ def test_browser_check_catches_a_missing_image(tmp_path: Path) -> None:
 def test_demo_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    # the shipped model, evaluated now, at the level tests/test_models.py guards
+    # the shipped model, evaluated now, at the level tests/models/test_models.py guards
     printed = re.search(r"FashionMNIST test top-1 (\d\.\d{4}) \(flip TTA\)", out)
     assert printed and float(printed.group(1)) >= 0.94
     assert "small sweep (3 trials" in out

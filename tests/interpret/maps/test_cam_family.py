@@ -227,7 +227,7 @@ def test_eigen_cam_memory_grows_with_channels_times_positions() -> None:
     code = (
         "import resource, torch\n"
         "from convlens.interpret.maps import cam\n"
-        "from tests.test_cam_family import _EarlyLayer\n"
+        "from tests.interpret.maps.test_cam_family import _EarlyLayer\n"
         "model, x = _EarlyLayer().eval(), torch.randn(1, 3, 224, 224)\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "maps = cam.EigenCAM(model, 'conv')(x, top=1).maps\n"
