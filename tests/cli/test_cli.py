@@ -90,3 +90,38 @@ def test_corrupt_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     bad.write_bytes(b"<html>404 Not Found</html>")
     assert main(["evaluate", str(bad)]) == 2
     assert "not a readable PyTorch checkpoint" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    ("command", "argv", "fix"),
+    [
+        (
+            "dissect",
+            ["dissect", "fashion-cnn", "--batch-size", "512"],
+            "lower --batch-size (now 512)",
+        ),
+        (
+            "cam",
+            ["cam", "fashion-cnn", "test:0"],
+            "use fewer or smaller images, or another --device",
+        ),
+    ],
+)
+def test_running_out_of_memory_is_one_line_that_says_what_to_lower(
+    command: str, argv: list[str], fix: str, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A real allocation the CPU's allocator refuses, in place of the command's work."""
+    import importlib
+
+    import torch
+
+    def too_big(args: object) -> int:
+        torch.empty(2**50, dtype=torch.uint8)  # a petabyte
+        return 0
+
+    monkeypatch.setattr(importlib.import_module(f"convlens.cli.{command}"), "run", too_big)
+    assert main([command, *argv]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"convlens {command}: error: out of memory on auto (")
+    assert "can't allocate memory" in line and line.endswith(fix)

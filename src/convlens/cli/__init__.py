@@ -117,6 +117,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = cli_message(str(e), args.parser_of, args.flags_of)
         print(f"convlens {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except (RuntimeError, MemoryError) as e:  # torch.OutOfMemoryError is a RuntimeError
+        if not out_of_memory(e):
+            raise
+        print(f"convlens {args.command}: error: {memory_message(e, args)}", file=sys.stderr)
+        return 2
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """An allocation that failed: CUDA's or MPS's out-of-memory error, or the CPU
+    allocator's."""
+    text = str(e)
+    return isinstance(e, MemoryError) or any(
+        s in text for s in ("out of memory", "can't allocate memory", "Invalid buffer size")
+    )
+
+
+def memory_message(e: BaseException, args: argparse.Namespace) -> str:
+    """One line for a failed allocation, naming what to lower."""
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    first = first if len(first) <= 120 else first[:117] + "..."
+    where = getattr(args, "device", None) or "this device"
+    if getattr(args, "batch_size", None) is not None:
+        fix = f"lower --batch-size (now {args.batch_size})"
+    else:
+        fix = "use fewer or smaller images, or another --device"
+    return f"out of memory on {where} ({first}); {fix}"
 
 
 if __name__ == "__main__":  # pragma: no cover
