@@ -97,12 +97,12 @@ def test_corrupt_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     [
         (
             "dissect",
-            ["dissect", "fashion-cnn", "--batch-size", "512"],
+            ["fashion-cnn", "--batch-size", "512"],
             "lower --batch-size (now 512)",
         ),
         (
             "cam",
-            ["cam", "fashion-cnn", "test:0"],
+            ["fashion-cnn", "test:0"],
             "use fewer or smaller images, or another --device",
         ),
     ],
