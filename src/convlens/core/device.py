@@ -20,14 +20,14 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """The device called ``name``: ``auto`` is CUDA when present, then MPS (Apple's GPU),
-    then the CPU; ``cuda``, ``cuda:N`` and ``mps`` must be present (a ``ValueError``
-    that names `device` otherwise)."""
+def resolve_device(name: str = "auto", mps: bool = True) -> torch.device:
+    """The device called ``name``: ``auto`` is CUDA when present, then MPS (Apple's GPU;
+    not when ``mps`` is False), then the CPU; ``cuda``, ``cuda:N`` and ``mps`` must be
+    present (a ``ValueError`` that names `device` otherwise)."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        return torch.device("mps" if _mps_available() else "cpu")
+        return torch.device("mps" if mps and _mps_available() else "cpu")
     try:
         dev = torch.device(name)
     except RuntimeError:

@@ -397,7 +397,9 @@ class _Run:
     def start(
         cls, config: TrainConfig, train_size: int, num_classes: int, tune_allocator: bool
     ) -> _Run:
-        device = resolve_device(config.device)
+        # training's `auto` stays CUDA, else the CPU: its bf16 and channels-last paths
+        # were measured there, not on MPS
+        device = resolve_device(config.device, mps=False)
         if device.type == "cpu" and tune_allocator:
             keep_freed_memory()
         model = build_model(config, num_classes=num_classes).to(device)
