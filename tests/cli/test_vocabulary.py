@@ -84,7 +84,7 @@ def test_every_command_that_loads_a_model_takes_device() -> None:
     ]
     assert {"predict", "evaluate", "filters", "units", "ablate", "cam", "faithfulness",
             "visualize", "dissect", "report", "serve", "layers"} <= set(with_model)  # fmt: skip
-    for name in with_model:
+    for name in [*with_model, "demo"]:
         option = commands()[name]._option_string_actions.get("--device")
         assert option is not None and option.default == "auto", name
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from convlens import sweep
+from convlens.cli.common import add_device_arg
 from convlens.config import TrainConfig
 
 # The demo's sweep: three learning rates on a fifth of the data for three epochs (the first
@@ -37,6 +38,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--no-sweep", action="store_true", help="skip the small sweep")
     p.add_argument("--data-dir", help="folder holding the FashionMNIST .gz files")
+    add_device_arg(p)  # the analyses' device; the sweep's training keeps its own config
     p.set_defaults(run=run)
 
 
@@ -45,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from convlens import models
     from convlens.cli.common import load_inputs
     from convlens.cli.sweep import print_trial
+    from convlens.core.device import resolve_device
     from convlens.core.fileio import atomic_write_json
     from convlens.data import fashion_mnist as data
     from convlens.data.sources import FashionSplit
@@ -70,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         source = "fashion-cnn"
     loaded = models.load(source)
+    loaded.model.to(resolve_device(args.device))
     test = data.load_fashion_mnist("test", args.data_dir)
     top1 = evaluate(loaded.model, test.images, test.labels, tta=True)
     # one test image of each class
