@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     model = loaded.model
     layer = args.layer
     if layer is None:
-        probe = next(source.batches(1)).x.to(next(model.parameters()).device)
+        probe = next(source.batches(1)).x  # default_layer runs it where the model is
         layer = default_layer(model, probe)
     d = dissect(
         model,

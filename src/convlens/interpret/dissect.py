@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convlens.core.device import model_device
 from convlens.core.hooks import eval_mode, get_layer, hooked
 from convlens.core.progress import progress_bar
 from convlens.core.settings import settle
@@ -386,7 +387,7 @@ def dissect(
         ValueError: unknown layer, a layer without spatial maps, bad arguments.
     """
     s = settle(DissectSettings, settings, overrides)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     features = _layer_features(model, layer)
     tally = _Tally(len(data.classes), s, device)
     with eval_mode(model):

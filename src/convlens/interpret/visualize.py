@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convlens.core.device import model_device
 from convlens.core.hooks import capture, eval_mode, frozen, get_layer, relus_backward_as
 from convlens.core.progress import progress_bar
 from convlens.data.images import Preprocessing
@@ -261,7 +262,7 @@ def visualize(
     side = _checked_side(model, objective, preprocessing, s)
     targets, d = list(objective.targets or [0]), s.images
     u = len(targets)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     batch = Batch(torch.arange(u, device=device).repeat_interleave(d), u, d)
     reported, negative = _reported(objective)
     with eval_mode(model), frozen(model):
@@ -416,7 +417,7 @@ def _widths(
 ) -> dict[str | None, int]:
     """The channels of each layer's output for one blank input, or a clear error when
     the network cannot run on it."""
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     x = torch.zeros(1, channels, side, side, device=device)
     try:
         with eval_mode(model), torch.no_grad():
@@ -451,7 +452,7 @@ def dataset_extremes(
     model: nn.Module, data: Source, layer: str | None, targets: list[int], batch_size: int = 256
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The data set's max and min of each target's spatial-mean activation (or logit)."""
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     hi = torch.full((len(targets),), -math.inf, device=device)
     lo = torch.full((len(targets),), math.inf, device=device)
     idx = torch.tensor(targets, device=device)

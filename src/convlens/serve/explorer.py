@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from convlens.core.device import model_device
 from convlens.core.hooks import conv_layer_names
 from convlens.interpret import ablation, units
 from convlens.interpret.filters import filter_tiles
@@ -138,7 +139,7 @@ class Explorer:
 
         def run() -> torch.Tensor:
             with self.lock(TOP5), torch.no_grad():
-                device = next(self.model.parameters()).device
+                device = model_device(self.model)
                 return self.model(img.x.to(device)).float()[0].cpu()
 
         return self._cached(("logits", image_id), run)
