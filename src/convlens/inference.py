@@ -8,6 +8,7 @@ from torch import nn
 
 from convlens.core.device import autocast
 from convlens.core.hooks import eval_mode
+from convlens.core.precision import reduced
 from convlens.data import fashion_mnist as fm
 from convlens.data.images import Preprocessing, normalize
 
@@ -62,7 +63,9 @@ def predict_logits(
             x = to_model_input(images[i : i + batch_size], preprocessing).to(device)
             if device.type == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(device, amp_dtype):
+            # an explicit amp_dtype (training's evaluation) wins over the analyses' setting
+            amp = autocast(device, amp_dtype) if amp_dtype else reduced("predict", device)
+            with amp:
                 logits = model(x).float()
                 if tta:
                     logits = 0.5 * (logits + model(x.flip(3)).float())

@@ -87,6 +87,9 @@ def test_every_command_that_loads_a_model_takes_device() -> None:
     for name in [*with_model, "demo"]:
         option = commands()[name]._option_string_actions.get("--device")
         assert option is not None and option.default == "auto", name
+        option = commands()[name]._option_string_actions.get("--precision")
+        assert option is not None and option.default == "fp32", name
+        assert tuple(option.choices or ()) == ("fp32", "bf16", "fp16", "auto"), name
 
 
 @pytest.mark.parametrize(
@@ -115,4 +118,33 @@ def test_a_device_that_is_not_here_is_one_line_before_the_model_loads(
     assert (
         main(["cam", "torchvision:resnet18", "--weights", "none", "x.png", "--device", device]) == 2
     )
+    assert message in one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    ("precision", "message"),
+    [
+        ("bf16", "--precision bf16 asked for, but this CPU has no bf16 units"),
+        ("fp16", "--precision fp16 asked for, but cpu has no fp16 hardware; use fp32 or auto"),
+    ],
+)
+def test_a_precision_the_cpu_lacks_is_one_line_before_the_model_loads(
+    precision: str,
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a CPU without bf16 units (made so here whatever this machine has), bf16 would
+    be emulated, slower than fp32: refused, as fp16 is on any CPU."""
+    from convlens import models
+    from convlens.cli import main
+    from convlens.core import precision as precision_module
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(models, "load", refuse)
+    monkeypatch.setattr(precision_module, "cpu_has_fast_bf16", lambda: False)
+    argv = ["cam", "fashion-cnn", "x.png", "--device", "cpu", "--precision", precision]
+    assert main(argv) == 2
     assert message in one_error_line(capsys)

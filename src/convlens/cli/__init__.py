@@ -28,7 +28,7 @@ from convlens.cli import (
     units,
     visualize,
 )
-from convlens.cli.common import check_device, parse_args
+from convlens.cli.common import analysis_precision, check_device, parse_args
 
 COMMANDS = (
     train,
@@ -105,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warnings(args)
             check_device(args)
-            return int(args.run(args) or 0)
+            with analysis_precision(args):
+                return int(args.run(args) or 0)
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141

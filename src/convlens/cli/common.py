@@ -40,17 +40,27 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "random torchvision or timm weights",
     )
     p.add_argument("--data-dir", help="folder holding the FashionMNIST .gz files (for test:N)")
-    add_device_arg(p)
+    add_device_args(p)
 
 
-def add_device_arg(p: argparse.ArgumentParser) -> None:
-    """``--device``: the same on every command that runs a model."""
+def add_device_args(p: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--precision``: the same on every command that runs a model."""
     p.add_argument(
         "--device",
         default="auto",
         help="where the model runs: auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N "
         "or mps [auto]",
     )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16", "auto"),
+        default="fp32",
+        help="the analyses' arithmetic: fp32 (equal to the reference libraries), bf16 or "
+        "fp16 (autocast; bf16 needs a CPU with AVX512-BF16 or AMX, or a GPU), auto (bf16 "
+        "where the hardware has it, for the analyses measured to agree with fp32; "
+        "docs/precision.md) [fp32]",
+    )
+    p.set_defaults(analysis_precision=True)
 
 
 def add_image_args(p: argparse.ArgumentParser, nargs: str | None = None) -> None:
@@ -84,11 +94,26 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
 
 
 def check_device(args: argparse.Namespace) -> None:
-    """Refuse a ``--device`` that is not here before the command does anything."""
-    if isinstance(getattr(args, "device", None), str) and args.device != "auto":
-        from convlens.core.device import resolve_device
+    """Refuse a ``--device`` that is not here, or a ``--precision`` it has no hardware
+    for, before the command does anything."""
+    if not isinstance(getattr(args, "device", None), str):
+        return
+    from convlens.core.device import resolve_device
+    from convlens.core.precision import check_precision
 
-        resolve_device(args.device)
+    device = resolve_device(args.device)
+    if getattr(args, "analysis_precision", False):
+        check_precision(args.precision, device)
+
+
+def analysis_precision(args: argparse.Namespace) -> contextlib.AbstractContextManager[object]:
+    """The command's ``--precision`` around its work (nothing for a command without it)."""
+    if not getattr(args, "analysis_precision", False) or args.precision == "fp32":
+        return contextlib.nullcontext()
+    from convlens.core.device import resolve_device
+    from convlens.core.precision import precision
+
+    return precision(args.precision, resolve_device(args.device))
 
 
 def load_model(args: argparse.Namespace) -> models.LoadedModel:

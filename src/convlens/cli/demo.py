@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from convlens import sweep
-from convlens.cli.common import add_device_arg
+from convlens.cli.common import add_device_args
 from convlens.config import TrainConfig
 
 # The demo's sweep: three learning rates on a fifth of the data for three epochs (the first
@@ -38,7 +38,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--no-sweep", action="store_true", help="skip the small sweep")
     p.add_argument("--data-dir", help="folder holding the FashionMNIST .gz files")
-    add_device_arg(p)  # the analyses' device; the sweep's training keeps its own config
+    add_device_args(p)  # the analyses' device; the sweep's training keeps its own config
     p.set_defaults(run=run)
 
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from convlens.cli.common import add_device_arg, load_model
+from convlens.cli.common import add_device_args, load_model
 
 
 def add_parser(sub: Any) -> None:
@@ -24,7 +24,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-tta", action="store_true", help="no flip test-time augmentation")
     p.add_argument("--data-dir", help="folder holding the FashionMNIST .gz files")
     p.add_argument("--json", action="store_true", help="print a JSON object")
-    add_device_arg(p)
+    add_device_args(p)
     p.set_defaults(run=run)
 
 

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from convlens.core.precision import cpu_has_fast_bf16
+
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -98,17 +100,6 @@ def on_model_device(fn: F) -> F:
     return inner  # type: ignore[return-value]
 
 
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX)."""
-    if platform.system() != "Linux":
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
 def keep_freed_memory() -> bool:
     """Ask glibc's allocator to keep freed memory for reuse instead of returning it.
 
@@ -174,7 +165,6 @@ __all__ = [
     "DEVICES",
     "autocast",
     "autocast_dtype",
-    "cpu_has_fast_bf16",
     "cpu_name",
     "keep_freed_memory",
     "machine_info",

@@ -23,14 +23,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from convlens.core.device import on_model_device
+from convlens.core.device import model_device, on_model_device
 from convlens.core.hooks import activations, capture, eval_mode, frozen, get_layer, hooked
+from convlens.core.precision import current, full, in_precision
 from convlens.core.progress import progress_bar
 from convlens.core.settings import settle
 from convlens.interpret.heads import GapHead, NotGapHeadError, find_gap_head
@@ -145,6 +146,7 @@ class Ablation:
 
 
 @on_model_device
+@in_precision("ablate")
 @torch.no_grad()
 def ablate(
     model: nn.Module,
@@ -247,6 +249,9 @@ class FewestUnits:
     # the best set so far), "max_units", or None (it flipped, or the closed form ran)
     stopped: str | None = None
     seconds: float = 0.0  # time the search took
+    # the precision of the search: "bf16" only when its set also flips the class in fp32
+    # (``logits_*`` are then fp32's); else the search ran again in fp32
+    precision: str = "fp32"
 
 
 def _margins(logits: torch.Tensor, c: int) -> torch.Tensor:
@@ -315,6 +320,7 @@ class SearchSettings:
 
 
 @on_model_device
+@in_precision("fewest_units")
 def fewest_units(
     model: nn.Module,
     x: torch.Tensor,
@@ -336,6 +342,39 @@ def fewest_units(
             the end; an exception it raises (a cancelled request) ends the search.
     """
     s = settle(SearchSettings, settings, overrides)
+    device = model_device(model)
+    answer = _fewest_units(model, x, layer, s, progress, on_step)
+    if current("fewest_units", device) == "fp32":
+        return answer
+    # a set found in reduced precision counts only if it flips the prediction in fp32;
+    # else (or when none was found) the search runs again in fp32
+    if answer.found:
+        with full(device), eval_mode(model), torch.no_grad():
+            before = model(x).float()[0]
+            with ablated(model, answer.layer, answer.units, s.mode):
+                after = model(x).float()[0]
+        c, new = int(before.argmax()), int(after.argmax())
+    if answer.found and c == answer.original_class and new != c:
+        return replace(
+            answer,
+            new_class=new,
+            logits_before=before,
+            logits_after=after,
+            forward_passes=answer.forward_passes + 2,
+            precision=current("fewest_units", device),
+        )
+    with full(device):
+        return _fewest_units(model, x, layer, s, progress, on_step)
+
+
+def _fewest_units(
+    model: nn.Module,
+    x: torch.Tensor,
+    layer: str | None,
+    s: SearchSettings,
+    progress: bool,
+    on_step: Callable[[int, int], None] | None,
+) -> FewestUnits:
     start = time.perf_counter()
     layer, head, order = _search_plan(model, x, layer, s.order, s.mode)
     stopped = None

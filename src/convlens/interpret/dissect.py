@@ -35,6 +35,7 @@ from torch import nn
 
 from convlens.core.device import model_device
 from convlens.core.hooks import eval_mode, get_layer, hooked
+from convlens.core.precision import in_precision
 from convlens.core.progress import progress_bar
 from convlens.core.settings import settle
 from convlens.data.broden import BrodenSource, Concept
@@ -366,6 +367,7 @@ class _Tally:
         return (sums / self.counts[:, None]).float().cpu()
 
 
+@in_precision("dissect")
 @torch.inference_mode()
 def dissect(
     model: nn.Module,

@@ -35,6 +35,7 @@ from torch import nn
 from convlens.core.compat import renamed
 from convlens.core.device import model_device, on_model_device
 from convlens.core.hooks import channels_last_twin, eval_mode
+from convlens.core.precision import in_precision
 from convlens.core.progress import progress_bar
 from convlens.core.tensors import baseline_image, minmax_scale
 from convlens.interpret.maps import registry
@@ -54,6 +55,7 @@ class Faithfulness:
 
 
 @on_model_device
+@in_precision("faithfulness")
 @torch.no_grad()
 def faithfulness(
     model: nn.Module,
@@ -208,6 +210,7 @@ class MethodScore:
     sensitivity: float | None = None  # captum's max-sensitivity of the map; lower is better
 
 
+@in_precision("faithfulness")
 def score_methods(
     model: nn.Module,
     batches: Iterable[torch.Tensor],
@@ -309,6 +312,7 @@ def _summary(method: str, parts: list[Faithfulness]) -> MethodScore:
 
 
 @on_model_device
+@in_precision("faithfulness")
 @renamed("target", "classes")
 def infidelity(
     model: nn.Module,

@@ -21,6 +21,7 @@ from torch import nn
 
 from convlens.core.device import model_device, on_model_device
 from convlens.core.hooks import eval_mode, get_layer, hooked, recording
+from convlens.core.precision import full
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,8 @@ def _linear_head(model: nn.Module, x: torch.Tensor, layer: str | None) -> GapHea
         fc_io["in"], fc_io["out"] = inp[0].detach().float(), out.detach().float()
 
     watched = None if layer is None else [layer]
-    with recording(model, keep, watched), hooked([(fc, fc_hook)]), eval_mode(model):
+    # the test is exact to float rounding: the probe runs in fp32 whatever the precision
+    with recording(model, keep, watched), hooked([(fc, fc_hook)]), eval_mode(model), full(x.device):
         logits = model(x).float()
 
     if "out" not in fc_io or fc_io["out"].shape != logits.shape or not _close(fc_io["out"], logits):
@@ -163,7 +165,7 @@ def class_map_head(model: nn.Module, x: torch.Tensor, layer: str | None = None) 
             maps.append((name, out.detach().float().mean((2, 3))))
 
     watched = None if layer is None else [layer]
-    with recording(model, keep, watched), eval_mode(model):
+    with recording(model, keep, watched), eval_mode(model), full(x.device):
         logits = model(x).float()
     if logits.ndim == 2:
         for name, mean in reversed(maps):

@@ -15,6 +15,7 @@ from torch import nn
 
 from convlens.core.device import on_model_device
 from convlens.core.hooks import activations
+from convlens.core.precision import in_precision
 
 
 def feature_maps(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
@@ -76,6 +77,7 @@ def check_units(units: Sequence[int], channels: int, layer: str) -> list[int]:
 
 
 @on_model_device
+@in_precision("units")
 def unit_maps(model: nn.Module, x: torch.Tensor, layer: str, units: Sequence[int]) -> UnitMaps:
     """Feature maps of ``units`` of ``layer``, also upsampled to the input size."""
     maps = feature_maps(model, x, layer)
@@ -100,6 +102,7 @@ class TopUnits:
 
 
 @on_model_device
+@in_precision("units")
 def top_units(
     model: nn.Module, x: torch.Tensor, layer: str, top: int, by: str = "mean"
 ) -> TopUnits:
@@ -146,6 +149,7 @@ class RegionMatch:
 
 
 @on_model_device
+@in_precision("units")
 def match_region(
     model: nn.Module,
     x: torch.Tensor,

@@ -33,6 +33,7 @@ from torch import nn
 
 from convlens.core.device import model_device
 from convlens.core.hooks import capture, eval_mode, frozen, get_layer, relus_backward_as
+from convlens.core.precision import in_precision
 from convlens.core.progress import progress_bar
 from convlens.data.images import Preprocessing
 from convlens.data.sources import Source
@@ -232,6 +233,7 @@ class VisualizeSettings:
             raise ValueError(f"unknown parameterisation {self.param!r}; choose fourier or pixel")
 
 
+@in_precision("visualize")
 def visualize(
     model: nn.Module,
     objective: Objective,
@@ -280,11 +282,11 @@ def visualize(
         objective=reported.kind if reported.kind != "sum" else repr(reported),
         negative=negative,
         units=tuple(targets),
-        images=final.reshape(u, d, *final.shape[1:]).cpu(),
-        curve=curve.cpu(),
-        activation=activation.cpu(),
+        images=final.reshape(u, d, *final.shape[1:]).float().cpu(),
+        curve=curve.float().cpu(),
+        activation=activation.float().cpu(),
         dead=tuple(t for t, o in zip(targets, off.tolist(), strict=True) if o),
-        diversity_similarity=None if similarity is None else similarity.cpu(),
+        diversity_similarity=None if similarity is None else similarity.float().cpu(),
         dataset_max=hi,
         dataset_min=lo,
     )

@@ -19,6 +19,7 @@ from torch import nn
 
 from convlens.core.device import model_device, to_device
 from convlens.core.hooks import capture, eval_mode, get_layer
+from convlens.core.precision import reduced
 from convlens.core.tensors import minmax_scale
 from convlens.interpret.heads import GapHead, default_layer
 from convlens.interpret.maps import registry
@@ -127,6 +128,10 @@ class ActivationMapMethod:
             return to_device(self(x.to(device), top, moved), x.device)
         if x.ndim != 4:
             raise ValueError(f"inputs must be [N, C, H, W], got shape {tuple(x.shape)}")
+        with reduced(self.name, device):
+            return self._maps(x, top, classes)
+
+    def _maps(self, x: torch.Tensor, top: int, classes: torch.Tensor | None) -> ClassMaps:
         site = self.locate(x)
         layer = site.layer
         logits, features = self.forward(x, layer)

@@ -43,8 +43,9 @@ import torch
 from torch import nn
 
 from convlens.core.compat import moved
-from convlens.core.device import on_model_device
+from convlens.core.device import model_device, on_model_device
 from convlens.core.hooks import eval_mode, frozen, relus_backward_as, score_gradient
+from convlens.core.precision import reduced
 from convlens.core.tensors import BASELINES, baseline_image
 from convlens.interpret.maps import registry
 from convlens.interpret.maps.base import ActivationMapMethod, Site, normalize_maps
@@ -400,7 +401,7 @@ def attribute(
         classes = options.pop("classes")
     m = registry.make(method, model, layer, **options)
     assert isinstance(m, PixelAttribution)  # a pixel method, checked above
-    with eval_mode(model):
+    with eval_mode(model), reduced(method, model_device(model)):
         # the logits only when the top-1 class is asked for: a given class costs no
         # extra pass (one image tells the number of classes)
         logits = None
