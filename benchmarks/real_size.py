@@ -16,6 +16,7 @@ seed 0; the official weights cannot be downloaded here), each timed once in one 
 
     uv run python benchmarks/real_size.py --json benchmarks/results/real_size.json
     uv run python benchmarks/real_size.py --only fewest atlas
+    uv run python benchmarks/real_size.py --device cuda --precision bf16 --no-reference
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from typing import Any
 import torch
 import torchvision
 
-from convlens.core.device import machine_info
 from convlens.core.fileio import atomic_write_json
 from convlens.data.images import IMAGENET_PREPROCESSING
 from convlens.data.sources import TensorSource
@@ -39,6 +39,7 @@ from convlens.interpret import ablation, dissect, faithfulness
 from convlens.interpret.maps import cam, registry
 from convlens.interpret.maps.base import normalize_maps
 from convlens.render.atlas import write_atlas
+from timing import add_device_args, placed, run_record
 
 warnings.filterwarnings("ignore")
 PARTS = ("scorecam", "fewest", "atlas", "faithfulness")
@@ -66,7 +67,7 @@ def timed(fn: Any) -> tuple[Any, float]:
 
 
 def bench_scorecam(model: torch.nn.Module, reference: bool) -> dict[str, Any]:
-    x = images(1, 0)
+    x = images(1, 0).to(next(model.parameters()).device)
     ours, seconds = timed(lambda: cam.ScoreCAM(model, "layer4")(x, top=5))
     row: dict[str, Any] = {"layer": "layer4", "channels": 2048, "classes": 5, "ours_s": seconds}
     print(f"Score-CAM layer4, top-5, one image: ours {seconds:.1f} s")
@@ -103,7 +104,7 @@ def bench_fewest(model: torch.nn.Module, n: int, margins: list[float]) -> dict[s
     fc = model.fc
     assert isinstance(fc, torch.nn.Linear)
     for margin, seed in ((m, s) for m in margins for s in range(n)):
-        x = images(1, 100 + seed)
+        x = images(1, 100 + seed).to(fc.weight.device)
         with torch.no_grad():
             logits = model(x)[0]
             top2 = logits.topk(2)
@@ -175,9 +176,24 @@ def main() -> None:
     p.add_argument("--faith-images", type=int, default=100)
     p.add_argument("--faith-batch", type=int, default=10)
     p.add_argument("--json", type=Path)
+    add_device_args(p)
     args = p.parse_args()
-    model = resnet50()
-    out: dict[str, Any] = {"machine": machine_info(), "model": "resnet50, random weights, 224px"}
+    device, chosen_precision = placed(args)
+    model = resnet50().to(device)
+    out: dict[str, Any] = {
+        "machine": run_record(args, device),
+        "model": "resnet50, random weights, 224px",
+    }
+    with chosen_precision:
+        run_parts(args, model, out)
+    if args.json:  # parts not run this time keep their figures from the file
+        if args.json.is_file():
+            out = {**json.loads(args.json.read_text()), **out}
+        atomic_write_json(args.json, out)
+        print(f"wrote {args.json}")
+
+
+def run_parts(args: argparse.Namespace, model: torch.nn.Module, out: dict[str, Any]) -> None:
     if "scorecam" in args.only:
         out["scorecam"] = bench_scorecam(model, not args.no_reference)
     if "fewest" in args.only:
@@ -186,11 +202,6 @@ def main() -> None:
         out["atlas"] = bench_atlas(model, args.atlas_images)
     if "faithfulness" in args.only:
         out["faithfulness"] = bench_faithfulness(model, args.faith_images, args.faith_batch)
-    if args.json:  # parts not run this time keep their figures from the file
-        if args.json.is_file():
-            out = {**json.loads(args.json.read_text()), **out}
-        atomic_write_json(args.json, out)
-        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

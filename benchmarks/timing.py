@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+import torch
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> float:
@@ -34,3 +38,34 @@ def best_times(fns: list[Callable[[], object]], repeats: int, least: float = 0.2
                 fn()
             best[i] = min(best[i], (time.perf_counter() - t) / n)
     return best
+
+
+def add_device_args(p: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--precision``, as the commands take them."""
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto [cpu]")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16", "auto"), default="fp32")
+
+
+def placed(args: argparse.Namespace) -> tuple[torch.device, AbstractContextManager[None]]:
+    """The device the benchmark runs on, and its precision as a context (checked first:
+    bf16 on a CPU without bf16 units is refused, as the commands refuse it)."""
+    from convlens.core.device import resolve_device
+    from convlens.core.precision import precision
+
+    device = resolve_device(args.device)
+    return device, precision(args.precision, device)
+
+
+def run_record(args: argparse.Namespace, device: torch.device) -> dict[str, object]:
+    """What a result file records of the run: the machine, device and precision."""
+    from convlens.core.device import machine_info
+    from convlens.core.precision import native
+
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    return {
+        **machine_info(),
+        "device": str(device),
+        "gpu": gpu,
+        "precision": args.precision,
+        "bf16_hardware": native("bf16", device),
+    }

@@ -24,11 +24,11 @@ import torch
 import torchvision
 
 from convlens import models
-from convlens.core.device import machine_info
 from convlens.core.fileio import atomic_write_json
 from convlens.data.images import IMAGENET_PREPROCESSING
 from convlens.interpret import visualize as v
 from convlens.interpret.objectives import channel
+from timing import add_device_args, placed, run_record
 
 warnings.filterwarnings("ignore")
 SIZE = 128
@@ -73,17 +73,22 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=256)
     p.add_argument("--json", type=Path)
+    add_device_args(p)
     args = p.parse_args()
-    model = resnet18()
-    out: dict[str, Any] = {"machine": machine_info(), "steps": args.steps, "size": SIZE}
+    device, chosen_precision = placed(args)
+    model = resnet18().to(device)
+    out: dict[str, Any] = {"machine": run_record(args, device), "steps": args.steps, "size": SIZE}
     for name, units in (("one unit", [5]), ("16 units", list(range(16)))):
-        a = ours(model, units, args.steps)
+        with chosen_precision:  # ours in the precision asked for; lucent in its own fp32
+            a = ours(model, units, args.steps)
         b = lucent(model, units, args.steps)
         out[name] = {"ours_s": a, "lucent_s": b, "ratio": b / a}
         print(f"resnet18 layer2, {name}: ours {a:.1f} s, lucent {b:.1f} s, {b / a:.2f}x")
     lm = models.load("fashion-cnn")
+    lm.model.to(device)
     start = time.perf_counter()
-    v.visualize(lm.model, channel("features", range(128)), lm.preprocessing)
+    with chosen_precision:
+        v.visualize(lm.model, channel("features", range(128)), lm.preprocessing)
     seconds = time.perf_counter() - start
     out["fashion-cnn --all"] = {"units": 128, "steps": 256, "seconds": seconds}
     print(f"fashion-cnn features, 128 units, 256 steps: {seconds:.1f} s")
