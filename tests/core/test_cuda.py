@@ -52,3 +52,31 @@ def test_every_analysis_on_cuda_equals_the_cpu(analysis: str) -> None:
             torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * max(scale, 1e-6))
         else:
             assert torch.equal(a, b), name
+
+
+def test_counting_on_cuda_equals_bincount() -> None:
+    """``counts`` scatter-adds on a GPU (no wait for the host) and gives bincount's
+    answer."""
+    from convlens.core.tensors import counts
+
+    values = torch.randint(0, 50, (1000,), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(counts(values.cuda(), 64).cpu(), torch.bincount(values, minlength=64))
+
+
+def test_bf16_on_cuda_answers_in_fp32() -> None:
+    """Every analysis under bf16 autocast on CUDA answers in fp32, on the CPU."""
+    from convlens.core.precision import precision
+
+    if not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    for name, case in CASES.items():
+        model = tiny_gap_model().eval().cuda()
+        x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+        with precision("bf16", "cuda"):
+            answer = tensors(case(model, x))
+        wrong = {
+            k: t.dtype
+            for k, t in answer.items()
+            if t.is_floating_point() and t.dtype != torch.float32
+        }
+        assert not wrong, (name, wrong)

@@ -52,8 +52,20 @@ def baseline_image(x: torch.Tensor, kind: str = "zeros") -> torch.Tensor:
     raise ValueError(f"`baseline` must be one of {', '.join(BASELINES)}, got {kind!r}")
 
 
+def counts(values: torch.Tensor, length: int) -> torch.Tensor:
+    """How often each of ``0 .. length-1`` occurs in ``values`` (int64, ``[length]``).
+    ``torch.bincount`` on the CPU; elsewhere a scatter-add, because bincount on a GPU
+    reads the largest value back to the host first, a wait on every call."""
+    flat = values.flatten()
+    if flat.device.type == "cpu":
+        return torch.bincount(flat, minlength=length)
+    out = torch.zeros(length, dtype=torch.long, device=flat.device)
+    return out.index_add_(0, flat, torch.ones_like(flat, dtype=torch.long))
+
+
 __all__ = [
     "BASELINES",
     "baseline_image",
+    "counts",
     "minmax_scale",
 ]

@@ -38,6 +38,7 @@ from convlens.core.hooks import eval_mode, get_layer, hooked
 from convlens.core.precision import in_precision
 from convlens.core.progress import progress_bar
 from convlens.core.settings import settle
+from convlens.core.tensors import counts
 from convlens.data.broden import BrodenSource, Concept
 from convlens.data.sources import Source, SourceBatch
 
@@ -73,9 +74,7 @@ class QuantileSketch:
         key = key.clamp(-1, self.n - 1)
         bucket = torch.where(v < 0, self.n - 1 - key, self.n + 1 + key)
         bucket = torch.where(key < 0, self.n, bucket) + self._offsets
-        self.counts += torch.bincount(bucket.flatten(), minlength=self.units * self.width).view(
-            self.units, self.width
-        )
+        self.counts += counts(bucket, self.units * self.width).view(self.units, self.width)
 
     def _value(self, key: torch.Tensor) -> torch.Tensor:
         """The harmonic midpoint of positive bucket ``key``."""
@@ -145,7 +144,7 @@ class _IoUTally:
         inside = (seg >= 0) & (seg < self.labels)  # a label not in label.csv is ignored
         seg = torch.where(inside, seg, 0)
         seg = torch.where(self.known[seg], seg, 0)
-        counted = torch.bincount(seg.flatten(), minlength=self.labels).double()
+        counted = counts(seg, self.labels).double()
         counted[0] = 0
         self.label_pixels += counted
         # NetDissect upsamples each map to the segmentation's size, then thresholds it
@@ -160,7 +159,7 @@ class _IoUTally:
         self.both.index_add_(0, uniq, count.double())
         hit = torch.zeros(self.units, self.labelcat.shape[1], device=feats.device)
         hit.index_add_(0, uniq // self.labels, self.labelcat[uniq % self.labels])
-        active = torch.bincount(unit, minlength=self.units).double()
+        active = counts(unit, self.units).double()
         self.units_cat += active[:, None] * (hit > 0)
 
     def iou(self, numbers: list[int]) -> torch.Tensor:
@@ -333,7 +332,7 @@ class _Tally:
         self.sums: torch.Tensor | None = None
         self.rectified: torch.Tensor | None = None
         self.counts: torch.Tensor | None = None
-        self.signed = False
+        self.negative = torch.zeros((), dtype=torch.bool, device=device)
         self.seen = 0
 
     def add(self, feats: torch.Tensor, batch: SourceBatch) -> None:
@@ -356,8 +355,8 @@ class _Tally:
             labels = batch.labels.to(self.device)
             self.sums.index_add_(0, labels, means.double())
             self.rectified.index_add_(0, labels, feats.clamp_min(0).mean((2, 3)).double())
-            self.counts += torch.bincount(labels, minlength=self.k).double()
-            self.signed = self.signed or bool((feats < 0).any())
+            self.counts += counts(labels, self.k).double()
+            self.negative |= (feats < 0).any()  # a tensor: no wait for the GPU per batch
         self.seen += n
 
     def per_class(self, sums: torch.Tensor | None) -> torch.Tensor | None:
@@ -422,7 +421,7 @@ def dissect(
         classes=data.classes,
         class_means=tally.per_class(tally.sums),
         rectified_means=tally.per_class(tally.rectified),
-        signed=tally.signed,
+        signed=bool(tally.negative),
         class_counts=None if tally.counts is None else tally.counts.long().cpu(),
         concepts=tuple(concepts),
         iou=None if iou is None else iou.cpu(),

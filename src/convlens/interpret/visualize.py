@@ -40,6 +40,7 @@ from convlens.data.sources import Source
 from convlens.interpret.objectives import Batch, Objective, Sum, gram_similarity
 
 PARAMS = ("fourier", "pixel")
+CHECK_EVERY = 16  # steps between host checks that the objective is finite
 
 # Lucid's square root of ImageNet's colour covariance (columns: decorrelated channels)
 COLOR_CORRELATION_SVD_SQRT = np.asarray(
@@ -337,6 +338,7 @@ def _optimise(
     first_grad: torch.Tensor | None = None
     bar = progress_bar(range(s.steps), desc="visualize", unit="step", disable=not progress)
     redirect = [s.redirect_steps > 0]
+    finite = torch.ones((), dtype=torch.bool, device=image.raw.device)
     with relus_backward_as(model, _RedirectedReLU, redirect):
         for step in bar:
             if on_step is not None:
@@ -345,11 +347,11 @@ def _optimise(
             opt.zero_grad()
             acts = _read(model, layers, _normalized(transforms(image(), g), preprocessing))
             total = objective.score(acts, batch)
-            if not torch.isfinite(total).all():
-                raise ValueError(
-                    f"the objective became {float(total.detach()[~torch.isfinite(total)][0])} "
-                    "(not finite); lower `lr` or use the pixel parameterisation"
-                )
+            # checked on the host every CHECK_EVERY steps, not each step: reading a GPU
+            # value waits for the GPU (a NaN step only makes the steps after it NaN)
+            finite &= torch.isfinite(total.detach()).all()
+            if (step + 1) % CHECK_EVERY == 0 or step + 1 == s.steps:
+                _check_finite(finite, step)
             (-total.sum()).backward()
             if first_grad is None and image.raw.grad is not None:
                 first_grad = image.raw.grad.detach().flatten(1).abs().sum(1).reshape(u, d).sum(1)
@@ -358,6 +360,14 @@ def _optimise(
         bar.close()
     assert first_grad is not None
     return image, torch.stack(curve), first_grad
+
+
+def _check_finite(finite: torch.Tensor, step: int) -> None:
+    if not bool(finite):
+        raise ValueError(
+            f"the objective became NaN or infinite (not finite) by step {step + 1}; lower "
+            "`lr` or use the pixel parameterisation"
+        )
 
 
 @torch.no_grad()
