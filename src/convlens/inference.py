@@ -80,11 +80,17 @@ def get_prediction(
     tta: bool = False,
     amp_dtype: torch.dtype | None = None,
     preprocessing: Preprocessing | None = None,
+    batch_size: int = 1000,
 ) -> torch.Tensor:
     """Predicted class indices (int64 ``[N]``) for a batch of images: uint8 pixels
     (normalised as :func:`to_model_input` says) or normalised float inputs."""
     logits = predict_logits(
-        model, images, tta=tta, amp_dtype=amp_dtype, preprocessing=preprocessing
+        model,
+        images,
+        tta=tta,
+        amp_dtype=amp_dtype,
+        preprocessing=preprocessing,
+        batch_size=batch_size,
     )
     return logits.argmax(1)
 
@@ -97,13 +103,22 @@ def evaluate(
     tta: bool = False,
     amp_dtype: torch.dtype | None = None,
     preprocessing: Preprocessing | None = None,
+    batch_size: int = 1000,
 ) -> float:
-    """Top-1 accuracy in [0, 1] of ``model`` on ``images`` against ``labels``."""
+    """Top-1 accuracy in [0, 1] of ``model`` on ``images`` against ``labels``, run
+    ``batch_size`` images at a time."""
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
     if images.shape[0] == 0:
         raise ValueError("cannot evaluate on an empty set of images")
-    pred = get_prediction(model, images, tta=tta, amp_dtype=amp_dtype, preprocessing=preprocessing)
+    pred = get_prediction(
+        model,
+        images,
+        tta=tta,
+        amp_dtype=amp_dtype,
+        preprocessing=preprocessing,
+        batch_size=batch_size,
+    )
     return (pred == labels).float().mean().item()
 
 

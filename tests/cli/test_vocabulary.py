@@ -148,3 +148,22 @@ def test_a_precision_the_cpu_lacks_is_one_line_before_the_model_loads(
     argv = ["cam", "fashion-cnn", "x.png", "--device", "cpu", "--precision", precision]
     assert main(argv) == 2
     assert message in one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["ablate", "fashion-cnn", "test:0", "--min-units", "--order", "greedy",
+          "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+        (["evaluate", "fashion-cnn", "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        (["cam", "fashion-cnn", "test:0", "--method", "gradcam", "--batch-size", "4"],
+         "--batch-size is an option of scorecam, saliency"),
+    ],
+)  # fmt: skip
+def test_batch_sizes_are_checked_in_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from convlens.cli import main
+
+    assert main(argv) == 2
+    assert message in one_error_line(capsys)

@@ -71,6 +71,12 @@ def add_parser(sub: Any) -> None:
         help="greedy search: units tried per step, those a gradient estimate ranks first "
         "[64]; 0 tries every unit",
     )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="greedy search: masked images per pass of the network [64]",
+    )
     add_figure_args(p, "ablation.png")
     p.set_defaults(run=run)
 
@@ -128,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
             max_units=args.max_units,
             budget=args.budget or None,
             shortlist=args.shortlist or None,
+            batch_size=args.batch_size,
         )
         fewest = ablation.fewest_units(model, x, layer, search, progress=True)
         print(unit_figures.describe_fewest_units(fewest, classes))

@@ -202,15 +202,22 @@ def region_mask(
 def add_attribution_args(p: argparse.ArgumentParser, own: Sequence[str] = ()) -> None:
     """The options of the map methods that the CLI exposes (the method registry's flags);
     each is left to the method's default when not given. ``own``: flags the command
-    already has for its own purpose: its ``--baseline`` serves the attributions too, and
-    ``--steps`` becomes ``--ig-steps``."""
+    already has for its own purpose: its ``--baseline`` serves the attributions too, its
+    ``--batch-size`` is its own, and ``--steps`` becomes ``--ig-steps``."""
     g = p.add_argument_group("pixel attributions")
     for flag, option in registry.flags().items():
-        if flag == "baseline" and flag in own:
+        if flag in own and flag != "steps":  # the command's own flag serves (or is kept apart)
             continue
         name = f"--ig-{flag}" if flag in own else f"--{flag}"
         kind = str if option.type is str else option.type
-        g.add_argument(name, dest=_dest(flag), type=kind, choices=option.choices, help=option.help)
+        g.add_argument(
+            name,
+            dest=_dest(flag),
+            type=kind,
+            choices=option.choices,
+            help=option.help,
+            metavar=None if option.choices else flag.split("-")[-1].upper(),
+        )
 
 
 def _dest(flag: str) -> str:
@@ -231,7 +238,7 @@ def attribution_options(
     for k in given:
         takers = registry.takers(k)
         if not any(m in takers for m in methods):
-            flag = "--steps (--ig-steps)" if k == "steps" else f"--{k}"
+            flag = "--steps (--ig-steps)" if k == "steps" else "--" + k.replace("_", "-")
             raise ValueError(f"{flag} is an option of {', '.join(takers)} only")
     return given
 

@@ -24,6 +24,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-tta", action="store_true", help="no flip test-time augmentation")
     p.add_argument("--data-dir", help="folder holding the FashionMNIST .gz files")
     p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.add_argument("--batch-size", type=int, default=1000, help="images per batch [1000]")
     add_device_args(p)
     p.set_defaults(run=run)
 
@@ -32,10 +33,12 @@ def run(args: argparse.Namespace) -> int:
     from convlens.data import fashion_mnist as data
     from convlens.inference import evaluate
 
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     loaded = load_model(args)
     ds = data.load_fashion_mnist(args.split, args.data_dir)
     tta = not args.no_tta
-    top1 = evaluate(loaded.model, ds.images, ds.labels, tta=tta)
+    top1 = evaluate(loaded.model, ds.images, ds.labels, tta=tta, batch_size=args.batch_size)
     if args.json:
         print(
             json.dumps(

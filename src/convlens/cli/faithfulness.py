@@ -67,7 +67,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--batch-size", type=int, default=64, help="images per batch [64]")
     p.add_argument("--out", type=Path, default=Path("faithfulness"), help="[faithfulness]")
-    add_attribution_args(p, own=("steps", "baseline"))
+    add_attribution_args(p, own=("steps", "baseline", "batch-size"))
     p.set_defaults(run=run)
 
 
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--limit and --batch-size must be >= 1")
     loaded = load_model(args)
     methods = list(dict.fromkeys([*args.methods, *(PIXEL_METHODS if args.pixel else ())]))
-    options = attribution_options(args, methods, own=("baseline",))
+    options = attribution_options(args, methods, own=("baseline", "batch-size"))
     if not args.no_references:
         methods += [r for r in REFERENCES if r not in methods]
     batches = list(data_batches(args.data, args.limit, args.batch_size, loaded, args.data_dir))

@@ -317,6 +317,8 @@ class SearchSettings:
             raise ValueError(f"`budget` must be a positive number of seconds, got {self.budget}")
         if self.shortlist is not None and self.shortlist < 1:
             raise ValueError(f"`shortlist` must be at least 1, got {self.shortlist}")
+        if self.batch_size < 1:
+            raise ValueError(f"`batch_size` must be at least 1, got {self.batch_size}")
 
 
 @on_model_device

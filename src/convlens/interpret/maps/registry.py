@@ -80,7 +80,7 @@ class Method:
         return {o.name: o.default for o in self.options}
 
 
-_BATCH = Option("batch_size", 64, int, "images per pass of the network")
+_BATCH = Option("batch_size", 64, int, "images per pass of the network", "batch-size")
 _IG_RULES = (
     "gausslegendre",
     "riemann_left",
@@ -118,7 +118,14 @@ METHODS: tuple[Method, ...] = (
         "Wang et al., CVPR-W 2020",
         default=False,
         options=(
-            Option("batch_size", 32, int, "masked images per pass"),
+            Option(
+                "batch_size",
+                32,
+                int,
+                "images per pass of the network (Score-CAM: masked images; lower it when "
+                "memory runs out) [Score-CAM 32, the attributions 64]",
+                "batch-size",
+            ),
             Option(
                 "reference",
                 "torchcam",
