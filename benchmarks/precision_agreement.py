@@ -26,6 +26,7 @@ is why resnet50 runs at 112 px and the four slow methods on fewer images by defa
 
     uv run python benchmarks/precision_agreement.py
     uv run python benchmarks/precision_agreement.py --only maps --models resnet50
+    uv run python benchmarks/precision_agreement.py --table  # docs/precision.md's table
 """
 
 from __future__ import annotations
@@ -289,6 +290,51 @@ def measured(
     return float((act[live] / hi[live] >= 1.5).float().mean())
 
 
+def table(figures: dict[str, Any]) -> str:
+    """The committed figures as the docs' Markdown table."""
+    lines = [
+        "| analysis | model | images | figure (goal) | bf16 agrees |",
+        "|---|---|---|---|---|",
+    ]
+    for r in figures["rows"]:
+        if r["analysis"] in registry.names():
+            what = (
+                f"Spearman median {r['spearman_median']:.4f} (10th pct {r["spearman_p10"]:.4f}; "
+                f"goal 0.99), top-10% IoU median {r['top10_iou_median']:.3f} (10th pct "
+                f"{r['top10_iou_p10']:.3f}; goal 0.9)"
+            )
+        elif r["analysis"] == "faithfulness":
+            what = (
+                f"mean AUC gap: deletion {r['deletion_auc_gap']:.4f}, insertion "
+                f"{r['insertion_auc_gap']:.4f} (goal 0.01)"
+            )
+            if "table_auc_gap" in r:
+                what += f"; whole table in bf16 (maps too): {r['table_auc_gap']:.4f}"
+        elif r["analysis"] == "dissect":
+            what = (
+                f"{r['threshold_within_1pct']:.1%} of {r['units']} thresholds within 1% (max "
+                f"{r['threshold_rel_max']:.2%}; goal all), top-8 images the same "
+                f"{r['top8_same_mean']:.1%} (min {r['top8_same_min']:.0%}; goal 95%)"
+            )
+        elif r["analysis"] == "fewest_units":
+            what = (
+                f"{r['flip_in_fp32']} of {r['found']} sets flip in fp32 (goal all); searched "
+                f"again in fp32 {r['searched_again_in_fp32']}; larger than fp32's "
+                f"{r['larger_in_bf16']}"
+            )
+        else:
+            what = (
+                f"{r['reach_1_5x_bf16']:.0%} of live units reach 1.5x the test maximum "
+                f"(fp32 {r['reach_1_5x_fp32']:.0%}; goal 90%), {r['steps']} steps"
+            )
+        size = f" at {r['size']} px" if "size" in r else ""
+        agrees = "yes" if r["agrees"] else "**no**"
+        lines.append(
+            f"| {r['analysis']} | {r['model']}{size} | {r['images']} | {what} | {agrees} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
@@ -300,7 +346,12 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=112, help="resnet50's image side [112]")
     ap.add_argument("--visualize-steps", type=int, default=256)
     ap.add_argument("--json", type=Path, default=OUT)
+    ap.add_argument("--table", action="store_true", help="print the figures of --json as "
+                    "the docs' Markdown table, and run nothing")  # fmt: skip
     args = ap.parse_args()
+    if args.table:
+        print(table(json.loads(args.json.read_text())))
+        return
     torch.set_num_threads(max(1, torch.get_num_threads()))
     old = json.loads(args.json.read_text()) if args.json.exists() else {"rows": []}
     rows = {(r["model"], r["analysis"]): r for r in old["rows"]}
