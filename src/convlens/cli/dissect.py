@@ -44,6 +44,25 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=128, help="images per batch [128]")
     p.add_argument("--workers", type=int, default=2, help="image-loading processes [2]")
     p.add_argument(
+        "--shards",
+        type=int,
+        default=1,
+        help="split the images into this many shards, whose tallies merge exactly (the "
+        "answer is the same for any number); finished shards are kept in --state-dir [1]",
+    )
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run the shards on Ray: local, local:N (a cluster of N CPUs on this machine) "
+        "or the address of a running cluster (ray start --head); needs convlens[ray]",
+    )
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        help="where finished shards are kept, so that a rerun computes only the missing "
+        "ones [OUT/shards with --shards > 1 or --ray]",
+    )
+    p.add_argument(
         "--visualize",
         action="store_true",
         help="also optimise an image for every unit (convlens visualize) and put it at the "
@@ -61,8 +80,13 @@ def run(args: argparse.Namespace) -> int:
     from convlens.interpret.heads import default_layer
     from convlens.render.atlas import write_atlas
 
-    if args.workers < 0 or (args.limit is not None and args.limit < 1):
-        raise ValueError("--workers must be >= 0 and --limit >= 1")
+    if args.workers < 0 or (args.limit is not None and args.limit < 1) or args.shards < 1:
+        raise ValueError("--workers must be >= 0, and --limit and --shards >= 1")
+    state_dir = args.state_dir
+    if state_dir is None and (args.shards > 1 or args.ray):
+        state_dir = args.out / "shards"
+    if state_dir is not None:
+        args.interrupt_hint = f"finished shards are kept in {state_dir}; rerun to resume"
     if args.visualize and args.visualize_steps < 1:
         raise ValueError(f"--visualize-steps must be at least 1, got {args.visualize_steps}")
     loaded = load_model(args)
@@ -72,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
     if layer is None:
         probe = next(source.batches(1)).x  # default_layer runs it where the model is
         layer = default_layer(model, probe)
+    if state_dir is not None and any(Path(state_dir).glob("pass1-*.pt")):
+        kept = len(list(Path(state_dir).glob("pass1-*.pt")))
+        print(f"resuming: {kept} finished shard(s) of the first pass in {state_dir}")
     d = dissect(
         model,
         source,
@@ -82,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
         iou_threshold=args.iou_threshold,
         batch_size=args.batch_size,
         workers=args.workers,
+        shards=args.shards,
+        ray=args.ray,
+        state_dir=state_dir,
     )
     page = write_atlas(d, source, args.out, f"{loaded.name}: units of {layer}")
     print(f"dissected {d.units} units of {layer} over {d.images} images of {d.source}")

@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 
 from convlens.data.images import Preprocessing, open_image, preprocess, to_display
-from convlens.data.sources import Source, SourceBatch
+from convlens.data.sources import Source, SourceBatch, span
 
 META_COLUMNS = ("image", "split", "ih", "iw", "sh", "sw")
 _CATEGORY = re.compile(r"^([^(]*)\(([^)]*)\)$")
@@ -225,9 +225,14 @@ class BrodenSource(Source):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def batches(self, batch_size: int, workers: int = 0) -> Iterator[SourceBatch]:
+    def batches(
+        self, batch_size: int, workers: int = 0, start: int = 0, stop: int | None = None
+    ) -> Iterator[SourceBatch]:
         loader = torch.utils.data.DataLoader(
-            _Items(self), batch_size=batch_size, num_workers=workers, collate_fn=_collate
+            span(_Items(self), start, stop),
+            batch_size=batch_size,
+            num_workers=workers,
+            collate_fn=_collate,
         )
         for items in loader:
             for _, _, _, _, error in items:

@@ -46,7 +46,11 @@ class Source:
     def __len__(self) -> int:
         raise NotImplementedError
 
-    def batches(self, batch_size: int, workers: int = 0) -> Iterator[SourceBatch]:
+    def batches(
+        self, batch_size: int, workers: int = 0, start: int = 0, stop: int | None = None
+    ) -> Iterator[SourceBatch]:
+        """Images ``start`` to ``stop`` (default: all), ``batch_size`` at a time, read by
+        ``workers`` processes (0: in this one)."""
         raise NotImplementedError
 
     def display(self, i: int) -> torch.Tensor:
@@ -87,9 +91,12 @@ class TensorSource(Source):
     def __len__(self) -> int:
         return self.x.shape[0]
 
-    def batches(self, batch_size: int, workers: int = 0) -> Iterator[SourceBatch]:
-        for start in range(0, len(self), batch_size):
-            idx = torch.arange(start, min(start + batch_size, len(self)), device="cpu")
+    def batches(
+        self, batch_size: int, workers: int = 0, start: int = 0, stop: int | None = None
+    ) -> Iterator[SourceBatch]:
+        end = len(self) if stop is None else min(stop, len(self))
+        for first in range(start, end, batch_size):
+            idx = torch.arange(first, min(first + batch_size, end), device="cpu")
             labels = None if self.labels is None else self.labels[idx]
             yield SourceBatch(self.x[idx], idx, labels)
 
@@ -133,8 +140,10 @@ class FashionSplit(TensorSource):
             f"FashionMNIST {split}",
         )
 
-    def batches(self, batch_size: int, workers: int = 0) -> Iterator[SourceBatch]:
-        for batch in super().batches(batch_size, workers):  # uint8 in memory, float out
+    def batches(
+        self, batch_size: int, workers: int = 0, start: int = 0, stop: int | None = None
+    ) -> Iterator[SourceBatch]:
+        for batch in super().batches(batch_size, workers, start, stop):  # uint8 in, float out
             batch.x = fashion_mnist.to_float(batch.x)
             yield batch
 
@@ -202,9 +211,11 @@ class FolderSource(Source):
     def __len__(self) -> int:
         return len(self.files)
 
-    def batches(self, batch_size: int, workers: int = 0) -> Iterator[SourceBatch]:
+    def batches(
+        self, batch_size: int, workers: int = 0, start: int = 0, stop: int | None = None
+    ) -> Iterator[SourceBatch]:
         loader = torch.utils.data.DataLoader(
-            _Files(self.files, self.preprocessing),
+            span(_Files(self.files, self.preprocessing), start, stop),
             batch_size=batch_size,
             num_workers=workers,
             collate_fn=_collate,
@@ -224,6 +235,14 @@ class FolderSource(Source):
 
     def name(self, i: int) -> str:
         return str(self.files[i].relative_to(self.root))
+
+
+def span(dataset: Any, start: int, stop: int | None) -> Any:
+    """Items ``start`` to ``stop`` of ``dataset`` (each still says its own position)."""
+    if start == 0 and stop is None:
+        return dataset
+    end = len(dataset) if stop is None else min(stop, len(dataset))
+    return torch.utils.data.Subset(dataset, range(start, end))
 
 
 __all__ = [

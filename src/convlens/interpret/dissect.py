@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -35,9 +36,10 @@ from torch import nn
 
 from convlens.core.device import model_device
 from convlens.core.hooks import eval_mode, get_layer, hooked
-from convlens.core.precision import in_precision
+from convlens.core.precision import DTYPES, current, in_precision
 from convlens.core.progress import progress_bar
 from convlens.core.settings import settle
+from convlens.core.shards import Shard, ShardFolder, plan, run_shards, weights_digest
 from convlens.core.tensors import counts
 from convlens.data.broden import BrodenSource, Concept
 from convlens.data.sources import Source, SourceBatch
@@ -98,9 +100,11 @@ class QuantileSketch:
 
 
 class _TopImages:
-    """The ``k`` best images of each unit so far, with their maps."""
+    """The ``k`` best images of each unit so far, with their maps: ranked by score, ties
+    by the smaller image index, so the best of a union does not depend on the order in
+    which its parts came."""
 
-    def __init__(self, units: int, k: int, device: torch.device) -> None:
+    def __init__(self, units: int, k: int, device: torch.device | str) -> None:
         self.k = k
         self.score = torch.full((units, k), -math.inf, device=device)
         self.index = torch.full((units, k), -1, dtype=torch.long, device=device)
@@ -108,14 +112,23 @@ class _TopImages:
 
     def add(self, score: torch.Tensor, index: torch.Tensor, feats: torch.Tensor) -> None:
         """``score`` ``[B, C]``, ``index`` ``[B]``, ``feats`` ``[B, C, h, w]``."""
-        c, (h, w) = feats.shape[1], feats.shape[2:]
+        c = feats.shape[1]
+        self.merge(score.T, index[None].expand(c, -1), feats.transpose(0, 1))
+
+    def merge(self, score: torch.Tensor, index: torch.Tensor, maps: torch.Tensor) -> None:
+        """Per unit, ``score`` and ``index`` ``[C, m]`` and ``maps`` ``[C, m, h, w]``."""
+        c, (h, w) = maps.shape[0], maps.shape[2:]
         if self.maps is None:
-            self.maps = feats.new_zeros(c, self.k, h, w)
-        best = torch.cat([self.score, score.T], 1).topk(self.k, 1)
-        self.score = best.values
-        self.index = torch.cat([self.index, index[None].expand(c, -1)], 1).gather(1, best.indices)
-        both = torch.cat([self.maps, feats.transpose(0, 1)], 1)
-        self.maps = both.gather(1, best.indices[..., None, None].expand(-1, -1, h, w))
+            self.maps = maps.new_zeros(c, self.k, h, w)
+        scores = torch.cat([self.score, score], 1)
+        indices = torch.cat([self.index, index], 1)
+        order = indices.argsort(dim=1, stable=True)  # by index, then stably by score
+        ranked = scores.gather(1, order).argsort(dim=1, descending=True, stable=True)
+        order = order.gather(1, ranked)
+        order = order[:, : self.k]
+        self.score, self.index = scores.gather(1, order), indices.gather(1, order)
+        both = torch.cat([self.maps, maps], 1)
+        self.maps = both.gather(1, order[..., None, None].expand(-1, -1, h, w))
 
 
 class _IoUTally:
@@ -161,6 +174,19 @@ class _IoUTally:
         hit.index_add_(0, uniq // self.labels, self.labelcat[uniq % self.labels])
         active = counts(unit, self.units).double()
         self.units_cat += active[:, None] * (hit > 0)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {
+            "both": self.both.cpu(),
+            "units_cat": self.units_cat.cpu(),
+            "label_pixels": self.label_pixels.cpu(),
+        }
+
+    def absorb(self, state: dict[str, torch.Tensor]) -> None:
+        """Add a shard's tallies (counts of pixels: sums of whole numbers, exact)."""
+        self.both += state["both"].to(self.both.device)
+        self.units_cat += state["units_cat"].to(self.units_cat.device)
+        self.label_pixels += state["label_pixels"].to(self.label_pixels.device)
 
     def iou(self, numbers: list[int]) -> torch.Tensor:
         """``[C, len(numbers)]`` IoU of every unit with the concepts ``numbers``."""
@@ -321,12 +347,22 @@ class DissectSettings:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
+# Class sums are kept in fixed point (int64, units of 2^-32): whole numbers add exactly
+# in any order, so the sums of shards merged equal the sums of one pass, to the bit.
+FIXED = 2.0**32
+
+
+def _fixed(values: torch.Tensor) -> torch.Tensor:
+    return torch.round(values.double() * FIXED).long()
+
+
 class _Tally:
     """What one pass over the data keeps of each unit: the quantile sketch, the top
-    images and, for labelled data, the per-class sums."""
+    images and, for labelled data, the per-class sums. Tallies of parts of the data
+    merge exactly (:meth:`merge`)."""
 
-    def __init__(self, classes: int, s: DissectSettings, device: torch.device) -> None:
-        self.k, self.s, self.device = classes, s, device
+    def __init__(self, classes: int, s: DissectSettings, device: torch.device | str) -> None:
+        self.k, self.s, self.device = classes, s, torch.device(device)
         self.sketch: QuantileSketch | None = None
         self.best: _TopImages | None = None
         self.sums: torch.Tensor | None = None
@@ -334,18 +370,22 @@ class _Tally:
         self.counts: torch.Tensor | None = None
         self.negative = torch.zeros((), dtype=torch.bool, device=device)
         self.seen = 0
+        self.skipped: list[str] = []
+
+    def _start(self, c: int) -> None:
+        self.sketch = QuantileSketch(c, self.device)
+        self.best = _TopImages(c, self.s.top, self.device)
+        if self.k:
+            self.sums = torch.zeros(self.k, c, dtype=torch.long, device=self.device)
+            self.rectified = torch.zeros_like(self.sums)
+            self.counts = torch.zeros(self.k, dtype=torch.long, device=self.device)
 
     def add(self, feats: torch.Tensor, batch: SourceBatch) -> None:
         """One batch of the layer's maps ``[B, C, h, w]``."""
         n, c = feats.shape[:2]
         if self.sketch is None:
-            self.sketch = QuantileSketch(c, self.device)
-            self.best = _TopImages(c, self.s.top, self.device)
-            if self.k:
-                self.sums = torch.zeros(self.k, c, dtype=torch.float64, device=self.device)
-                self.rectified = torch.zeros_like(self.sums)
-                self.counts = torch.zeros(self.k, dtype=torch.float64, device=self.device)
-        assert self.best is not None
+            self._start(c)
+        assert self.sketch is not None and self.best is not None
         self.sketch.add(feats.transpose(0, 1).reshape(c, -1))
         means = feats.mean((2, 3))
         ranked = feats.amax((2, 3)) if self.s.by == "peak" else means
@@ -353,21 +393,116 @@ class _Tally:
         if self.sums is not None and batch.labels is not None:
             assert self.rectified is not None and self.counts is not None
             labels = batch.labels.to(self.device)
-            self.sums.index_add_(0, labels, means.double())
-            self.rectified.index_add_(0, labels, feats.clamp_min(0).mean((2, 3)).double())
-            self.counts += counts(labels, self.k).double()
+            self.sums.index_add_(0, labels, _fixed(means))
+            self.rectified.index_add_(0, labels, _fixed(feats.clamp_min(0).mean((2, 3))))
+            self.counts += counts(labels, self.k)
             self.negative |= (feats < 0).any()  # a tensor: no wait for the GPU per batch
         self.seen += n
+
+    def state(self) -> dict[str, Any]:
+        """Everything the tally holds, on the CPU (what a shard sends back)."""
+        out: dict[str, Any] = {"seen": self.seen, "skipped": list(self.skipped)}
+        if self.sketch is None or self.best is None or self.best.maps is None:
+            return out
+        out.update(
+            sketch=self.sketch.counts.cpu(),
+            score=self.best.score.cpu(),
+            index=self.best.index.cpu(),
+            maps=self.best.maps.cpu(),
+            negative=bool(self.negative),
+        )
+        if self.sums is not None and self.rectified is not None and self.counts is not None:
+            out.update(sums=self.sums.cpu(), rectified=self.rectified.cpu())
+            out.update(counts=self.counts.cpu())
+        return out
+
+    def merge(self, state: dict[str, Any]) -> None:
+        """Add another part's :meth:`state`: counts and sums add, top images are the
+        best of the union; exact, so the order and number of parts do not matter."""
+        self.seen += int(state["seen"])
+        self.skipped += list(state["skipped"])
+        if "sketch" not in state:  # that part read no image
+            return
+        if self.sketch is None:
+            self._start(state["sketch"].shape[0])
+        assert self.sketch is not None and self.best is not None
+        dev = self.device
+        self.sketch.counts += state["sketch"].to(dev)
+        self.best.merge(state["score"].to(dev), state["index"].to(dev), state["maps"].to(dev))
+        self.negative |= bool(state["negative"])
+        if "sums" in state and self.sums is not None:
+            assert self.rectified is not None and self.counts is not None
+            self.sums += state["sums"].to(dev)
+            self.rectified += state["rectified"].to(dev)
+            self.counts += state["counts"].to(dev)
 
     def per_class(self, sums: torch.Tensor | None) -> torch.Tensor | None:
         """Per-class means ``[K, C]`` of ``sums``, on the CPU."""
         if sums is None or self.counts is None:
             return None
-        return (sums / self.counts[:, None]).float().cpu()
+        return (sums.double() / FIXED / self.counts[:, None].double()).float().cpu()
+
+
+@dataclass
+class _Pass:
+    """One shard of a pass over the data, as a task (picklable, so that it can run in a
+    Ray worker): the first pass's tally, or, given ``thresholds``, the IoU tally of the
+    Broden pass."""
+
+    model: nn.Module
+    data: Source
+    layer: str
+    s: DissectSettings
+    precision: str = "fp32"
+    thresholds: torch.Tensor | None = None
+    on_batch: Callable[[int], None] | None = None
+
+    def __call__(self, shard: Shard) -> dict[str, Any]:
+        device = model_device(self.model)
+        features = _layer_features(self.model, self.layer)
+        amp: contextlib.AbstractContextManager[Any] = (
+            contextlib.nullcontext()
+            if self.precision == "fp32"
+            else torch.autocast(device.type, dtype=DTYPES[self.precision])
+        )
+        with torch.inference_mode(), eval_mode(self.model), amp:
+            if self.thresholds is None:
+                return self._first(features, device, shard)
+            return self._iou(features, device, shard)
+
+    def _batches(self, shard: Shard) -> Iterator[SourceBatch]:
+        s = self.s
+        for batch in self.data.batches(s.batch_size, s.workers, shard.start, shard.stop):
+            yield batch
+            if self.on_batch is not None:
+                self.on_batch(len(batch.index))
+
+    def _first(
+        self, features: Callable[[torch.Tensor], torch.Tensor], device: torch.device, shard: Shard
+    ) -> dict[str, Any]:
+        tally = _Tally(len(self.data.classes), self.s, device)
+        skipped = len(self.data.skipped)
+        for batch in self._batches(shard):
+            tally.add(features(batch.x.to(device)).float(), batch)
+        tally.skipped = list(self.data.skipped[skipped:])
+        return tally.state()
+
+    def _iou(
+        self, features: Callable[[torch.Tensor], torch.Tensor], device: torch.device, shard: Shard
+    ) -> dict[str, Any]:
+        assert isinstance(self.data, BrodenSource) and self.thresholds is not None
+        thresholds = self.thresholds.to(device)
+        tally: _IoUTally | None = None
+        for batch in self._batches(shard):
+            feats = features(batch.x.to(device)).float()
+            if tally is None:
+                tally = _IoUTally(feats.shape[1], self.data.concepts, self.data.categories, device)
+            for f, seg in zip(feats, batch.segmentations, strict=True):
+                tally.add(f, thresholds, seg)
+        return {} if tally is None else tally.state()
 
 
 @in_precision("dissect")
-@torch.inference_mode()
 def dissect(
     model: nn.Module,
     data: Source,
@@ -375,6 +510,10 @@ def dissect(
     settings: DissectSettings | None = None,
     *,
     progress: bool = True,
+    shards: int = 1,
+    ray: str | None = None,
+    state_dir: str | os.PathLike[str] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
     **overrides: Any,
 ) -> Dissection:
     """Dissect ``layer`` of ``model`` over ``data`` (see the module doc).
@@ -384,16 +523,47 @@ def dissect(
     ``top=4``): ``top`` images per unit, ranked ``by`` peak or mean activation;
     thresholds at the top ``quantile`` of all activations.
 
+    Args:
+        shards: parts of the data (boundaries at multiples of ``batch_size``), each a
+            task whose tally merges exactly: the answer is the same for any number.
+        ray: run the shards on a Ray cluster: ``local``, ``local:N`` (N worker CPUs on
+            this machine) or a running cluster's address; one CPU (and, for a model on
+            CUDA, one GPU) per task.
+        state_dir: keep each finished shard there; a rerun of the same job computes
+            only the missing shards, and a folder of another job is refused.
+        on_step: called as ``on_step(images done, images)`` as the passes go.
+
     Raises:
         ValueError: unknown layer, a layer without spatial maps, bad arguments.
+        ShardError: a shard failed for good (the others are kept in ``state_dir``), a
+            ``state_dir`` of another job, or a cluster that does not answer.
     """
     s = settle(DissectSettings, settings, overrides)
-    device = model_device(model)
-    features = _layer_features(model, layer)
-    tally = _Tally(len(data.classes), s, device)
-    with eval_mode(model):
-        for batch in _batches(data, s.batch_size, s.workers, progress, "dissecting"):
-            tally.add(features(batch.x.to(device)).float(), batch)
+    get_layer(model, layer)
+    parts = plan(len(data), shards, s.batch_size)
+    total = (2 if isinstance(data, BrodenSource) else 1) * len(data)
+    bar = progress_bar(total=total, desc="dissecting", unit="img", disable=not progress)
+    done = [0]
+
+    def step(n: int) -> None:
+        done[0] += n
+        bar.update(n)
+        if on_step is not None:
+            on_step(done[0], total)
+
+    def shard_done(shard: Shard, resumed: bool) -> None:
+        if resumed or ray is not None:  # else each batch was counted as it ran
+            step(len(shard))
+
+    task = _Pass(model, data, layer, s, current("dissect"), on_batch=None if ray else step)
+    folder = None if state_dir is None else ShardFolder(state_dir, _manifest(task, parts))
+    gpus = 1.0 if model_device(model).type == "cuda" else 0.0
+    with bar, torch.inference_mode(), eval_mode(model):
+        tally = _Tally(len(data.classes), s, model_device(model))
+        for state in run_shards(
+            task, parts, ray=ray, folder=folder, part="pass1", gpus=gpus, on_done=shard_done
+        ):
+            tally.merge(state)
         best, sketch = tally.best, tally.sketch
         if sketch is None or best is None or best.maps is None:
             raise ValueError(f"{data.description}: no image could be read")
@@ -402,15 +572,19 @@ def dissect(
         concepts: list[Concept] = []
         if isinstance(data, BrodenSource):
             concepts = data.concepts
-            iou = _tally_iou(features, data, thresholds, concepts, s.batch_size, s.workers,
-                             progress)  # fmt: skip
+            second = replace(task, thresholds=thresholds.cpu())
+            states = run_shards(
+                second, parts, ray=ray, folder=folder, part="iou", gpus=gpus, on_done=shard_done
+            )
+            iou = _merged_iou(states, data, best.score.shape[0], thresholds.device)
+    data.skipped[:] = tally.skipped
     n_top = min(s.top, tally.seen)
     index = best.index[:, :n_top].cpu()
     return Dissection(
         layer=layer,
         source=data.description,
         images=tally.seen,
-        skipped=tuple(data.skipped),
+        skipped=tuple(tally.skipped),
         quantile=s.quantile,
         by=s.by,
         thresholds=thresholds.cpu(),
@@ -429,33 +603,30 @@ def dissect(
     )
 
 
-def _batches(data: Source, batch_size: int, workers: int, progress: bool, what: str) -> Any:
-    bar = progress_bar(total=len(data), desc=what, unit="img", disable=not progress)
-    with bar:
-        for batch in data.batches(batch_size, workers):
-            yield batch
-            bar.update(len(batch.index))
+def _manifest(task: _Pass, parts: list[Shard]) -> dict[str, Any]:
+    """What a dissection's shards depend on: a folder of shards serves only this job."""
+    s = task.s
+    return {
+        "job": "dissect",
+        "weights": weights_digest(task.model),
+        "layer": task.layer,
+        "source": task.data.description,
+        "images": len(task.data),
+        "classes": list(task.data.classes),
+        "settings": {"top": s.top, "quantile": s.quantile, "by": s.by, "batch_size": s.batch_size},
+        "precision": task.precision,
+        "shards": [[p.start, p.stop] for p in parts],
+    }
 
 
-def _tally_iou(
-    features: Callable[[torch.Tensor], torch.Tensor],
-    data: BrodenSource,
-    thresholds: torch.Tensor,
-    concepts: list[Concept],
-    batch_size: int,
-    workers: int,
-    progress: bool,
+def _merged_iou(
+    states: list[dict[str, Any]], data: BrodenSource, units: int, device: torch.device
 ) -> torch.Tensor:
-    tally: _IoUTally | None = None
-    batch: SourceBatch
-    for batch in _batches(data, batch_size, workers, progress, "IoU with concepts"):
-        feats = features(batch.x.to(thresholds.device)).float()
-        if tally is None:
-            tally = _IoUTally(feats.shape[1], concepts, data.categories, thresholds.device)
-        for f, seg in zip(feats, batch.segmentations, strict=True):
-            tally.add(f, thresholds, seg)
-    assert tally is not None
-    return tally.iou([c.number for c in concepts])
+    tally = _IoUTally(units, data.concepts, data.categories, device)
+    for state in states:
+        if state:  # a shard that read no image has no tally
+            tally.absorb(state)
+    return tally.iou([c.number for c in data.concepts])
 
 
 __all__ = [
