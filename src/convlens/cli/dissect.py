@@ -96,9 +96,6 @@ def run(args: argparse.Namespace) -> int:
     if layer is None:
         probe = next(source.batches(1)).x  # default_layer runs it where the model is
         layer = default_layer(model, probe)
-    if state_dir is not None and any(Path(state_dir).glob("pass1-*.pt")):
-        kept = len(list(Path(state_dir).glob("pass1-*.pt")))
-        print(f"resuming: {kept} finished shard(s) of the first pass in {state_dir}")
     d = dissect(
         model,
         source,
@@ -115,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
     )
     page = write_atlas(d, source, args.out, f"{loaded.name}: units of {layer}")
     print(f"dissected {d.units} units of {layer} over {d.images} images of {d.source}")
+    if d.resumed:
+        print(f"resumed {d.resumed} of {args.shards} shards from {state_dir}")
     if d.skipped:
         print(f"skipped {len(d.skipped)} unreadable files, e.g. {d.skipped[0]}")
     rows = d.unit_rows()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,6 +220,7 @@ def connect(address: str) -> Any:
             raise ShardError(f"`ray` local:N needs a number N >= 1, got {address!r}")
         ray.init(num_cpus=int(count) if count else os.cpu_count(), **options)
         return ray
+    _answers(address)
     try:
         ray.init(address=address, **options)
     except (ConnectionError, RuntimeError, ValueError) as e:
@@ -228,6 +230,21 @@ def connect(address: str) -> Any:
             "`ray start --head`, or use local"
         ) from None
     return ray
+
+
+def _answers(address: str, timeout: float = 5.0) -> None:
+    """Refuse at once a ``host:port`` that nothing listens on (Ray itself retries it for
+    minutes); other forms (``auto``, ``ray://...``) are left to Ray."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "/" in host:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ShardError(
+            f"no Ray cluster answers at `ray` {address!r} ({e.strerror or e}); start one "
+            "with `ray start --head`, or use local"
+        ) from None
 
 
 __all__ = [

@@ -220,6 +220,7 @@ class Dissection:
     concepts: tuple[Concept, ...] = ()
     iou: torch.Tensor | None = None  # [C, L] IoU with each concept
     iou_threshold: float = 0.04
+    resumed: int = 0  # shards of the first pass read back from ``state_dir``, not computed
 
     @property
     def units(self) -> int:
@@ -551,8 +552,12 @@ def dissect(
         if on_step is not None:
             on_step(done[0], total)
 
-    def shard_done(shard: Shard, resumed: bool) -> None:
-        if resumed or ray is not None:  # else each batch was counted as it ran
+    resumed = {"pass1": 0, "iou": 0}
+    part = ["pass1"]
+
+    def shard_done(shard: Shard, kept: bool) -> None:
+        resumed[part[0]] += kept
+        if kept or ray is not None:  # else each batch was counted as it ran
             step(len(shard))
 
     task = _Pass(model, data, layer, s, current("dissect"), on_batch=None if ray else step)
@@ -573,6 +578,7 @@ def dissect(
         if isinstance(data, BrodenSource):
             concepts = data.concepts
             second = replace(task, thresholds=thresholds.cpu())
+            part[0] = "iou"
             states = run_shards(
                 second, parts, ray=ray, folder=folder, part="iou", gpus=gpus, on_done=shard_done
             )
@@ -600,6 +606,7 @@ def dissect(
         concepts=tuple(concepts),
         iou=None if iou is None else iou.cpu(),
         iou_threshold=s.iou_threshold,
+        resumed=resumed["pass1"],
     )
 
 

@@ -1,0 +1,198 @@
+"""Dissection in shards: the same answer, to the bit, for any number of shards, in this
+process or on a real local Ray cluster; a rerun computes only the missing shards; a
+folder of another job and a shard that fails are each one clear error."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from convlens import models
+from convlens.core.shards import ShardError, plan
+from convlens.data.catalog import open_source
+from convlens.data.sources import FashionSplit, TensorSource
+from convlens.interpret.dissect import Dissection, dissect
+from tests.helpers import ROOT, needs_fashion, tiny_gap_model
+from tests.interpret.test_dissect import RGB16, colour_units, write_broden
+
+FIELDS = ("thresholds", "top_index", "top_score", "top_maps", "class_means",
+          "rectified_means", "class_counts", "iou")  # fmt: skip
+
+
+def assert_same(a: Dissection, b: Dissection) -> None:
+    for name in FIELDS:
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x is None) == (y is None), name
+        if x is not None:
+            assert x.dtype == y.dtype and torch.equal(x, y), name
+    assert a.images == b.images and a.unit_rows() == b.unit_rows()
+
+
+def labelled(n: int = 96, seed: int = 0) -> TensorSource:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 28, 28, generator=g)
+    return TensorSource(x, torch.randint(0, 3, (n,), generator=g), ("a", "b", "c"))
+
+
+def test_shard_boundaries_fall_on_whole_batches() -> None:
+    parts = plan(1000, 3, 128)
+    assert [(p.start, p.stop) for p in parts] == [(0, 256), (256, 640), (640, 1000)]
+    assert [len(p) for p in plan(10, 70, 4)] == [4, 4, 2]  # no more shards than batches
+    with pytest.raises(ValueError, match="`shards` must be at least 1"):
+        plan(10, 0)
+
+
+@needs_fashion
+@pytest.mark.slow
+def test_shards_equal_one_pass_over_the_fashion_test_set() -> None:
+    model = models.load("fashion-cnn").model
+    test = FashionSplit("test")
+    one = dissect(model, test, "features", progress=False)
+    assert one.images == 10_000
+    for shards in (3, 7):
+        assert_same(one, dissect(model, test, "features", progress=False, shards=shards))
+
+
+def test_shards_equal_one_pass_on_a_broden_set(tmp_path: Path) -> None:
+    """Every IoU tally and label, with the second (IoU) pass in shards too."""
+    write_broden(tmp_path / "broden")
+    source = open_source(str(tmp_path / "broden"), RGB16)
+    model = colour_units()
+    kw = {"quantile": 0.05, "top": 3, "batch_size": 2, "progress": False}
+    one = dissect(model, source, "1", **kw)
+    assert one.iou is not None and one.best_concept is not None
+    assert_same(one, dissect(model, source, "1", shards=3, **kw))
+
+
+def test_a_rerun_computes_only_the_missing_shards(tmp_path: Path) -> None:
+    model, data = tiny_gap_model().eval(), labelled()
+    whole = dissect(model, data, "features", batch_size=8, progress=False)
+    state = tmp_path / "state"
+
+    def stop_after_two_shards(done: int, total: int) -> None:
+        if done > 48:  # shards of 24 images: the third has begun
+            raise KeyboardInterrupt
+
+    kw = {"batch_size": 8, "shards": 4, "state_dir": state, "progress": False}
+    with pytest.raises(KeyboardInterrupt):
+        dissect(model, data, "features", on_step=stop_after_two_shards, **kw)
+    assert sorted(p.name for p in state.glob("pass1-*.pt")) == ["pass1-00000.pt", "pass1-00001.pt"]
+    seen: list[int] = []
+    again = dissect(model, data, "features", on_step=lambda d, t: seen.append(d), **kw)
+    assert again.resumed == 2 and seen[-1] == 96
+    assert_same(whole, again)
+    assert dissect(model, data, "features", **kw).resumed == 4  # all kept: nothing runs
+
+
+def test_a_folder_of_another_job_is_refused(tmp_path: Path) -> None:
+    model, data = tiny_gap_model().eval(), labelled()
+    kw = {"batch_size": 8, "shards": 2, "state_dir": tmp_path, "progress": False}
+    dissect(model, data, "features", **kw)
+    with pytest.raises(ShardError, match=r"holds shards of another job \(it differs in settings\)"):
+        dissect(model, data, "features", top=3, **kw)
+    with pytest.raises(ShardError, match="differs in images, shards"):
+        dissect(model, labelled(64), "features", **kw)
+    with torch.no_grad():
+        model.fc.bias.add_(1.0)
+    with pytest.raises(ShardError, match="differs in weights"):
+        dissect(model, data, "features", **kw)
+
+
+def test_a_shard_that_fails_is_named_and_the_others_are_kept(tmp_path: Path) -> None:
+    write_broden(tmp_path / "broden", bad_mask=True)  # image 3's segmentation is 15x15
+    source = open_source(str(tmp_path / "broden"), RGB16)
+    state = tmp_path / "state"
+    kw = {"quantile": 0.05, "top": 3, "batch_size": 2, "progress": False}
+    with pytest.raises(ShardError) as error:
+        dissect(colour_units(), source, "1", shards=3, state_dir=state, **kw)
+    message = str(error.value)
+    assert "1 shard(s) failed for good" in message and "shard 1 (items 2-3)" in message
+    assert "im3_color.png" in message and "\n" not in message
+    assert sorted(p.name for p in state.glob("pass1-*")) == ["pass1-00000.pt", "pass1-00002.pt"]
+
+
+@needs_fashion
+def test_the_cli_resumes_after_the_driver_is_killed(tmp_path: Path) -> None:
+    """``kill -9`` of the command after some shards; the rerun computes only the rest
+    and writes what an uninterrupted run writes."""
+    cli = [str(Path(sys.executable).parent / "convlens"), "dissect", "fashion-cnn",
+           "--limit", "3072", "--shards", "12", "--batch-size", "128",
+           "--workers", "0"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    whole = tmp_path / "whole"
+    subprocess.run([*cli, "--out", str(whole)], check=True, capture_output=True, env=env)
+    out, state = tmp_path / "cut", tmp_path / "cut" / "shards"
+    job = subprocess.Popen([*cli, "--out", str(out)], env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while len(list(state.glob("pass1-*.pt"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    kept = len(list(state.glob("pass1-*.pt")))
+    assert 3 <= kept < 12, "the job was not cut in the middle"
+    rerun = subprocess.run([*cli, "--out", str(out)], check=True, capture_output=True,
+                           text=True, env=env)  # fmt: skip
+    assert f"resumed {kept} of 12 shards from {state}" in rerun.stdout
+    assert (out / "units.json").read_bytes() == (whole / "units.json").read_bytes()
+
+
+# ----------------------------------------------------------------- on a local Ray cluster
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> object:
+    """A real local Ray cluster of two worker CPUs, for this module's tests."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_on_ray_the_answer_is_the_same(cluster: object, tmp_path: Path) -> None:
+    torch.set_num_threads(1)  # as in each Ray task, so that every batch computes alike
+    model, data = tiny_gap_model().eval(), labelled(256)
+    one = dissect(model, data, "features", batch_size=16, progress=False)
+    steps: list[int] = []
+    on_ray = dissect(model, data, "features", batch_size=16, shards=5, ray="local",
+                     state_dir=tmp_path, progress=False,
+                     on_step=lambda d, t: steps.append(d))  # fmt: skip
+    assert_same(one, on_ray)
+    assert steps[-1] == 256 and len(list(tmp_path.glob("pass1-*.pt"))) == 5
+
+
+def test_on_ray_a_killed_worker_costs_only_its_shard(cluster: object, tmp_path: Path) -> None:
+    """``kill -9`` of a Ray worker while it runs a shard: Ray runs that shard again, and
+    the answer is an uninterrupted run's."""
+    psutil = pytest.importorskip("psutil")
+    torch.set_num_threads(1)
+    data = labelled(4096)
+    one = dissect(tiny_gap_model().eval(), data, "features", batch_size=128, progress=False)
+    killed: list[int] = []
+
+    def kill_a_busy_worker() -> None:
+        deadline = time.monotonic() + 120
+        while not killed and time.monotonic() < deadline:
+            for p in psutil.process_iter(["pid", "cmdline"]):
+                if any("ray::_call" in part for part in p.info["cmdline"] or ()):
+                    os.kill(p.info["pid"], signal.SIGKILL)
+                    killed.append(p.info["pid"])
+                    return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_a_busy_worker)
+    killer.start()
+    again = dissect(tiny_gap_model().eval(), data, "features", batch_size=128, shards=8,
+                    ray="local", progress=False)  # fmt: skip
+    killer.join()
+    assert killed, "no worker was seen running a shard"
+    assert_same(one, again)
