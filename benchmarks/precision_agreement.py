@@ -299,7 +299,7 @@ def table(figures: dict[str, Any]) -> str:
     for r in figures["rows"]:
         if r["analysis"] in registry.names():
             what = (
-                f"Spearman median {r['spearman_median']:.4f} (10th pct {r["spearman_p10"]:.4f}; "
+                f"Spearman median {r['spearman_median']:.4f} (10th pct {r['spearman_p10']:.4f}; "
                 f"goal 0.99), top-10% IoU median {r['top10_iou_median']:.3f} (10th pct "
                 f"{r['top10_iou_p10']:.3f}; goal 0.9)"
             )

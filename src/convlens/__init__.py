@@ -26,6 +26,7 @@ _API: dict[str, tuple[str, str]] = {
     "FashionCNN": ("convlens.models.fashion_cnn", "FashionCNN"),
     "list_layers": ("convlens.core.hooks", "list_layers"),
     "LayerInfo": ("convlens.core.hooks", "LayerInfo"),
+    "precision": ("convlens.core.precision", "precision"),
     # training and inference
     "TrainConfig": ("convlens.config", "TrainConfig"),
     "train": ("convlens.training.loop", "train"),
@@ -58,6 +59,8 @@ _API: dict[str, tuple[str, str]] = {
     "dissect": ("convlens.interpret.dissect", "dissect"),
     "Dissection": ("convlens.interpret.dissect", "Dissection"),
     "DissectSettings": ("convlens.interpret.dissect", "DissectSettings"),
+    "Sharding": ("convlens.core.shards", "Sharding"),
+    "ShardError": ("convlens.core.shards", "ShardError"),
     "attribute": ("convlens.interpret.maps.pixel", "attribute"),
     "Attribution": ("convlens.interpret.maps.pixel", "Attribution"),
     "infidelity": ("convlens.interpret.faithfulness", "infidelity"),

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from convlens import models
-from convlens.core.shards import ShardError, plan
+from convlens.core.shards import ShardError, Sharding, plan
 from convlens.data.catalog import open_source
 from convlens.data.sources import FashionSplit, TensorSource
 from convlens.interpret.dissect import Dissection, dissect
@@ -58,7 +58,9 @@ def test_shards_equal_one_pass_over_the_fashion_test_set() -> None:
     one = dissect(model, test, "features", progress=False)
     assert one.images == 10_000
     for shards in (3, 7):
-        assert_same(one, dissect(model, test, "features", progress=False, shards=shards))
+        assert_same(
+            one, dissect(model, test, "features", progress=False, sharding=Sharding(shards))
+        )
 
 
 def test_shards_equal_one_pass_on_a_broden_set(tmp_path: Path) -> None:
@@ -69,7 +71,7 @@ def test_shards_equal_one_pass_on_a_broden_set(tmp_path: Path) -> None:
     kw = {"quantile": 0.05, "top": 3, "batch_size": 2, "progress": False}
     one = dissect(model, source, "1", **kw)
     assert one.iou is not None and one.best_concept is not None
-    assert_same(one, dissect(model, source, "1", shards=3, **kw))
+    assert_same(one, dissect(model, source, "1", sharding=Sharding(3), **kw))
 
 
 def test_a_rerun_computes_only_the_missing_shards(tmp_path: Path) -> None:
@@ -81,7 +83,7 @@ def test_a_rerun_computes_only_the_missing_shards(tmp_path: Path) -> None:
         if done > 48:  # shards of 24 images: the third has begun
             raise KeyboardInterrupt
 
-    kw = {"batch_size": 8, "shards": 4, "state_dir": state, "progress": False}
+    kw = {"batch_size": 8, "sharding": Sharding(4, None, state), "progress": False}
     with pytest.raises(KeyboardInterrupt):
         dissect(model, data, "features", on_step=stop_after_two_shards, **kw)
     assert sorted(p.name for p in state.glob("pass1-*.pt")) == ["pass1-00000.pt", "pass1-00001.pt"]
@@ -94,7 +96,7 @@ def test_a_rerun_computes_only_the_missing_shards(tmp_path: Path) -> None:
 
 def test_a_folder_of_another_job_is_refused(tmp_path: Path) -> None:
     model, data = tiny_gap_model().eval(), labelled()
-    kw = {"batch_size": 8, "shards": 2, "state_dir": tmp_path, "progress": False}
+    kw = {"batch_size": 8, "sharding": Sharding(2, None, tmp_path), "progress": False}
     dissect(model, data, "features", **kw)
     with pytest.raises(ShardError, match=r"holds shards of another job \(it differs in settings\)"):
         dissect(model, data, "features", top=3, **kw)
@@ -112,7 +114,7 @@ def test_a_shard_that_fails_is_named_and_the_others_are_kept(tmp_path: Path) -> 
     state = tmp_path / "state"
     kw = {"quantile": 0.05, "top": 3, "batch_size": 2, "progress": False}
     with pytest.raises(ShardError) as error:
-        dissect(colour_units(), source, "1", shards=3, state_dir=state, **kw)
+        dissect(colour_units(), source, "1", sharding=Sharding(3, None, state), **kw)
     message = str(error.value)
     assert "1 shard(s) failed for good" in message and "shard 1 (items 2-3)" in message
     assert "im3_color.png" in message and "\n" not in message
@@ -163,8 +165,8 @@ def test_on_ray_the_answer_is_the_same(cluster: object, tmp_path: Path) -> None:
     model, data = tiny_gap_model().eval(), labelled(256)
     one = dissect(model, data, "features", batch_size=16, progress=False)
     steps: list[int] = []
-    on_ray = dissect(model, data, "features", batch_size=16, shards=5, ray="local",
-                     state_dir=tmp_path, progress=False,
+    on_ray = dissect(model, data, "features", batch_size=16, progress=False,
+                     sharding=Sharding(5, "local", tmp_path),
                      on_step=lambda d, t: steps.append(d))  # fmt: skip
     assert_same(one, on_ray)
     assert steps[-1] == 256 and len(list(tmp_path.glob("pass1-*.pt"))) == 5
@@ -191,8 +193,8 @@ def test_on_ray_a_killed_worker_costs_only_its_shard(cluster: object, tmp_path: 
 
     killer = threading.Thread(target=kill_a_busy_worker)
     killer.start()
-    again = dissect(tiny_gap_model().eval(), data, "features", batch_size=128, shards=8,
-                    ray="local", progress=False)  # fmt: skip
+    again = dissect(tiny_gap_model().eval(), data, "features", batch_size=128,
+                    sharding=Sharding(8, "local"), progress=False)  # fmt: skip
     killer.join()
     assert killed, "no worker was seen running a shard"
     assert_same(one, again)

@@ -43,6 +43,21 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--batch-size", type=int, default=128, help="images per batch [128]")
     p.add_argument("--workers", type=int, default=2, help="image-loading processes [2]")
+    add_sharding_args(p)
+    p.add_argument(
+        "--visualize",
+        action="store_true",
+        help="also optimise an image for every unit (convlens visualize) and put it at the "
+        "head of the unit's card, beside its top images",
+    )
+    p.add_argument(
+        "--visualize-steps", type=int, default=256, metavar="N", help="with --visualize [256]"
+    )
+    p.set_defaults(run=run, interrupt_hint="nothing was written")
+
+
+def add_sharding_args(p: argparse.ArgumentParser) -> None:
+    """``--shards``, ``--ray`` and ``--state-dir``: a job over a data set in shards."""
     p.add_argument(
         "--shards",
         type=int,
@@ -62,19 +77,10 @@ def add_parser(sub: Any) -> None:
         help="where finished shards are kept, so that a rerun computes only the missing "
         "ones [OUT/shards with --shards > 1 or --ray]",
     )
-    p.add_argument(
-        "--visualize",
-        action="store_true",
-        help="also optimise an image for every unit (convlens visualize) and put it at the "
-        "head of the unit's card, beside its top images",
-    )
-    p.add_argument(
-        "--visualize-steps", type=int, default=256, metavar="N", help="with --visualize [256]"
-    )
-    p.set_defaults(run=run, interrupt_hint="nothing was written")
 
 
 def run(args: argparse.Namespace) -> int:
+    from convlens.core.shards import Sharding
     from convlens.data.catalog import open_source
     from convlens.interpret.dissect import dissect
     from convlens.interpret.heads import default_layer
@@ -106,9 +112,7 @@ def run(args: argparse.Namespace) -> int:
         iou_threshold=args.iou_threshold,
         batch_size=args.batch_size,
         workers=args.workers,
-        shards=args.shards,
-        ray=args.ray,
-        state_dir=state_dir,
+        sharding=Sharding(args.shards, args.ray, state_dir),
     )
     page = write_atlas(d, source, args.out, f"{loaded.name}: units of {layer}")
     print(f"dissected {d.units} units of {layer} over {d.images} images of {d.source}")

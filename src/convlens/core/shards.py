@@ -44,6 +44,18 @@ class Shard:
         return self.stop - self.start
 
 
+@dataclass(frozen=True)
+class Sharding:
+    """How a job over a data set runs: in ``shards`` parts (their merge is exact, so
+    the answer is the same for any number), here or on the Ray cluster ``ray``
+    (``local``, ``local:N`` or a running cluster's address), each finished part kept in
+    ``state_dir`` so that a rerun computes only the missing ones."""
+
+    shards: int = 1
+    ray: str | None = None
+    state_dir: str | os.PathLike[str] | None = None
+
+
 def plan(n: int, shards: int, align: int = 1) -> list[Shard]:
     """``n`` items in ``shards`` contiguous shards of nearly equal size, each starting at
     a multiple of ``align`` (fewer shards when there are fewer blocks of ``align``)."""
@@ -252,6 +264,7 @@ __all__ = [
     "Shard",
     "ShardError",
     "ShardFolder",
+    "Sharding",
     "connect",
     "plan",
     "run_shards",

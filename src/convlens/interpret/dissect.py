@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -39,7 +38,14 @@ from convlens.core.hooks import eval_mode, get_layer, hooked
 from convlens.core.precision import DTYPES, current, in_precision
 from convlens.core.progress import progress_bar
 from convlens.core.settings import settle
-from convlens.core.shards import Shard, ShardFolder, plan, run_shards, weights_digest
+from convlens.core.shards import (
+    Shard,
+    ShardFolder,
+    Sharding,
+    plan,
+    run_shards,
+    weights_digest,
+)
 from convlens.core.tensors import counts
 from convlens.data.broden import BrodenSource, Concept
 from convlens.data.sources import Source, SourceBatch
@@ -511,10 +517,8 @@ def dissect(
     settings: DissectSettings | None = None,
     *,
     progress: bool = True,
-    shards: int = 1,
-    ray: str | None = None,
-    state_dir: str | os.PathLike[str] | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    sharding: Sharding | None = None,
     **overrides: Any,
 ) -> Dissection:
     """Dissect ``layer`` of ``model`` over ``data`` (see the module doc).
@@ -525,14 +529,9 @@ def dissect(
     thresholds at the top ``quantile`` of all activations.
 
     Args:
-        shards: parts of the data (boundaries at multiples of ``batch_size``), each a
-            task whose tally merges exactly: the answer is the same for any number.
-        ray: run the shards on a Ray cluster: ``local``, ``local:N`` (N worker CPUs on
-            this machine) or a running cluster's address; one CPU (and, for a model on
-            CUDA, one GPU) per task.
-        state_dir: keep each finished shard there; a rerun of the same job computes
-            only the missing shards, and a folder of another job is refused.
         on_step: called as ``on_step(images done, images)`` as the passes go.
+        sharding: shards (at multiples of ``batch_size``) whose tallies merge exactly,
+            here or on Ray, kept for a rerun (:class:`~convlens.core.shards.Sharding`).
 
     Raises:
         ValueError: unknown layer, a layer without spatial maps, bad arguments.
@@ -540,50 +539,73 @@ def dissect(
             ``state_dir`` of another job, or a cluster that does not answer.
     """
     s = settle(DissectSettings, settings, overrides)
+    how = sharding or Sharding()
     get_layer(model, layer)
-    parts = plan(len(data), shards, s.batch_size)
+    parts = plan(len(data), how.shards, s.batch_size)
     total = (2 if isinstance(data, BrodenSource) else 1) * len(data)
-    bar = progress_bar(total=total, desc="dissecting", unit="img", disable=not progress)
-    done = [0]
-
-    def step(n: int) -> None:
-        done[0] += n
-        bar.update(n)
-        if on_step is not None:
-            on_step(done[0], total)
-
-    resumed = {"pass1": 0, "iou": 0}
-    part = ["pass1"]
-
-    def shard_done(shard: Shard, kept: bool) -> None:
-        resumed[part[0]] += kept
-        if kept or ray is not None:  # else each batch was counted as it ran
-            step(len(shard))
-
-    task = _Pass(model, data, layer, s, current("dissect"), on_batch=None if ray else step)
-    folder = None if state_dir is None else ShardFolder(state_dir, _manifest(task, parts))
+    counter = _Progress(total, progress, on_step, per_batch=how.ray is None)
+    here = counter.batch if how.ray is None else None  # a Ray task cannot call back
+    task = _Pass(model, data, layer, s, current("dissect"), on_batch=here)
+    folder = None if how.state_dir is None else ShardFolder(how.state_dir, _manifest(task, parts))
     gpus = 1.0 if model_device(model).type == "cuda" else 0.0
-    with bar, torch.inference_mode(), eval_mode(model):
+
+    def run(job: _Pass, part: str) -> list[dict[str, Any]]:
+        return run_shards(
+            job, parts, ray=how.ray, folder=folder, part=part, gpus=gpus, on_done=counter.shard
+        )
+
+    with counter.bar, torch.inference_mode(), eval_mode(model):
         tally = _Tally(len(data.classes), s, model_device(model))
-        for state in run_shards(
-            task, parts, ray=ray, folder=folder, part="pass1", gpus=gpus, on_done=shard_done
-        ):
+        for state in run(task, "pass1"):
             tally.merge(state)
+        resumed = counter.resumed
         best, sketch = tally.best, tally.sketch
         if sketch is None or best is None or best.maps is None:
             raise ValueError(f"{data.description}: no image could be read")
         thresholds = sketch.quantile(1.0 - s.quantile)
         iou = None
-        concepts: list[Concept] = []
         if isinstance(data, BrodenSource):
-            concepts = data.concepts
             second = replace(task, thresholds=thresholds.cpu())
-            part[0] = "iou"
-            states = run_shards(
-                second, parts, ray=ray, folder=folder, part="iou", gpus=gpus, on_done=shard_done
-            )
+            states = run(second, "iou")
             iou = _merged_iou(states, data, best.score.shape[0], thresholds.device)
     data.skipped[:] = tally.skipped
+    return _answer(data, layer, s, tally, thresholds, iou, resumed)
+
+
+class _Progress:
+    """One bar (and ``on_step``) over every shard and pass: each batch when the shards
+    run here, each shard when they run elsewhere or were read back."""
+
+    def __init__(
+        self, total: int, show: bool, on_step: Callable[[int, int], None] | None, per_batch: bool
+    ) -> None:
+        self.bar = progress_bar(total=total, desc="dissecting", unit="img", disable=not show)
+        self.total, self.on_step, self.per_batch = total, on_step, per_batch
+        self.done = self.resumed = 0
+
+    def batch(self, n: int) -> None:
+        self.done += n
+        self.bar.update(n)
+        if self.on_step is not None:
+            self.on_step(self.done, self.total)
+
+    def shard(self, shard: Shard, kept: bool) -> None:
+        self.resumed += kept
+        if kept or not self.per_batch:
+            self.batch(len(shard))
+
+
+def _answer(
+    data: Source,
+    layer: str,
+    s: DissectSettings,
+    tally: _Tally,
+    thresholds: torch.Tensor,
+    iou: torch.Tensor | None,
+    resumed: int,
+) -> Dissection:
+    best = tally.best
+    assert best is not None and best.maps is not None
     n_top = min(s.top, tally.seen)
     index = best.index[:, :n_top].cpu()
     return Dissection(
@@ -603,10 +625,10 @@ def dissect(
         rectified_means=tally.per_class(tally.rectified),
         signed=bool(tally.negative),
         class_counts=None if tally.counts is None else tally.counts.long().cpu(),
-        concepts=tuple(concepts),
+        concepts=tuple(data.concepts) if isinstance(data, BrodenSource) else (),
         iou=None if iou is None else iou.cpu(),
         iou_threshold=s.iou_threshold,
-        resumed=resumed["pass1"],
+        resumed=resumed,
     )
 
 
