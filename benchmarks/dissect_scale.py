@@ -28,7 +28,7 @@ import torch
 from convlens import models
 from convlens.core.device import machine_info
 from convlens.core.fileio import atomic_write_json
-from convlens.core.shards import Sharding
+from convlens.core.shards import Sharding, connect
 from convlens.data.sources import FashionSplit
 from convlens.interpret.dissect import Dissection, dissect
 
@@ -67,8 +67,7 @@ def main() -> None:
         out["in_process_1_thread_sharded_s"] - out["in_process_1_thread_s"]
     ) / args.shards
     for workers in (1, 2):
-        options = {"include_dashboard": False, "log_to_driver": False}
-        _, start = timed(lambda w=workers, o=options: ray.init(num_cpus=w, **o))
+        _, start = timed(lambda w=workers: connect(f"local:{w}"))
         first, cold = timed(lambda: run(sharding=Sharding(args.shards, "local")))
         again, warm = timed(lambda: run(sharding=Sharding(args.shards, "local")))
         ray.shutdown()

@@ -155,7 +155,9 @@ ray = pytest.importorskip("ray")
 @pytest.fixture(scope="module")
 def cluster() -> object:
     """A real local Ray cluster of two worker CPUs, for this module's tests."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    from convlens.core.shards import connect
+
+    connect("local:2")
     yield ray
     ray.shutdown()
 
