@@ -200,3 +200,23 @@ def test_on_ray_a_killed_worker_costs_only_its_shard(cluster: object, tmp_path: 
     killer.join()
     assert killed, "no worker was seen running a shard"
     assert_same(one, again)
+
+
+def test_a_faithfulness_table_in_shards_is_bit_identical(tmp_path: Path) -> None:
+    """Every row of every method, random maps (seeded by image) included; then resumed."""
+    from convlens.interpret.faithfulness import score_methods
+
+    model = tiny_gap_model().eval()
+    g = torch.Generator().manual_seed(1)
+    batches = [torch.randn(4, 1, 28, 28, generator=g) for _ in range(5)]
+    methods = ["gradcam", "saliency", "random"]
+    kw = {"steps": 4, "progress": False}
+    one = score_methods(model, batches, methods, **kw)
+    for sharding in (Sharding(3), Sharding(5, None, tmp_path), Sharding(5, None, tmp_path)):
+        again = score_methods(model, batches, methods, sharding=sharding, **kw)
+        for a, b in zip(one, again, strict=True):
+            assert a.images == b.images == 20
+            assert (a.deletion_auc, a.insertion_auc, a.average_drop, a.increase) == (
+                b.deletion_auc, b.insertion_auc, b.average_drop, b.increase)  # fmt: skip
+            assert torch.equal(a.deletion, b.deletion) and torch.equal(a.insertion, b.insertion)
+    assert len(list(tmp_path.glob("faithfulness-*.pt"))) == 5

@@ -63,6 +63,40 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
     p.set_defaults(analysis_precision=True)
 
 
+def add_sharding_args(p: argparse.ArgumentParser) -> None:
+    """``--shards``, ``--ray`` and ``--state-dir``: a job over a data set in shards."""
+    p.add_argument(
+        "--shards",
+        type=int,
+        default=1,
+        help="split the images into this many shards, whose tallies merge exactly (the "
+        "answer is the same for any number); finished shards are kept in --state-dir [1]",
+    )
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run the shards on Ray: local, local:N (a cluster of N CPUs on this machine) "
+        "or the address of a running cluster (ray start --head); needs convlens[ray]",
+    )
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        help="where finished shards are kept, so that a rerun computes only the missing "
+        "ones [OUT/shards with --shards > 1 or --ray]",
+    )
+
+
+def state_dir_of(args: argparse.Namespace) -> Path | None:
+    """``--state-dir``, by default OUT/shards for a job in shards or on Ray; the hint
+    shown on an interrupt says the finished shards are kept there."""
+    state_dir: Path | None = args.state_dir
+    if state_dir is None and (args.shards > 1 or args.ray):
+        state_dir = Path(args.out) / "shards"
+    if state_dir is not None:
+        args.interrupt_hint = f"finished shards are kept in {state_dir}; rerun to resume"
+    return state_dir
+
+
 def add_image_args(p: argparse.ArgumentParser, nargs: str | None = None) -> None:
     """The IMAGE argument: one (``nargs=None``) or several (``'+'``, ``'*'``).
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from convlens.cli.common import add_model_args, load_model
+from convlens.cli.common import add_model_args, add_sharding_args, load_model, state_dir_of
 
 FLAGS = {"data": "--data", "top": "--top", "quantile": "--quantile", "by": "--by"}
 
@@ -56,29 +56,6 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(run=run, interrupt_hint="nothing was written")
 
 
-def add_sharding_args(p: argparse.ArgumentParser) -> None:
-    """``--shards``, ``--ray`` and ``--state-dir``: a job over a data set in shards."""
-    p.add_argument(
-        "--shards",
-        type=int,
-        default=1,
-        help="split the images into this many shards, whose tallies merge exactly (the "
-        "answer is the same for any number); finished shards are kept in --state-dir [1]",
-    )
-    p.add_argument(
-        "--ray",
-        metavar="ADDRESS",
-        help="run the shards on Ray: local, local:N (a cluster of N CPUs on this machine) "
-        "or the address of a running cluster (ray start --head); needs convlens[ray]",
-    )
-    p.add_argument(
-        "--state-dir",
-        type=Path,
-        help="where finished shards are kept, so that a rerun computes only the missing "
-        "ones [OUT/shards with --shards > 1 or --ray]",
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     from convlens.core.shards import Sharding
     from convlens.data.catalog import open_source
@@ -88,11 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers < 0 or (args.limit is not None and args.limit < 1) or args.shards < 1:
         raise ValueError("--workers must be >= 0, and --limit and --shards >= 1")
-    state_dir = args.state_dir
-    if state_dir is None and (args.shards > 1 or args.ray):
-        state_dir = args.out / "shards"
-    if state_dir is not None:
-        args.interrupt_hint = f"finished shards are kept in {state_dir}; rerun to resume"
+    state_dir = state_dir_of(args)
     if args.visualize and args.visualize_steps < 1:
         raise ValueError(f"--visualize-steps must be at least 1, got {args.visualize_steps}")
     loaded = load_model(args)

@@ -11,8 +11,10 @@ from convlens.cli.cam import METHODS, PIXEL_METHODS
 from convlens.cli.common import (
     add_attribution_args,
     add_model_args,
+    add_sharding_args,
     attribution_options,
     load_model,
+    state_dir_of,
 )
 from convlens.interpret.maps import registry
 
@@ -68,16 +70,19 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="images per batch [64]")
     p.add_argument("--out", type=Path, default=Path("faithfulness"), help="[faithfulness]")
     add_attribution_args(p, own=("steps", "baseline", "batch-size"))
+    add_sharding_args(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from convlens.core.fileio import atomic_write_text
+    from convlens.core.shards import Sharding
     from convlens.interpret.faithfulness import score_methods
     from convlens.render import figure, map_figures
 
-    if args.limit < 1 or args.batch_size < 1:
-        raise ValueError("--limit and --batch-size must be >= 1")
+    if args.limit < 1 or args.batch_size < 1 or args.shards < 1:
+        raise ValueError("--limit, --batch-size and --shards must be >= 1")
+    state_dir = state_dir_of(args)
     loaded = load_model(args)
     methods = list(dict.fromkeys([*args.methods, *(PIXEL_METHODS if args.pixel else ())]))
     options = attribution_options(args, methods, own=("baseline", "batch-size"))
@@ -94,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=256,
         options=options,
         captum_metrics=args.captum_metrics,
+        sharding=Sharding(args.shards, args.ray, state_dir),
     )
     header, rows = map_figures.faithfulness_table(scores)
     args.out.mkdir(parents=True, exist_ok=True)

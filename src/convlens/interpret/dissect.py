@@ -543,10 +543,10 @@ def dissect(
     get_layer(model, layer)
     parts = plan(len(data), how.shards, s.batch_size)
     total = (2 if isinstance(data, BrodenSource) else 1) * len(data)
-    counter = _Progress(total, progress, on_step, per_batch=how.ray is None)
-    here = counter.batch if how.ray is None else None  # a Ray task cannot call back
-    task = _Pass(model, data, layer, s, current("dissect"), on_batch=here)
+    task = _Pass(model, data, layer, s, current("dissect"))
     folder = None if how.state_dir is None else ShardFolder(how.state_dir, _manifest(task, parts))
+    counter = _Progress(total, progress, on_step, per_batch=how.ray is None)
+    task.on_batch = counter.batch if how.ray is None else None  # a Ray task cannot call back
     gpus = 1.0 if model_device(model).type == "cuda" else 0.0
 
     def run(job: _Pass, part: str) -> list[dict[str, Any]]:

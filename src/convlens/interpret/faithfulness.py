@@ -24,8 +24,9 @@ pixel attributions alike (every method of :mod:`convlens.interpret.maps.registry
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
-from dataclasses import dataclass, replace
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,8 +36,9 @@ from torch import nn
 from convlens.core.compat import renamed
 from convlens.core.device import model_device, on_model_device
 from convlens.core.hooks import channels_last_twin, eval_mode
-from convlens.core.precision import in_precision
+from convlens.core.precision import current, in_precision
 from convlens.core.progress import progress_bar
+from convlens.core.shards import Shard, ShardFolder, Sharding, plan, run_shards, weights_digest
 from convlens.core.tensors import baseline_image, minmax_scale
 from convlens.interpret.maps import registry
 
@@ -223,6 +225,7 @@ def score_methods(
     progress: bool | None = None,
     options: Mapping[str, Any] | None = None,
     captum_metrics: bool = False,
+    sharding: Sharding | None = None,
 ) -> list[MethodScore]:
     """Faithfulness of each method (a CAM method, a pixel attribution, or one of
     :data:`REFERENCE_MAPS`) over every image of ``batches``, for the top-1 class of each
@@ -230,50 +233,107 @@ def score_methods(
     Gradients' ``steps``, ...); their ``baseline`` is ``baseline`` unless given there.
     With ``captum_metrics``, also infidelity (normalised, 10 Gaussian perturbations of
     standard deviation 0.1) and max-sensitivity (10 samples within 0.02) of each map.
+    ``sharding``: the batches in shards (here or on Ray, kept for a rerun); every image's
+    row is computed as in one pass (seeds go by image), so the table is the same.
     """
     known = registry.names()
     unknown = [m for m in methods if m not in known and m not in REFERENCE_MAPS]
     if unknown:
         valid = ", ".join([*known, *REFERENCE_MAPS])
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {valid}")
-    parts: dict[str, list[Faithfulness]] = {m: [] for m in methods}
-    extra: dict[str, list[torch.Tensor]] = {f"{m}/{k}": [] for m in methods for k in ("i", "s")}
-    seen = 0
+    how = sharding or Sharding()
+    listed = list(batches)
+    job = _ScoreShard(model, listed, tuple(methods), layer, steps, baseline, batch_size,
+                      dict(options or {}), captum_metrics)  # fmt: skip
+    parts = plan(len(listed), how.shards)
+    folder = None if how.state_dir is None else ShardFolder(how.state_dir, job.manifest(parts))
     # one tick per method and batch, naming the method: one batch of slow methods
     # (Integrated Gradients with --captum-metrics) is minutes
-    total = len(batches) * len(methods) if isinstance(batches, Sized) else None
-    bar = progress_bar(total=total, desc="faithfulness", unit="map", disable=progress is False)
-    device = model_device(model)
+    bar = progress_bar(
+        total=len(listed) * len(methods), desc="faithfulness", unit="map", disable=progress is False
+    )
+    job.tick = None if how.ray else bar.update  # a Ray task cannot call back
+
+    def shard_done(shard: Shard, kept: bool) -> None:
+        if kept or how.ray is not None:
+            bar.update(len(shard) * len(methods))
+
+    gpus = 1.0 if model_device(model).type == "cuda" else 0.0
+    with bar:
+        states = run_shards(job, parts, ray=how.ray, folder=folder, part="faithfulness",
+                            gpus=gpus, on_done=shard_done)  # fmt: skip
+    return [_summary(m, states, captum_metrics) for m in methods]
+
+
+@dataclass
+class _ScoreShard:
+    """The faithfulness rows of some batches, as a task (see :func:`score_methods`)."""
+
+    model: nn.Module
+    batches: list[torch.Tensor]
+    methods: tuple[str, ...]
+    layer: str | None
+    steps: int
+    baseline: str
+    batch_size: int
+    options: dict[str, Any]
+    captum_metrics: bool
+    tick: Callable[[], Any] | None = None
+
+    def __call__(self, shard: Shard) -> dict[str, Any]:
+        device = model_device(self.model)
+        seen = sum(x.shape[0] for x in self.batches[: shard.start])  # seeds go by image
+        rows: dict[str, list[dict[str, torch.Tensor]]] = {m: [] for m in self.methods}
+        fractions: dict[str, torch.Tensor] = {}
+        for x in self.batches[shard.start : shard.stop]:
+            x = x.to(device)  # every batch where the model is
+            with torch.no_grad(), eval_mode(self.model):
+                top1 = self.model(x).argmax(1)
+            for m in self.methods:
+                explain = _explainer(self.model, m, self.layer, self.baseline, self.options, seen)
+                maps = explain(x, top1)
+                f = faithfulness(self.model, x, maps, top1, steps=self.steps,
+                                 baseline=self.baseline, batch_size=self.batch_size)  # fmt: skip
+                row = {k: getattr(f, k).cpu() for k in _ROW}
+                fractions[m] = f.fractions.cpu()
+                if self.captum_metrics:
+                    row["infidelity"] = infidelity(self.model, x, maps, top1, seed=seen).cpu()
+                    row["sensitivity"] = sensitivity_max(explain, x, top1, seed=seen).cpu()
+                rows[m].append(row)
+                if self.tick is not None:
+                    self.tick()
+            seen += x.shape[0]
+        return {
+            m: {"fractions": fractions[m], **{k: torch.cat([r[k] for r in rs]) for k in rs[0]}}
+            for m, rs in rows.items()
+            if rs
+        }
+
+    def manifest(self, parts: list[Shard]) -> dict[str, Any]:
+        return {
+            "job": "faithfulness",
+            "weights": weights_digest(self.model),
+            "methods": list(self.methods),
+            "layer": self.layer,
+            "steps": self.steps,
+            "baseline": self.baseline,
+            "options": {k: repr(v) for k, v in sorted(self.options.items())},
+            "captum_metrics": self.captum_metrics,
+            "batches": [list(x.shape) for x in self.batches],
+            "inputs": _digest(self.batches),
+            "precision": current("faithfulness"),
+            "shards": [[p.start, p.stop] for p in parts],
+        }
+
+
+_ROW = ("deletion", "insertion", "deletion_auc", "insertion_auc", "drop", "increase")
+
+
+def _digest(batches: list[torch.Tensor]) -> str:
+    h = hashlib.sha256()
     for x in batches:
-        x = x.to(device)  # every batch where the model is
-        with torch.no_grad(), eval_mode(model):
-            top1 = model(x).argmax(1)
-        for m in methods:
-            bar.set_postfix_str(m, refresh=True)
-            explain = _explainer(model, m, layer, baseline, options or {}, seed=seen)
-            maps = explain(x, top1)
-            parts[m].append(
-                faithfulness(
-                    model, x, maps, top1, steps=steps, baseline=baseline, batch_size=batch_size
-                )
-            )
-            if captum_metrics:
-                extra[f"{m}/i"].append(infidelity(model, x, maps, top1, seed=seen))
-                extra[f"{m}/s"].append(sensitivity_max(explain, x, top1, seed=seen))
-            bar.update()
-        seen += x.shape[0]
-    bar.close()
-    rows = [_summary(m, parts[m]) for m in methods]
-    if captum_metrics:
-        rows = [
-            replace(
-                r,
-                infidelity=float(torch.cat(extra[f"{r.method}/i"]).mean()),
-                sensitivity=float(torch.cat(extra[f"{r.method}/s"]).mean()),
-            )
-            for r in rows
-        ]
-    return rows
+        h.update(x.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _explainer(
@@ -293,21 +353,24 @@ def _explainer(
     return registry.explainer(model, method, layer, **chosen)
 
 
-def _summary(method: str, parts: list[Faithfulness]) -> MethodScore:
-    if not parts:
+def _summary(method: str, states: list[dict[str, Any]], captum: bool) -> MethodScore:
+    rows = [st[method] for st in states if st.get(method)]
+    if not rows:
         raise ValueError("no images to score")
-    deletion = torch.cat([p.deletion for p in parts])
-    insertion = torch.cat([p.insertion for p in parts])
+    every = {k: torch.cat([r[k] for r in rows]) for k in rows[0] if k != "fractions"}
+    deletion, insertion = every["deletion"], every["insertion"]
     return MethodScore(
         method=method,
         images=deletion.shape[0],
-        deletion_auc=float(torch.cat([p.deletion_auc for p in parts]).mean()),
-        insertion_auc=float(torch.cat([p.insertion_auc for p in parts]).mean()),
-        average_drop=float(torch.cat([p.drop for p in parts]).mean()),
-        increase=float(torch.cat([p.increase for p in parts]).float().mean()),
-        fractions=parts[0].fractions,
+        deletion_auc=float(every["deletion_auc"].mean()),
+        insertion_auc=float(every["insertion_auc"].mean()),
+        average_drop=float(every["drop"].mean()),
+        increase=float(every["increase"].float().mean()),
+        fractions=rows[0]["fractions"],
         deletion=deletion.mean(0),
         insertion=insertion.mean(0),
+        infidelity=float(every["infidelity"].mean()) if captum else None,
+        sensitivity=float(every["sensitivity"].mean()) if captum else None,
     )
 
 
