@@ -8,6 +8,10 @@ import torch
 from convlens.config import TrainConfig
 from convlens.data import fashion_mnist as fm
 
+# the local Ray clusters of the tests run their workers in this interpreter (see
+# convlens.core.shards.connect), also when pytest runs under `uv run`
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `pytest -n 2` (as `make test` runs it): one thread per worker, not two each on two cores
     torch.set_num_threads(1)

@@ -16,6 +16,7 @@ import torch
 
 from convlens.core import precision as prec
 from convlens.interpret import ablation
+from convlens.interpret.maps import registry
 from tests.core.test_device import CASES
 from tests.helpers import ROOT, fashion, tiny_gap_model
 
@@ -148,4 +149,6 @@ def test_the_auto_table_is_the_committed_measurement() -> None:
     passed = {row["analysis"] for row in figures["rows"] if row["agrees"]}
     failed = {row["analysis"] for row in figures["rows"] if not row["agrees"]}
     # an analysis agrees only if it agreed on every model measured
-    assert passed - failed == prec.BF16_AGREES
+    methods = {m.name for m in registry.METHODS if m.bf16}
+    assert passed - failed == prec.BF16_AGREES | methods
+    assert not prec.BF16_AGREES & set(registry.names())  # each decided in one place

@@ -6,7 +6,8 @@ then opens :func:`reduced` around its passes with its own name (a map method's r
 name, ``faithfulness``, ``dissect``, ``fewest_units``, ``visualize``, ``units``,
 ``predict``). ``fp32`` is the default and changes nothing. ``bf16`` and ``fp16`` run
 every analysis with autocast. ``auto`` runs in bf16 only the analyses whose answers were
-measured to agree with fp32 (:data:`BF16_AGREES`, from ``benchmarks/precision_agreement.py``)
+measured to agree with fp32 (:data:`BF16_AGREES`, and the map methods marked ``bf16`` in
+their registry rows, from ``benchmarks/precision_agreement.py``)
 and only where bf16 has hardware behind it (a bf16-capable GPU, or a CPU with
 AVX512-BF16 or AMX); everything else stays fp32.
 
@@ -35,19 +36,8 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # benchmarks/results/precision/agreement.json; tests/core/test_precision.py checks that
 # this set is the one that file's figures give). Not listed: fp32 under ``auto``.
 BF16_AGREES: frozenset[str] = frozenset(
+    # the map methods that agree are marked in their registry rows (``bf16=True``)
     {
-        # the CAM family, on both models
-        "cam",
-        "gradcam",
-        "gradcampp",
-        "xgradcam",
-        "layercam",
-        "hirescam",
-        "scorecam",
-        "eigencam",
-        # the one pixel attribution that agreed on both (it is Grad-CAM times a
-        # guided gradient); the others' input gradients do not survive bf16
-        "guidedgradcam",
         "faithfulness",
         "fewest_units",  # and every set found in bf16 is checked in fp32 anyway
         "visualize",
@@ -105,14 +95,20 @@ def check_precision(name: str, device: torch.device | str, *, emulate: bool = Fa
     )
 
 
-def resolve(name: str, device: torch.device | str, analysis: str | None = None) -> str:
+def resolve(
+    name: str,
+    device: torch.device | str,
+    analysis: str | None = None,
+    agrees: bool | None = None,
+) -> str:
     """The precision ``analysis`` runs in when ``name`` is asked for on ``device``:
-    ``auto`` becomes bf16 where the analysis agrees with fp32 in bf16 and the device
-    has bf16 hardware, else fp32."""
+    ``auto`` becomes bf16 where the analysis agrees with fp32 in bf16 (``agrees``, else
+    :data:`BF16_AGREES` says) and the device has bf16 hardware, else fp32."""
     if name != "auto":
         return name
     device = torch.device(device)
-    agrees = analysis is not None and analysis in BF16_AGREES
+    if agrees is None:
+        agrees = analysis is not None and analysis in BF16_AGREES
     return "bf16" if agrees and native("bf16", device) else "fp32"
 
 
@@ -132,21 +128,25 @@ def precision(
         _policy = before
 
 
-def current(analysis: str | None = None, device: torch.device | None = None) -> str:
+def current(
+    analysis: str | None = None, device: torch.device | None = None, agrees: bool | None = None
+) -> str:
     """The precision ``analysis`` runs in now on ``device`` (default: the one
     :func:`precision` named); ``fp32`` outside :func:`precision`."""
     if _policy is None:
         return "fp32"
-    return resolve(_policy[0], device or _policy[1], analysis)
+    return resolve(_policy[0], device or _policy[1], analysis, agrees)
 
 
-def reduced(analysis: str, device: torch.device) -> contextlib.AbstractContextManager[object]:
+def reduced(
+    analysis: str, device: torch.device, agrees: bool | None = None
+) -> contextlib.AbstractContextManager[object]:
     """Autocast for ``analysis``'s passes on ``device`` as the current setting says.
     Outside :func:`precision` nothing changes; inside it, an analysis that stays fp32
     turns off any autocast around it (an fp32 method called from a bf16 one)."""
     if _policy is None:
         return contextlib.nullcontext()
-    name = current(analysis, device)
+    name = current(analysis, device, agrees)
     if name == "fp32":
         return torch.autocast(device.type, enabled=False)
     return torch.autocast(device.type, dtype=DTYPES[name])

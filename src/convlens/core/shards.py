@@ -213,6 +213,12 @@ def connect(address: str) -> Any:
     """The ``ray`` module, connected: ``local`` or ``local:N`` starts a cluster of N
     worker CPUs on this machine (default: one per core); anything else is the address
     of a running cluster (``ray start --head`` prints it)."""
+    local = address == "local" or address.startswith("local:")
+    if local:
+        # a local cluster's workers run this very interpreter, not Ray's re-run of the
+        # driver's `uv run` command line in a copy of the working folder (which fails
+        # on a relative uv path, and would sync an environment per worker)
+        os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     try:
         import ray
     except ImportError:
@@ -226,7 +232,10 @@ def connect(address: str) -> Any:
         "log_to_driver": False,
         "configure_logging": False,
     }
-    if address == "local" or address.startswith("local:"):
+    if local:
+        constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
+        if constants is not None and os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] == "0":
+            constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False  # ray reads it when imported
         count = address.partition(":")[2]
         if count and (not count.isdigit() or int(count) < 1):
             raise ShardError(f"`ray` local:N needs a number N >= 1, got {address!r}")

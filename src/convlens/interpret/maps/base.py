@@ -128,7 +128,7 @@ class ActivationMapMethod:
             return to_device(self(x.to(device), top, moved), x.device)
         if x.ndim != 4:
             raise ValueError(f"inputs must be [N, C, H, W], got shape {tuple(x.shape)}")
-        with reduced(self.name, device):
+        with reduced(self.name, device, registry.method(self.name).bf16):
             return self._maps(x, top, classes)
 
     def _maps(self, x: torch.Tensor, top: int, classes: torch.Tensor | None) -> ClassMaps:

@@ -401,7 +401,8 @@ def attribute(
         classes = options.pop("classes")
     m = registry.make(method, model, layer, **options)
     assert isinstance(m, PixelAttribution)  # a pixel method, checked above
-    with eval_mode(model), reduced(method, model_device(model)):
+    agrees = registry.method(method).bf16
+    with eval_mode(model), reduced(method, model_device(model), agrees):
         # the logits only when the top-1 class is asked for: a given class costs no
         # extra pass (one image tells the number of classes)
         logits = None

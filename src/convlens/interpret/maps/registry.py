@@ -74,6 +74,9 @@ class Method:
     default: bool = True
     options: tuple[Option, ...] = field(default_factory=tuple)
     needs_gap_head: bool = False
+    # its maps agree with fp32's in bf16 (benchmarks/precision_agreement.py), so
+    # --precision auto runs it in bf16 where the hardware has bf16
+    bf16: bool = False
 
     def defaults(self) -> dict[str, Any]:
         """``{option: default}``."""
@@ -95,21 +98,28 @@ _PIXEL = "convlens.interpret.maps.pixel"
 
 METHODS: tuple[Method, ...] = (
     # the CAM family: a weighted sum of one layer's channels, one map per class
-    Method("cam", "CAM", "cam", f"{_CAM}:CAM", "Zhou et al., CVPR 2016", needs_gap_head=True),
-    Method("gradcam", "Grad-CAM", "cam", f"{_CAM}:GradCAM", "Selvaraju et al., ICCV 2017"),
+    Method(
+        "cam", "CAM", "cam", f"{_CAM}:CAM", "Zhou et al., CVPR 2016", needs_gap_head=True, bf16=True
+    ),
+    Method(
+        "gradcam", "Grad-CAM", "cam", f"{_CAM}:GradCAM", "Selvaraju et al., ICCV 2017", bf16=True
+    ),
     Method(
         "gradcampp",
         "Grad-CAM++",
         "cam",
         f"{_CAM}:GradCAMpp",
         "Chattopadhyay et al., WACV 2018",
+        bf16=True,
         options=(
             Option("reference", "paper", str, "paper or torchcam", choices=("paper", "torchcam")),
         ),
     ),
-    Method("xgradcam", "XGrad-CAM", "cam", f"{_CAM}:XGradCAM", "Fu et al., BMVC 2020"),
-    Method("layercam", "LayerCAM", "cam", f"{_CAM}:LayerCAM", "Jiang et al., IEEE TIP 2021"),
-    Method("hirescam", "HiResCAM", "cam", f"{_CAM}:HiResCAM", "Draelos and Carin, 2020"),
+    Method("xgradcam", "XGrad-CAM", "cam", f"{_CAM}:XGradCAM", "Fu et al., BMVC 2020", bf16=True),
+    Method(
+        "layercam", "LayerCAM", "cam", f"{_CAM}:LayerCAM", "Jiang et al., IEEE TIP 2021", bf16=True
+    ),
+    Method("hirescam", "HiResCAM", "cam", f"{_CAM}:HiResCAM", "Draelos and Carin, 2020", bf16=True),
     Method(
         "scorecam",
         "Score-CAM",
@@ -117,6 +127,7 @@ METHODS: tuple[Method, ...] = (
         f"{_CAM}:ScoreCAM",
         "Wang et al., CVPR-W 2020",
         default=False,
+        bf16=True,
         options=(
             Option(
                 "batch_size",
@@ -135,7 +146,14 @@ METHODS: tuple[Method, ...] = (
             ),
         ),
     ),
-    Method("eigencam", "Eigen-CAM", "cam", f"{_CAM}:EigenCAM", "Muhammad and Yeasin, IJCNN 2020"),
+    Method(
+        "eigencam",
+        "Eigen-CAM",
+        "cam",
+        f"{_CAM}:EigenCAM",
+        "Muhammad and Yeasin, IJCNN 2020",
+        bf16=True,
+    ),
     # pixel attributions: at the input, summed over colour channels for the map
     Method(
         "saliency",
@@ -243,6 +261,7 @@ METHODS: tuple[Method, ...] = (
         f"{_PIXEL}:GuidedGradCAM",
         "Selvaraju et al., ICCV 2017",
         sign="all",
+        bf16=True,  # Grad-CAM times a guided gradient: the one pixel method that agrees
         options=(_BATCH,),
     ),
 )
