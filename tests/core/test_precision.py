@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,24 +16,11 @@ import torch
 from convlens.core import precision as prec
 from convlens.interpret import ablation
 from convlens.interpret.maps import registry
+from tests.core.test_cuda import tensors
 from tests.core.test_device import CASES
 from tests.helpers import ROOT, fashion, tiny_gap_model
 
 CPU = torch.device("cpu")
-
-
-def tensors(value: Any) -> Iterator[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        for f in dataclasses.fields(value):
-            yield from tensors(getattr(value, f.name))
-    elif isinstance(value, (tuple, list)):
-        for v in value:
-            yield from tensors(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from tensors(v)
 
 
 def conv_dtypes(model: torch.nn.Module) -> list[torch.dtype]:
@@ -52,7 +38,9 @@ def test_every_public_analysis_runs_in_bf16_and_answers_in_fp32(analysis: str) -
     x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     with prec.precision("bf16", CPU, emulate=True):
         answer = CASES[analysis](model, x)
-    reduced = [t for t in tensors(answer) if t.is_floating_point() and t.dtype != torch.float32]
+    reduced = [
+        t for t in tensors(answer).values() if t.is_floating_point() and t.dtype != torch.float32
+    ]
     assert not reduced, [t.dtype for t in reduced]
     if analysis != "filter_tiles":  # the only one that runs no forward pass
         assert torch.bfloat16 in seen, seen

@@ -67,14 +67,19 @@ def plan(n: int, shards: int, align: int = 1) -> list[Shard]:
     return [Shard(i, edges[i], edges[i + 1]) for i in range(shards)]
 
 
-def weights_digest(model: torch.nn.Module) -> str:
-    """SHA-256 of the model's parameters and buffers (names, shapes and bytes)."""
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of named tensors (names, shapes and bytes)."""
     h = hashlib.sha256()
-    for name, t in model.state_dict().items():
+    for name, t in tensors.items():
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
         h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of the model's parameters and buffers."""
+    return tensors_digest(model.state_dict())
 
 
 class ShardFolder:
@@ -280,5 +285,6 @@ __all__ = [
     "connect",
     "plan",
     "run_shards",
+    "tensors_digest",
     "weights_digest",
 ]

@@ -24,7 +24,6 @@ pixel attributions alike (every method of :mod:`convlens.interpret.maps.registry
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +37,15 @@ from convlens.core.device import model_device, on_model_device
 from convlens.core.hooks import channels_last_twin, eval_mode
 from convlens.core.precision import current, in_precision
 from convlens.core.progress import progress_bar
-from convlens.core.shards import Shard, ShardFolder, Sharding, plan, run_shards, weights_digest
+from convlens.core.shards import (
+    Shard,
+    ShardFolder,
+    Sharding,
+    plan,
+    run_shards,
+    tensors_digest,
+    weights_digest,
+)
 from convlens.core.tensors import baseline_image, minmax_scale
 from convlens.interpret.maps import registry
 
@@ -320,20 +327,13 @@ class _ScoreShard:
             "options": {k: repr(v) for k, v in sorted(self.options.items())},
             "captum_metrics": self.captum_metrics,
             "batches": [list(x.shape) for x in self.batches],
-            "inputs": _digest(self.batches),
+            "inputs": tensors_digest({str(i): x for i, x in enumerate(self.batches)}),
             "precision": current("faithfulness"),
             "shards": [[p.start, p.stop] for p in parts],
         }
 
 
 _ROW = ("deletion", "insertion", "deletion_auc", "insertion_auc", "drop", "increase")
-
-
-def _digest(batches: list[torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for x in batches:
-        h.update(x.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def _explainer(
