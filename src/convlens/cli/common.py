@@ -63,13 +63,14 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
     p.set_defaults(analysis_precision=True)
 
 
-def add_sharding_args(p: argparse.ArgumentParser) -> None:
-    """``--shards``, ``--ray`` and ``--state-dir``: a job over a data set in shards."""
+def add_sharding_args(p: argparse.ArgumentParser, items: str = "images") -> None:
+    """``--shards``, ``--ray`` and ``--state-dir``: a job over a data set (or over a
+    layer's units) in shards."""
     p.add_argument(
         "--shards",
         type=int,
         default=1,
-        help="split the images into this many shards, whose tallies merge exactly (the "
+        help=f"split the {items} into this many shards, whose results merge exactly (the "
         "answer is the same for any number); finished shards are kept in --state-dir [1]",
     )
     p.add_argument(

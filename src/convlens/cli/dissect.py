@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from convlens.data.catalog import open_source
     from convlens.interpret.dissect import dissect
     from convlens.interpret.heads import default_layer
-    from convlens.render.atlas import write_atlas
+    from convlens.render.atlas import add_to_atlas, write_atlas
 
     if args.workers < 0 or (args.limit is not None and args.limit < 1) or args.shards < 1:
         raise ValueError("--workers must be >= 0, and --limit and --shards >= 1")
@@ -87,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         sharding=Sharding(args.shards, args.ray, state_dir),
     )
+    # the pictures before the atlas: writing it replaces OUT, and with it OUT/shards
+    v = _visualize_units(loaded, layer, d.units, args, state_dir) if args.visualize else None
     page = write_atlas(d, source, args.out, f"{loaded.name}: units of {layer}")
     print(f"dissected {d.units} units of {layer} over {d.images} images of {d.source}")
     if d.resumed:
@@ -101,25 +103,25 @@ def run(args: argparse.Namespace) -> int:
         best = sorted(rows, key=lambda r: -r["selectivity"])[:5]
         shown = ", ".join(f"{r['unit']} {r['top_class']} {r['selectivity']:.2f}" for r in best)
         print(f"most class-selective units: {shown}")
-    if args.visualize:
-        added = _visualize_units(loaded, model, layer, d.units, args.out, args.visualize_steps)
+    if v is not None:
+        added = add_to_atlas(v, args.out)
         print(f"added {added} feature visualisations to the cards ({d.units - added} dead units)")
     print(f"wrote {page}")
     return 0
 
 
-def _visualize_units(loaded: Any, model: Any, layer: str, width: int, out: Path, steps: int) -> int:
-    """Every unit's feature visualisation onto the atlas ``out``, in batches that fit."""
+def _visualize_units(
+    loaded: Any, layer: str, width: int, args: argparse.Namespace, state_dir: Path | None
+) -> Any:
+    """Every unit's feature visualisation, in the shards (and on the cluster) of the
+    dissection, kept beside its shards for a rerun."""
+    from convlens.core.shards import Sharding
     from convlens.interpret.objectives import channel
     from convlens.interpret.visualize import VisualizeSettings, visualize
-    from convlens.render.atlas import add_to_atlas
 
-    p = loaded.preprocessing
-    chunk = 128 if p.input_size[0] <= 64 else 16  # images optimised at once
-    model = model.cpu()
-    added = 0
-    for start in range(0, width, chunk):
-        units = list(range(start, min(width, start + chunk)))
-        v = visualize(model, channel(layer, units), p, VisualizeSettings(steps), progress=True)
-        added += add_to_atlas(v, out)
-    return added
+    settings = VisualizeSettings(args.visualize_steps)
+    kept = None if state_dir is None else state_dir / "visualize"
+    sharding = Sharding(args.shards, args.ray, kept)
+    objective = channel(layer, range(width))
+    return visualize(loaded.model, objective, loaded.preprocessing, settings,
+                     progress=True, sharding=sharding)  # fmt: skip

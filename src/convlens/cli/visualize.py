@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from convlens.cli.common import add_int_list, add_model_args, load_model, parse_ints
+from convlens.cli.common import (
+    add_int_list,
+    add_model_args,
+    add_sharding_args,
+    load_model,
+    parse_ints,
+    state_dir_of,
+)
 
 # the library's names of the settings that this command's flags name otherwise
 FLAGS = {"images": "--diversity", "param": "--image-param"}
@@ -58,6 +65,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--size", type=int, help="image side [the model's input size]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="N",
+        help="units optimised at once [128 for inputs up to 64 px, else 16]",
+    )
+    add_sharding_args(p, "units")
+    p.add_argument(
         "--data",
         help="data set for the comparison: test (FashionMNIST) or a folder "
         "[test for 28x28 grayscale models]",
@@ -70,11 +84,15 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from convlens.core.shards import Sharding
     from convlens.data.catalog import open_source
     from convlens.interpret import objectives, visualize
     from convlens.interpret.heads import default_layer
     from convlens.render import atlas, unit_figures
 
+    if args.shards < 1:
+        raise ValueError(f"--shards must be at least 1, got {args.shards}")
+    state_dir = state_dir_of(args)
     loaded = load_model(args)
     model, p = loaded.model, loaded.preprocessing
     layer = args.layer
@@ -108,8 +126,12 @@ def run(args: argparse.Namespace) -> int:
         size=args.size,
         images=args.diversity,
         seed=args.seed,
+        batch_size=args.batch_size,
     )
-    result = visualize.visualize(model, objective, p, settings, data=data, progress=True)
+    sharding = Sharding(args.shards, args.ray, state_dir)
+    result = visualize.visualize(
+        model, objective, p, settings, data=data, progress=True, sharding=sharding
+    )
     unit_figures.write_visualization(result, args.out, f"{loaded.name} {result.layer}")
     print(unit_figures.describe_visualization(result))
     print(f"wrote {args.out}")

@@ -168,6 +168,15 @@ def in_precision(analysis: str) -> Callable[[F], F]:
     return wrap
 
 
+def autocast(name: str, device: torch.device) -> contextlib.AbstractContextManager[object]:
+    """Autocast to ``name`` on ``device``, nothing for fp32: what a task that may run in
+    another process (a Ray worker, where :func:`precision` was never set) opens for the
+    precision its job resolved."""
+    if name == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=DTYPES[name])
+
+
 def full(device: torch.device) -> contextlib.AbstractContextManager[object]:
     """fp32 inside, whatever the setting (a check that must not be rounded)."""
     if _policy is None:
@@ -180,6 +189,7 @@ __all__ = [
     "DTYPES",
     "PRECISIONS",
     "PrecisionError",
+    "autocast",
     "check_precision",
     "cpu_has_fast_bf16",
     "current",

@@ -35,8 +35,8 @@ from torch import nn
 
 from convlens.core.device import model_device
 from convlens.core.hooks import eval_mode, get_layer, hooked
-from convlens.core.precision import DTYPES, current, in_precision
-from convlens.core.progress import progress_bar
+from convlens.core.precision import autocast, current, in_precision
+from convlens.core.progress import JobProgress
 from convlens.core.settings import settle
 from convlens.core.shards import (
     Shard,
@@ -467,12 +467,7 @@ class _Pass:
     def __call__(self, shard: Shard) -> dict[str, Any]:
         device = model_device(self.model)
         features = _layer_features(self.model, self.layer)
-        amp: contextlib.AbstractContextManager[Any] = (
-            contextlib.nullcontext()
-            if self.precision == "fp32"
-            else torch.autocast(device.type, dtype=DTYPES[self.precision])
-        )
-        with torch.inference_mode(), eval_mode(self.model), amp:
+        with torch.inference_mode(), eval_mode(self.model), autocast(self.precision, device):
             if self.thresholds is None:
                 return self._first(features, device, shard)
             return self._iou(features, device, shard)
@@ -545,8 +540,8 @@ def dissect(
     total = (2 if isinstance(data, BrodenSource) else 1) * len(data)
     task = _Pass(model, data, layer, s, current("dissect"))
     folder = None if how.state_dir is None else ShardFolder(how.state_dir, _manifest(task, parts))
-    counter = _Progress(total, progress, on_step, per_batch=how.ray is None)
-    task.on_batch = counter.batch if how.ray is None else None  # a Ray task cannot call back
+    counter = JobProgress(total, progress, on_step, how.ray is None, desc="dissecting", unit="img")
+    task.on_batch = counter.advance if how.ray is None else None  # a Ray task cannot call back
     gpus = 1.0 if model_device(model).type == "cuda" else 0.0
 
     def run(job: _Pass, part: str) -> list[dict[str, Any]]:
@@ -570,29 +565,6 @@ def dissect(
             iou = _merged_iou(states, data, best.score.shape[0], thresholds.device)
     data.skipped[:] = tally.skipped
     return _answer(data, layer, s, tally, thresholds, iou, resumed)
-
-
-class _Progress:
-    """One bar (and ``on_step``) over every shard and pass: each batch when the shards
-    run here, each shard when they run elsewhere or were read back."""
-
-    def __init__(
-        self, total: int, show: bool, on_step: Callable[[int, int], None] | None, per_batch: bool
-    ) -> None:
-        self.bar = progress_bar(total=total, desc="dissecting", unit="img", disable=not show)
-        self.total, self.on_step, self.per_batch = total, on_step, per_batch
-        self.done = self.resumed = 0
-
-    def batch(self, n: int) -> None:
-        self.done += n
-        self.bar.update(n)
-        if self.on_step is not None:
-            self.on_step(self.done, self.total)
-
-    def shard(self, shard: Shard, kept: bool) -> None:
-        self.resumed += kept
-        if kept or not self.per_batch:
-            self.batch(len(shard))
 
 
 def _answer(

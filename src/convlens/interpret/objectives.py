@@ -29,11 +29,14 @@ KINDS = ("channel", "neuron", "class", "direction", "layer")
 @dataclass(frozen=True)
 class Batch:
     """How a batch of images is laid out: ``group[i]`` is the target group of image ``i``
-    (``groups`` groups of ``per_group`` consecutive images)."""
+    (``groups`` groups of ``per_group`` consecutive images). A batch may hold a slice of
+    the objective's targets: group ``g`` is target ``first + g`` of ``of`` in all."""
 
     group: torch.Tensor
     groups: int
     per_group: int
+    first: int = 0
+    of: int | None = None  # the job's groups (None: this batch's)
 
 
 class Objective:
@@ -148,7 +151,7 @@ class _Units(Objective):
     def _picked(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         assert self.targets is not None
         rows = torch.arange(batch.group.shape[0], device=batch.group.device)
-        index = torch.tensor(self.targets, device=batch.group.device)[batch.group]
+        index = torch.tensor(self.targets, device=batch.group.device)[batch.first + batch.group]
         return rows, index
 
     def describe(self) -> str:
@@ -232,9 +235,10 @@ class Diversity(Objective):
 
     The similarity of a group is the mean cosine similarity of the Gram matrices of the
     layer's activations over each pair of its images. Each image scores its group's
-    similarity times the number of groups; this scale (the batch's sum is ``G * D``
-    times the sum of the groups' similarities) is convlens's from the start, kept so that
-    earlier pictures reproduce: a weight pulls harder the more units run together.
+    similarity times the number of groups ``G`` of the whole job (the batch's sum is
+    ``G * D`` times the sum of its groups' similarities); this scale is convlens's from
+    the start: a weight pulls harder the more units are visualised together, however
+    many of them share a pass.
     """
 
     kind = "diversity"
@@ -247,7 +251,7 @@ class Diversity(Objective):
         if batch.per_group < 2:
             return torch.zeros(batch.group.shape[0], device=batch.group.device)
         similarity = gram_similarity(acts[self.layer], batch.groups, batch.per_group)
-        return batch.groups * similarity[batch.group]
+        return (batch.of or batch.groups) * similarity[batch.group]
 
     def describe(self) -> str:
         return f"diversity({self.layer!r})"

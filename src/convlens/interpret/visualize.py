@@ -21,8 +21,9 @@ image gets a 2 px pad and 1 px jitter instead of 12 and 8. What is optimised is 
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,8 +34,9 @@ from torch import nn
 
 from convlens.core.device import model_device
 from convlens.core.hooks import capture, eval_mode, frozen, get_layer, relus_backward_as
-from convlens.core.precision import in_precision
-from convlens.core.progress import progress_bar
+from convlens.core.precision import autocast, current, in_precision
+from convlens.core.progress import JobProgress
+from convlens.core.shards import Shard, ShardFolder, Sharding, plan, run_shards, weights_digest
 from convlens.data.images import Preprocessing
 from convlens.data.sources import Source
 from convlens.interpret.objectives import Batch, Objective, Sum, gram_similarity
@@ -90,7 +92,7 @@ class ImageParam(nn.Module):
         param: str = "fourier",
         sd: float = 0.01,
         decorrelate: bool | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
     ) -> None:
         super().__init__()
         if param not in PARAMS:
@@ -100,8 +102,14 @@ class ImageParam(nn.Module):
         shape = (
             (batch, channels, h, w // 2 + 1, 2) if param == "fourier" else (batch, channels, h, w)
         )
-        # drawn on the CPU (the same start on every device); move the module after
-        self.raw = nn.Parameter(torch.randn(*shape, generator=generator, device="cpu") * sd)
+        # drawn on the CPU (the same start on every device); move the module after. With
+        # several generators, each draws an equal run of consecutive images
+        if isinstance(generator, Sequence):
+            per = batch // len(generator)
+            start = torch.cat([torch.randn(per, *shape[1:], generator=g) for g in generator])
+        else:
+            start = torch.randn(*shape, generator=generator, device="cpu")
+        self.raw = nn.Parameter(start * sd)
         self.register_buffer("scale", spectrum_scale(h, w), persistent=False)
 
     def forward(self) -> torch.Tensor:
@@ -209,10 +217,14 @@ class VisualizeSettings:
         size: input side (``None``: the model's input size).
         images: images per target; with more than one, add a ``diversity`` term to the
             objective to make them differ.
-        seed: seed of the starting images and of the transforms.
+        seed: with each target's unit (or class), the seed of its starting images; alone,
+            the seed of the transforms (the same sequence for every pass). A target's
+            picture is thus the same whichever targets run beside it.
         redirect_steps: the first steps back-propagate through ``nn.ReLU`` modules as
             Lucid's redirected ReLU (see :class:`_RedirectedReLU`).
         transforms: the robustness transforms (``None``: :meth:`Transforms.for_size`).
+        batch_size: targets optimised in one pass (``None``: 128 for inputs up to 64 px,
+            16 above); shards cut at its multiples.
     """
 
     steps: int = 256
@@ -223,6 +235,7 @@ class VisualizeSettings:
     seed: int = 0
     redirect_steps: int = 16
     transforms: Transforms | None = None
+    batch_size: int | None = None
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the first setting out of range."""
@@ -230,6 +243,8 @@ class VisualizeSettings:
             raise ValueError(f"`steps` must be at least 1, got {self.steps}")
         if self.images < 1:
             raise ValueError(f"`images` must be at least 1, got {self.images}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"`batch_size` must be at least 1, got {self.batch_size}")
         if self.param not in PARAMS:
             raise ValueError(f"unknown parameterisation {self.param!r}; choose fourier or pixel")
 
@@ -244,6 +259,7 @@ def visualize(
     data: Source | None = None,
     progress: bool = False,
     on_step: Callable[[int, int], None] | None = None,
+    sharding: Sharding | None = None,
 ) -> Visualization:
     """Optimise images for ``objective``, e.g. ``channel("layer4", [3, 7]) - 0.05 *
     diversity("layer4")`` (see the module doc and :mod:`convlens.interpret.objectives`).
@@ -255,42 +271,75 @@ def visualize(
         data: a data source for the data set's max and min of a ``channel`` or ``class``
             objective (a unit whose max is not above 0 is dead, as is one with zero
             activation and gradient for the starting images).
-        on_step: called as ``on_step(done, steps)`` before each step; an exception it
-            raises (a cancelled request) ends the optimisation.
+        on_step: called as ``on_step(done, steps)`` before each step (of every pass); an
+            exception it raises (a cancelled request) ends the optimisation.
+        sharding: the targets in shards (at multiples of ``batch_size``), here or on
+            Ray, kept for a rerun (:class:`~convlens.core.shards.Sharding`); the
+            pictures are the same for any number of shards.
 
     Raises:
         ValueError: a bad layer, unit, setting, size or direction; a non-finite objective.
+        ShardError: a shard failed for good (the others are kept in ``state_dir``), a
+            ``state_dir`` of another job, or a cluster that does not answer.
     """
     s = settings or VisualizeSettings()
     side = _checked_side(model, objective, preprocessing, s)
-    targets, d = list(objective.targets or [0]), s.images
-    u = len(targets)
     device = model_device(model)
-    batch = Batch(torch.arange(u, device=device).repeat_interleave(d), u, d)
+    task = _Passes(model, objective, preprocessing, side, s, current("visualize", device))
+    how = sharding or Sharding()
+    parts = plan(len(task.targets), how.shards, task.batch)
+    folder = None if how.state_dir is None else ShardFolder(how.state_dir, task.manifest(parts))
+    counter = JobProgress(task.steps(0, len(task.targets)), show=progress, on_step=on_step,
+                          here=how.ray is None, desc="visualize", unit="step",
+                          size=lambda shard: task.steps(shard.start, shard.stop))  # fmt: skip
+    task.on_step = counter.advance if how.ray is None else None  # a Ray task cannot call back
+    gpus = 1.0 if device.type == "cuda" else 0.0
+    with counter.bar:
+        states = run_shards(
+            task, parts, ray=how.ray, folder=folder, part="units", gpus=gpus, on_done=counter.shard
+        )
+    return _answer(model, objective, task.targets, _merged(states), data)
+
+
+def _answer(
+    model: nn.Module,
+    objective: Objective,
+    targets: tuple[int, ...],
+    got: dict[str, torch.Tensor],
+    data: Source | None,
+) -> Visualization:
     reported, negative = _reported(objective)
-    with eval_mode(model), frozen(model):
-        image, curve, grad = _optimise(model, objective, preprocessing, side, batch, s, on_step,
-                                       progress)  # fmt: skip
-        final, activation, similarity = _final(model, objective, image(), preprocessing, batch)
     hi = lo = None
     if data is not None and reported.kind in ("channel", "class"):
-        hi, lo = dataset_extremes(model, data, reported.layer, targets)
-    off = ((grad == 0) & (activation == 0).all(1)).cpu()
+        hi, lo = dataset_extremes(model, data, reported.layer, list(targets))
+    off = (got["grad"] == 0) & (got["activation"] == 0).all(1)
     if hi is not None and reported.kind == "channel":
         off |= hi <= 0
     return Visualization(
         layer=reported.layer or "logits",
         objective=reported.kind if reported.kind != "sum" else repr(reported),
         negative=negative,
-        units=tuple(targets),
-        images=final.reshape(u, d, *final.shape[1:]).float().cpu(),
-        curve=curve.float().cpu(),
-        activation=activation.float().cpu(),
+        units=targets,
+        images=got["images"],
+        curve=got["curve"],
+        activation=got["activation"],
         dead=tuple(t for t, o in zip(targets, off.tolist(), strict=True) if o),
-        diversity_similarity=None if similarity is None else similarity.float().cpu(),
+        diversity_similarity=got.get("similarity"),
         dataset_max=hi,
         dataset_min=lo,
     )
+
+
+def _merged(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The shards' tensors joined in target order (the curve's targets are its columns)."""
+    return {k: torch.cat([st[k] for st in states], 1 if k == "curve" else 0) for k in states[0]}
+
+
+def target_seed(seed: int, target: int) -> int:
+    """The seed of ``target``'s starting images: the same whichever targets, passes or
+    shards run beside it."""
+    digest = hashlib.sha256(f"convlens/visualize/{seed}/{target}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def _checked_side(
@@ -313,53 +362,124 @@ def _checked_side(
     return side
 
 
-def _optimise(
-    model: nn.Module,
-    objective: Objective,
-    preprocessing: Preprocessing,
-    side: int,
-    batch: Batch,
-    s: VisualizeSettings,
-    on_step: Callable[[int, int], None] | None,
-    progress: bool,
-) -> tuple[ImageParam, torch.Tensor, torch.Tensor]:
-    """Adam for ``s.steps`` steps on a batch of ``side`` px images, maximising the
-    batch's sum of ``objective``; returns the images, the reported part's curve
-    ``[steps, G]`` and each group's gradient magnitude at the first step ``[G]``."""
-    reported, _ = _reported(objective)
-    layers = objective.layers()
-    u, d = batch.groups, batch.per_group
-    g = torch.Generator().manual_seed(s.seed)
-    image = ImageParam(u * d, preprocessing.channels, side, side, s.param, generator=g)
-    image = image.to(batch.group.device)
-    transforms = s.transforms or Transforms.for_size(side)
-    opt = torch.optim.Adam(image.parameters(), lr=s.lr)
-    curve = []
-    first_grad: torch.Tensor | None = None
-    bar = progress_bar(range(s.steps), desc="visualize", unit="step", disable=not progress)
-    redirect = [s.redirect_steps > 0]
-    finite = torch.ones((), dtype=torch.bool, device=image.raw.device)
-    with relus_backward_as(model, _RedirectedReLU, redirect):
-        for step in bar:
-            if on_step is not None:
-                on_step(step, s.steps)
-            redirect[0] = step < s.redirect_steps
-            opt.zero_grad()
-            acts = _read(model, layers, _normalized(transforms(image(), g), preprocessing))
-            total = objective.score(acts, batch)
-            # checked on the host every CHECK_EVERY steps, not each step: reading a GPU
-            # value waits for the GPU (a NaN step only makes the steps after it NaN)
-            finite &= torch.isfinite(total.detach()).all()
-            if (step + 1) % CHECK_EVERY == 0 or step + 1 == s.steps:
-                _check_finite(finite, step)
-            (-total.sum()).backward()
-            if first_grad is None and image.raw.grad is not None:
-                first_grad = image.raw.grad.detach().flatten(1).abs().sum(1).reshape(u, d).sum(1)
-            opt.step()
-            curve.append(reported.score(acts, batch).detach().reshape(u, d).mean(1))
-        bar.close()
-    assert first_grad is not None
-    return image, torch.stack(curve), first_grad
+@dataclass
+class _Passes:
+    """Targets of a visualisation, optimised ``batch`` at a time: a task over a shard of
+    the targets (picklable, so that it can run in a Ray worker)."""
+
+    model: nn.Module
+    objective: Objective
+    preprocessing: Preprocessing
+    side: int
+    s: VisualizeSettings
+    precision: str = "fp32"
+    on_step: Callable[[int], None] | None = None
+
+    @property
+    def targets(self) -> tuple[int, ...]:
+        return tuple(self.objective.targets or (0,))
+
+    @property
+    def batch(self) -> int:
+        return self.s.batch_size or (128 if self.side <= 64 else 16)
+
+    def steps(self, start: int, stop: int) -> int:
+        """Optimisation steps of targets ``start`` to ``stop`` (every pass's)."""
+        return -(-(stop - start) // self.batch) * self.s.steps
+
+    def manifest(self, parts: list[Shard]) -> dict[str, Any]:
+        """What the shards depend on: a folder of shards serves only this job."""
+        s = self.s
+        return {
+            "job": "visualize",
+            "weights": weights_digest(self.model),
+            "objective": repr(self.objective),
+            "targets": list(self.targets),
+            "preprocessing": repr(self.preprocessing),
+            "settings": {
+                "steps": s.steps,
+                "lr": s.lr,
+                "param": s.param,
+                "size": self.side,
+                "images": s.images,
+                "seed": s.seed,
+                "redirect_steps": s.redirect_steps,
+                "transforms": repr(s.transforms),
+                "batch_size": self.batch,
+            },
+            "precision": self.precision,
+            "shards": [[p.start, p.stop] for p in parts],
+        }
+
+    def __call__(self, shard: Shard) -> dict[str, torch.Tensor]:
+        device = model_device(self.model)
+        with eval_mode(self.model), frozen(self.model), autocast(self.precision, device):
+            passes = [
+                self._pass(first, min(first + self.batch, shard.stop), device)
+                for first in range(shard.start, shard.stop, self.batch)
+            ]
+        return _merged(passes)
+
+    def _pass(self, first: int, stop: int, device: torch.device) -> dict[str, torch.Tensor]:
+        g, d = stop - first, self.s.images
+        group = torch.arange(g, device=device).repeat_interleave(d)
+        batch = Batch(group, g, d, first, len(self.targets))
+        image, curve, grad = self._optimise(batch)
+        final, activation, similarity = _final(
+            self.model, self.objective, image(), self.preprocessing, batch
+        )
+        state = {
+            "images": final.reshape(g, d, *final.shape[1:]).float().cpu(),
+            "curve": curve.float().cpu(),
+            "activation": activation.float().cpu(),
+            "grad": grad.float().cpu(),
+        }
+        if similarity is not None:
+            state["similarity"] = similarity.float().cpu()
+        return state
+
+    def _optimise(self, batch: Batch) -> tuple[ImageParam, torch.Tensor, torch.Tensor]:
+        """Adam for ``steps`` steps on the batch's images, maximising the batch's sum of
+        the objective; returns the images, the reported part's curve ``[steps, G]`` and
+        each group's gradient magnitude at the first step ``[G]``."""
+        model, objective, s = self.model, self.objective, self.s
+        reported, _ = _reported(objective)
+        layers = objective.layers()
+        u, d = batch.groups, batch.per_group
+        starts = [torch.Generator().manual_seed(target_seed(s.seed, t))
+                  for t in self.targets[batch.first : batch.first + u]]  # fmt: skip
+        channels = self.preprocessing.channels
+        image = ImageParam(u * d, channels, self.side, self.side, s.param, generator=starts)
+        image = image.to(batch.group.device)
+        g = torch.Generator().manual_seed(s.seed)  # the transforms: one sequence per pass
+        transforms = s.transforms or Transforms.for_size(self.side)
+        opt = torch.optim.Adam(image.parameters(), lr=s.lr)
+        curve = []
+        first_grad: torch.Tensor | None = None
+        redirect = [s.redirect_steps > 0]
+        finite = torch.ones((), dtype=torch.bool, device=image.raw.device)
+        with relus_backward_as(model, _RedirectedReLU, redirect):
+            for step in range(s.steps):
+                if self.on_step is not None:
+                    self.on_step(1)
+                redirect[0] = step < s.redirect_steps
+                opt.zero_grad()
+                x = _normalized(transforms(image(), g), self.preprocessing)
+                acts = _read(model, layers, x)
+                total = objective.score(acts, batch)
+                # checked on the host every CHECK_EVERY steps, not each step: reading a
+                # GPU value waits for the GPU (a NaN step only makes the steps after NaN)
+                finite &= torch.isfinite(total.detach()).all()
+                if (step + 1) % CHECK_EVERY == 0 or step + 1 == s.steps:
+                    _check_finite(finite, step)
+                (-total.sum()).backward()
+                if first_grad is None and image.raw.grad is not None:
+                    grad = image.raw.grad.detach().flatten(1).abs().sum(1)
+                    first_grad = grad.reshape(u, d).sum(1)
+                opt.step()
+                curve.append(reported.score(acts, batch).detach().reshape(u, d).mean(1))
+        assert first_grad is not None
+        return image, torch.stack(curve), first_grad
 
 
 def _check_finite(finite: torch.Tensor, step: int) -> None:
@@ -489,6 +609,7 @@ __all__ = [
     "fourier_to_image",
     "layer_width",
     "spectrum_scale",
+    "target_seed",
     "to_rgb",
     "visualize",
 ]

@@ -18,8 +18,11 @@ import torch
 from convlens import models
 from convlens.core.shards import ShardError, Sharding, plan
 from convlens.data.catalog import open_source
+from convlens.data.images import Preprocessing
 from convlens.data.sources import FashionSplit, TensorSource
 from convlens.interpret.dissect import Dissection, dissect
+from convlens.interpret.objectives import channel, diversity
+from convlens.interpret.visualize import Visualization, VisualizeSettings, visualize
 from tests.helpers import ROOT, needs_fashion, tiny_gap_model
 from tests.interpret.test_dissect import RGB16, colour_units, write_broden
 
@@ -147,6 +150,116 @@ def test_the_cli_resumes_after_the_driver_is_killed(tmp_path: Path) -> None:
     assert (out / "units.json").read_bytes() == (whole / "units.json").read_bytes()
 
 
+# ------------------------------------------------------- a picture for every unit, in shards
+
+GREY = Preprocessing(channels=1, size=28, mean=(0.5,), std=(0.5,))
+PICTURE = ("images", "curve", "activation", "diversity_similarity")
+
+
+def assert_same_pictures(a: Visualization, b: Visualization) -> None:
+    for name in PICTURE:
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x is None) == (y is None), name
+        if x is not None:
+            assert torch.equal(x, y), name
+    assert (a.units, a.dead) == (b.units, b.dead)
+
+
+def pictures(sharding: Sharding | None = None, **kw: object) -> Visualization:
+    torch.set_num_threads(1)  # as in each Ray task, so that every pass computes alike
+    settings = VisualizeSettings(steps=12, batch_size=2, images=2)
+    objective = channel("features", [5, 0, 3, 1, 4]) - 0.05 * diversity("features")
+    return visualize(tiny_gap_model().eval(), objective, GREY, settings, sharding=sharding, **kw)
+
+
+def test_a_units_picture_does_not_depend_on_its_neighbours() -> None:
+    """Each unit starts from its own seed; the transforms follow the seed alone."""
+    model = tiny_gap_model().eval()
+    settings = VisualizeSettings(steps=12, batch_size=1)
+    alone = visualize(model, channel("features", [3]), GREY, settings)
+    among = visualize(model, channel("features", [5, 3, 1]), GREY, settings)
+    assert torch.equal(alone.images[0], among.images[1])
+    assert torch.equal(alone.curve[:, 0], among.curve[:, 1])
+    other = visualize(model, channel("features", [3]), GREY, VisualizeSettings(12, seed=1))
+    assert not torch.equal(alone.images, other.images)
+
+
+def test_pictures_in_shards_equal_one_process(tmp_path: Path) -> None:
+    one = pictures()
+    assert one.images.shape == (5, 2, 1, 28, 28) and one.curve.shape == (12, 5)
+    for shards in (2, 3):
+        assert_same_pictures(one, pictures(Sharding(shards)))
+    assert_same_pictures(one, pictures(Sharding(3, None, tmp_path)))
+    assert sorted(p.name for p in tmp_path.glob("units-*.pt")) == [
+        "units-00000.pt", "units-00001.pt", "units-00002.pt"]  # fmt: skip
+
+
+class Cut(Exception):
+    pass
+
+
+def test_interrupted_pictures_resume_with_only_the_missing_shards(tmp_path: Path) -> None:
+    one = pictures()
+    calls: list[int] = []
+
+    def cut_in_the_second_shard(done: int, total: int) -> None:
+        calls.append(done)
+        if done == 12 + 3:  # a pass (2 units) a shard, 12 steps: shard 0 done, 1 begun
+            raise Cut
+
+    with pytest.raises(Cut):
+        pictures(Sharding(3, None, tmp_path), on_step=cut_in_the_second_shard)
+    assert [p.name for p in tmp_path.glob("units-*.pt")] == ["units-00000.pt"]
+    calls.clear()
+    again = pictures(Sharding(3, None, tmp_path), on_step=lambda d, t: calls.append(d))
+    assert_same_pictures(one, again)
+    # shard 0 read back at once, shards 1 and 2 computed step by step (12 + 12)
+    assert calls[0] == 12 and len(calls) == 1 + 24 and calls[-1] == 36
+    longer = VisualizeSettings(steps=13, batch_size=2, images=2)
+    objective = channel("features", [5, 0, 3, 1, 4]) - 0.05 * diversity("features")
+    with pytest.raises(ShardError, match="differs in settings"):
+        visualize(tiny_gap_model().eval(), objective, GREY, longer,
+                  sharding=Sharding(3, None, tmp_path))  # fmt: skip
+
+
+@needs_fashion
+def test_the_cli_draws_every_unit_in_shards_and_dissect_adds_them(tmp_path: Path) -> None:
+    from convlens.cli import main
+
+    base = ["visualize", "fashion-cnn", "--layer", "features.1.1.conv", "--all", "--steps",
+            "4", "--batch-size", "16"]  # fmt: skip
+    assert main([*base, "--out", str(tmp_path / "one")]) == 0
+    state = tmp_path / "state"  # OUT/shards, the default, goes when OUT is written
+    assert (
+        main([*base, "--shards", "3", "--state-dir", str(state), "--out", str(tmp_path / "three")])
+        == 0
+    )
+    one, three = tmp_path / "one", tmp_path / "three"
+    assert (one / "visualize.json").read_bytes() == (three / "visualize.json").read_bytes()
+    pngs = sorted(p.name for p in one.glob("*.png"))
+    assert len(pngs) > 3 and pngs == sorted(p.name for p in three.glob("*.png"))
+    assert all((one / n).read_bytes() == (three / n).read_bytes() for n in pngs)
+    assert len(list(state.glob("units-*.pt"))) == 3
+    out, kept = tmp_path / "atlas", tmp_path / "kept"
+    job = ["dissect", "fashion-cnn", "--layer", "features.1.1.conv", "--limit", "256",
+           "--workers", "0", "--visualize", "--visualize-steps", "4", "--shards", "2"]  # fmt: skip
+    assert main([*job, "--out", str(out)]) == 0
+    assert not (out / "shards").exists()  # the finished job's shards go with the old OUT
+    drawn = len(list((out / "units").glob("vis-*.png")))
+    assert drawn > 3 and (out / "index.html").read_text().count('class="vis"') == drawn
+    # kept elsewhere, the dissection's shards and the pictures' share a folder; a rerun
+    # reads both back (a run cut while drawing resumes the same way)
+    assert main([*job, "--state-dir", str(kept), "--out", str(tmp_path / "a")]) == 0
+    pictures_kept = sorted((kept / "visualize").glob("units-*.pt"))
+    assert pictures_kept  # 64 units: one pass of 128, one shard
+    stamps = [p.stat().st_mtime_ns for p in pictures_kept]
+    assert main([*job, "--state-dir", str(kept), "--out", str(tmp_path / "b")]) == 0
+    assert stamps == [p.stat().st_mtime_ns for p in pictures_kept]
+    assert (tmp_path / "a" / "index.html").read_bytes() == (
+        tmp_path / "b" / "index.html"
+    ).read_bytes()
+
+
 # ----------------------------------------------------------------- on a local Ray cluster
 
 ray = pytest.importorskip("ray")
@@ -220,3 +333,11 @@ def test_a_faithfulness_table_in_shards_is_bit_identical(tmp_path: Path) -> None
                 b.deletion_auc, b.insertion_auc, b.average_drop, b.increase)  # fmt: skip
             assert torch.equal(a.deletion, b.deletion) and torch.equal(a.insertion, b.insertion)
     assert len(list(tmp_path.glob("faithfulness-*.pt"))) == 5
+
+
+def test_on_ray_pictures_are_the_same(cluster: object, tmp_path: Path) -> None:
+    one = pictures()
+    steps: list[int] = []
+    on_ray = pictures(Sharding(3, "local", tmp_path), on_step=lambda d, t: steps.append(d))
+    assert_same_pictures(one, on_ray)
+    assert steps[-1] == 36 and len(list(tmp_path.glob("units-*.pt"))) == 3
