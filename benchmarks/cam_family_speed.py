@@ -4,10 +4,14 @@ For each model and method: images/s of our maps for the top-``--top`` classes of
 batch, the same for each reference library that has the method (torchcam computes one
 class per call, pytorch-grad-cam one forward and backward pass per class), our speed
 as a ratio to the fastest reference, and the largest difference of the normalised
-maps. Score-CAM runs on a smaller batch (it runs the model once per channel).
+maps. The methods of a pass per channel (Score-CAM, Ablation-CAM, IS-CAM, SS-CAM) run
+on a smaller batch; IS-CAM and SS-CAM with 2 samples on both sides (their time grows
+with the samples on both sides alike), SS-CAM's noise drawn from seed 0 for every class.
 
-    uv run python benchmarks/cam_family_speed.py          # about 15 minutes on 2 cores
+    uv run python benchmarks/cam_family_speed.py          # about 25 minutes on 2 cores
     uv run python benchmarks/cam_family_speed.py --json benchmarks/results/cam_family_speed.json
+    uv run python benchmarks/cam_family_speed.py --methods gradcam gradcamelementwise \
+        eigengradcam ablationcam iscam sscam --json benchmarks/results/cam_family_later.json
 
 Models: resnet18 in the Places365 format (365 classes, random weights, seed 0) at
 224x224, and the shipped FashionMNIST model on test images.
@@ -42,10 +46,13 @@ def torchcam_maps(name: str, model: nn.Module, layer: str, x: torch.Tensor,
 
     cls = {"gradcam": methods.GradCAM, "gradcampp": methods.GradCAMpp,
            "xgradcam": methods.XGradCAM, "layercam": methods.LayerCAM,
-           "scorecam": methods.ScoreCAM}[name]  # fmt: skip
+           "scorecam": methods.ScoreCAM, "iscam": methods.ISCAM,
+           "sscam": methods.SSCAM}[name]  # fmt: skip
+    kw = {"num_samples": SAMPLES} if name in ("iscam", "sscam") else {}
     out = []
-    with cls(model, target_layer=layer) as extractor:
+    with cls(model, target_layer=layer, **kw) as extractor:
         for t in range(classes.shape[1]):
+            torch.manual_seed(0)  # SS-CAM's noise: the draw of our seed 0, for every class
             scores = model(x)
             out.append(extractor(classes[:, t].tolist(), scores, normalized=False)[0])
     return torch.stack(out, 1).detach()
@@ -58,7 +65,9 @@ def grad_cam_maps(name: str, model: nn.Module, layer: str, x: torch.Tensor,
 
     cls = {"gradcam": pgc.GradCAM, "gradcampp": pgc.GradCAMPlusPlus, "xgradcam": pgc.XGradCAM,
            "layercam": pgc.LayerCAM, "hirescam": pgc.HiResCAM, "scorecam": pgc.ScoreCAM,
-           "eigencam": pgc.EigenCAM}[name]  # fmt: skip
+           "eigencam": pgc.EigenCAM, "ablationcam": pgc.AblationCAM,
+           "eigengradcam": pgc.EigenGradCAM,
+           "gradcamelementwise": pgc.GradCAMElementWise}[name]  # fmt: skip
     module = dict(model.named_modules())[layer]
     out = []
     with cls(model=model, target_layers=[module]) as extractor:
@@ -75,7 +84,7 @@ VARIANTS: dict[tuple[str, str], dict[str, Any]] = {
     ("scorecam", "pytorch-grad-cam"): {"reference": "pytorch-grad-cam"},
 }
 HAS = {
-    "torchcam": ("gradcam", "gradcampp", "xgradcam", "layercam", "scorecam"),
+    "torchcam": ("gradcam", "gradcampp", "xgradcam", "layercam", "scorecam", "iscam", "sscam"),
     "pytorch-grad-cam": (
         "gradcam",
         "gradcampp",
@@ -84,21 +93,29 @@ HAS = {
         "hirescam",
         "scorecam",
         "eigencam",
+        "gradcamelementwise",
+        "eigengradcam",
+        "ablationcam",
     ),
 }
+# the methods of one pass per channel (per sample): a smaller batch, once at 224 px
+PER_CHANNEL = ("scorecam", "ablationcam", "iscam", "sscam")
+SAMPLES = 2  # IS-CAM's and SS-CAM's samples on both sides: the time per sample compares
 
 
 def bench(name: str, model: nn.Module, x: torch.Tensor, layer: str, top: int,
-          repeats: int, score_batch: int) -> list[dict[str, Any]]:  # fmt: skip
+          repeats: int, score_batch: int, methods: list[str]) -> list[dict[str, Any]]:  # fmt: skip
     model.eval()
     rows = []
-    for method in [m for m in registry.names("cam") if m != "cam"]:
-        xb = x[:score_batch] if method == "scorecam" else x
+    for method in methods:
+        heavy = method in PER_CHANNEL
+        xb = x[:score_batch] if heavy else x
         with torch.no_grad():
             classes = model(xb).topk(top, 1).indices
         # Score-CAM at 224 px takes minutes a run: time it once there, like the rest elsewhere
-        reps = 1 if method == "scorecam" and xb.shape[-1] > 64 else repeats
-        ours = registry.method_class(method)(model, layer)
+        reps = 1 if heavy and xb.shape[-1] > 64 else repeats
+        kw = {"samples": SAMPLES} if method in ("iscam", "sscam") else {}
+        ours = registry.method_class(method)(model, layer, **kw)
         row: dict[str, Any] = {"model": name, "method": method, "batch": xb.shape[0], "top": top}
         row["ours_img_s"] = xb.shape[0] / best_time(lambda: ours(xb, classes=classes), reps)  # noqa: B023
         for lib, fn in REFERENCES.items():
@@ -108,7 +125,7 @@ def bench(name: str, model: nn.Module, x: torch.Tensor, layer: str, top: int,
             row[f"{lib}_img_s"] = xb.shape[0] / t
             theirs = fn(method, model, layer, xb, classes)
             # compare with the variant that follows this library where they differ
-            variant = VARIANTS.get((method, lib), {})
+            variant = {**kw, **VARIANTS.get((method, lib), {})}
             mine = registry.method_class(method)(model, layer, **variant)(xb, classes=classes)
             if lib == "torchcam":
                 diff = (mine.normalized - normalize_maps(theirs)).abs().max()
@@ -127,14 +144,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--top", type=int, default=5)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--methods", nargs="+", help="these methods only [every CAM method with a reference]"
+    )
     args = parser.parse_args()
+    methods = args.methods or [m for m in registry.names("cam") if m != "cam"]
     torch.manual_seed(0)
     resnet = places365.build("resnet18").eval()
     rows = bench("resnet18", resnet, torch.randn(8, 3, 224, 224), "layer4", args.top,
-                 args.repeats, score_batch=1)  # fmt: skip
+                 args.repeats, score_batch=1, methods=methods)  # fmt: skip
     fashion = models.load("fashion-cnn").model
     xf = data.to_float(data.load_fashion_mnist("test").images[:256])
-    rows += bench("fashion-cnn", fashion, xf, "features", args.top, args.repeats, score_batch=16)
+    rows += bench("fashion-cnn", fashion, xf, "features", args.top, args.repeats, score_batch=16,
+                  methods=methods)  # fmt: skip
     info = {**machine_info(), "torchcam": importlib.metadata.version("torchcam"),
             "pytorch_grad_cam": importlib.metadata.version("grad-cam")}  # fmt: skip
     print(f"\nmachine: {info['processor']}, {info['threads']} threads, torch {info['torch']}")

@@ -35,6 +35,7 @@ from torch import nn
 
 from convlens import list_layers, load_model
 from convlens.cli import main
+from convlens.core.hooks import hook_count
 from convlens.data.images import box_mask
 from convlens.data.sources import TensorSource
 from convlens.interpret import ablation, dissect, faithfulness, filters, units
@@ -178,6 +179,15 @@ def test_every_analysis_on_architectures_we_did_not_write(name: str, tmp_path: P
     theirs = reference_grad_cam(big, prefix + ref_layer, x, top1)
     torch.testing.assert_close(normalize_maps(ours.upsampled[:, 0]), theirs, atol=1e-4, rtol=0)
 
+    # every method of the CAM family's default set (the gradient-based ones run
+    # everywhere; those that need a GAP + linear head say so in one line elsewhere)
+    for method in registry.names("cam", default_only=True):
+        if registry.method(method).needs_gap_head and not spec.gap:
+            continue
+        r = registry.class_maps(model, x, method=method, layer=ref_layer, classes=top1[:, None])
+        assert r.maps.shape[:2] == (2, 1) and torch.isfinite(r.maps).all(), method
+        assert float(r.normalized.max()) <= 1 and r.upsampled.shape[2:] == x.shape[2:], method
+
     # units: maps, top units, region IoU on the layer's true output
     best = units.top_units(model, x, layer, top=3)
     um = units.unit_maps(model, x, layer, best.units[0].tolist())
@@ -216,6 +226,32 @@ def test_every_analysis_on_architectures_we_did_not_write(name: str, tmp_path: P
     assert all(0 <= s.deletion_auc <= 1 and s.images == 2 for s in scores)
     first_conv = next(n for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
     assert filters.filter_tiles(model, first_conv, max_filters=4) is not None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name", ["torchvision:shufflenet_v2_x0_5", "torchvision:mobilenet_v3_small"]
+)
+def test_the_perturbation_cams_on_architectures_we_did_not_write(name: str) -> None:
+    """The CAM methods of many passes (masked, ablated, noisy or scaled copies) on a
+    functional head with in-place activations: each equals its own run in one pass
+    (batch_size 1 against the default) and the model comes back unchanged."""
+    model = loaded(name).model
+    x = inputs(64, 1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    few = {"iscam": {"samples": 2}, "sscam": {"samples": 1}}
+    for method in registry.names("cam"):
+        if registry.method(method).default:
+            continue
+        options = few.get(method, {})
+        r = registry.class_maps(model, x, top=1, method=method, options=options)
+        assert torch.isfinite(r.maps).all() and r.maps.shape[:2] == (1, 1), method
+        one = registry.class_maps(
+            model, x, top=1, method=method, options={**options, "batch_size": 7}
+        )
+        torch.testing.assert_close(one.normalized, r.normalized, atol=1e-4, rtol=0)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert hook_count(model) == 0
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,11 @@ import pytest
 import torch
 from PIL import Image
 from pytorch_grad_cam import (
+    AblationCAM,
     EigenCAM,
+    EigenGradCAM,
     GradCAM,
+    GradCAMElementWise,
     GradCAMPlusPlus,
     HiResCAM,
     LayerCAM,
@@ -74,6 +77,9 @@ TORCHCAM = {
     "scorecam": tcm.ScoreCAM,
 }
 GRAD_CAM = {
+    "ablationcam": AblationCAM,
+    "eigengradcam": EigenGradCAM,
+    "gradcamelementwise": GradCAMElementWise,
     "gradcam": GradCAM,
     "gradcampp": GradCAMPlusPlus,
     "xgradcam": XGradCAM,
@@ -128,6 +134,28 @@ def test_grad_cam_pp_torchcam_variant(which: str) -> None:
     torch.testing.assert_close(compat.normalized, normalize_maps(theirs), atol=TOL, rtol=0)
     paper = cam.GradCAMpp(model, layer)(x, classes=classes)
     assert (paper.normalized - compat.normalized).abs().max() > 1e-2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", list(MODELS))
+def test_integrated_and_smoothed_score_cam_equal_torchcam(which: str) -> None:
+    """IS-CAM is deterministic; SS-CAM draws its noise from a generator of ``seed`` in
+    the order torchcam draws it from torch's global one (reseeded for each class, as
+    torchcam draws again for each)."""
+    model, x, layer = MODELS[which]()
+    classes = top_classes(model, x)
+    ours = registry.make("iscam", model, layer, samples=3)(x, classes=classes)
+    theirs = torchcam_maps(tcm.ISCAM, model, layer, x, classes, num_samples=3)
+    torch.testing.assert_close(ours.normalized, normalize_maps(theirs), atol=TOL, rtol=0)
+    ours = registry.make("sscam", model, layer, samples=2, stdev=0.5, seed=7)(x, classes=classes)
+    for t in range(classes.shape[1]):
+        torch.manual_seed(7)
+        one = torchcam_maps(tcm.SSCAM, model, layer, x, classes[:, t : t + 1], num_samples=2,
+                            std=0.5)  # fmt: skip
+        torch.testing.assert_close(ours.normalized[:, t : t + 1], normalize_maps(one), atol=TOL,
+                                   rtol=0)  # fmt: skip
+    other = registry.make("sscam", model, layer, samples=2, stdev=0.5, seed=8)(x, classes=classes)
+    assert not torch.equal(ours.maps, other.maps)
 
 
 def test_score_cam_variants_differ_only_in_their_masks() -> None:

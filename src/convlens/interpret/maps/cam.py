@@ -19,6 +19,8 @@ Each member overrides only how the channel weights are computed
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,6 +30,8 @@ from convlens.core.hooks import (
     channels_last_twin,
     eval_mode,
     frozen,
+    get_layer,
+    hooked,
     score_gradient,
 )
 from convlens.interpret.heads import find_gap_head, input_probe
@@ -50,7 +54,7 @@ class CAM(ActivationMapMethod):
         return site.head.weight.to(features.device)[classes]  # [N, T, C]
 
 
-class _GradientMethod(ActivationMapMethod):
+class GradientMethod(ActivationMapMethod):
     """A method whose weights come from the gradient of the class logits with respect
     to the layer's output (one forward pass, one backward pass per target rank)."""
 
@@ -95,7 +99,7 @@ def class_gradients(
     return torch.stack(grads, dim=1)
 
 
-class GradCAM(_GradientMethod):
+class GradCAM(GradientMethod):
     """Grad-CAM (Selvaraju et al., 2017): ``alpha[c, k] = mean_ij d logit_c / d A[k, i, j]``
     and a ReLU on the weighted sum. Works on any layer with ``[N, C, h, w]`` output."""
 
@@ -103,7 +107,7 @@ class GradCAM(_GradientMethod):
         return grads.mean((3, 4))
 
 
-class GradCAMpp(_GradientMethod):
+class GradCAMpp(GradientMethod):
     """Grad-CAM++ (Chattopadhyay et al., 2018), eq. 19 with exponential scores:
     ``alpha_ij = g^2 / (2 g^2 + sum_ab A_ab g^3)`` (0 where ``g = 0``) and
     ``w_k = sum_ij alpha_ij relu(g_ij)``, as pytorch-grad-cam computes it.
@@ -130,7 +134,7 @@ class GradCAMpp(_GradientMethod):
         return (grads.clamp_min(0) * alpha).sum((3, 4))
 
 
-class XGradCAM(_GradientMethod):
+class XGradCAM(GradientMethod):
     """XGrad-CAM (Fu et al., 2020): ``w_k = sum_ij g_ij A_ij / (sum_ij A_ij + eps)``."""
 
     def weights_from(self, grads: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
@@ -138,7 +142,7 @@ class XGradCAM(_GradientMethod):
         return (grads * acts[:, None]).sum((3, 4)) / total
 
 
-class LayerCAM(_GradientMethod):
+class LayerCAM(GradientMethod):
     """LayerCAM (Jiang et al., 2021): each position weighted by its own positive
     gradient, ``map = relu(sum_k relu(g_k) A_k)``."""
 
@@ -146,7 +150,7 @@ class LayerCAM(_GradientMethod):
         return grads.clamp_min(0)  # [N, T, C, h, w]
 
 
-class HiResCAM(_GradientMethod):
+class HiResCAM(GradientMethod):
     """HiResCAM (Draelos and Carin, 2020): ``map = relu(sum_k g_k * A_k)``, the
     element-wise product that keeps the map faithful to the logit."""
 
@@ -212,16 +216,8 @@ class ScoreCAM(ActivationMapMethod):
         todo = live.nonzero().flatten()
         if len(todo) < n * c:
             todo = torch.cat([todo, (~live).nonzero().flatten()[:1]])
-        forward = channels_last_twin(self.model) if x.device.type == "cpu" else self.model
-        scores = []  # logits of the masked images that run
-        with eval_mode(self.model):
-            for start in range(0, len(todo), self.batch_size):
-                idx = todo[start : start + self.batch_size]
-                batch = x[idx // c] * masks[idx, None]
-                if batch.device.type == "cpu":  # oneDNN's faster layout for convolutions
-                    batch = batch.contiguous(memory_format=torch.channels_last)
-                scores.append(forward(batch).float())
-        ran = torch.cat(scores)
+        ran = masked_logits(self.model, lambda idx: x[idx // c] * masks[idx, None], todo,
+                            self.batch_size)  # fmt: skip
         per_channel = ran.new_empty(n * c, ran.shape[1])
         per_channel[~live] = ran[-1] if len(todo) > int(live.sum()) else 0
         per_channel[live] = ran[: int(live.sum())]
@@ -229,6 +225,52 @@ class ScoreCAM(ActivationMapMethod):
         picked = per_channel.gather(2, classes[:, None, :].expand(n, c, -1))  # [N, C, T]
         alpha = picked.softmax(1).transpose(1, 2)  # [N, T, C]
         return (alpha[..., None, None] * features[:, None]).sum(2)
+
+
+def masked_logits(
+    model: nn.Module,
+    inputs: Callable[[torch.Tensor], torch.Tensor],
+    items: torch.Tensor,
+    batch_size: int,
+    layer_output: tuple[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+    twin: bool = True,
+) -> torch.Tensor:
+    """``[len(items), K]``: the logits of ``inputs(idx)`` for the items in batches of
+    ``batch_size``, in evaluation mode and, on the CPU, through a channels-last twin of
+    the model (oneDNN's faster layout for the many passes of the perturbation methods;
+    ``twin=False``: ``model`` is one already). ``layer_output``: ``(layer, fn)``
+    replaces that layer's output by ``fn(idx)``."""
+    cpu = items.device.type == "cpu"
+    forward = channels_last_twin(model) if cpu and twin else model
+    scores = []
+    current: list[torch.Tensor] = []
+    hooks = []
+    if layer_output is not None:
+        name, replace = layer_output
+        hooks = [(get_layer(forward, name), lambda m, i, o: replace(current[-1]))]
+    with eval_mode(forward), torch.no_grad(), hooked(hooks):
+        for start in range(0, len(items), batch_size):
+            current.append(items[start : start + batch_size])
+            batch = inputs(current[-1])
+            if batch.device.type == "cpu":
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            scores.append(forward(batch).float())
+    return torch.cat(scores)
+
+
+def first_projection(rows: torch.Tensor) -> torch.Tensor:
+    """``[N, hw]``: each ``[hw, C]`` matrix of ``rows`` (``[N, hw, C]``), centred per
+    column, projected on its first right singular vector, as pytorch-grad-cam's
+    ``get_2d_projection`` computes it (LAPACK's SVD through NumPy, so the direction's sign
+    is the same; the reduced SVD gives the same first vector as its full one)."""
+    import numpy as np
+
+    out = []
+    for a in rows.nan_to_num(0.0).cpu().numpy():
+        centred = a - a.mean(axis=0)
+        _, _, vh = np.linalg.svd(centred, full_matrices=False)
+        out.append(torch.from_numpy(centred @ vh[0]))
+    return torch.stack(out).to(rows.device, torch.float32)
 
 
 class EigenCAM(ActivationMapMethod):
@@ -253,16 +295,8 @@ class EigenCAM(ActivationMapMethod):
         logits: torch.Tensor,
         classes: torch.Tensor,
     ) -> torch.Tensor:
-        import numpy as np
-
         n, h, w = features.shape[0], features.shape[2], features.shape[3]
-        rows = features.nan_to_num(0.0).flatten(2).transpose(1, 2).cpu().numpy()  # [N, hw, C]
-        maps = []
-        for a in rows:
-            centred = a - a.mean(axis=0)
-            _, _, vh = np.linalg.svd(centred, full_matrices=False)
-            maps.append(torch.from_numpy(centred @ vh[0]).reshape(h, w))
-        out = torch.stack(maps).to(features.device, torch.float32)[:, None]
+        out = first_projection(features.flatten(2).transpose(1, 2)).reshape(n, 1, h, w)
         return out.expand(n, classes.shape[1], h, w)
 
 
@@ -271,9 +305,12 @@ __all__ = [
     "EigenCAM",
     "GradCAM",
     "GradCAMpp",
+    "GradientMethod",
     "HiResCAM",
     "LayerCAM",
     "ScoreCAM",
     "XGradCAM",
     "class_gradients",
+    "first_projection",
+    "masked_logits",
 ]

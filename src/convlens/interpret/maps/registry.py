@@ -62,6 +62,9 @@ class Method:
         options: its options, with the reference's defaults.
         needs_gap_head: only for a head of global average pooling + one linear layer
             (left out of :func:`every_method` on other models).
+        in_all: drawn by :func:`every_method` (``convlens cam --method all``); not a
+            method of tens of passes per channel (IS-CAM, SS-CAM), which a user asks for
+            by name.
     """
 
     name: str
@@ -74,6 +77,7 @@ class Method:
     default: bool = True
     options: tuple[Option, ...] = field(default_factory=tuple)
     needs_gap_head: bool = False
+    in_all: bool = True
     # its maps agree with fp32's in bf16 (benchmarks/precision_agreement.py), so
     # --precision auto runs it in bf16 where the hardware has bf16
     bf16: bool = False
@@ -84,6 +88,7 @@ class Method:
 
 
 _BATCH = Option("batch_size", 64, int, "images per pass of the network", "batch-size")
+_CAM_BATCH = Option("batch_size", 32, int, "masked or ablated images per pass", "batch-size")
 _IG_RULES = (
     "gausslegendre",
     "riemann_left",
@@ -92,6 +97,9 @@ _IG_RULES = (
     "riemann_trapezoid",
 )
 _BASELINE_HELP = "zeros, blur, mean or a number"
+# one text for a flag that several methods take (the CLI shows the first row's)
+_SAMPLES_HELP = "noisy copies (smoothgrad [16], sscam [35]) or path points (iscam [10])"
+_STDEV_HELP = "noise deviation (smoothgrad [0.15 of each image's range], sscam [2.0])"
 
 _CAM = "convlens.interpret.maps.cam"
 _PIXEL = "convlens.interpret.maps.pixel"
@@ -154,6 +162,54 @@ METHODS: tuple[Method, ...] = (
         "Muhammad and Yeasin, IJCNN 2020",
         bf16=True,
     ),
+    Method(
+        "gradcamelementwise",
+        "Grad-CAM element-wise",
+        "cam",
+        "convlens.interpret.maps.gradcam_elementwise:GradCAMElementWise",
+        "pytorch-grad-cam (Gildenblat et al.), 2021",
+    ),
+    Method(
+        "eigengradcam",
+        "Eigen-Grad-CAM",
+        "cam",
+        "convlens.interpret.maps.eigen_gradcam:EigenGradCAM",
+        "pytorch-grad-cam (Gildenblat et al.), 2021",
+    ),
+    Method(
+        "ablationcam",
+        "Ablation-CAM",
+        "cam",
+        "convlens.interpret.maps.ablation_cam:AblationCAM",
+        "Desai and Ramaswamy, WACV 2020",
+        default=False,
+        options=(_CAM_BATCH,),
+    ),
+    Method(
+        "iscam",
+        "IS-CAM",
+        "cam",
+        "convlens.interpret.maps.is_cam:ISCAM",
+        "Naidu et al., 2020",
+        default=False,
+        in_all=False,
+        options=(_CAM_BATCH, Option("samples", 10, int, _SAMPLES_HELP, flag="samples")),
+    ),
+    Method(
+        "sscam",
+        "SS-CAM",
+        "cam",
+        "convlens.interpret.maps.ss_cam:SSCAM",
+        "Wang et al., CVPR-W 2020",
+        default=False,
+        in_all=False,
+        options=(
+            _CAM_BATCH,
+            Option("samples", 35, int, _SAMPLES_HELP, flag="samples"),
+            Option("stdev", 2.0, float, _STDEV_HELP, flag="stdev"),
+            Option("seed", 0, int, "noise seed"),
+        ),
+    ),
     # pixel attributions: at the input, summed over colour channels for the map
     Method(
         "saliency",
@@ -212,14 +268,8 @@ METHODS: tuple[Method, ...] = (
         sign="absolute",
         long=True,
         options=(
-            Option("samples", 16, int, "smoothgrad: noisy copies [16]", flag="samples"),
-            Option(
-                "stdev",
-                None,
-                float,
-                "smoothgrad: noise deviation [0.15 of each image's range]",
-                flag="stdev",
-            ),
+            Option("samples", 16, int, _SAMPLES_HELP, flag="samples"),
+            Option("stdev", None, float, _STDEV_HELP, flag="stdev"),
             Option("seed", 0, int, "noise seed"),
             _BATCH,
         ),
@@ -388,11 +438,13 @@ def every_method(
 ) -> dict[str, ClassMaps]:
     """The maps of every CAM-family method (or of ``methods``) for the top class of each
     image (or ``classes``, ``[N, T]``), in one layer; a method that needs a GAP + linear
-    head is left out when the model has none (or ``layer`` is not the one feeding it)."""
+    head is left out when the model has none (or ``layer`` is not the one feeding it),
+    and so are the methods of tens of passes per channel (``in_all``)."""
     from convlens.interpret.heads import NotGapHeadError
 
+    every = [m.name for m in METHODS if m.family == CAM and m.in_all]
     out = {}
-    for name in methods if methods is not None else names(CAM):
+    for name in methods if methods is not None else every:
         try:
             out[name] = make(name, model, layer)(x, top=1, classes=classes)
         except NotGapHeadError:
