@@ -157,7 +157,7 @@ def test_a_precision_the_cpu_lacks_is_one_line_before_the_model_loads(
           "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
         (["evaluate", "fashion-cnn", "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
         (["cam", "fashion-cnn", "test:0", "--method", "gradcam", "--batch-size", "4"],
-         "--batch-size is an option of scorecam, saliency"),
+         "--batch-size is an option of scorecam, ablationcam, iscam, sscam, saliency"),
     ],
 )  # fmt: skip
 def test_batch_sizes_are_checked_in_one_line(
