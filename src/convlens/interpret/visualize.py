@@ -106,7 +106,9 @@ class ImageParam(nn.Module):
         # several generators, each draws an equal run of consecutive images
         if isinstance(generator, Sequence):
             per = batch // len(generator)
-            start = torch.cat([torch.randn(per, *shape[1:], generator=g) for g in generator])
+            start = torch.cat(
+                [torch.randn(per, *shape[1:], generator=g, device="cpu") for g in generator]
+            )
         else:
             start = torch.randn(*shape, generator=generator, device="cpu")
         self.raw = nn.Parameter(start * sd)

@@ -49,7 +49,7 @@ class AblationCAM(ActivationMapMethod):
 
         def ablated(idx: torch.Tensor) -> torch.Tensor:
             out = acts[idx // c].clone()
-            out[torch.arange(len(idx)), idx % c] = removed[idx // c, None, None]
+            out[torch.arange(len(idx), device=idx.device), idx % c] = removed[idx // c, None, None]
             return out
 
         scores = logits.gather(1, classes)  # [N, T]

@@ -31,7 +31,7 @@ class ISCAM(ScoreCAM):
         for i in range(self.samples):
             coeff += (i + 1) / self.samples
             out.append(coeff)
-        return torch.tensor(out)
+        return torch.tensor(out, device="cpu")
 
     @torch.no_grad()
     def weighted_maps(

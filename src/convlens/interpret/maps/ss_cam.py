@@ -49,7 +49,8 @@ class SSCAM(ScoreCAM):
         n, c = features.shape[:2]
         masks = self.masks(features, (x.shape[2], x.shape[3]))  # [N, C, H, W]
         g = torch.Generator().manual_seed(self.seed)
-        zero, spread = torch.zeros(()), torch.tensor(float(self.stdev))
+        zero = torch.zeros((), device="cpu")  # the generator draws on the CPU
+        spread = torch.tensor(float(self.stdev), device="cpu")
         items = torch.arange(n * c, device=x.device)
         total = torch.zeros(n * c, logits.shape[1], device=x.device)
         forward = channels_last_twin(self.model) if x.device.type == "cpu" else self.model
