@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,7 +44,7 @@ import torchvision
 from scipy.stats import spearmanr
 
 from convlens import models
-from convlens.core.device import machine_info
+from convlens.core.device import machine_info, resolve_device
 from convlens.core.fileio import atomic_write_json
 from convlens.core.hooks import activations
 from convlens.core.precision import native, precision
@@ -57,12 +56,22 @@ from convlens.interpret import visualize as v
 from convlens.interpret.dissect import dissect
 from convlens.interpret.maps import registry
 from convlens.interpret.objectives import channel
+from timing import synced
 
 warnings.filterwarnings("ignore")
 PARTS = ("maps", "faithfulness", "dissect", "fewest_units", "visualize")
-SLOW = ("scorecam", "integratedgradients", "smoothgrad", "occlusion")
+SLOW = (
+    "scorecam",
+    "ablationcam",
+    "iscam",
+    "sscam",
+    "integratedgradients",
+    "smoothgrad",
+    "occlusion",
+)
 OUT = Path("benchmarks/results/precision/agreement.json")
 CPU = torch.device("cpu")
+DEVICE = CPU  # --device: where the models run (the inputs stay on the CPU)
 
 
 class Subject:
@@ -84,8 +93,11 @@ class Subject:
             self.x, self.batch = smooth_images(n, size), 4
             self.dissect_source = TensorSource(smooth_images(64, size, seed=1))
             self.layer, self.search_layer = "layer4", "layer4"
+        self.model.to(DEVICE)
         with torch.no_grad():
-            self.classes = torch.cat([self.model(b).argmax(1) for b in self.x.split(self.batch)])
+            self.classes = torch.cat(
+                [self.model(b.to(DEVICE)).argmax(1).cpu() for b in self.x.split(self.batch)]
+            )
 
 
 def smooth_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -100,13 +112,10 @@ def smooth_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
 
 def both(fn: Callable[[], Any]) -> tuple[Any, Any, float, float]:
     """``fn()`` in fp32 and in bf16 (emulated where there is no hardware), timed."""
-    t = time.perf_counter()
-    fp32 = fn()
-    t32 = time.perf_counter() - t
-    with precision("bf16", CPU, emulate=True):
-        t = time.perf_counter()
-        bf16 = fn()
-    return fp32, bf16, t32, time.perf_counter() - t
+    fp32, t32 = synced(fn)
+    with precision("bf16", DEVICE, emulate=DEVICE.type == "cpu"):
+        bf16, t16 = synced(fn)
+    return fp32, bf16, t32, t16
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -233,7 +242,7 @@ def part_fewest_units(s: Subject, args: argparse.Namespace) -> Iterator[dict[str
             found += 1
             fallback += b.precision == "fp32"
             with torch.no_grad(), ablation.ablated(s.model, b.layer, b.units, b.mode):
-                flips += int(s.model(xi).argmax()) != b.original_class
+                flips += int(s.model(xi.to(DEVICE)).argmax()) != b.original_class
             sizes.append((len(a.units), len(b.units)))
     row = {
         "analysis": "fewest_units",
@@ -284,8 +293,8 @@ def measured(
     mean = torch.tensor(p.mean)[:, None, None]
     std = torch.tensor(p.std)[:, None, None]
     with torch.no_grad():
-        _, acts = activations(model, (x - mean) / std, "features")
-    act = acts["features"].float().mean((2, 3)).diagonal()
+        _, acts = activations(model, ((x - mean) / std).to(DEVICE), "features")
+    act = acts["features"].float().mean((2, 3)).diagonal().cpu()
     live = [k for k in range(len(act)) if k not in pictures.dead and hi[k] > 0]
     return float((act[live] / hi[live] >= 1.5).float().mean())
 
@@ -342,10 +351,12 @@ def main() -> None:
                     default=["fashion-cnn", "resnet50"])  # fmt: skip
     ap.add_argument("--images", type=int, default=100)
     ap.add_argument("--slow-images", type=int, default=4,
-                    help="resnet50 images of Score-CAM, IG, SmoothGrad, occlusion [4]")  # fmt: skip
+                    help="resnet50 images of the SLOW methods [4]")  # fmt: skip
     ap.add_argument("--size", type=int, default=112, help="resnet50's image side [112]")
     ap.add_argument("--visualize-steps", type=int, default=256)
     ap.add_argument("--json", type=Path, default=OUT)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where the models run; "
+                    "fp32 there is strict fp32 (no TF32) [cpu]")  # fmt: skip
     ap.add_argument("--table", action="store_true", help="print the figures of --json as "
                     "the docs' Markdown table, and run nothing")  # fmt: skip
     args = ap.parse_args()
@@ -353,6 +364,11 @@ def main() -> None:
         print(table(json.loads(args.json.read_text())))
         return
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    global DEVICE
+    DEVICE = resolve_device(args.device)
+    if DEVICE.type == "cuda":  # the baseline is fp32 itself, not TF32 convolutions
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     old = json.loads(args.json.read_text()) if args.json.exists() else {"rows": []}
     rows = {(r["model"], r["analysis"]): r for r in old["rows"]}
     for name in args.models:
@@ -368,7 +384,11 @@ def main() -> None:
                     args.json,
                     {
                         "machine": machine_info(),
-                        "bf16_hardware": native("bf16", CPU),
+                        "device": str(DEVICE),
+                        "gpu": torch.cuda.get_device_name(DEVICE)
+                        if DEVICE.type == "cuda"
+                        else None,
+                        "bf16_hardware": native("bf16", DEVICE),
                         "rows": list(rows.values()),
                     },
                 )

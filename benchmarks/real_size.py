@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from convlens.interpret import ablation, dissect, faithfulness
 from convlens.interpret.maps import cam, registry
 from convlens.interpret.maps.base import normalize_maps
 from convlens.render.atlas import write_atlas
-from timing import add_device_args, placed, run_record
+from timing import add_device_args, placed, run_record, synced
 
 warnings.filterwarnings("ignore")
 PARTS = ("scorecam", "fewest", "atlas", "faithfulness")
@@ -61,9 +60,7 @@ def images(n: int, seed: int) -> torch.Tensor:
 
 
 def timed(fn: Any) -> tuple[Any, float]:
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
+    return synced(fn)
 
 
 def bench_scorecam(model: torch.nn.Module, reference: bool) -> dict[str, Any]:

@@ -10,6 +10,16 @@ from contextlib import AbstractContextManager
 import torch
 
 
+def synced(fn: Callable[[], object]) -> tuple[object, float]:
+    """``fn()`` and its seconds, the clock read after CUDA has finished the work it was
+    given (its kernels run behind the Python that launches them)."""
+    start = time.perf_counter()
+    out = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - start
+
+
 def best_time(fn: Callable[[], object], repeats: int) -> float:
     """Fastest of ``repeats`` runs after one warm-up, seconds."""
     fn()

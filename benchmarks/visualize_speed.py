@@ -15,7 +15,6 @@ steps and size.
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from convlens.core.fileio import atomic_write_json
 from convlens.data.images import IMAGENET_PREPROCESSING
 from convlens.interpret import visualize as v
 from convlens.interpret.objectives import channel
-from timing import add_device_args, placed, run_record
+from timing import add_device_args, placed, run_record, synced
 
 warnings.filterwarnings("ignore")
 SIZE = 128
@@ -42,10 +41,10 @@ def resnet18() -> torch.nn.Module:
 def ours(model: torch.nn.Module, units: list[int], steps: int) -> float:
     t = v.Transforms.for_size(224)  # lucent's pixel amounts, as its standard set
     same = v.Transforms(t.pad, t.jitter, t.scales, (0.0,), t.jitter_after)
-    start = time.perf_counter()
     settings = v.VisualizeSettings(steps, lr=0.05, size=SIZE, redirect_steps=0, transforms=same)
-    v.visualize(model, channel("layer2", units), IMAGENET_PREPROCESSING, settings)
-    return time.perf_counter() - start
+    return synced(
+        lambda: v.visualize(model, channel("layer2", units), IMAGENET_PREPROCESSING, settings)
+    )[1]
 
 
 def lucent(model: torch.nn.Module, units: list[int], steps: int) -> float:
@@ -61,12 +60,10 @@ def lucent(model: torch.nn.Module, units: list[int], steps: int) -> float:
         (objectives.channel("layer2", u, batch=i) for i, u in enumerate(units)),
         start=objectives.channel("layer2", units[0], batch=0) * 0,
     ) if len(units) > 1 else objectives.channel("layer2", units[0])  # fmt: skip
-    start = time.perf_counter()
-    render.render_vis(
+    return synced(lambda: render.render_vis(
         model, objective, lambda: param.image(SIZE, batch=len(units)), transforms=transforms,
         thresholds=(steps,), show_image=False, progress=False, fixed_image_size=SIZE,
-    )  # fmt: skip
-    return time.perf_counter() - start
+    ))[1]  # fmt: skip
 
 
 def main() -> None:
@@ -86,10 +83,10 @@ def main() -> None:
         print(f"resnet18 layer2, {name}: ours {a:.1f} s, lucent {b:.1f} s, {b / a:.2f}x")
     lm = models.load("fashion-cnn")
     lm.model.to(device)
-    start = time.perf_counter()
     with chosen_precision:
-        v.visualize(lm.model, channel("features", range(128)), lm.preprocessing)
-    seconds = time.perf_counter() - start
+        seconds = synced(
+            lambda: v.visualize(lm.model, channel("features", range(128)), lm.preprocessing)
+        )[1]
     out["fashion-cnn --all"] = {"units": 128, "steps": 256, "seconds": seconds}
     print(f"fashion-cnn features, 128 units, 256 steps: {seconds:.1f} s")
     if args.json:

@@ -73,13 +73,6 @@ def official_checkpoint(
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
-    record = {
-        "epoch": 90,
-        "arch": arch,
-        "state_dict": {"module." + k: v for k, v in net.state_dict().items()},
-        "best_prec1": 54.65,
-    }
-    path = folder / f"{arch}_places365.pth.tar"
-    torch.save(record, path, _use_new_zipfile_serialization=not legacy)
+    path = places365.save_checkpoint(net, arch, folder / f"{arch}_places365.pth.tar", legacy)
     write_categories(folder)
     return path, net

@@ -11,6 +11,7 @@ any size).
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import warnings
@@ -112,6 +113,25 @@ def read_checkpoint(
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
+def save_checkpoint(
+    net: nn.Module, arch: str, path: str | os.PathLike[str], legacy: bool = True
+) -> Path:
+    """Write ``net`` as CSAIL writes its checkpoints (atomically): a dict of ``epoch``,
+    ``arch``, ``best_prec1`` and a ``state_dict`` whose keys carry ``module.``, in torch's
+    legacy serialisation unless ``legacy`` is False. :func:`read_checkpoint` reads it
+    back, as it reads the official files."""
+    record = {
+        "epoch": 90,
+        "arch": arch,
+        "state_dict": {"module." + k: v for k, v in net.state_dict().items()},
+        "best_prec1": 0.0,
+    }
+    buffer = io.BytesIO()
+    torch.save(record, buffer, _use_new_zipfile_serialization=not legacy)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+    return Path(path)
+
+
 def _load_python2(path: Path) -> Any:
     """Checkpoints pickled by Python 2 store byte strings; latin-1 decodes them losslessly."""
     try:
@@ -176,5 +196,6 @@ __all__ = [
     "ensure_file",
     "parse_categories",
     "read_checkpoint",
+    "save_checkpoint",
     "wideresnet18",
 ]
