@@ -135,7 +135,7 @@ def top_iou(a: torch.Tensor, b: torch.Tensor, share: float = 0.1) -> float:
 
 
 def part_maps(s: Subject, args: argparse.Namespace) -> Iterator[dict[str, Any]]:
-    for method in registry.names():
+    for method in args.methods or registry.names():
         n = (
             min(args.slow_images, len(s.x))
             if method in SLOW and s.name != "fashion-cnn"
@@ -349,6 +349,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
     ap.add_argument("--models", nargs="+", choices=("fashion-cnn", "resnet50"),
                     default=["fashion-cnn", "resnet50"])  # fmt: skip
+    ap.add_argument("--methods", nargs="+", choices=registry.names(), help="maps: these [all]")
     ap.add_argument("--images", type=int, default=100)
     ap.add_argument("--slow-images", type=int, default=4,
                     help="resnet50 images of the SLOW methods [4]")  # fmt: skip

@@ -24,6 +24,7 @@ import torchvision
 
 from convlens import models
 from convlens.core.fileio import atomic_write_json
+from convlens.core.precision import precision
 from convlens.data.images import IMAGENET_PREPROCESSING
 from convlens.interpret import visualize as v
 from convlens.interpret.objectives import channel
@@ -72,18 +73,18 @@ def main() -> None:
     p.add_argument("--json", type=Path)
     add_device_args(p)
     args = p.parse_args()
-    device, chosen_precision = placed(args)
+    device, _ = placed(args)
     model = resnet18().to(device)
     out: dict[str, Any] = {"machine": run_record(args, device), "steps": args.steps, "size": SIZE}
     for name, units in (("one unit", [5]), ("16 units", list(range(16)))):
-        with chosen_precision:  # ours in the precision asked for; lucent in its own fp32
+        with precision(args.precision, device):  # ours so; lucent in its own fp32
             a = ours(model, units, args.steps)
         b = lucent(model, units, args.steps)
         out[name] = {"ours_s": a, "lucent_s": b, "ratio": b / a}
         print(f"resnet18 layer2, {name}: ours {a:.1f} s, lucent {b:.1f} s, {b / a:.2f}x")
     lm = models.load("fashion-cnn")
     lm.model.to(device)
-    with chosen_precision:
+    with precision(args.precision, device):
         seconds = synced(
             lambda: v.visualize(lm.model, channel("features", range(128)), lm.preprocessing)
         )[1]

@@ -42,12 +42,14 @@ def _cases() -> dict[str, Callable[[torch.nn.Module, torch.Tensor], Any]]:
         "predict_logits": lambda m, x: predict_logits(m, x.mul(255).byte(), tta=True),
         "evaluate": lambda m, x: evaluate(m, x.mul(255).byte(), LABELS),
         "filter_tiles": lambda m, x: filters.filter_tiles(m, "features.0.0.conv"),
+        "feature_maps": lambda m, x: units.feature_maps(m, x, "features"),
         "unit_maps": lambda m, x: units.unit_maps(m, x, "features", [0, 1]),
         "top_units": lambda m, x: units.top_units(m, x, "features", 2),
         "match_region": lambda m, x: units.match_region(
             m, x[:1], "features", torch.ones(28, 28, dtype=torch.bool, device="cpu")
         ),
         "ablate": lambda m, x: ablation.ablate(m, x, "features", [0]),
+        "top_weighted_units": lambda m, x: ablation.top_weighted_units(m, x[:1], 2),
         "fewest_units closed form": lambda m, x: ablation.fewest_units(m, x[:1]),
         "fewest_units greedy": lambda m, x: ablation.fewest_units(
             m, x[:1], "features.0", max_units=2

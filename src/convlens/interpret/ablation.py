@@ -195,6 +195,8 @@ class WeightedUnits:
     units: list[int]  # largest FC weight W[class_index, k] first
 
 
+@on_model_device
+@in_precision("ablate")
 def top_weighted_units(
     model: nn.Module, x: torch.Tensor, top: int, layer: str | None = None
 ) -> WeightedUnits:

@@ -412,10 +412,10 @@ def infidelity(
         )
     n = x.shape[0]
     if perturb is None:
-        g = torch.Generator(device=x.device).manual_seed(seed)
+        g = torch.Generator().manual_seed(seed)  # drawn on the CPU: one answer on every device
 
         def perturb(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            noise = 0.1 * torch.randn(inputs.shape, generator=g, device=inputs.device)
+            noise = 0.1 * torch.randn(inputs.shape, generator=g, device="cpu").to(inputs.device)
             return noise, inputs - noise
 
     with torch.no_grad(), eval_mode(model):
@@ -455,11 +455,11 @@ def sensitivity_max(
         raise ValueError(f"`samples` must be at least 1, got {samples}")
     n = x.shape[0]
     if perturb is None:
-        g = torch.Generator(device=x.device).manual_seed(seed)
+        g = torch.Generator().manual_seed(seed)  # drawn on the CPU: one answer on every device
 
         def perturb(inputs: torch.Tensor) -> torch.Tensor:
-            noise = torch.empty(inputs.shape, device=inputs.device)
-            return inputs + noise.uniform_(-radius, radius, generator=g)
+            noise = torch.empty(inputs.shape, device="cpu").uniform_(-radius, radius, generator=g)
+            return inputs + noise.to(inputs.device)
 
     # explanations may need gradients (Grad-CAM, Saliency): no no_grad around them
     base = explain(x, classes).detach().reshape(n, -1)

@@ -18,6 +18,8 @@ from convlens.core.hooks import activations
 from convlens.core.precision import in_precision
 
 
+@on_model_device
+@in_precision("units")
 def feature_maps(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
     """Output of ``layer`` for inputs ``x``: ``[N, C, h, w]`` (evaluation mode).
 

@@ -305,9 +305,10 @@ class SmoothGrad(PixelAttribution):
             stdev = (0.15 * (flat.amax(1) - flat.amin(1))).view(n, 1, 1, 1)
         else:
             stdev = torch.tensor(float(o["stdev"]), device=x.device)
-        g = torch.Generator(device=x.device).manual_seed(o["seed"])
+        g = torch.Generator().manual_seed(o["seed"])  # on the CPU: one answer on every device
         # image-major copies (each image's samples together), one draw for all
-        noise = torch.randn((n * s, *x.shape[1:]), generator=g, device=x.device, dtype=x.dtype)
+        noise = torch.randn((n * s, *x.shape[1:]), generator=g, device="cpu", dtype=x.dtype)
+        noise = noise.to(x.device)
         noisy = x.repeat_interleave(s, 0) + noise * (
             stdev.repeat_interleave(s, 0) if stdev.ndim else stdev
         )
