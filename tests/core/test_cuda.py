@@ -126,3 +126,16 @@ def test_the_explorer_on_cuda_answers_as_on_the_cpu(tmp_path: Path) -> None:
     assert [r["unit"] for r in units_g] == [r["unit"] for r in units_c]
     assert [r["index"] for r in abl_g["after"]] == [r["index"] for r in abl_c["after"]]
     assert few_g.keys() == few_c.keys()
+
+
+def test_the_report_runs_on_cuda(tmp_path: Path) -> None:
+    """``convlens report`` with the model on CUDA and the image read on the CPU."""
+    from convlens.cli import main
+
+    image = tmp_path / "photo.png"
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(image)
+    out = tmp_path / "report"
+    args = ["report", "torchvision:resnet18", str(image), "--weights", "none"]
+    assert main([*args, "--device", "cuda", "--out", str(out), "--visualize-steps", "8"]) == 0
+    assert (out / "index.html").is_file()

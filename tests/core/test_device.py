@@ -123,3 +123,47 @@ def test_an_answer_keeps_its_shape_when_moved() -> None:
 
     x = torch.randn(2)
     assert same(tiny_gap_model(), x) is x
+
+
+# public functions of (model, inputs) that place the inputs themselves, and why
+PLACES_ITSELF = {
+    "convlens.inference.predict_logits": "moves each batch to the model's device",
+    "convlens.inference.get_prediction": "predict_logits",
+    "convlens.inference.evaluate": "predict_logits",
+    "convlens.interpret.faithfulness.score_methods": "each batch through class_maps and "
+    "faithfulness",
+    "convlens.interpret.heads.find_gap_head": "moves its probe to the model's device",
+    "convlens.interpret.heads.class_map_head": "moves its probe to the model's device",
+    "convlens.interpret.maps.cam.masked_logits": "a member's step: its inputs are already there",
+    "convlens.interpret.maps.registry.class_maps": "through the method's explainer",
+    "convlens.interpret.maps.registry.every_method": "through each method's explainer",
+}
+
+
+def test_every_public_function_of_a_model_and_inputs_runs_where_the_model_is() -> None:
+    """A public function that takes ``(model, inputs)`` either runs under
+    :func:`~convlens.core.device.on_model_device` or is listed above with the reason it
+    places its inputs itself. (``feature_maps`` and ``activations`` were neither, and
+    the explorer's unit maps and ``convlens report`` failed on a GPU.)"""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import convlens
+
+    unplaced = []
+    for info in pkgutil.walk_packages(convlens.__path__, "convlens."):
+        if any(part in info.name for part in (".cli", ".serve", ".sweep", ".training")):
+            continue
+        module = importlib.import_module(info.name)
+        for name in getattr(module, "__all__", []):
+            fn = getattr(module, name, None)
+            if not inspect.isfunction(fn) or fn.__module__ != info.name:
+                continue
+            params = list(inspect.signature(fn).parameters)
+            takes_inputs = params[1:2] in (["x"], ["images"], ["inputs"], ["batches"])
+            if params[:1] == ["model"] and takes_inputs:
+                placed = getattr(fn, "on_model_device", False)
+                if not placed and f"{info.name}.{name}" not in PLACES_ITSELF:
+                    unplaced.append(f"{info.name}.{name}")
+    assert not unplaced, unplaced

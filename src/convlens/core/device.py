@@ -97,6 +97,7 @@ def on_model_device(fn: F) -> F:
         }
         return to_device(fn(model, *args, **kwargs), home)
 
+    inner.on_model_device = True  # type: ignore[attr-defined]  # read by the tests
     return inner  # type: ignore[return-value]
 
 

@@ -174,6 +174,7 @@ def score_gradient(
     return grad
 
 
+@on_model_device
 @torch.no_grad()
 def activations(
     model: nn.Module, x: torch.Tensor, layers: str | Sequence[str]
