@@ -221,10 +221,20 @@ class ScoreCAM(ActivationMapMethod):
         per_channel = ran.new_empty(n * c, ran.shape[1])
         per_channel[~live] = ran[-1] if len(todo) > int(live.sum()) else 0
         per_channel[live] = ran[: int(live.sum())]
-        per_channel = per_channel.reshape(n, c, -1)  # [N, C, K]
-        picked = per_channel.gather(2, classes[:, None, :].expand(n, c, -1))  # [N, C, T]
-        alpha = picked.softmax(1).transpose(1, 2)  # [N, T, C]
-        return (alpha[..., None, None] * features[:, None]).sum(2)
+        return score_weighted(per_channel.reshape(n, c, -1), classes, features)
+
+
+def score_weighted(
+    scores: torch.Tensor, classes: torch.Tensor, features: torch.Tensor
+) -> torch.Tensor:
+    """The Score-CAM family's maps ``[N, T, h, w]``: for each target class of
+    ``classes`` ``[N, T]``, the channels ``features`` ``[N, C, h, w]`` weighted by the
+    softmax over channels of their scores ``[N, C, K]`` (each channel's masked image's
+    score for every class)."""
+    n, c = scores.shape[:2]
+    picked = scores.gather(2, classes[:, None, :].expand(n, c, -1))  # [N, C, T]
+    alpha = picked.softmax(1).transpose(1, 2)  # [N, T, C]
+    return (alpha[..., None, None] * features[:, None]).sum(2)
 
 
 def masked_logits(
@@ -313,4 +323,5 @@ __all__ = [
     "class_gradients",
     "first_projection",
     "masked_logits",
+    "score_weighted",
 ]

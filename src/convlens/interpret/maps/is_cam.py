@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from convlens.interpret.maps.base import Site
-from convlens.interpret.maps.cam import ScoreCAM, masked_logits
+from convlens.interpret.maps.cam import ScoreCAM, masked_logits, score_weighted
 
 
 class ISCAM(ScoreCAM):
@@ -54,9 +54,7 @@ class ISCAM(ScoreCAM):
         items = torch.arange(self.samples * m, device=x.device)
         ran = masked_logits(self.model, scaled, items, self.batch_size)  # [S * N * C, K]
         gain = ran.reshape(self.samples, n, c, -1) - logits[None, :, None, :]
-        picked = gain.gather(3, classes[None, :, None, :].expand(self.samples, n, c, -1))
-        alpha = (picked.sum(0) / self.samples).softmax(1).transpose(1, 2)  # [N, T, C]
-        return (alpha[..., None, None] * features[:, None]).sum(2)
+        return score_weighted(gain.sum(0) / self.samples, classes, features)
 
 
 __all__ = ["ISCAM"]

@@ -15,7 +15,7 @@ from torch import nn
 
 from convlens.core.hooks import channels_last_twin
 from convlens.interpret.maps.base import Site
-from convlens.interpret.maps.cam import ScoreCAM, masked_logits
+from convlens.interpret.maps.cam import ScoreCAM, masked_logits, score_weighted
 
 
 class SSCAM(ScoreCAM):
@@ -61,10 +61,7 @@ class SSCAM(ScoreCAM):
             ran = masked_logits(forward, self._inputs(x, noisy, c), items, self.batch_size,
                                 twin=False)  # fmt: skip
             total += ran - logits[items // c]
-        gain = (total / self.samples).reshape(n, c, -1)
-        picked = gain.gather(2, classes[:, None, :].expand(n, c, -1))  # [N, C, T]
-        alpha = picked.softmax(1).transpose(1, 2)  # [N, T, C]
-        return (alpha[..., None, None] * features[:, None]).sum(2)
+        return score_weighted((total / self.samples).reshape(n, c, -1), classes, features)
 
     @staticmethod
     def _inputs(
