@@ -181,7 +181,7 @@ def test_every_analysis_on_architectures_we_did_not_write(name: str, tmp_path: P
 
     # every method of the CAM family's default set (the gradient-based ones run
     # everywhere; those that need a GAP + linear head say so in one line elsewhere)
-    for method in registry.names("cam", default_only=True):
+    for method in [*registry.names("cam", default_only=True), "smoothgradcampp"]:
         if registry.method(method).needs_gap_head and not spec.gap:
             continue
         r = registry.class_maps(model, x, method=method, layer=ref_layer, classes=top1[:, None])
@@ -241,7 +241,9 @@ def test_the_perturbation_cams_on_architectures_we_did_not_write(name: str) -> N
     before = {k: v.clone() for k, v in model.state_dict().items()}
     few = {"iscam": {"samples": 2}, "sscam": {"samples": 1}}
     for method in registry.names("cam"):
-        if registry.method(method).default:
+        if registry.method(method).default or "batch_size" not in {
+            o.name for o in registry.method(method).options
+        }:
             continue
         options = few.get(method, {})
         r = registry.class_maps(model, x, top=1, method=method, options=options)
@@ -249,7 +251,9 @@ def test_the_perturbation_cams_on_architectures_we_did_not_write(name: str) -> N
         one = registry.class_maps(
             model, x, top=1, method=method, options={**options, "batch_size": 7}
         )
-        torch.testing.assert_close(one.normalized, r.normalized, atol=1e-4, rtol=0)
+        # another batch size is another convolution algorithm: rounding of 1e-6 in the
+        # logits, which Ablation-CAM divides by the logit (1.2e-4 seen on an AMD EPYC)
+        torch.testing.assert_close(one.normalized, r.normalized, atol=5e-4, rtol=0)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert hook_count(model) == 0
 

@@ -158,6 +158,27 @@ def test_integrated_and_smoothed_score_cam_equal_torchcam(which: str) -> None:
     assert not torch.equal(ours.maps, other.maps)
 
 
+@pytest.mark.parametrize("which", list(MODELS))
+def test_smooth_grad_cam_pp_equals_torchcam(which: str) -> None:
+    """Smooth Grad-CAM++ draws its input noise from a generator of ``seed`` in the order
+    torchcam draws it from torch's global one (reseeded for each class, as torchcam runs
+    each class again), and like torchcam weighs the last noisy copy's activations."""
+    model, x, layer = MODELS[which]()
+    classes = top_classes(model, x)
+    method = registry.make("smoothgradcampp", model, layer, samples=3, stdev=0.2, seed=5)
+    ours = method(x, classes=classes)
+    for t in range(classes.shape[1]):
+        torch.manual_seed(5)
+        one = torchcam_maps(tcm.SmoothGradCAMpp, model, layer, x, classes[:, t : t + 1],
+                            num_samples=3, std=0.2)  # fmt: skip
+        torch.testing.assert_close(ours.normalized[:, t : t + 1], normalize_maps(one), atol=TOL,
+                                   rtol=0)  # fmt: skip
+    other = registry.make("smoothgradcampp", model, layer, samples=3, stdev=0.2, seed=6)
+    assert not torch.equal(ours.maps, other(x, classes=classes).maps)
+    with pytest.raises(ValueError, match="`samples` must be at least 1, got 0"):
+        registry.make("smoothgradcampp", model, layer, samples=0)
+
+
 def test_score_cam_variants_differ_only_in_their_masks() -> None:
     model, x, layer = fashion()
     a = cam.ScoreCAM(model, layer)(x, top=2)

@@ -98,8 +98,12 @@ _IG_RULES = (
 )
 _BASELINE_HELP = "zeros, blur, mean or a number"
 # one text for a flag that several methods take (the CLI shows the first row's)
-_SAMPLES_HELP = "noisy copies (smoothgrad [16], sscam [35]) or path points (iscam [10])"
-_STDEV_HELP = "noise deviation (smoothgrad [0.15 of each image's range], sscam [2.0])"
+_SAMPLES_HELP = (
+    "noisy copies (smoothgrad [16], sscam [35], smoothgradcampp [4]) or path points (iscam [10])"
+)
+_STDEV_HELP = (
+    "noise deviation (smoothgrad [0.15 of each image's range], sscam [2.0], smoothgradcampp [0.3])"
+)
 
 _CAM = "convlens.interpret.maps.cam"
 _PIXEL = "convlens.interpret.maps.pixel"
@@ -207,6 +211,19 @@ METHODS: tuple[Method, ...] = (
             _CAM_BATCH,
             Option("samples", 35, int, _SAMPLES_HELP, flag="samples"),
             Option("stdev", 2.0, float, _STDEV_HELP, flag="stdev"),
+            Option("seed", 0, int, "noise seed"),
+        ),
+    ),
+    Method(
+        "smoothgradcampp",
+        "Smooth Grad-CAM++",
+        "cam",
+        "convlens.interpret.maps.smooth_gradcampp:SmoothGradCAMpp",
+        "Omeiza et al., 2019",
+        default=False,
+        options=(
+            Option("samples", 4, int, _SAMPLES_HELP, flag="samples"),
+            Option("stdev", 0.3, float, _STDEV_HELP, flag="stdev"),
             Option("seed", 0, int, "noise seed"),
         ),
     ),
