@@ -6,7 +6,8 @@ class per call, pytorch-grad-cam one forward and backward pass per class), our s
 as a ratio to the fastest reference, and the largest difference of the normalised
 maps. The methods of a pass per channel (Score-CAM, Ablation-CAM, IS-CAM, SS-CAM) run
 on a smaller batch; IS-CAM and SS-CAM with 2 samples on both sides (their time grows
-with the samples on both sides alike), SS-CAM's noise drawn from seed 0 for every class.
+with the samples on both sides alike), SS-CAM's and Smooth Grad-CAM++'s noise drawn
+from seed 0 for every class (Smooth Grad-CAM++ with its default 4 samples).
 
     uv run python benchmarks/cam_family_speed.py          # about 25 minutes on 2 cores
     uv run python benchmarks/cam_family_speed.py --json benchmarks/results/cam_family_speed.json
@@ -47,12 +48,12 @@ def torchcam_maps(name: str, model: nn.Module, layer: str, x: torch.Tensor,
     cls = {"gradcam": methods.GradCAM, "gradcampp": methods.GradCAMpp,
            "xgradcam": methods.XGradCAM, "layercam": methods.LayerCAM,
            "scorecam": methods.ScoreCAM, "iscam": methods.ISCAM,
-           "sscam": methods.SSCAM}[name]  # fmt: skip
+           "sscam": methods.SSCAM, "smoothgradcampp": methods.SmoothGradCAMpp}[name]  # fmt: skip
     kw = {"num_samples": SAMPLES} if name in ("iscam", "sscam") else {}
     out = []
     with cls(model, target_layer=layer, **kw) as extractor:
         for t in range(classes.shape[1]):
-            torch.manual_seed(0)  # SS-CAM's noise: the draw of our seed 0, for every class
+            torch.manual_seed(0)  # SS-CAM's and Smooth Grad-CAM++'s noise: our seed 0's draw
             scores = model(x)
             out.append(extractor(classes[:, t].tolist(), scores, normalized=False)[0])
     return torch.stack(out, 1).detach()
@@ -84,7 +85,16 @@ VARIANTS: dict[tuple[str, str], dict[str, Any]] = {
     ("scorecam", "pytorch-grad-cam"): {"reference": "pytorch-grad-cam"},
 }
 HAS = {
-    "torchcam": ("gradcam", "gradcampp", "xgradcam", "layercam", "scorecam", "iscam", "sscam"),
+    "torchcam": (
+        "gradcam",
+        "gradcampp",
+        "xgradcam",
+        "layercam",
+        "scorecam",
+        "iscam",
+        "sscam",
+        "smoothgradcampp",
+    ),
     "pytorch-grad-cam": (
         "gradcam",
         "gradcampp",

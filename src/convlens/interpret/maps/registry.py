@@ -172,6 +172,7 @@ METHODS: tuple[Method, ...] = (
         "cam",
         "convlens.interpret.maps.gradcam_elementwise:GradCAMElementWise",
         "pytorch-grad-cam (Gildenblat et al.), 2021",
+        bf16=True,
     ),
     Method(
         "eigengradcam",
@@ -179,6 +180,7 @@ METHODS: tuple[Method, ...] = (
         "cam",
         "convlens.interpret.maps.eigen_gradcam:EigenGradCAM",
         "pytorch-grad-cam (Gildenblat et al.), 2021",
+        bf16=True,
     ),
     Method(
         "ablationcam",
