@@ -59,13 +59,9 @@ def images(n: int, seed: int) -> torch.Tensor:
     return (x - mean) / std
 
 
-def timed(fn: Any) -> tuple[Any, float]:
-    return synced(fn)
-
-
 def bench_scorecam(model: torch.nn.Module, reference: bool) -> dict[str, Any]:
     x = images(1, 0).to(next(model.parameters()).device)
-    ours, seconds = timed(lambda: cam.ScoreCAM(model, "layer4")(x, top=5))
+    ours, seconds = synced(lambda: cam.ScoreCAM(model, "layer4")(x, top=5))
     row: dict[str, Any] = {"layer": "layer4", "channels": 2048, "classes": 5, "ours_s": seconds}
     print(f"Score-CAM layer4, top-5, one image: ours {seconds:.1f} s")
     if reference:
@@ -80,7 +76,7 @@ def bench_scorecam(model: torch.nn.Module, reference: bool) -> dict[str, Any]:
                 out = extractor(input_tensor=x, targets=[ClassifierOutputTarget(c)])
                 return torch.from_numpy(out)[0]
 
-        maps, ref_s = timed(theirs)
+        maps, ref_s = synced(theirs)
         same = cam.ScoreCAM(model, "layer4", reference="pytorch-grad-cam")(
             x, classes=ours.class_indices[:, :1]
         )
@@ -133,9 +129,9 @@ def bench_fewest(model: torch.nn.Module, n: int, margins: list[float]) -> dict[s
 
 def bench_atlas(model: torch.nn.Module, n: int) -> dict[str, Any]:
     source = TensorSource(images(n, 7), preprocessing=IMAGENET_PREPROCESSING)
-    d, dissect_s = timed(lambda: dissect.dissect(model, source, "layer4", progress=False))
+    d, dissect_s = synced(lambda: dissect.dissect(model, source, "layer4", progress=False))
     with tempfile.TemporaryDirectory() as tmp:
-        _, seconds = timed(
+        _, seconds = synced(
             lambda: write_atlas(d, source, Path(tmp) / "atlas", "resnet50 layer4", False)
         )
     print(
@@ -149,7 +145,7 @@ def bench_faithfulness(model: torch.nn.Module, n: int, batch: int) -> dict[str, 
     methods = registry.names("cam", default_only=True)
     x = images(n, 11)
     batches = [x[i : i + batch] for i in range(0, n, batch)]
-    scores, seconds = timed(
+    scores, seconds = synced(
         lambda: faithfulness.score_methods(model, batches, methods, progress=False)
     )
     print(f"score_methods, {len(methods)} methods over {n} images: {seconds:.1f} s")

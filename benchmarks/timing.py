@@ -6,11 +6,14 @@ import argparse
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import TypeVar
 
 import torch
 
+T = TypeVar("T")
 
-def synced(fn: Callable[[], object]) -> tuple[object, float]:
+
+def synced(fn: Callable[[], T]) -> tuple[T, float]:
     """``fn()`` and its seconds, the clock read after CUDA has finished the work it was
     given (its kernels run behind the Python that launches them)."""
     start = time.perf_counter()

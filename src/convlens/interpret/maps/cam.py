@@ -237,6 +237,25 @@ def score_weighted(
     return (alpha[..., None, None] * features[:, None]).sum(2)
 
 
+def torchcam_noise(
+    generator: torch.Generator, stdev: float, shape: torch.Size | tuple[int, ...]
+) -> torch.Tensor:
+    """Gaussian noise of deviation ``stdev`` drawn on the CPU from ``generator``, as
+    ``torch.distributions.Normal(0, stdev).sample(shape)`` draws it from torch's global
+    generator: the same numbers for the same seed (SS-CAM's, Smooth Grad-CAM++'s)."""
+    zero = torch.zeros((), device="cpu")
+    spread = torch.tensor(float(stdev), device="cpu")
+    return torch.normal(zero.expand(shape), spread.expand(shape), generator=generator)
+
+
+def check_noise(samples: int, stdev: float) -> None:
+    """The noisy members' options: at least one sample, a deviation of 0 or more."""
+    if samples < 1:
+        raise ValueError(f"`samples` must be at least 1, got {samples}")
+    if not stdev >= 0:
+        raise ValueError(f"`stdev` must be at least 0, got {stdev}")
+
+
 def masked_logits(
     model: nn.Module,
     inputs: Callable[[torch.Tensor], torch.Tensor],
@@ -320,8 +339,10 @@ __all__ = [
     "LayerCAM",
     "ScoreCAM",
     "XGradCAM",
+    "check_noise",
     "class_gradients",
     "first_projection",
     "masked_logits",
     "score_weighted",
+    "torchcam_noise",
 ]

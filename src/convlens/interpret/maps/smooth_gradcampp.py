@@ -20,7 +20,12 @@ import torch
 from torch import nn
 
 from convlens.interpret.maps.base import Site
-from convlens.interpret.maps.cam import GradientMethod, class_gradients
+from convlens.interpret.maps.cam import (
+    GradientMethod,
+    check_noise,
+    class_gradients,
+    torchcam_noise,
+)
 
 
 class SmoothGradCAMpp(GradientMethod):
@@ -35,10 +40,7 @@ class SmoothGradCAMpp(GradientMethod):
         seed: int = 0,
     ) -> None:
         super().__init__(model, layer)
-        if samples < 1:
-            raise ValueError(f"`samples` must be at least 1, got {samples}")
-        if not stdev >= 0:
-            raise ValueError(f"`stdev` must be at least 0, got {stdev}")
+        check_noise(samples, stdev)
         self.samples, self.stdev, self.seed = samples, stdev, seed
 
     def weighted_maps(
@@ -50,11 +52,9 @@ class SmoothGradCAMpp(GradientMethod):
         classes: torch.Tensor,
     ) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed)
-        zero = torch.zeros((), device="cpu")  # the generator draws on the CPU
-        spread = torch.tensor(float(self.stdev), device="cpu")
         d2 = d3 = grads = acts = torch.zeros((), device=x.device)
-        for _ in range(self.samples):  # torch.distributions.Normal's draw, as torchcam's
-            noise = torch.normal(zero.expand(x.shape), spread.expand(x.shape), generator=g)
+        for _ in range(self.samples):
+            noise = torchcam_noise(g, self.stdev, x.shape)
             noisy_logits, acts = self.forward(x + noise.to(x.device, x.dtype), site.layer)
             grads = class_gradients(noisy_logits, acts, classes)  # [N, T, C, h, w]
             d2, d3 = d2 + grads.pow(2), d3 + grads.pow(3)

@@ -15,7 +15,13 @@ from torch import nn
 
 from convlens.core.hooks import channels_last_twin
 from convlens.interpret.maps.base import Site
-from convlens.interpret.maps.cam import ScoreCAM, masked_logits, score_weighted
+from convlens.interpret.maps.cam import (
+    ScoreCAM,
+    check_noise,
+    masked_logits,
+    score_weighted,
+    torchcam_noise,
+)
 
 
 class SSCAM(ScoreCAM):
@@ -31,10 +37,7 @@ class SSCAM(ScoreCAM):
         seed: int = 0,
     ) -> None:
         super().__init__(model, layer, batch_size)
-        if samples < 1:
-            raise ValueError(f"`samples` must be at least 1, got {samples}")
-        if not stdev >= 0:
-            raise ValueError(f"`stdev` must be at least 0, got {stdev}")
+        check_noise(samples, stdev)
         self.samples, self.stdev, self.seed = samples, stdev, seed
 
     @torch.no_grad()
@@ -49,14 +52,11 @@ class SSCAM(ScoreCAM):
         n, c = features.shape[:2]
         masks = self.masks(features, (x.shape[2], x.shape[3]))  # [N, C, H, W]
         g = torch.Generator().manual_seed(self.seed)
-        zero = torch.zeros((), device="cpu")  # the generator draws on the CPU
-        spread = torch.tensor(float(self.stdev), device="cpu")
         items = torch.arange(n * c, device=x.device)
         total = torch.zeros(n * c, logits.shape[1], device=x.device)
         forward = channels_last_twin(self.model) if x.device.type == "cpu" else self.model
-        for _ in range(self.samples):  # torch.distributions.Normal's draw, as torchcam's
-            shape = masks.shape
-            noise = torch.normal(zero.expand(shape), spread.expand(shape), generator=g)
+        for _ in range(self.samples):
+            noise = torchcam_noise(g, self.stdev, masks.shape)
             noisy = (masks + noise.to(masks.device)).flatten(0, 1)
             ran = masked_logits(forward, self._inputs(x, noisy, c), items, self.batch_size,
                                 twin=False)  # fmt: skip
