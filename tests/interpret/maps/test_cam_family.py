@@ -12,18 +12,22 @@ import pytest
 import torch
 from PIL import Image
 from pytorch_grad_cam import (
+    KPCA_CAM,
     AblationCAM,
     EigenCAM,
     EigenGradCAM,
+    FinerCAM,
     GradCAM,
     GradCAMElementWise,
     GradCAMPlusPlus,
     HiResCAM,
     LayerCAM,
+    RefineCAM,
     ScoreCAM,
+    ShapleyCAM,
     XGradCAM,
 )
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputReST, ClassifierOutputTarget
 from torch import nn
 from torchcam import methods as tcm
 
@@ -31,6 +35,7 @@ from convlens.cli import main
 from convlens.core.hooks import hook_count
 from convlens.interpret.maps import cam, registry
 from convlens.interpret.maps.base import normalize_maps
+from convlens.interpret.maps.refine_cam import finer_layers
 from convlens.models import places365
 from tests.helpers import ROOT, fashion, official_checkpoint
 
@@ -87,6 +92,8 @@ GRAD_CAM = {
     "hirescam": HiResCAM,
     "scorecam": ScoreCAM,
     "eigencam": EigenCAM,
+    "kpcacam": KPCA_CAM,
+    "shapleycam": ShapleyCAM,
 }
 
 
@@ -315,3 +322,145 @@ def test_score_cam_runs_the_zero_image_once_for_all_dead_units() -> None:
     assert sum(images) == x.shape[0] + live + 1
     theirs = torchcam_maps(tcm.ScoreCAM, model, layer, x, classes)
     torch.testing.assert_close(ours.normalized, normalize_maps(theirs), atol=TOL, rtol=0)
+
+
+def test_kpca_cam_equals_pytorch_grad_cam_with_each_kernel() -> None:
+    model, x, layer = fashion()
+    classes = top_classes(model, x, 2)
+    for kernel, options in [("rbf", {"gamma": 0.05}), ("poly", {}), ("cosine", {})]:
+        ours = registry.make("kpcacam", model, layer, kernel=kernel, **options)(x, classes=classes)
+        module = dict(model.named_modules())[layer]
+        with KPCA_CAM(model=model, target_layers=[module], kernel=kernel, **options) as e:
+            theirs = torch.from_numpy(e(input_tensor=x, targets=None))
+        assert torch.equal(ours.maps[:, 0], ours.maps[:, 1])  # one map for every class
+        torch.testing.assert_close(normalize_maps(ours.upsampled[:, 0]), theirs, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("which", list(MODELS))
+def test_shapley_cam_with_the_papers_rest_score_equals_pytorch_grad_cam(which: str) -> None:
+    """With the logit, a network that is piecewise linear after the layer has no
+    Hessian there and Shapley-CAM is Grad-CAM; with ReST (through a softmax) it is not."""
+    model, x, layer = MODELS[which]()
+    classes = top_classes(model, x)
+    ours = registry.make("shapleycam", model, layer, objective="rest")(x, classes=classes)
+    module = dict(model.named_modules())[layer]
+    out = []
+    with ShapleyCAM(model=model, target_layers=[module]) as extractor:
+        for t in range(classes.shape[1]):
+            targets = [ClassifierOutputReST(int(c)) for c in classes[:, t]]
+            out.append(torch.from_numpy(extractor(input_tensor=x, targets=targets)))
+    theirs = torch.stack(out, 1)
+    torch.testing.assert_close(normalize_maps(ours.upsampled), theirs, atol=TOL, rtol=0)
+    logit = registry.make("shapleycam", model, layer)(x, classes=classes)
+    grad_cam = registry.make("gradcam", model, layer)(x, classes=classes)
+    torch.testing.assert_close(logit.normalized, grad_cam.normalized, atol=TOL, rtol=0)
+    assert (ours.normalized - grad_cam.normalized).abs().max() > 1e-2
+
+
+FINER_BASES = {"gradcam": (GradCAM, tcm.GradCAM), "gradcampp": (GradCAMPlusPlus, tcm.GradCAMpp),
+               "layercam": (LayerCAM, tcm.LayerCAM)}  # fmt: skip
+
+
+@pytest.mark.parametrize("which", list(MODELS))
+@pytest.mark.parametrize("base", list(FINER_BASES))
+def test_finer_cam_equals_both_references(which: str, base: str) -> None:
+    """Each reference's contrast with the three classes nearest the target's logit:
+    pytorch-grad-cam's probability-weighted one (alpha 1) and torchcam's mean (0.6)."""
+    model, x, layer = MODELS[which]()
+    classes = top_classes(model, x)
+    ours = registry.make("finercam", model, layer, base=base)(x, classes=classes)
+    extractor = FinerCAM(
+        model, [dict(model.named_modules())[layer]], base_method=FINER_BASES[base][0]
+    )
+    theirs = torch.stack([
+        torch.cat([torch.from_numpy(extractor(x[i : i + 1], target_idx=int(classes[i, t])))
+                   for i in range(x.shape[0])])
+        for t in range(classes.shape[1])
+    ], 1)  # fmt: skip
+    torch.testing.assert_close(normalize_maps(ours.upsampled), theirs, atol=TOL, rtol=0)
+    options = {"base": base, "reference": "torchcam"}
+    ours = registry.make("finercam", model, layer, **options)(x, classes=classes)
+    theirs = torchcam_maps(tcm.FinerCAM, model, layer, x, classes, base_method=FINER_BASES[base][1])
+    torch.testing.assert_close(ours.normalized, normalize_maps(theirs), atol=TOL, rtol=0)
+    # chosen comparison classes, as torchcam's comparison_idx
+    chosen = [c for c in range(10) if c not in classes[:, 0].tolist()][:2]
+    ours = registry.make("finercam", model, layer, compare_with=chosen, **options)(x, top=1)
+    with tcm.FinerCAM(model, layer, base_method=FINER_BASES[base][1]) as extractor:
+        scores = model(x)
+        theirs = extractor(ours.class_indices[:, 0].tolist(), scores, comparison_idx=chosen,
+                           normalized=False)[0][:, None].detach()  # fmt: skip
+    torch.testing.assert_close(ours.normalized, normalize_maps(theirs), atol=TOL, rtol=0)
+
+
+def refine_reference(model: nn.Module, layers: tuple[str, ...], x: torch.Tensor,
+                     classes: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    modules = [dict(model.named_modules())[name] for name in layers]
+    extractor = RefineCAM(model, modules, base_method=GradCAMPlusPlus)
+    return torch.stack([
+        torch.from_numpy(extractor(x, [ClassifierOutputTarget(int(c)) for c in classes[:, t]]))
+        for t in range(classes.shape[1])
+    ], 1)  # fmt: skip
+
+
+@pytest.mark.parametrize("which", list(MODELS))
+def test_refine_cam_equals_both_references(which: str) -> None:
+    """Grad-CAM++ at each layer, scaled, resized and multiplied: pytorch-grad-cam at the
+    input's size, torchcam at the finest layer's."""
+    model, x, layer = MODELS[which]()
+    classes = top_classes(model, x)
+    # the shipped model's post-ReLU layers (Grad-CAM++ on a convolution's raw output,
+    # which can be negative, is ill-conditioned where sum(A) g^3 nears -2 g^2)
+    layers = (
+        ("features.0", "features.1") if which == "fashion-cnn" else ("layer2", "layer3", "layer4")
+    )
+    ours = registry.make("refinecam", model, layers=layers)(x, classes=classes)
+    assert ours.layer == ",".join(layers) and ours.maps.shape[2:] == x.shape[2:]
+    theirs = refine_reference(model, layers, x, classes)
+    torch.testing.assert_close(normalize_maps(ours.upsampled), theirs, atol=TOL, rtol=0)
+    ours = registry.make("refinecam", model, layers=layers, reference="torchcam")(
+        x, classes=classes
+    )
+    theirs = torchcam_maps(
+        tcm.RefineCAM, model, list(layers), x, classes, base_method=tcm.GradCAMpp
+    )
+    torch.testing.assert_close(ours.normalized, normalize_maps(theirs), atol=TOL, rtol=0)
+
+
+def test_refine_cam_fuses_the_layer_with_the_stages_before_it() -> None:
+    model, x, layer = resnet18()
+    assert finer_layers(model, x, layer) == ("layer2", "layer3", "layer4")
+    assert finer_layers(model, x, "layer3", count=2) == ("layer2", "layer3")
+    model, x, layer = fashion()  # 28 px: the first convolution, the first stage, the last
+    assert finer_layers(model, x, layer) == ("features.0.0.conv", "features.0", "features")
+    assert (
+        registry.make("refinecam", model)(x, top=1).layer == "features.0.0.conv,features.0,features"
+    )
+
+
+def test_the_later_members_bad_options_are_one_line_each() -> None:
+    model, x, layer = fashion()
+    cases = [
+        ("finercam", {"compare_with": [12]}, "comparison class 12 is out of range 0..9"),
+        ("finercam", {"comparisons": 0}, "`comparisons` must be at least 1, got 0"),
+        ("finercam", {"alpha": -1.0}, "`alpha` must be a number of 0 or more"),
+        ("finercam", {"base": "scorecam"}, "Finer-CAM's base must be one of gradcam,"),
+        ("kpcacam", {"kernel": "laplace"}, "unknown kernel 'laplace'; choose one of linear,"),
+        ("kpcacam", {"gamma": 0.0}, "`gamma` must be a positive number, got 0.0"),
+        (
+            "shapleycam",
+            {"objective": "prob"},
+            "unknown objective 'prob'; choose one of logit, rest",
+        ),
+        ("refinecam", {"layers": ["features"]}, "Refine-CAM fuses two layers or more"),
+        ("refinecam", {"layers": ["features", "nowhere"]}, "nowhere"),
+        ("sscam", {"samples": 0}, "`samples` must be at least 1, got 0"),
+    ]
+    for method, options, message in cases:
+        with pytest.raises(ValueError) as e:
+            registry.make(method, model, layer, **options)(x, top=1)
+        assert message in str(e.value) and "\n" not in str(e.value), (method, str(e.value))
+    top = registry.make("gradcam", model, layer)(x, top=1).class_indices[0, 0]
+    with pytest.raises(ValueError, match=f"class {int(top)} is both a target and a comparison"):
+        registry.make("finercam", model, layer, compare_with=[int(top)])(x[:1], top=1)
+    with pytest.raises(ValueError, match="no finer resolution before 'features.0.0.conv'"):
+        registry.make("refinecam", model, "features.0.0.conv")(x, top=1)

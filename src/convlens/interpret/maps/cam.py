@@ -129,7 +129,7 @@ class GradCAMpp(GradientMethod):
         if self.reference == "torchcam":
             return (g2 * grads.clamp_min(0)).sum((3, 4))
         total = acts.sum((2, 3))[:, None, :, None, None]  # [N, 1, C, 1, 1]
-        alpha = g2 / (2 * g2 + total * g2 * grads + 1e-6)
+        alpha = g2 / (2 * g2 + total * (g2 * grads) + 1e-6)  # the reference's order
         alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
         return (grads.clamp_min(0) * alpha).sum((3, 4))
 

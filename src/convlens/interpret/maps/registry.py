@@ -105,7 +105,24 @@ _STDEV_HELP = (
     "noise deviation (smoothgrad [0.15 of each image's range], sscam [2.0], smoothgradcampp [0.3])"
 )
 
+_GRADIENT_BASES = ("gradcam", "gradcampp", "xgradcam", "layercam", "hirescam")
+_BASE_HELP = "the gradient CAM a method builds on (finercam [gradcam], refinecam [gradcampp])"
+_KERNELS = ("linear", "poly", "rbf", "sigmoid", "cosine")  # scikit-learn's KernelPCA's
+
+
+def class_list(text: str) -> tuple[int, ...]:
+    """``"3,5"`` -> ``(3, 5)``: class indices, comma-separated."""
+    return tuple(int(part) for part in text.split(",") if part.strip())
+
+
+def layer_list(text: str) -> tuple[str, ...]:
+    """``"layer3,layer4"`` -> ``("layer3", "layer4")``: layer names, comma-separated."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 _CAM = "convlens.interpret.maps.cam"
+GRADIENT_FALLBACK = "gradcam"  # the CAM of a model without a GAP + linear head; Finer-CAM's base
+REFINE_BASE = "gradcampp"  # Refine-CAM's base, as in both references
 _PIXEL = "convlens.interpret.maps.pixel"
 
 METHODS: tuple[Method, ...] = (
@@ -229,6 +246,99 @@ METHODS: tuple[Method, ...] = (
             Option("seed", 0, int, "noise seed"),
         ),
     ),
+    Method(
+        "kpcacam",
+        "KPCA-CAM",
+        "cam",
+        "convlens.interpret.maps.kpca_cam:KPCACAM",
+        "Karmani et al., 2024",
+        options=(
+            Option("kernel", "sigmoid", str, "kpcacam: kernel [sigmoid]", "kernel", _KERNELS),
+            Option("gamma", None, float, "kpcacam: the kernel's gamma [1 / channels]", "gamma"),
+            Option("degree", 3, int, "kpcacam: the poly kernel's degree [3]", "degree"),
+            Option("coef0", 1.0, float, "kpcacam: poly and sigmoid kernels' offset [1]", "coef0"),
+        ),
+    ),
+    Method(
+        "shapleycam",
+        "Shapley-CAM",
+        "cam",
+        "convlens.interpret.maps.shapley_cam:ShapleyCAM",
+        "Cai et al., 2025",
+        options=(
+            Option(
+                "objective",
+                "logit",
+                str,
+                "shapleycam: the class score, its logit or the paper's ReST [logit]",
+                "objective",
+                ("logit", "rest"),
+            ),
+        ),
+    ),
+    Method(
+        "finercam",
+        "Finer-CAM",
+        "cam",
+        "convlens.interpret.maps.finer_cam:FinerCAM",
+        "Zhang et al., CVPR 2025",
+        options=(
+            Option("base", GRADIENT_FALLBACK, str, _BASE_HELP, "base", _GRADIENT_BASES),
+            Option(
+                "alpha",
+                None,
+                float,
+                "finercam: weight of the comparison classes [1; torchcam's 0.6]",
+                "alpha",
+            ),
+            Option(
+                "comparisons",
+                3,
+                int,
+                "finercam: how many classes nearest the target's logit to compare with [3]",
+                "comparisons",
+            ),
+            Option(
+                "compare_with",
+                None,
+                class_list,
+                "finercam: the classes to compare with, comma-separated [the nearest]",
+                "compare-with",
+            ),
+            Option(
+                "reference",
+                "pytorch-grad-cam",
+                str,
+                "pytorch-grad-cam or torchcam",
+                choices=("pytorch-grad-cam", "torchcam"),
+            ),
+        ),
+    ),
+    Method(
+        "refinecam",
+        "Refine-CAM",
+        "cam",
+        "convlens.interpret.maps.refine_cam:RefineCAM",
+        "How to Evaluate and Refine your CAM, 2026",
+        options=(
+            Option(
+                "layers",
+                None,
+                layer_list,
+                "refinecam: the layers to fuse, comma-separated [the layer and the last "
+                "ones at the two next finer resolutions]",
+                "layers",
+            ),
+            Option("base", REFINE_BASE, str, _BASE_HELP, "base", _GRADIENT_BASES),
+            Option(
+                "reference",
+                "pytorch-grad-cam",
+                str,
+                "pytorch-grad-cam or torchcam",
+                choices=("pytorch-grad-cam", "torchcam"),
+            ),
+        ),
+    ),
     # pixel attributions: at the input, summed over colour channels for the map
     Method(
         "saliency",
@@ -339,7 +449,6 @@ _BY_NAME = {m.name: m for m in METHODS}
 _BY_TARGET = {m.target: m.name for m in METHODS}  # "module:Class" -> name
 
 DEFAULT_METHOD = "cam"  # what `convlens cam` and the explorer draw when not told
-GRADIENT_FALLBACK = "gradcam"  # the CAM of a model without a GAP + linear head
 DEFAULT_ATTRIBUTION = "integratedgradients"  # what `attribute` computes when not told
 # the pixel attributions the report draws beside the CAM of the top class
 REPORT_METHODS = ("saliency", "integratedgradients", "guidedgradcam")
@@ -494,16 +603,19 @@ __all__ = [
     "GRADIENT_FALLBACK",
     "METHODS",
     "PIXEL",
+    "REFINE_BASE",
     "REPORT_METHODS",
     "SIGNS",
     "Method",
     "Option",
     "check_options",
+    "class_list",
     "class_maps",
     "display_names",
     "every_method",
     "explainer",
     "flags",
+    "layer_list",
     "make",
     "method",
     "method_class",
