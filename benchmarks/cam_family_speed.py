@@ -13,6 +13,8 @@ from seed 0 for every class (Smooth Grad-CAM++ with its default 4 samples).
     uv run python benchmarks/cam_family_speed.py --json benchmarks/results/cam_family_speed.json
     uv run python benchmarks/cam_family_speed.py --methods gradcam gradcamelementwise \
         eigengradcam ablationcam iscam sscam --json benchmarks/results/cam_family_later.json
+    uv run python benchmarks/cam_family_speed.py --top 3 --repeats 2 --methods kpcacam \
+        shapleycam finercam refinecam --json benchmarks/results/cam_family_last.json
 
 Models: resnet18 in the Places365 format (365 classes, random weights, seed 0) at
 224x224, and the shipped FashionMNIST model on test images.
@@ -35,6 +37,7 @@ from convlens.core.fileio import atomic_write_json
 from convlens.data import fashion_mnist as data
 from convlens.interpret.maps import registry
 from convlens.interpret.maps.base import normalize_maps
+from convlens.interpret.maps.refine_cam import finer_layers
 from convlens.models import places365
 from timing import best_time
 
@@ -48,10 +51,12 @@ def torchcam_maps(name: str, model: nn.Module, layer: str, x: torch.Tensor,
     cls = {"gradcam": methods.GradCAM, "gradcampp": methods.GradCAMpp,
            "xgradcam": methods.XGradCAM, "layercam": methods.LayerCAM,
            "scorecam": methods.ScoreCAM, "iscam": methods.ISCAM,
-           "sscam": methods.SSCAM, "smoothgradcampp": methods.SmoothGradCAMpp}[name]  # fmt: skip
+           "sscam": methods.SSCAM, "smoothgradcampp": methods.SmoothGradCAMpp,
+           "finercam": methods.FinerCAM, "refinecam": methods.RefineCAM}[name]  # fmt: skip
     kw = {"num_samples": SAMPLES} if name in ("iscam", "sscam") else {}
+    target: str | list[str] = list(finer_layers(model, x, layer)) if name == "refinecam" else layer
     out = []
-    with cls(model, target_layer=layer, **kw) as extractor:
+    with cls(model, target_layer=target, **kw) as extractor:
         for t in range(classes.shape[1]):
             torch.manual_seed(0)  # SS-CAM's and Smooth Grad-CAM++'s noise: our seed 0's draw
             scores = model(x)
@@ -68,13 +73,45 @@ def grad_cam_maps(name: str, model: nn.Module, layer: str, x: torch.Tensor,
            "layercam": pgc.LayerCAM, "hirescam": pgc.HiResCAM, "scorecam": pgc.ScoreCAM,
            "eigencam": pgc.EigenCAM, "ablationcam": pgc.AblationCAM,
            "eigengradcam": pgc.EigenGradCAM,
-           "gradcamelementwise": pgc.GradCAMElementWise}[name]  # fmt: skip
-    module = dict(model.named_modules())[layer]
+           "gradcamelementwise": pgc.GradCAMElementWise, "kpcacam": pgc.KPCA_CAM,
+           "shapleycam": pgc.ShapleyCAM}.get(name)  # fmt: skip
+    modules = dict(model.named_modules())
+    if name == "finercam":
+        return pgc_finer_cam(model, modules[layer], x, classes)
+    if name == "refinecam":
+        layers = [modules[n] for n in finer_layers(model, x, layer)]
+        refine = pgc.RefineCAM(model, layers, base_method=pgc.GradCAMPlusPlus)
+        return torch.stack([
+            torch.from_numpy(refine(x, [ClassifierOutputTarget(int(c)) for c in classes[:, t]]))
+            for t in range(classes.shape[1])
+        ], 1)  # fmt: skip
+    assert cls is not None, name
     out = []
-    with cls(model=model, target_layers=[module]) as extractor:
+    with cls(model=model, target_layers=[modules[layer]]) as extractor:
         for t in range(classes.shape[1]):
             targets = [ClassifierOutputTarget(int(c)) for c in classes[:, t]]
             out.append(torch.from_numpy(extractor(input_tensor=x, targets=targets)))
+    return torch.stack(out, 1)
+
+
+def pgc_finer_cam(model: nn.Module, module: nn.Module, x: torch.Tensor,
+                  classes: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """pytorch-grad-cam's Finer-CAM for a batch, as a user of it does: its weighted
+    target of each image's class and its three classes nearest in logit, then one call
+    per class rank (its ``target_idx`` serves one class for the whole batch)."""
+    from pytorch_grad_cam import FinerCAM
+    from pytorch_grad_cam.utils.model_targets import FinerWeightedTarget
+
+    extractor = FinerCAM(model, [module])
+    out = []
+    for t in range(classes.shape[1]):
+        with torch.no_grad():
+            logits = model(x)
+        target = logits.gather(1, classes[:, t : t + 1])
+        nearest = (logits - target).abs().argsort(1)[:, 1:4]
+        targets = [FinerWeightedTarget(int(c), nearest[i].tolist(), 1.0)
+                   for i, c in enumerate(classes[:, t])]  # fmt: skip
+        out.append(torch.from_numpy(extractor(x, targets=targets)))
     return torch.stack(out, 1)
 
 
@@ -83,6 +120,8 @@ REFERENCES = {"torchcam": torchcam_maps, "pytorch-grad-cam": grad_cam_maps}
 VARIANTS: dict[tuple[str, str], dict[str, Any]] = {
     ("gradcampp", "torchcam"): {"reference": "torchcam"},
     ("scorecam", "pytorch-grad-cam"): {"reference": "pytorch-grad-cam"},
+    ("finercam", "torchcam"): {"reference": "torchcam"},
+    ("refinecam", "torchcam"): {"reference": "torchcam"},
 }
 HAS = {
     "torchcam": (
@@ -94,6 +133,8 @@ HAS = {
         "iscam",
         "sscam",
         "smoothgradcampp",
+        "finercam",
+        "refinecam",
     ),
     "pytorch-grad-cam": (
         "gradcam",
@@ -106,6 +147,10 @@ HAS = {
         "gradcamelementwise",
         "eigengradcam",
         "ablationcam",
+        "kpcacam",
+        "shapleycam",
+        "finercam",
+        "refinecam",
     ),
 }
 # the methods of one pass per channel (per sample): a smaller batch, once at 224 px

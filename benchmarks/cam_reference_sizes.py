@@ -13,7 +13,9 @@ import torch
 from tests.helpers import fashion
 from tests.interpret.maps.test_cam_family import (
     GRAD_CAM,
+    finer_reference,
     grad_cam_maps,
+    refine_reference,
     top_classes,
     torchcam_maps,
 )
@@ -23,7 +25,7 @@ from convlens.interpret.maps import registry
 from convlens.interpret.maps.base import normalize_maps
 from convlens.models import places365
 
-LATER = ("ablationcam", "eigengradcam", "gradcamelementwise")
+LATER = ("ablationcam", "eigengradcam", "gradcamelementwise", "kpcacam", "shapleycam")
 
 
 def sites() -> dict[str, tuple[torch.nn.Module, torch.Tensor, str]]:
@@ -34,6 +36,34 @@ def sites() -> dict[str, tuple[torch.nn.Module, torch.Tensor, str]]:
         "fashion-cnn features.1": (model, x[:2], "features.1"),
         "resnet18 160 px layer4": (big, torch.randn(2, 3, 160, 160), "layer4"),
     }
+
+
+# Refine-CAM fuses the site's layer with finer ones: the shipped model's first stage
+# (its first convolution's raw output makes Grad-CAM++ ill-conditioned), resnet18's
+# stages before layer4 (its default)
+REFINED = {"features.1": ("features.0", "features.1"), "layer4": ("layer2", "layer3", "layer4")}
+
+
+def later_members(model: torch.nn.Module, x: torch.Tensor, layer: str, classes: torch.Tensor,
+                  site: str) -> None:  # fmt: skip
+    """Finer-CAM and Refine-CAM against both references."""
+    ours = registry.make("finercam", model, layer)(x, classes=classes)
+    theirs = finer_reference(model, layer, x, classes)
+    print(f"{site}  finercam (pytorch-grad-cam): {gap(normalize_maps(ours.upsampled), theirs):.2e}")
+    ours = registry.make("finercam", model, layer, reference="torchcam")(x, classes=classes)
+    theirs = torchcam_maps(tcm.FinerCAM, model, layer, x, classes)
+    print(f"{site}  finercam (torchcam): {gap(ours.normalized, normalize_maps(theirs)):.2e}")
+    layers = REFINED[layer]
+    ours = registry.make("refinecam", model, layers=layers)(x, classes=classes)
+    theirs = refine_reference(model, layers, x, classes)
+    print(
+        f"{site}  refinecam (pytorch-grad-cam): {gap(normalize_maps(ours.upsampled), theirs):.2e}"
+    )
+    ours = registry.make("refinecam", model, layers=layers, reference="torchcam")(
+        x, classes=classes
+    )
+    theirs = torchcam_maps(tcm.RefineCAM, model, list(layers), x, classes)
+    print(f"{site}  refinecam (torchcam): {gap(ours.normalized, normalize_maps(theirs)):.2e}")
 
 
 def gap(ours: torch.Tensor, theirs: torch.Tensor) -> float:
@@ -64,6 +94,7 @@ def main() -> None:
                 one = torchcam_maps(cls, model, layer, x, classes[:, t : t + 1], **theirs_opts)
                 worst = max(worst, gap(ours.normalized[:, t : t + 1], normalize_maps(one)))
             print(f"{site}  {name} (torchcam): {worst:.2e}")
+        later_members(model, x, layer, classes, site)
 
 
 if __name__ == "__main__":

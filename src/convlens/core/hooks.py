@@ -96,6 +96,22 @@ def hooked(hooks: Iterable[tuple[nn.Module, Callable[..., Any]]]) -> Iterator[No
 
 
 @contextmanager
+def replaced(module: nn.Module, output: Callable[[], torch.Tensor]) -> Iterator[None]:
+    """Inside the block, ``module`` does not run: a call returns ``output()`` instead, so
+    the layers inside it cost nothing (the perturbation methods that replace a layer's
+    output, such as Ablation-CAM). Its own ``forward`` is back on exit."""
+    own = module.__dict__.get("forward")  # a forward set on the instance, kept
+    module.forward = lambda *args, **kwargs: output()
+    try:
+        yield
+    finally:
+        if own is None:
+            del module.forward
+        else:
+            module.forward = own
+
+
+@contextmanager
 def capture(
     model: nn.Module, layers: str | Sequence[str], *, detach: bool = True
 ) -> Iterator[dict[str, torch.Tensor]]:
@@ -335,6 +351,7 @@ __all__ = [
     "recording",
     "relus_backward_as",
     "remove_last_layers",
+    "replaced",
     "score_gradient",
     "truncate",
 ]

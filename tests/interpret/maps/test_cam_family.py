@@ -361,6 +361,18 @@ FINER_BASES = {"gradcam": (GradCAM, tcm.GradCAM), "gradcampp": (GradCAMPlusPlus,
                "layercam": (LayerCAM, tcm.LayerCAM)}  # fmt: skip
 
 
+def finer_reference(model: nn.Module, layer: str, x: torch.Tensor, classes: torch.Tensor,
+                    base: type = GradCAM) -> torch.Tensor:  # fmt: skip
+    """pytorch-grad-cam's Finer-CAM of each image's ``classes`` (one image per call, as
+    its ``target_idx`` is one class for the batch)."""
+    extractor = FinerCAM(model, [dict(model.named_modules())[layer]], base_method=base)
+    return torch.stack([
+        torch.cat([torch.from_numpy(extractor(x[i : i + 1], target_idx=int(classes[i, t])))
+                   for i in range(x.shape[0])])
+        for t in range(classes.shape[1])
+    ], 1)  # fmt: skip
+
+
 @pytest.mark.parametrize("which", list(MODELS))
 @pytest.mark.parametrize("base", list(FINER_BASES))
 def test_finer_cam_equals_both_references(which: str, base: str) -> None:
@@ -369,14 +381,7 @@ def test_finer_cam_equals_both_references(which: str, base: str) -> None:
     model, x, layer = MODELS[which]()
     classes = top_classes(model, x)
     ours = registry.make("finercam", model, layer, base=base)(x, classes=classes)
-    extractor = FinerCAM(
-        model, [dict(model.named_modules())[layer]], base_method=FINER_BASES[base][0]
-    )
-    theirs = torch.stack([
-        torch.cat([torch.from_numpy(extractor(x[i : i + 1], target_idx=int(classes[i, t])))
-                   for i in range(x.shape[0])])
-        for t in range(classes.shape[1])
-    ], 1)  # fmt: skip
+    theirs = finer_reference(model, layer, x, classes, FINER_BASES[base][0])
     torch.testing.assert_close(normalize_maps(ours.upsampled), theirs, atol=TOL, rtol=0)
     options = {"base": base, "reference": "torchcam"}
     ours = registry.make("finercam", model, layer, **options)(x, classes=classes)
@@ -406,7 +411,7 @@ def refine_reference(model: nn.Module, layers: tuple[str, ...], x: torch.Tensor,
 def test_refine_cam_equals_both_references(which: str) -> None:
     """Grad-CAM++ at each layer, scaled, resized and multiplied: pytorch-grad-cam at the
     input's size, torchcam at the finest layer's."""
-    model, x, layer = MODELS[which]()
+    model, x, _ = MODELS[which]()
     classes = top_classes(model, x)
     # the shipped model's post-ReLU layers (Grad-CAM++ on a convolution's raw output,
     # which can be negative, is ill-conditioned where sum(A) g^3 nears -2 g^2)

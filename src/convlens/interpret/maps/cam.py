@@ -19,6 +19,7 @@ Each member overrides only how the channel weights are computed
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -31,7 +32,7 @@ from convlens.core.hooks import (
     eval_mode,
     frozen,
     get_layer,
-    hooked,
+    replaced,
     score_gradient,
 )
 from convlens.interpret.heads import find_gap_head, input_probe
@@ -273,11 +274,11 @@ def masked_logits(
     forward = channels_last_twin(model) if cpu and twin else model
     scores = []
     current: list[torch.Tensor] = []
-    hooks = []
-    if layer_output is not None:
+    swap: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    if layer_output is not None:  # the layer itself does not run: its output is given
         name, replace = layer_output
-        hooks = [(get_layer(forward, name), lambda m, i, o: replace(current[-1]))]
-    with eval_mode(forward), torch.no_grad(), hooked(hooks):
+        swap = replaced(get_layer(forward, name), lambda: replace(current[-1]))
+    with eval_mode(forward), torch.no_grad(), swap:
         for start in range(0, len(items), batch_size):
             current.append(items[start : start + batch_size])
             batch = inputs(current[-1])

@@ -1,9 +1,9 @@
-"""Refine-CAM ("How to Evaluate and Refine your CAM", 2026; pytorch-grad-cam's and
-torchcam's ``RefineCAM``): the maps of one base method (Grad-CAM++ by default) at
-several layers, each scaled to [0, 1], brought to one size and multiplied. A deep
-layer knows which object, an early one where its edges are: the product keeps the
-early layer's detail where the deep layer agrees, and drops the early layer's noise
-elsewhere.
+"""Refine-CAM (Domeniconi et al., 2026, "How to Evaluate and Refine your CAM";
+pytorch-grad-cam's and torchcam's ``RefineCAM``): the maps of one base method
+(Grad-CAM++ by default) at several layers, each scaled to [0, 1], brought to one size
+and multiplied. A deep layer knows which object, an early one where its edges are: the
+product keeps the early layer's detail where the deep layer agrees, and drops the early
+layer's noise elsewhere.
 
 ``layers``: the layers to fuse (two or more). By default, the method's layer (``layer``,
 else the one CAM reads) and the last layers before it at the two next finer
@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convlens.core.device import on_model_device
 from convlens.core.hooks import eval_mode, get_layer, hooked
 from convlens.interpret.heads import default_layer, input_probe
 from convlens.interpret.maps import registry
@@ -31,6 +32,7 @@ REFERENCES = ("pytorch-grad-cam", "torchcam")
 BASES: tuple[str, ...] = registry.flags()["base"].choices or ()
 
 
+@on_model_device
 @torch.no_grad()
 def finer_layers(model: nn.Module, x: torch.Tensor, layer: str, count: int = 3) -> tuple[str, ...]:
     """``layer`` and, before it, one layer at each of the ``count - 1`` next finer

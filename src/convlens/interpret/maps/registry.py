@@ -319,7 +319,7 @@ METHODS: tuple[Method, ...] = (
         "Refine-CAM",
         "cam",
         "convlens.interpret.maps.refine_cam:RefineCAM",
-        "How to Evaluate and Refine your CAM, 2026",
+        "Domeniconi et al., 2026",
         options=(
             Option(
                 "layers",
