@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from convlens.cli import main
-from tests.helpers import needs_fashion, official_checkpoint
+from tests.helpers import needs_fashion, official_checkpoint, one_error_line
 
 
 @pytest.fixture
@@ -188,6 +188,28 @@ def test_ablate_and_cam_on_the_shipped_model(
     assert "greedy" in text and "images run through the model" in text
     assert main(["cam", "fashion-cnn", "test:0", "test:1", "--out", str(out)]) == 0
     assert "test:1: Pullover" in capsys.readouterr().out
+
+
+@needs_fashion
+def test_the_later_cam_members_options_on_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "finer.png"
+    base = ["cam", "fashion-cnn", "test:0", "--top", "1", "--out", str(out)]
+    assert main([*base, "--method", "finercam", "--compare-with", "3,4", "--alpha", "0.5"]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    assert main([*base, "--method", "refinecam", "--layers", "features.0,features"]) == 0
+    assert main([*base, "--method", "kpcacam", "--kernel", "rbf", "--gamma", "0.1"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--method", "finercam", "--compare-with", "12"]) == 2
+    assert one_error_line(capsys).endswith(
+        "comparison class 12 is out of range 0..9 (--compare-with)"
+    )
+    assert main([*base, "--method", "gradcam", "--compare-with", "3"]) == 2
+    assert "--compare-with is an option of finercam only" in one_error_line(capsys)
+    assert main([*base, "--method", "refinecam", "--layers", "features,nowhere"]) == 2
+    assert "nowhere" in one_error_line(capsys)
 
 
 @pytest.mark.slow

@@ -239,7 +239,7 @@ def add_attribution_args(p: argparse.ArgumentParser, own: Sequence[str] = ()) ->
     each is left to the method's default when not given. ``own``: flags the command
     already has for its own purpose: its ``--baseline`` serves the attributions too, its
     ``--batch-size`` is its own, and ``--steps`` becomes ``--ig-steps``."""
-    g = p.add_argument_group("pixel attributions")
+    g = p.add_argument_group("method options")
     for flag, option in registry.flags().items():
         if flag in own and flag != "steps":  # the command's own flag serves (or is kept apart)
             continue
@@ -251,7 +251,7 @@ def add_attribution_args(p: argparse.ArgumentParser, own: Sequence[str] = ()) ->
             type=kind,
             choices=option.choices,
             help=option.help,
-            metavar=None if option.choices else flag.split("-")[-1].upper(),
+            metavar=None if option.choices else option.metavar or flag.split("-")[-1].upper(),
         )
 
 

@@ -48,7 +48,8 @@ def add_parser(sub: Any) -> None:
         choices=(*METHODS, *PIXEL_METHODS, *REFERENCES),
         metavar="METHOD",
         help=f"any of {', '.join((*METHODS, *PIXEL_METHODS, *REFERENCES))} "
-        "[every CAM method but scorecam]",
+        f"[the CAM methods of one pass per image: "
+        f"{', '.join(m for m in DEFAULT_METHODS if m not in REFERENCES)}]",
     )
     p.add_argument("--pixel", action="store_true", help="add every pixel attribution to --methods")
     p.add_argument(

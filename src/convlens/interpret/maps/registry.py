@@ -39,6 +39,7 @@ class Option:
     help: str = ""
     flag: str | None = None
     choices: tuple[str, ...] | None = None
+    metavar: str | None = None  # the CLI's name for its value [the flag's last word]
 
 
 @dataclass(frozen=True)
@@ -304,6 +305,7 @@ METHODS: tuple[Method, ...] = (
                 class_list,
                 "finercam: the classes to compare with, comma-separated [the nearest]",
                 "compare-with",
+                metavar="C1,C2",
             ),
             Option(
                 "reference",
@@ -328,6 +330,7 @@ METHODS: tuple[Method, ...] = (
                 "refinecam: the layers to fuse, comma-separated [the layer and the last "
                 "ones at the two next finer resolutions]",
                 "layers",
+                metavar="L1,L2",
             ),
             Option("base", REFINE_BASE, str, _BASE_HELP, "base", _GRADIENT_BASES),
             Option(
