@@ -435,11 +435,10 @@ def test_refine_cam_fuses_the_layer_with_the_stages_before_it() -> None:
     model, x, layer = resnet18()
     assert finer_layers(model, x, layer) == ("layer2", "layer3", "layer4")
     assert finer_layers(model, x, "layer3", count=2) == ("layer2", "layer3")
-    model, x, layer = fashion()  # 28 px: the first convolution, the first stage, the last
-    assert finer_layers(model, x, layer) == ("features.0.0.conv", "features.0", "features")
-    assert (
-        registry.make("refinecam", model)(x, top=1).layer == "features.0.0.conv,features.0,features"
-    )
+    # 28 px: only the first convolution's raw output, never chosen; then the first stage
+    model, x, layer = fashion()
+    assert finer_layers(model, x, layer) == ("features.0", "features")
+    assert registry.make("refinecam", model)(x, top=1).layer == "features.0,features"
 
 
 def test_the_later_members_bad_options_are_one_line_each() -> None:

@@ -22,13 +22,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlens.core.device import on_model_device
-from convlens.core.hooks import eval_mode, get_layer, hooked
+from convlens.core.hooks import capture, eval_mode, frozen, get_layer, hooked
 from convlens.interpret.heads import default_layer, input_probe
 from convlens.interpret.maps import registry
-from convlens.interpret.maps.base import ActivationMapMethod, Site, normalize_maps
-from convlens.interpret.maps.cam import GradCAMpp
+from convlens.interpret.maps.base import Site, normalize_maps
+from convlens.interpret.maps.cam import GradCAMpp, GradientMethod
 
 REFERENCES = ("pytorch-grad-cam", "torchcam")
+# a convolution's or a normalisation's raw output, never chosen for the user: its signs
+# mix, where Grad-CAM++'s weights are ill-conditioned (sum(A) g^3 can near -2 g^2)
+RAW = (nn.Conv2d, nn.modules.batchnorm._BatchNorm)
 BASES: tuple[str, ...] = registry.flags()["base"].choices or ()
 
 
@@ -38,23 +41,26 @@ def finer_layers(model: nn.Module, x: torch.Tensor, layer: str, count: int = 3) 
     """``layer`` and, before it, one layer at each of the ``count - 1`` next finer
     resolutions, finest first (fewer where the network has fewer resolutions): at each
     resolution the outermost module (the fewest dots in its name: a ResNet's ``layer3``,
-    not a convolution inside it), the last of them that runs."""
-    order: list[tuple[str, tuple[int, ...]]] = []
+    not a convolution inside it), the last of them that runs; never a convolution's or a
+    normalisation's raw output (:data:`RAW`)."""
+    order: list[tuple[str, tuple[int, ...], bool]] = []  # (name, size, a raw output)
 
     def record(name: str) -> Callable[[nn.Module, object, object], None]:
         def hook(module: nn.Module, inputs: object, output: object) -> None:
             if isinstance(output, torch.Tensor) and output.ndim == 4:
-                order.append((name, tuple(output.shape[2:])))
+                order.append((name, tuple(output.shape[2:]), isinstance(module, RAW)))
 
         return hook
 
     hooks = [(m, record(n)) for n, m in model.named_modules() if n]
     with eval_mode(model), hooked(hooks):
         model(input_probe(x))
-    where = max(i for i, (n, _) in enumerate(order) if n == layer)
+    where = max(i for i, (n, _, _) in enumerate(order) if n == layer)
     by_size: dict[tuple[int, ...], str] = {}  # each finer resolution's outermost, last layer
-    for name, shape in order[:where]:
+    for name, shape, raw in order[:where]:
         known = by_size.get(shape)
+        if raw:
+            continue
         if known is None or name.count(".") <= known.count("."):
             by_size[shape] = name
     chosen, size = [layer], order[where][1]
@@ -65,8 +71,11 @@ def finer_layers(model: nn.Module, x: torch.Tensor, layer: str, count: int = 3) 
     return tuple(chosen)
 
 
-class RefineCAM(ActivationMapMethod):
-    """Refine-CAM (see the module doc)."""
+class RefineCAM(GradientMethod):
+    """Refine-CAM (see the module doc). One forward pass, and one backward pass per
+    target class, serve every fused layer (as torchcam's multi-layer extractors do)."""
+
+    relu = False  # a product of maps rectified and scaled to [0, 1]
 
     def __init__(
         self,
@@ -92,7 +101,13 @@ class RefineCAM(ActivationMapMethod):
                 )
             for name in layers:
                 get_layer(model, name)
-        self.layers, self.base_name, self.reference = layers, base, reference
+        made = registry.method_class(base)
+        torchcam = issubclass(made, GradCAMpp) and reference == "torchcam"
+        self.base: GradientMethod = made(
+            model, layer, **({"reference": "torchcam"} if torchcam else {})
+        )  # type: ignore[assignment]
+        self.layers, self.reference = layers, reference
+        self.outputs: list[torch.Tensor] = []  # set by forward, used by the same call
 
     def fused_layers(self, x: torch.Tensor) -> tuple[str, ...]:
         """The layers fused for inputs like ``x``."""
@@ -111,9 +126,22 @@ class RefineCAM(ActivationMapMethod):
         return Site(",".join(layers))
 
     def forward(self, x: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
-        # the maps come from the base method at each layer; here only the logits and the
-        # deepest layer's features, for the checks of the pipeline
-        return super().forward(x, layer.split(",")[-1])
+        """The logits and the deepest layer's features; every fused layer's output, with
+        its graph, goes to :meth:`weighted_maps` of the same call."""
+        names = layer.split(",")
+        xg = x.detach().clone().requires_grad_(True)
+        with (
+            eval_mode(self.model),
+            frozen(self.model),
+            torch.enable_grad(),
+            capture(self.model, names, detach=False) as store,
+        ):
+            logits = self.model(xg)
+        missing = [n for n in names if n not in store]
+        if missing:
+            raise ValueError(f"layer {missing[0]!r} was not run by the model's forward pass")
+        self.outputs = [store[n] for n in names]
+        return logits.float(), store[names[-1]]
 
     def weighted_maps(
         self,
@@ -123,16 +151,20 @@ class RefineCAM(ActivationMapMethod):
         logits: torch.Tensor,
         classes: torch.Tensor,
     ) -> torch.Tensor:
-        made = registry.method_class(self.base_name)
-        options = (
-            {"reference": "torchcam"}
-            if issubclass(made, GradCAMpp) and self.reference == "torchcam"
-            else {}
-        )
-        per_layer = [
-            made(self.model, name, **options)(x, classes=classes).maps
-            for name in site.layer.split(",")
-        ]
+        outputs, self.outputs = self.outputs, []
+        last = classes.shape[1] - 1
+        grads = [
+            torch.autograd.grad(logits.gather(1, classes[:, t : t + 1]).sum(), outputs,
+                                retain_graph=t < last)
+            for t in range(classes.shape[1])
+        ]  # fmt: skip
+        per_layer = []
+        for i, acts in enumerate(outputs):
+            g = torch.stack([grad[i].float() for grad in grads], 1)  # [N, T, C, h, w]
+            alpha = self.base.weights_from(g, acts.detach())
+            if alpha.ndim == 3:
+                alpha = alpha[..., None, None]
+            per_layer.append((alpha * acts.detach()[:, None]).sum(2).clamp_min(0))
         if self.reference == "torchcam":
             size = (max(m.shape[2] for m in per_layer), max(m.shape[3] for m in per_layer))
         else:
@@ -140,7 +172,7 @@ class RefineCAM(ActivationMapMethod):
         product = torch.ones((), device=x.device)
         for maps in per_layer:
             resized = F.interpolate(
-                normalize_maps(maps.clamp_min(0)), size=size, mode="bilinear", align_corners=False
+                normalize_maps(maps), size=size, mode="bilinear", align_corners=False
             )
             if self.reference == "pytorch-grad-cam":  # scales again after resizing
                 resized = normalize_maps(resized.clamp_min(0))
