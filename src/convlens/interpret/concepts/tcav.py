@@ -167,8 +167,9 @@ def t_test(runs: Sequence[float], null: Sequence[float]) -> float:
     Kim et al. compare the runs with random-against-random runs as two samples
     (``scipy.stats.ttest_ind``). A concept's runs all share its one image set, and so
     vary less than the null's, whose pairs differ in both sets: a set of random images
-    posing as a concept then passes far more often than the level says (11 of 100 trials
-    at 0.05, against 1 of 100 here; ``tests/interpret/test_tcav.py``)."""
+    posing as a concept then passes far more often than the level says: of 100 trials on
+    fashion-cnn at 0.05, 23 with SGD's CAVs (2 here) and 40 with FastCAV's (0 here;
+    ``benchmarks/tcav_null.py``)."""
     from scipy import stats
 
     base = np.asarray(null, dtype=np.float64)
