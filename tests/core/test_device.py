@@ -16,6 +16,7 @@ from convlens.data.images import Preprocessing
 from convlens.data.sources import TensorSource
 from convlens.inference import evaluate, predict_logits
 from convlens.interpret import ablation, faithfulness, filters, units
+from convlens.interpret.concepts import tcav
 from convlens.interpret.dissect import dissect
 from convlens.interpret.maps import pixel, registry
 from convlens.interpret.objectives import channel, class_logit, diversity
@@ -82,9 +83,15 @@ def _cases() -> dict[str, Callable[[torch.nn.Module, torch.Tensor], Any]]:
         "visualize class": lambda m, x: visualize(m, class_logit([2]), GREY, few),
     }
     for name in registry.names():
-        cases[f"class_maps {name}"] = lambda m, x, n=name: registry.class_maps(
-            m, x, top=2, method=n
+        # Refine-CAM's default layers need a finer resolution than the tiny model has
+        options = {"layers": ("features.0", "features")} if name == "refinecam" else None
+        cases[f"class_maps {name}"] = lambda m, x, n=name, o=options: registry.class_maps(
+            m, x, top=2, method=n, options=o
         )
+    cases["tcav"] = lambda m, x: tcav.tcav(
+        m, {0: x.repeat(4, 1, 1, 1)}, {"c": x.repeat(4, 1, 1, 1)},
+        [x.repeat(4, 1, 1, 1).flip(0), x.repeat(4, 1, 1, 1)], ["features"], "fastcav",
+    )  # fmt: skip
     return cases
 
 
@@ -137,6 +144,10 @@ PLACES_ITSELF = {
     "convlens.interpret.maps.cam.masked_logits": "a member's step: its inputs are already there",
     "convlens.interpret.maps.registry.class_maps": "through the method's explainer",
     "convlens.interpret.maps.registry.every_method": "through each method's explainer",
+    "convlens.interpret.concepts.tcav.layer_outputs": "moves each batch to the model's device",
+    "convlens.interpret.concepts.tcav.layer_gradients": "moves each batch to the model's device",
+    "convlens.interpret.concepts.tcav.check_classes": "moves its probe to the model's device",
+    "convlens.interpret.concepts.tcav.tcav": "through layer_outputs and layer_gradients",
 }
 
 

@@ -14,9 +14,10 @@ from scipy import stats
 from torch import nn
 from torch.utils.data import DataLoader
 
+from convlens.cli import main
 from convlens.data import fashion_mnist, patterns
 from convlens.interpret.concepts import tcav as tc
-from tests.helpers import fashion, needs_fashion
+from tests.helpers import fashion, needs_fashion, one_error_line
 
 LAYERS = ["features.1", "features"]
 
@@ -179,3 +180,48 @@ def test_bad_sets_are_one_line_each() -> None:
         assert message in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(ValueError, match="unknown CAV method 'svm'"):
         tc.tcav(model, {0: ten}, {"c": ten}, [ten, ten], ["features"], method="svm")
+
+
+@needs_fashion
+def test_tcav_cli_writes_a_table_and_a_figure_and_refuses_bad_input_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "tcav"
+    base = [
+        "tcav",
+        "fashion-cnn",
+        "--layers",
+        "features.1",
+        "--target",
+        "Trouser",
+        "--out",
+        str(out),
+    ]
+    small = ["--random", "3", "--per-set", "10", "--method", "fastcav"]
+    assert (
+        main([*base, "--concept", "stripes=pattern:stripes-0", "shirts=class:Shirt", *small]) == 0
+    )
+    table = (out / "tcav.md").read_text()
+    assert "| stripes | features.1 | Trouser |" in table and "| shirts |" in table
+    assert (out / "tcav.png").read_bytes()[:4] == b"\x89PNG"
+    assert len((out / "tcav.csv").read_text().splitlines()) == 3
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    wrong = ["tcav", "fashion-cnn", "--layers", "features.1", "--out", str(bad)]
+    cases = [
+        (["--concept", "s=pattern:zigzag", "--target", "1", *small], "unknown pattern 'zigzag'"),
+        (
+            ["--concept", "s=pattern:dots", "--target", "1", "--random", "1"],
+            "2 random sets or more",
+        ),
+        (["--concept", "s=pattern:dots", "--target", "1", "--per-set", "5"], "10 images or more"),
+        (
+            ["--concept", "s=pattern:dots", "--target", "Sandals", *small],
+            "'Sandals' is not a class",
+        ),
+        (["--concept", "stripes", "--target", "1", *small], "write NAME=SOURCE"),
+    ]
+    for argv, message in cases:
+        assert main([*wrong, *argv]) == 2
+        assert message in one_error_line(capsys)
+    assert not bad.exists()
