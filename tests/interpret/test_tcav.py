@@ -87,6 +87,23 @@ def test_scores_equal_captum_for_the_same_cavs(tmp_path: Path) -> None:
             assert abs(magnitude - float(theirs["magnitude"][0])) < 1e-6
 
 
+def test_logistic_cavs_equal_scikit_learns_optimum_many_at_once() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    g = torch.Generator().manual_seed(0)
+    concept = torch.randn(30, 400, generator=g) + 0.2
+    randoms = [torch.randn(30, 400, generator=g) for _ in range(5)]
+    cavs = tc.logistic_vectors([(concept, r, i) for i, r in enumerate(randoms)])
+    for i, (r, (v, accuracy)) in enumerate(zip(randoms, cavs, strict=True)):
+        x = torch.cat([concept, r]).double().numpy()
+        y = np.r_[np.ones(30), np.zeros(30)]
+        fit, held = tc.split(60, i)
+        theirs = LogisticRegression(C=1.0, tol=1e-12, max_iter=100_000).fit(x[fit], y[fit])
+        w = torch.from_numpy(theirs.coef_[0]).float()
+        assert float((v - w).abs().max() / w.abs().max()) < 1e-5
+        assert accuracy == pytest.approx(float((theirs.predict(x[held]) == y[held]).mean()))
+
+
 def test_fastcav_is_the_mean_difference() -> None:
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(20, 50, generator=g), torch.randn(30, 50, generator=g) + 1

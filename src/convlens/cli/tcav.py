@@ -41,9 +41,9 @@ def add_parser(sub: Any) -> None:
                    "a FashionMNIST split or a folder of images [test]")  # fmt: skip
     p.add_argument("--random", type=int, default=10, help="random sets, 2 or more [10]")
     p.add_argument("--per-set", type=int, default=50, help="images in each set [50]")
-    p.add_argument("--method", choices=("sgd", "logistic", "fastcav"), default="sgd",
-                   help="how a CAV is fitted: SGD (captum's), logistic regression, or "
-                   "FastCAV's mean difference [sgd]")  # fmt: skip
+    p.add_argument("--method", choices=("logistic", "sgd", "fastcav"), default="logistic",
+                   help="how a CAV is fitted: logistic regression (exact), SGD (captum's "
+                   "default), or FastCAV's mean difference [logistic]")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="which random images [0]")
     p.add_argument("--out", type=Path, default=Path("tcav"), help="[tcav]")
     p.set_defaults(run=run)
@@ -79,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
     randoms = [
         images[torch.randperm(len(images), generator=g)[: args.per_set]] for _ in range(args.random)
     ]
-    total = (len(concepts) + args.random - 1) * args.random * len(args.layers)
+    total = (
+        (len(concepts) + min(args.random - 1, tcav.NULL_PARTNERS)) * args.random * len(args.layers)
+    )
     with tqdm(total=total, desc="tcav", unit="CAV") as bar:
 
         def step() -> None:

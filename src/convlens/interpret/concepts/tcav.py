@@ -4,9 +4,11 @@ class's logit up?
 
 1. A **concept activation vector** (CAV) in a layer: the normal of a linear classifier
    that separates the layer's activations of the concept's images from those of random
-   images (``method``: ``"sgd"``, scikit-learn's ``SGDClassifier`` with captum's
-   settings; ``"logistic"``, ``LogisticRegression``; or ``"fastcav"``, Schmalwasser et
-   al., ICML 2025: the difference of the two sets' mean activations, no training).
+   images (``method``: ``"logistic"``, L2-regularised logistic regression solved
+   exactly, many CAVs at once (:func:`logistic_vectors`, scikit-learn's
+   ``LogisticRegression``'s optimum); ``"sgd"``, scikit-learn's ``SGDClassifier`` with
+   captum's settings (stochastic, and slower); or ``"fastcav"``, Schmalwasser et al.,
+   ICML 2025: the difference of the two sets' mean activations, no training).
 2. The **TCAV score** of a class: over images of the class, the fraction whose logit
    rises along the CAV (the directional derivative ``grad_A logit . v > 0``: the *sign
    count*), and captum's *magnitude*, the mean directional derivative.
@@ -38,6 +40,15 @@ CAV_METHODS = ("sgd", "logistic", "fastcav")
 MIN_IMAGES = 10  # images of a concept or random set, at the least
 TEST_SPLIT = 0.33  # held out to measure a fitted CAV's accuracy, as captum does
 LEVEL = 0.05  # the significance level, before the Bonferroni correction
+# each random set of the null poses as a concept against this many others (all when fewer):
+# the null's cost grows with the random sets, not with their square
+NULL_PARTNERS = 10
+
+
+def partners(j: int, n: int) -> list[int]:
+    """The random sets that set ``j`` of ``n`` is tested against in the null: the next
+    ``NULL_PARTNERS`` (or all the others), in a ring."""
+    return [(j + step) % n for step in range(1, min(n - 1, NULL_PARTNERS) + 1)]
 
 
 @dataclass(frozen=True)
@@ -123,6 +134,13 @@ def layer_gradients(
     return {layer: torch.cat(parts) for layer, parts in out.items()}
 
 
+def split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(fit, held)``: positions of ``n`` examples, ``TEST_SPLIT`` of them held out."""
+    order = np.random.default_rng(seed).permutation(n)
+    held = order[: max(1, int(n * TEST_SPLIT))]
+    return order[len(held) :], held
+
+
 def concept_vector(
     concept: torch.Tensor, random: torch.Tensor, method: str = "sgd", seed: int = 0
 ) -> tuple[torch.Tensor, float | None]:
@@ -130,23 +148,89 @@ def concept_vector(
     (``[Nc, F]``) from ``random`` (``[Nr, F]``), pointing towards the concept."""
     if method == "fastcav":
         return concept.mean(0) - random.mean(0), None
-    from sklearn.linear_model import LogisticRegression, SGDClassifier
+    if method == "logistic":
+        return logistic_vectors([(concept, random, seed)])[0]
+    if method != "sgd":
+        raise ValueError(f"unknown CAV method {method!r}; choose one of {', '.join(CAV_METHODS)}")
+    from sklearn.linear_model import SGDClassifier
 
     x = torch.cat([concept, random]).numpy()
     y = np.r_[np.ones(len(concept)), np.zeros(len(random))]
-    order = np.random.default_rng(seed).permutation(len(y))
-    held = order[: max(1, int(len(y) * TEST_SPLIT))]
-    fit = order[len(held) :]
-    if method == "sgd":  # captum's DefaultClassifier's settings
-        classifier: object = SGDClassifier(alpha=0.01, max_iter=1000, tol=1e-3, random_state=seed)
-    elif method == "logistic":
-        classifier = LogisticRegression(max_iter=1000)
-    else:
-        raise ValueError(f"unknown CAV method {method!r}; choose one of {', '.join(CAV_METHODS)}")
-    classifier.fit(x[fit], y[fit])  # type: ignore[attr-defined]
-    accuracy = float((classifier.predict(x[held]) == y[held]).mean())  # type: ignore[attr-defined]
-    vector = torch.from_numpy(np.asarray(classifier.coef_[0], dtype=np.float32))  # type: ignore[attr-defined]
-    return vector, accuracy
+    fit, held = split(len(y), seed)
+    # captum's DefaultClassifier's settings
+    classifier = SGDClassifier(alpha=0.01, max_iter=1000, tol=1e-3, random_state=seed)
+    classifier.fit(x[fit], y[fit])
+    accuracy = float((classifier.predict(x[held]) == y[held]).mean())
+    return torch.from_numpy(np.asarray(classifier.coef_[0], dtype=np.float32)), accuracy
+
+
+def logistic_vectors(
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor, int]], strength: float = 1.0
+) -> list[tuple[torch.Tensor, float | None]]:
+    """The CAVs of L2-regularised logistic regression (scikit-learn's
+    ``LogisticRegression(C=strength)``: the same optimum) for each ``(concept, random,
+    seed)`` of ``pairs``, many at once: with fewer examples than features, the weights are
+    a combination of the examples (``w = X^T a``), so Newton's method runs on ``a`` and
+    the intercept, ``n + 1`` unknowns, for a batch of CAVs in one solve per step.
+    Each CAV holds out ``TEST_SPLIT`` of its examples (by ``seed``) to measure accuracy."""
+    # every set once in one bank; a CAV's examples are rows of it (no copy per CAV)
+    offsets: dict[int, int] = {}
+    parts: list[torch.Tensor] = []
+    for concept, random, _ in pairs:
+        for t in (concept, random):
+            if id(t) not in offsets:
+                offsets[id(t)] = sum(len(p) for p in parts)
+                parts.append(t)
+    bank = torch.cat(parts)
+
+    def rows(t: torch.Tensor) -> torch.Tensor:
+        return torch.arange(offsets[id(t)], offsets[id(t)] + len(t))
+
+    out: list[tuple[torch.Tensor, float | None]] = []
+    for start in range(0, len(pairs), 32):  # 32 CAVs per batch: memory stays bounded
+        group = pairs[start : start + 32]
+        if len({(len(c), len(r)) for c, r, _ in group}) > 1:  # sets of different sizes
+            out += [v for p in group for v in logistic_vectors([p], strength)]
+            continue
+        labels = torch.cat([torch.ones(len(group[0][0])), torch.zeros(len(group[0][1]))])
+        index = torch.stack([torch.cat([rows(c), rows(r)]) for c, r, _ in group])  # [K, N]
+        splits = [split(len(labels), seed) for _, _, seed in group]
+        fit = torch.stack([torch.from_numpy(f) for f, _ in splits])
+        x = bank[index.gather(1, fit)]  # [K, n, F]
+        y = labels[fit].double()  # [K, n]
+        gram = (x @ x.transpose(1, 2)).double()  # float32 products, a float64 solve
+        a, b = newton_logistic(gram, y, 1.0 / strength)
+        w = (x.transpose(1, 2) @ a.float()[..., None])[..., 0]  # [K, F]
+        for k, (_, held) in enumerate(splits):
+            predicted = (bank[index[k, held]] @ w[k] + float(b[k])) > 0
+            out.append((w[k], float((predicted.float() == labels[held]).float().mean())))
+    return out
+
+
+def newton_logistic(
+    gram: torch.Tensor, y: torch.Tensor, penalty: float, steps: int = 100
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(a [K, n], b [K])`` minimising ``sum_i logloss(y_i, (G a)_i + b) + penalty/2 a^T G
+    a`` for each of the ``K`` Gram matrices ``gram`` ``[K, n, n]`` and labels ``y`` in
+    {0, 1}: Newton's method, the step solving ``(W G + penalty I) da + W 1 db = -(p - y +
+    penalty a)`` and ``1^T W G da + 1^T W 1 db = -sum(p - y)``."""
+    k, n = y.shape
+    a, b = torch.zeros(k, n, dtype=y.dtype), torch.zeros(k, dtype=y.dtype)
+    eye = torch.eye(n, dtype=y.dtype)
+    for _ in range(steps):
+        p = torch.sigmoid((gram @ a[..., None])[..., 0] + b[:, None])
+        w = p * (1 - p)
+        system = torch.zeros(k, n + 1, n + 1, dtype=y.dtype)
+        system[:, :n, :n] = w[..., None] * gram + penalty * eye
+        system[:, :n, n] = w
+        system[:, n, :n] = (w[..., None] * gram).sum(1)
+        system[:, n, n] = w.sum(1)
+        rhs = -torch.cat([p - y + penalty * a, (p - y).sum(1, keepdim=True)], 1)
+        step = torch.linalg.solve(system, rhs)
+        a, b = a + step[:, :n], b + step[:, n]
+        if float(step.abs().max()) < 1e-10:
+            break
+    return a, b
 
 
 def directional_scores(gradients: torch.Tensor, vector: torch.Tensor) -> tuple[float, float]:
@@ -203,14 +287,15 @@ def tcav(
     concepts: Mapping[str, torch.Tensor],
     randoms: Sequence[torch.Tensor],
     layers: Sequence[str],
-    method: str = "sgd",
+    method: str = "logistic",
     batch_size: int = 64,
     progress: Callable[[], None] | None = None,
 ) -> TCAVResult:
     """Test each concept (``{name: images}``) for each class (``{class: its images}``) in
     each layer, against ``randoms`` (two or more sets of random images). Images are model
     inputs ``[N, C, H, W]``. ``progress()`` is called after each CAV
-    (``(len(concepts) + len(randoms) - 1) * len(randoms) * len(layers)`` of them).
+    (``(len(concepts) + min(len(randoms) - 1, NULL_PARTNERS)) * len(randoms) *
+    len(layers)`` of them).
 
     Raises:
         ValueError: an unknown layer, class or CAV method; a set of fewer than
@@ -229,29 +314,40 @@ def tcav(
     scores = []
     n = len(noise)
     for layer in layers:
-        # the null: each random set as a concept, against every other random set
-        null = [[fitted(noise[j][layer], noise[i][layer], method, i, progress)
-                 for i in range(n) if i != j] for j in range(n)]  # fmt: skip
-        for name in concepts:
-            cavs = [fitted(acts[name][layer], noise[i][layer], method, i, progress)
-                    for i in range(n)]  # fmt: skip
+        # the null: each random set as a concept, against the next random sets
+        pairs = [(noise[j][layer], noise[i][layer], i) for j in range(n) for i in partners(j, n)]
+        pairs += [(acts[name][layer], noise[i][layer], i) for name in concepts for i in range(n)]
+        cavs = fitted(pairs, method, progress)
+        width = len(partners(0, n))
+        null = [cavs[j * width : (j + 1) * width] for j in range(n)]
+        for m, name in enumerate(concepts):
+            own = cavs[n * width + m * n : n * width + (m + 1) * n]
             for c in inputs:
-                scores.append(score(name, layer, c, grads[c][layer], cavs, null, tests))
+                scores.append(score(name, layer, c, grads[c][layer], own, null, tests))
     return TCAVResult(scores=scores, method=method, tests=tests)
 
 
 def fitted(
-    concept: torch.Tensor,
-    random: torch.Tensor,
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor, int]],
     method: str,
-    seed: int,
     progress: Callable[[], None] | None,
-) -> tuple[torch.Tensor, float | None]:
-    """:func:`concept_vector`, then ``progress()``."""
-    cav = concept_vector(concept, random, method, seed)
-    if progress is not None:
-        progress()
-    return cav
+) -> list[tuple[torch.Tensor, float | None]]:
+    """The CAV of each ``(concept, random, seed)``, logistic ones many at once, with
+    ``progress()`` after each."""
+    if method == "logistic":
+        cavs = []
+        for start in range(0, len(pairs), 32):
+            cavs += logistic_vectors(pairs[start : start + 32])
+            for _ in pairs[start : start + 32]:
+                if progress is not None:
+                    progress()
+        return cavs
+    out = []
+    for concept, random, seed in pairs:
+        out.append(concept_vector(concept, random, method, seed))
+        if progress is not None:
+            progress()
+    return out
 
 
 def score(
@@ -304,6 +400,7 @@ __all__ = [
     "CAV_METHODS",
     "LEVEL",
     "MIN_IMAGES",
+    "NULL_PARTNERS",
     "TCAVResult",
     "TCAVScore",
     "check_classes",
@@ -313,7 +410,11 @@ __all__ = [
     "fitted",
     "layer_gradients",
     "layer_outputs",
+    "logistic_vectors",
+    "newton_logistic",
+    "partners",
     "score",
+    "split",
     "t_test",
     "tcav",
 ]
