@@ -20,7 +20,9 @@ class's logit up?
    random sets; a handful gives a test of little power.
 
 Activations and gradients are computed in batches of ``batch_size`` images, every layer
-in one pass, where the model is; the CAVs are fitted on the CPU.
+in one pass, where the model is and in the precision asked for (``--precision``; fp32
+under ``auto``, not measured in bf16); the CAVs are fitted on the CPU, in fp32 and
+float64.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from torch import nn
 
 from convlens.core.device import model_device
 from convlens.core.hooks import capture, eval_mode, frozen, get_layer
+from convlens.core.precision import in_precision
 
 CAV_METHODS = ("sgd", "logistic", "fastcav")
 MIN_IMAGES = 10  # images of a concept or random set, at the least
@@ -96,6 +99,7 @@ class TCAVResult:
         return "\n".join(rows)
 
 
+@in_precision("tcav")
 def layer_outputs(
     model: nn.Module, x: torch.Tensor, layers: Sequence[str], batch_size: int = 64
 ) -> dict[str, torch.Tensor]:
@@ -111,6 +115,7 @@ def layer_outputs(
     return {layer: torch.cat(parts) for layer, parts in out.items()}
 
 
+@in_precision("tcav")
 def layer_gradients(
     model: nn.Module, x: torch.Tensor, layers: Sequence[str], target: int, batch_size: int = 64
 ) -> dict[str, torch.Tensor]:
