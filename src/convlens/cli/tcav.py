@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from convlens.cli.common import add_model_args, load_model
 from convlens.interpret.maps.registry import layer_list
+
+if TYPE_CHECKING:  # the CLI starts without torch
+    import torch
 
 PATTERN = "pattern:"
 CLASS = "class:"
@@ -50,6 +51,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
     from tqdm import tqdm
 
     from convlens.cli.cam import class_index
@@ -113,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
 
 def every_image(source: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     """All of a source's model inputs and labels (None without classes)."""
+    import torch
+
     xs, ys = [], []
     for batch in source.batches(256):
         xs.append(batch.x)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib
 import numpy as np
 
 from convlens.interpret.concepts.tcav import TCAVResult
@@ -22,7 +21,7 @@ def draw_tcav(result: TCAVResult, class_names: Sequence[str], title: str) -> Fig
         figsize=(max(5.0, 1.2 + 0.9 * len(classes) * (len(concepts) + 1)), 3.2 * len(layers))
     )
     axes = fig.subplots(len(layers), 1, squeeze=False)[:, 0]
-    colours = [matplotlib.colormaps["tab10"](i % 10) for i in range(len(concepts))]
+    colours = [f"C{i % 10}" for i in range(len(concepts))]  # matplotlib's cycle
     width = 0.8 / (len(concepts) + 1)
     by_key = {(s.layer, s.concept, s.target): s for s in result.scores}
     for ax, layer in zip(axes, layers, strict=True):

@@ -35,7 +35,7 @@ from convlens.cli import main
 from convlens.core.hooks import hook_count
 from convlens.interpret.maps import cam, registry
 from convlens.interpret.maps.base import normalize_maps
-from convlens.interpret.maps.refine_cam import finer_layers
+from convlens.interpret.maps.refine_cam import NothingToRefineWarning, finer_layers
 from convlens.models import places365
 from tests.helpers import ROOT, fashion, official_checkpoint
 
@@ -466,5 +466,10 @@ def test_the_later_members_bad_options_are_one_line_each() -> None:
     top = registry.make("gradcam", model, layer)(x, top=1).class_indices[0, 0]
     with pytest.raises(ValueError, match=f"class {int(top)} is both a target and a comparison"):
         registry.make("finercam", model, layer, compare_with=[int(top)])(x[:1], top=1)
-    with pytest.raises(ValueError, match="no finer resolution before 'features.0.0.conv'"):
-        registry.make("refinecam", model, "features.0.0.conv")(x, top=1)
+    # by default, a layer with nothing finer before it is mapped alone, with a warning
+    with pytest.warns(
+        NothingToRefineWarning, match="no finer resolution before 'features.0.0.conv'"
+    ):
+        alone = registry.make("refinecam", model, "features.0.0.conv")(x, top=1)
+    base = registry.make("gradcampp", model, "features.0.0.conv")(x, top=1)
+    torch.testing.assert_close(alone.normalized, base.normalized, atol=1e-6, rtol=0)

@@ -15,6 +15,7 @@ The references fuse at different sizes (``reference``): ``"pytorch-grad-cam"``
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -29,6 +30,12 @@ from convlens.interpret.maps.base import Site, normalize_maps
 from convlens.interpret.maps.cam import GradCAMpp, GradientMethod
 
 REFERENCES = ("pytorch-grad-cam", "torchcam")
+
+
+class NothingToRefineWarning(UserWarning):
+    """Refine-CAM's default layers found no finer resolution: it maps one layer."""
+
+
 # a convolution's or a normalisation's raw output, never chosen for the user: its signs
 # mix, where Grad-CAM++'s weights are ill-conditioned (sum(A) g^3 can near -2 g^2)
 RAW = (nn.Conv2d, nn.modules.batchnorm._BatchNorm)
@@ -118,10 +125,14 @@ class RefineCAM(GradientMethod):
 
     def locate(self, x: torch.Tensor) -> Site:
         layers = self.fused_layers(x)
-        if len(layers) < 2:
-            raise ValueError(
-                f"the network has no finer resolution before {layers[0]!r} to refine it with; "
-                f"give Refine-CAM two layers or more with `layers`"
+        if len(layers) < 2:  # only by default: `layers` given are two or more
+            warnings.warn(
+                NothingToRefineWarning(
+                    f"the network has no finer resolution before {layers[0]!r} to refine it "
+                    f"with: Refine-CAM is its base method's map there; give it two layers or "
+                    f"more with `layers`"
+                ),
+                stacklevel=3,
             )
         return Site(",".join(layers))
 
@@ -180,4 +191,4 @@ class RefineCAM(GradientMethod):
         return product
 
 
-__all__ = ["BASES", "REFERENCES", "RefineCAM", "finer_layers"]
+__all__ = ["BASES", "REFERENCES", "NothingToRefineWarning", "RefineCAM", "finer_layers"]
