@@ -90,7 +90,7 @@ def _cases() -> dict[str, Callable[[torch.nn.Module, torch.Tensor], Any]]:
         )
     cases["tcav"] = lambda m, x: tcav.tcav(
         m, {0: x.repeat(4, 1, 1, 1)}, {"c": x.repeat(4, 1, 1, 1)},
-        [x.repeat(4, 1, 1, 1).flip(0), x.repeat(4, 1, 1, 1)], ["features"], "fastcav",
+        [x.repeat(4, 1, 1, 1).flip(0), x.repeat(4, 1, 1, 1)], ["features"], "logistic",
     )  # fmt: skip
     return cases
 

@@ -189,7 +189,7 @@ def logistic_vectors(
     bank = torch.cat(parts)
 
     def rows(t: torch.Tensor) -> torch.Tensor:
-        return torch.arange(offsets[id(t)], offsets[id(t)] + len(t))
+        return torch.arange(offsets[id(t)], offsets[id(t)] + len(t), device="cpu")
 
     out: list[tuple[torch.Tensor, float | None]] = []
     for start in range(0, len(pairs), 32):  # 32 CAVs per batch: memory stays bounded
@@ -197,7 +197,8 @@ def logistic_vectors(
         if len({(len(c), len(r)) for c, r, _ in group}) > 1:  # sets of different sizes
             out += [v for p in group for v in logistic_vectors([p], strength)]
             continue
-        labels = torch.cat([torch.ones(len(group[0][0])), torch.zeros(len(group[0][1]))])
+        labels = torch.cat([torch.ones(len(group[0][0]), device="cpu"),
+                            torch.zeros(len(group[0][1]), device="cpu")])  # fmt: skip
         index = torch.stack([torch.cat([rows(c), rows(r)]) for c, r, _ in group])  # [K, N]
         splits = [split(len(labels), seed) for _, _, seed in group]
         fit = torch.stack([torch.from_numpy(f) for f, _ in splits])
@@ -220,12 +221,13 @@ def newton_logistic(
     {0, 1}: Newton's method, the step solving ``(W G + penalty I) da + W 1 db = -(p - y +
     penalty a)`` and ``1^T W G da + 1^T W 1 db = -sum(p - y)``."""
     k, n = y.shape
-    a, b = torch.zeros(k, n, dtype=y.dtype), torch.zeros(k, dtype=y.dtype)
-    eye = torch.eye(n, dtype=y.dtype)
+    a = torch.zeros(k, n, dtype=y.dtype, device=y.device)
+    b = torch.zeros(k, dtype=y.dtype, device=y.device)
+    eye = torch.eye(n, dtype=y.dtype, device=y.device)
     for _ in range(steps):
         p = torch.sigmoid((gram @ a[..., None])[..., 0] + b[:, None])
         w = p * (1 - p)
-        system = torch.zeros(k, n + 1, n + 1, dtype=y.dtype)
+        system = torch.zeros(k, n + 1, n + 1, dtype=y.dtype, device=y.device)
         system[:, :n, :n] = w[..., None] * gram + penalty * eye
         system[:, :n, n] = w
         system[:, n, :n] = (w[..., None] * gram).sum(1)
