@@ -55,10 +55,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from convlens.cli.cam import class_index
-    from convlens.core.fileio import atomic_write_text
     from convlens.data.catalog import open_source
     from convlens.interpret.concepts import tcav
-    from convlens.render import concept_figures, figure
 
     if args.random < 2:
         raise ValueError(f"--random {args.random}: TCAV needs 2 random sets or more")
@@ -92,6 +90,18 @@ def run(args: argparse.Namespace) -> int:
         result = tcav.tcav(
             loaded.model, inputs, concepts, randoms, args.layers, args.method, progress=step
         )
+    write_results(args, loaded, result)
+    return 0
+
+
+def write_results(args: argparse.Namespace, loaded: Any, result: Any) -> None:
+    """tcav.md, tcav.csv and tcav.png in ``args.out``, and the table on the terminal."""
+    import torch
+
+    from convlens.core.fileio import atomic_write_text
+    from convlens.interpret.concepts import tcav
+    from convlens.render import concept_figures, figure
+
     table = result.table(loaded.classes)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = ["concept,layer,class,sign_count,sd,random_mean,magnitude,p,p_corrected,significant"]
@@ -110,7 +120,6 @@ def run(args: argparse.Namespace) -> int:
     print(table)
     print(f"{result.tests} tests, Bonferroni-corrected at {tcav.LEVEL}")
     print(f"wrote {args.out / 'tcav.md'}, tcav.csv and tcav.png")
-    return 0
 
 
 def every_image(source: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
