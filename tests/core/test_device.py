@@ -142,6 +142,7 @@ PLACES_ITSELF = {
     "convlens.interpret.heads.find_gap_head": "moves its probe to the model's device",
     "convlens.interpret.heads.class_map_head": "moves its probe to the model's device",
     "convlens.interpret.maps.cam.masked_logits": "a member's step: its inputs are already there",
+    "convlens.interpret.maps.cam.graph_forward": "a member's step: its inputs are already there",
     "convlens.interpret.maps.registry.class_maps": "through the method's explainer",
     "convlens.interpret.maps.registry.every_method": "through each method's explainer",
     "convlens.interpret.concepts.tcav.layer_outputs": "moves each batch to the model's device",

@@ -36,6 +36,7 @@ from convlens.core.hooks import (
     score_gradient,
 )
 from convlens.interpret.heads import find_gap_head, input_probe
+from convlens.interpret.maps import registry
 from convlens.interpret.maps.base import ActivationMapMethod, Site
 
 
@@ -62,20 +63,9 @@ class GradientMethod(ActivationMapMethod):
     relu = True
 
     def forward(self, x: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and features that keep their autograd graph, for channel_weights.
-        The input requires grad so the layer's output does even when the caller froze
-        the parameters; no parameter gradient is computed or stored."""
-        xg = x.detach().clone().requires_grad_(True)
-        with (
-            eval_mode(self.model),
-            frozen(self.model),
-            torch.enable_grad(),
-            capture(self.model, layer, detach=False) as store,
-        ):
-            logits = self.model(xg)
-        if layer not in store:
-            raise ValueError(f"layer {layer!r} was not run by the model's forward pass")
-        return logits.float(), store[layer]
+        """Logits and features that keep their autograd graph, for channel_weights."""
+        logits, (features,) = graph_forward(self.model, x, [layer])
+        return logits, features
 
     def channel_weights(
         self, site: Site, features: torch.Tensor, logits: torch.Tensor, classes: torch.Tensor
@@ -85,6 +75,50 @@ class GradientMethod(ActivationMapMethod):
     def weights_from(self, grads: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
         """Weights from the gradients ``[N, T, C, h, w]`` and activations ``[N, C, h, w]``."""
         raise NotImplementedError
+
+
+def graph_forward(
+    model: nn.Module, x: torch.Tensor, layers: list[str]
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``(logits, outputs)``: one forward pass whose ``layers``' outputs keep their
+    autograd graph. The input requires grad so the outputs do even when the caller froze
+    the parameters; no parameter gradient is computed or stored."""
+    xg = x.detach().clone().requires_grad_(True)
+    with (
+        eval_mode(model),
+        frozen(model),
+        torch.enable_grad(),
+        capture(model, layers, detach=False) as store,
+    ):
+        logits = model(xg)
+    missing = [n for n in layers if n not in store]
+    if missing:
+        raise ValueError(f"layer {missing[0]!r} was not run by the model's forward pass")
+    return logits.float(), [store[n] for n in layers]
+
+
+GRADIENT_REFERENCES = ("pytorch-grad-cam", "torchcam")
+
+
+def gradient_base(
+    model: nn.Module, layer: str | None, base: str, reference: str, who: str
+) -> GradientMethod:
+    """The gradient CAM ``base`` that method ``who`` builds on, following ``reference``
+    (torchcam's Grad-CAM++ is its own variant, see :class:`GradCAMpp`).
+
+    Raises:
+        ValueError: an unknown reference, or a base that is not a gradient CAM.
+    """
+    if reference not in GRADIENT_REFERENCES:
+        raise ValueError(
+            f"`reference` must be one of {', '.join(GRADIENT_REFERENCES)}, got {reference!r}"
+        )
+    bases = registry.flags()["base"].choices or ()
+    if base not in bases:
+        raise ValueError(f"{who}'s base must be one of {', '.join(bases)}, got {base!r}")
+    made = registry.method_class(base)
+    torchcam = issubclass(made, GradCAMpp) and reference == "torchcam"
+    return made(model, layer, **({"reference": "torchcam"} if torchcam else {}))  # type: ignore[return-value]
 
 
 def class_gradients(
@@ -332,6 +366,7 @@ class EigenCAM(ActivationMapMethod):
 
 __all__ = [
     "CAM",
+    "GRADIENT_REFERENCES",
     "EigenCAM",
     "GradCAM",
     "GradCAMpp",
@@ -343,6 +378,8 @@ __all__ = [
     "check_noise",
     "class_gradients",
     "first_projection",
+    "gradient_base",
+    "graph_forward",
     "masked_logits",
     "score_weighted",
     "torchcam_noise",

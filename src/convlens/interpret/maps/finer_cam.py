@@ -25,11 +25,9 @@ from torch import nn
 
 from convlens.interpret.maps import registry
 from convlens.interpret.maps.base import Site
-from convlens.interpret.maps.cam import GradCAMpp, GradientMethod
+from convlens.interpret.maps.cam import GradientMethod, gradient_base
 
-REFERENCES = ("pytorch-grad-cam", "torchcam")
 DEFAULT_ALPHA = {"pytorch-grad-cam": 1.0, "torchcam": 0.6}
-BASES: tuple[str, ...] = registry.flags()["base"].choices or ()
 
 
 class FinerCAM(GradientMethod):
@@ -46,12 +44,7 @@ class FinerCAM(GradientMethod):
         reference: str = "pytorch-grad-cam",
     ) -> None:
         super().__init__(model, layer)
-        if reference not in REFERENCES:
-            raise ValueError(
-                f"`reference` must be one of {', '.join(REFERENCES)}, got {reference!r}"
-            )
-        if base not in BASES:
-            raise ValueError(f"Finer-CAM's base must be one of {', '.join(BASES)}, got {base!r}")
+        self.base = gradient_base(model, layer, base, reference, "Finer-CAM")
         alpha = DEFAULT_ALPHA[reference] if alpha is None else float(alpha)
         if not (math.isfinite(alpha) and alpha >= 0):
             raise ValueError(f"`alpha` must be a number of 0 or more, got {alpha}")
@@ -59,14 +52,6 @@ class FinerCAM(GradientMethod):
             raise ValueError(f"`comparisons` must be at least 1, got {comparisons}")
         if compare_with is not None and len(compare_with) == 0:
             raise ValueError("`compare_with` names no class; give one or more class indices")
-        made = registry.method_class(base)
-        # torchcam's Grad-CAM++ is its own variant (see GradCAMpp)
-        options = (
-            {"reference": "torchcam"}
-            if issubclass(made, GradCAMpp) and reference == "torchcam"
-            else {}
-        )
-        self.base: GradientMethod = made(model, layer, **options)  # type: ignore[assignment]
         self.reference, self.alpha, self.comparisons = reference, alpha, comparisons
         self.compare_with = None if compare_with is None else tuple(int(c) for c in compare_with)
 
@@ -115,4 +100,4 @@ class FinerCAM(GradientMethod):
         return self.base.weights_from(torch.stack(grads, 1), features.detach())
 
 
-__all__ = ["BASES", "DEFAULT_ALPHA", "REFERENCES", "FinerCAM"]
+__all__ = ["DEFAULT_ALPHA", "FinerCAM"]

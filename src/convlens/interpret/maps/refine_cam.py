@@ -23,13 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlens.core.device import on_model_device
-from convlens.core.hooks import capture, eval_mode, frozen, get_layer, hooked
+from convlens.core.hooks import eval_mode, get_layer, hooked
 from convlens.interpret.heads import default_layer, input_probe
 from convlens.interpret.maps import registry
 from convlens.interpret.maps.base import Site, normalize_maps
-from convlens.interpret.maps.cam import GradCAMpp, GradientMethod
-
-REFERENCES = ("pytorch-grad-cam", "torchcam")
+from convlens.interpret.maps.cam import GradientMethod, gradient_base, graph_forward
 
 
 class NothingToRefineWarning(UserWarning):
@@ -39,7 +37,6 @@ class NothingToRefineWarning(UserWarning):
 # a convolution's or a normalisation's raw output, never chosen for the user: its signs
 # mix, where Grad-CAM++'s weights are ill-conditioned (sum(A) g^3 can near -2 g^2)
 RAW = (nn.Conv2d, nn.modules.batchnorm._BatchNorm)
-BASES: tuple[str, ...] = registry.flags()["base"].choices or ()
 
 
 @on_model_device
@@ -93,12 +90,7 @@ class RefineCAM(GradientMethod):
         reference: str = "pytorch-grad-cam",
     ) -> None:
         super().__init__(model, layer)
-        if reference not in REFERENCES:
-            raise ValueError(
-                f"`reference` must be one of {', '.join(REFERENCES)}, got {reference!r}"
-            )
-        if base not in BASES:
-            raise ValueError(f"Refine-CAM's base must be one of {', '.join(BASES)}, got {base!r}")
+        self.base = gradient_base(model, layer, base, reference, "Refine-CAM")
         if layers is not None:
             layers = tuple(layers)
             if len(set(layers)) < 2:
@@ -108,11 +100,6 @@ class RefineCAM(GradientMethod):
                 )
             for name in layers:
                 get_layer(model, name)
-        made = registry.method_class(base)
-        torchcam = issubclass(made, GradCAMpp) and reference == "torchcam"
-        self.base: GradientMethod = made(
-            model, layer, **({"reference": "torchcam"} if torchcam else {})
-        )  # type: ignore[assignment]
         self.layers, self.reference = layers, reference
         self.outputs: list[torch.Tensor] = []  # set by forward, used by the same call
 
@@ -139,20 +126,8 @@ class RefineCAM(GradientMethod):
     def forward(self, x: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The logits and the deepest layer's features; every fused layer's output, with
         its graph, goes to :meth:`weighted_maps` of the same call."""
-        names = layer.split(",")
-        xg = x.detach().clone().requires_grad_(True)
-        with (
-            eval_mode(self.model),
-            frozen(self.model),
-            torch.enable_grad(),
-            capture(self.model, names, detach=False) as store,
-        ):
-            logits = self.model(xg)
-        missing = [n for n in names if n not in store]
-        if missing:
-            raise ValueError(f"layer {missing[0]!r} was not run by the model's forward pass")
-        self.outputs = [store[n] for n in names]
-        return logits.float(), store[names[-1]]
+        logits, self.outputs = graph_forward(self.model, x, layer.split(","))
+        return logits, self.outputs[-1]
 
     def weighted_maps(
         self,
@@ -191,4 +166,4 @@ class RefineCAM(GradientMethod):
         return product
 
 
-__all__ = ["BASES", "REFERENCES", "NothingToRefineWarning", "RefineCAM", "finer_layers"]
+__all__ = ["NothingToRefineWarning", "RefineCAM", "finer_layers"]
