@@ -16,7 +16,7 @@ from convlens.data.images import Preprocessing
 from convlens.data.sources import TensorSource
 from convlens.inference import evaluate, predict_logits
 from convlens.interpret import ablation, faithfulness, filters, units
-from convlens.interpret.concepts import tcav
+from convlens.interpret.concepts import discover, tcav
 from convlens.interpret.dissect import dissect
 from convlens.interpret.maps import pixel, registry
 from convlens.interpret.objectives import channel, class_logit, diversity
@@ -92,6 +92,14 @@ def _cases() -> dict[str, Callable[[torch.nn.Module, torch.Tensor], Any]]:
         m, {0: x.repeat(4, 1, 1, 1)}, {"c": x.repeat(4, 1, 1, 1)},
         [x.repeat(4, 1, 1, 1).flip(0), x.repeat(4, 1, 1, 1)], ["features"], "logistic",
     )  # fmt: skip
+    cases["concepts"] = lambda m, x: discover.concepts(
+        m, x.repeat(4, 1, 1, 1), "features", torch.arange(12, device="cpu") % 2, [0, 1],
+        discover.ConceptSettings(k=2, top=2, designs=4),
+    )  # fmt: skip
+    cases["concepts (patches)"] = lambda m, x: discover.concepts(
+        m, x.repeat(4, 1, 1, 1), "features", torch.arange(12, device="cpu") % 2, None,
+        discover.ConceptSettings(k=2, top=2, designs=4, patches=14),
+    )  # fmt: skip
     return cases
 
 
@@ -149,6 +157,9 @@ PLACES_ITSELF = {
     "convlens.interpret.concepts.tcav.layer_gradients": "moves each batch to the model's device",
     "convlens.interpret.concepts.tcav.check_classes": "moves its probe to the model's device",
     "convlens.interpret.concepts.tcav.tcav": "through layer_outputs and layer_gradients",
+    "convlens.interpret.concepts.discover.layer_maps": "moves each batch to the model's device",
+    "convlens.interpret.concepts.discover.concepts": "through layer_maps and the model's passes",
+    "convlens.interpret.concepts.discover.concept_maps": "through layer_maps",
 }
 
 

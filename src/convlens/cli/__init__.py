@@ -13,6 +13,7 @@ from typing import Any
 from convlens.cli import (
     ablate,
     cam,
+    concepts,
     demo,
     dissect,
     evaluate,
@@ -44,6 +45,7 @@ COMMANDS = (
     cam,
     faithfulness,
     dissect,
+    concepts,
     tcav,
     visualize,
     report,

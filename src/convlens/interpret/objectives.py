@@ -192,26 +192,34 @@ class ClassLogit(_Units):
 
 
 class Direction(Objective):
-    """The mean over positions of the layer's activation along a vector of its channels."""
+    """The mean over positions of the layer's activation along a vector of its channels;
+    given several vectors (``[T, C]``), one target each (the concepts of a layer)."""
 
     kind = "direction"
 
     def __init__(self, layer: str, vector: torch.Tensor) -> None:
         self.layer, self.vector = layer, vector
+        if vector.ndim == 2:
+            self.targets = tuple(range(vector.shape[0]))
 
     def _check(self, width: int) -> None:
-        if self.vector.shape != (width,):
+        if self.vector.ndim not in (1, 2) or self.vector.shape[-1] != width:
             raise ValueError(
                 f"the direction has shape {tuple(self.vector.shape)}, but layer {self.layer!r} "
-                f"has {width} channels: give a vector of {width}"
+                f"has {width} channels: give a vector of {width} (or [T, {width}] for T)"
             )
 
     def score(self, acts: Mapping[str | None, torch.Tensor], batch: Batch) -> torch.Tensor:
         maps = _maps(acts[self.layer], self.kind)
-        return (maps * self.vector.to(maps)[None, :, None, None]).sum(1).mean((1, 2))
+        vector = self.vector.to(maps)
+        if vector.ndim == 1:
+            return (maps * vector[None, :, None, None]).sum(1).mean((1, 2))
+        per_image = vector[(batch.first + batch.group).to(maps.device)]
+        return (maps * per_image[:, :, None, None]).sum(1).mean((1, 2))
 
     def describe(self) -> str:
-        return f"direction({self.layer!r}, <{self.vector.shape[0]} channels>)"
+        shape = "x".join(map(str, self.vector.shape))
+        return f"direction({self.layer!r}, <{shape}>)"
 
 
 class Layer(Objective):
@@ -286,7 +294,8 @@ def class_logit(classes: Sequence[int], layer: str | None = None) -> Objective:
 
 
 def direction(layer: str, vector: torch.Tensor) -> Objective:
-    """The activation of ``layer`` along ``vector`` (``[C]``, one weight per channel)."""
+    """The activation of ``layer`` along ``vector`` (``[C]``, one weight per channel), or
+    along each row of ``[T, C]`` (one target each, such as a layer's concepts)."""
     return Direction(layer, vector)
 
 

@@ -170,7 +170,7 @@ def patch_inputs(x: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor
     """``(patches, origin)``: CRAFT's crops of side ``size`` at strides of 80% of it,
     each resized to the input's size (``[N * P, c, H, W]``), and each crop's image and
     box (``[N * P, 5]``: image, y0, x0, y1, x1)."""
-    n, c, h, w = x.shape
+    n, _, h, w = x.shape
     if not 1 <= size <= min(h, w):
         raise ValueError(f"patches of {size} px do not fit images of {h}x{w}: give 1..{min(h, w)}")
     stride = max(1, int(size * 0.8))
@@ -178,22 +178,27 @@ def patch_inputs(x: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor
     crops = [x[:, :, y : y + size, x0 : x0 + size] for y in ys for x0 in xs]
     patches = torch.stack(crops, 1).flatten(0, 1)
     resized = F.interpolate(patches, size=(h, w), mode="bilinear", align_corners=False)
-    boxes = torch.tensor([[y, x0, y + size, x0 + size] for y in ys for x0 in xs])
-    images = torch.arange(n).repeat_interleave(len(boxes))
+    boxes = torch.tensor([[y, x0, y + size, x0 + size] for y in ys for x0 in xs], device="cpu")
+    images = torch.arange(n, device="cpu").repeat_interleave(len(boxes))
     return resized, torch.cat([images[:, None], boxes.repeat(n, 1)], 1)
 
 
-def factorise(acts: torch.Tensor, k: int, settings: ConceptSettings) -> tuple[NMF, float]:
-    """scikit-learn's NMF of ``acts`` (``[n, C]``, non-negative) into ``k`` concepts, and
-    the relative reconstruction error."""
+def factorise(
+    acts: torch.Tensor, k: int, settings: ConceptSettings
+) -> tuple[NMF, torch.Tensor, float]:
+    """scikit-learn's NMF of ``acts`` (``[n, C]``, non-negative) into ``k`` concepts:
+    the fitted NMF (its ``components_`` are the concepts), the coefficients ``U``
+    (``[n, k]``) and the relative reconstruction error."""
     nmf = NMF(n_components=k, init="nndsvda", max_iter=settings.max_iter,
               random_state=settings.seed)  # fmt: skip
     data = acts.numpy().astype(np.float32)
     with warnings.catch_warnings():  # the error is reported; more iterations are a setting
         warnings.simplefilter("ignore", ConvergenceWarning)
         u = nmf.fit_transform(data)
-    error = float(np.linalg.norm(data - u @ nmf.components_) / max(np.linalg.norm(data), 1e-12))
-    return nmf, error
+    error = float(np.linalg.norm(data - u @ nmf.components_)) / max(
+        float(np.linalg.norm(data)), 1e-12
+    )
+    return nmf, torch.from_numpy(u).float(), error
 
 
 def coefficients(nmf: NMF, maps: torch.Tensor) -> torch.Tensor:
@@ -237,7 +242,9 @@ class _Scorer:
         self.head = head if head is not None and head.layer == layer else None
         if self.head is not None:
             self.head = GapHead(
-                layer, self.head.fc, self.head.weight.cpu(),
+                layer,
+                self.head.fc,
+                self.head.weight.cpu(),
                 None if self.head.bias is None else self.head.bias.cpu(),
             )
 
@@ -320,11 +327,13 @@ def concepts(
     groups = []
     for done, group in enumerate(plan):
         report("concepts", done, len(plan))
-        members = torch.arange(len(x)) if group is None else torch.nonzero(labels == group)[:, 0]
-        scored = tuple(range(num_classes)) if group is None else (group,)
-        groups.append(
-            _group(model, x, maps, members, labels, group, scored, scorer, settings)
+        members = (
+            torch.arange(len(x), device="cpu")
+            if group is None
+            else torch.nonzero(labels == group)[:, 0]
         )
+        scored = tuple(range(num_classes)) if group is None else (group,)
+        groups.append(_group(model, x, maps, members, labels, group, scored, scorer, settings))
     report("concepts", len(plan), len(plan))
     return Concepts(layer, groups, shift, settings)
 
@@ -350,7 +359,9 @@ def _check(
         raise ValueError("give 1 exemplar or more and a Sobol design of 2 points or more")
     for c in classes or ():
         if not 0 <= c < num_classes:
-            raise ValueError(f"class {c} is unknown: the model has {num_classes} (0..{num_classes - 1})")
+            raise ValueError(
+                f"class {c} is unknown: the model has {num_classes} (0..{num_classes - 1})"
+            )
         if not bool((labels == c).any()):
             raise ValueError(f"no image of class {c} in the data")
 
@@ -401,20 +412,20 @@ def _group(
     """Factorise the ``members``' activations and score the concepts for ``scored``."""
     if settings.patches is None:
         rows = maps[members].permute(0, 2, 3, 1).reshape(-1, maps.shape[1])
-        nmf, error = factorise(rows, settings.k, settings)
+        nmf, _, error = factorise(rows, settings.k, settings)
         u = coefficients(nmf, maps[members])
         exemplars, boxes = _exemplars_at(u, members, x.shape[-2:], settings.top)
     else:
         patches, origin = patch_inputs(x[members], settings.patches)
         pooled = layer_maps(model, patches, scorer.layer, settings.batch_size).mean((2, 3))
-        nmf, error = factorise(pooled + scorer.shift, settings.k, settings)
-        strength = torch.from_numpy(nmf.transform(
-            (pooled + scorer.shift).numpy().astype(np.float32))).float()  # fmt: skip
+        nmf, strength, error = factorise(pooled + scorer.shift, settings.k, settings)
         exemplars, boxes = _exemplars_of_patches(strength, origin, members, settings.top)
         u = coefficients(nmf, maps[members])
     bank = torch.from_numpy(nmf.components_).float()
     importance = _importance(model, x, maps, members, labels, u, bank, scored, scorer, settings)
-    return ConceptGroup(group, bank, error, scored, *importance, exemplars, boxes)
+    sobol_, gradient, deletion, insertion, random = importance
+    return ConceptGroup(group, bank, error, scored, sobol_, gradient, deletion, insertion, random,
+                        exemplars, boxes)  # fmt: skip
 
 
 def _exemplars_at(
@@ -424,7 +435,7 @@ def _exemplars_at(
     part of each where its upsampled map is at least half its peak."""
     peak = u.flatten(2).amax(2)  # [n, k]
     order = torch.argsort(peak, dim=0, descending=True, stable=True)[:top].T  # [k, top]
-    boxes = torch.zeros(*order.shape, 4, dtype=torch.long)
+    boxes = torch.zeros(*order.shape, 4, dtype=torch.long, device="cpu")
     for i, row in enumerate(order):
         up = F.interpolate(u[row, i : i + 1], size=tuple(size), mode="bilinear",
                            align_corners=False)[:, 0]  # fmt: skip
@@ -454,7 +465,7 @@ def _importance(
     scored: tuple[int, ...],
     scorer: _Scorer,
     settings: ConceptSettings,
-) -> tuple[torch.Tensor, ...]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(sobol, gradient, deletion, insertion, random_insertion)``, each averaged over
     the first ``importance_images`` members of each scored class."""
     k = bank.shape[0]
@@ -466,7 +477,7 @@ def _importance(
         chosen = [int(m) for m in members if int(labels[m]) == c][: settings.importance_images]
         if not chosen:  # a class no image of the group has: nothing to average over
             for part, size in zip(out, ((k,), (k,), (k + 1,), (k + 1,), ()), strict=True):
-                part.append(torch.full(size, float("nan")))
+                part.append(torch.full(size, float("nan"), device="cpu"))
             continue
         us = u[[position[m] for m in chosen]]
         stis = torch.stack([
@@ -480,14 +491,15 @@ def _importance(
         out[1].append(_gradient_times_concept(x[chosen], maps[chosen], us, bank, c, scorer))
         for part, curve in zip(out[2:], curves, strict=True):
             part.append(curve)
-    return tuple(torch.stack(part) for part in out)
+    s, g, d, i, r = (torch.stack(part) for part in out)
+    return s, g, d, i, r
 
 
 def _random_direction(bank: torch.Tensor, seed: int) -> torch.Tensor:
     """``[C]``: a non-negative random direction (scaled to each concept's length when
     used)."""
     g = torch.Generator().manual_seed(seed)
-    return torch.rand(bank.shape[1], generator=g)
+    return torch.rand(bank.shape[1], generator=g, device="cpu")
 
 
 def _curves(
@@ -503,7 +515,7 @@ def _curves(
     """C-Deletion and C-Insertion (class ``c``'s probability with the ``t`` most
     important concepts removed, or alone, ``t = 0..k``) and the random control."""
     k = bank.shape[0]
-    steps = torch.zeros(k + 1, k)
+    steps = torch.zeros(k + 1, k, device="cpu")
     for t in range(1, k + 1):
         steps[t, order[:t]] = 1.0
     first = int(order[0])
@@ -514,7 +526,7 @@ def _curves(
         probs = scorer.logits(x[m : m + 1], ui, bank, torch.cat([1 - steps, steps])).softmax(1)
         deletion.append(probs[: k + 1, c])
         insertion.append(probs[k + 1 :, c])
-        only = torch.zeros(1, k)
+        only = torch.zeros(1, k, device="cpu")
         only[0, first] = 1.0
         rand.append(scorer.logits(x[m : m + 1], ui, control, only).softmax(1)[0, c])
     return torch.stack(deletion).mean(0), torch.stack(insertion).mean(0), torch.stack(rand).mean()
