@@ -278,3 +278,36 @@ def test_the_cli_answers_on_every_architecture(
     assert out.is_file()
     err = capsys.readouterr().err
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name",
+    ["torchvision:resnet18", "torchvision:vgg11", "torchvision:convnext_tiny", "timm:resnet18"],
+)
+def test_concepts_and_tcav_on_architectures_we_did_not_write(name: str) -> None:
+    """Concept discovery (positions and patches) and TCAV on the default layer of
+    random-weight networks: a GAP head (the head's algebra) or not (the model's passes),
+    ConvNeXt's signed activations shifted; every score finite and in range."""
+    from convlens.interpret.concepts import discover, tcav
+
+    model = loaded(name).model.eval()
+    x = inputs(64, n=6)
+    layer = default_layer(model, x[:1])
+    labels = torch.tensor([0, 1, 0, 1, 0, 1])
+    for patches in (None, 32):
+        settings = discover.ConceptSettings(
+            k=3, patches=patches, shift=True, top=2, designs=4, importance_images=2
+        )
+        found = discover.concepts(model, x, layer, labels, [0, 1], settings)
+        for group in found.groups:
+            assert group.bank.shape[0] == 3 and bool((group.bank >= 0).all())
+            assert 0 <= group.error <= 1
+            for part in (group.sobol, group.deletion, group.insertion, group.random_insertion):
+                assert bool(torch.isfinite(part).all()), name
+            assert bool(((group.insertion >= 0) & (group.insertion <= 1)).all())
+    assert hook_count(model) == 0
+    concepts = {"c": inputs(64, n=10) + 1.0}
+    randoms = [inputs(64, n=10) * (1 + i) for i in range(2)]
+    result = tcav.tcav(model, {0: x}, concepts, randoms, [layer], "fastcav")
+    assert len(result.scores) == 1 and 0 <= result.scores[0].sign_count <= 1

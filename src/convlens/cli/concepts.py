@@ -9,8 +9,6 @@ from typing import Any
 
 from convlens.cli.common import add_model_args, load_model
 
-FLAGS = {"k": "--k", "patches": "--patches", "top": "--top", "designs": "--designs"}
-
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
@@ -70,15 +68,19 @@ def run(args: argparse.Namespace) -> int:
 
         labels = predict_logits(loaded.model, x).argmax(1)
     classes = chosen_classes(args, loaded.classes)
-    with tqdm(desc="concepts", unit="step") as bar:
+    bars: list[Any] = []  # opened once the checks, which need the activations, have passed
 
-        def step(what: str, done: int, total: int) -> None:
-            bar.set_description(what)
-            bar.total = total
-            bar.n = done
-            bar.refresh()
+    def step(what: str, done: int, total: int) -> None:
+        if what == "concepts":
+            if not bars:
+                bars.append(tqdm(total=total, desc="concepts", unit="group"))
+            bars[0].update(done - bars[0].n)
 
+    try:
         found = discover.concepts(loaded.model, x, layer, labels, classes, settings, progress=step)
+    finally:
+        for bar in bars:
+            bar.close()
     pictures = concept_pictures(args, loaded, found)
     write_results(args, loaded, found, x, pictures)
     for group in found.groups:

@@ -172,7 +172,9 @@ def patch_inputs(x: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor
     box (``[N * P, 5]``: image, y0, x0, y1, x1)."""
     n, _, h, w = x.shape
     if not 1 <= size <= min(h, w):
-        raise ValueError(f"patches of {size} px do not fit images of {h}x{w}: give 1..{min(h, w)}")
+        raise ValueError(
+            f"`patches` of {size} px do not fit images of {h}x{w}: give 1..{min(h, w)}"
+        )
     stride = max(1, int(size * 0.8))
     ys, xs = range(0, h - size + 1, stride), range(0, w - size + 1, stride)
     crops = [x[:, :, y : y + size, x0 : x0 + size] for y in ys for x0 in xs]
@@ -353,7 +355,7 @@ def _check(
 ) -> None:
     channels = maps.shape[1]
     if not 1 <= settings.k <= channels:
-        raise ValueError(f"k = {settings.k} concepts, but the layer has {channels} channels: "
+        raise ValueError(f"`k` = {settings.k} concepts, but the layer has {channels} channels: "
                          f"give 1..{channels}")  # fmt: skip
     if settings.top < 1 or settings.designs < 2:
         raise ValueError("give 1 exemplar or more and a Sobol design of 2 points or more")
@@ -378,7 +380,7 @@ def _shift(
     fix = f"layer {after!r} (after a ReLU) has none" if after else "no later layer has none"
     raise NegativeActivationsError(
         f"layer {layer!r} has negative activations (down to {low:.3g}), which NMF cannot "
-        f"factorise: {fix}; or shift them by their minimum"
+        f"factorise: {fix}; or shift them by their minimum (`shift`)"
     )
 
 
