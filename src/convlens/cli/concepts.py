@@ -45,7 +45,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--visualize-steps", type=int, default=128, metavar="N",
                    help="steps of each concept's feature visualisation; 0: none [128]")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="NMF's and the controls' seed [0]")
-    p.add_argument("--out", type=Path, default=Path("concepts"), help="[concepts]")
+    p.add_argument("--atlas", type=Path, metavar="DIR",
+                   help="a `convlens dissect` folder (same layer) to add cards to")  # fmt: skip
+    p.add_argument("--out", type=Path, default=Path("concepts"),
+                   help="folder, replaced whole [concepts]")  # fmt: skip
     p.set_defaults(run=run, interrupt_hint="nothing was written")
 
 
@@ -63,6 +66,14 @@ def run(args: argparse.Namespace) -> int:
     source = open_source(args.data, loaded.preprocessing, args.data_dir, args.limit)
     x, labels = every_image(source)
     layer = args.layer or default_layer(loaded.model, x[:1])
+    if args.atlas:  # checked before the work
+        from convlens.render.atlas import read_atlas
+
+        atlas_layer = read_atlas(args.atlas)["layer"]
+        if atlas_layer != layer:
+            raise ValueError(
+                f"--atlas {args.atlas} is of layer {atlas_layer!r}, not {layer!r}: give --layer"
+            )
     if labels is None:  # no classes in the data: the model's
         from convlens.inference import predict_logits
 
@@ -137,30 +148,22 @@ def concept_pictures(args: argparse.Namespace, loaded: Any, found: Any) -> list[
 def write_results(
     args: argparse.Namespace, loaded: Any, found: Any, x: Any, pictures: list[Any]
 ) -> None:
-    """concepts.md, concepts.json, one card figure per group, curves.png and maps.png."""
-    import json
-
-    from convlens.core.fileio import atomic_write_text
+    """The concepts folder (``render.concept_pages.write_concepts``), and the cards in
+    the ``--atlas``."""
     from convlens.data.images import to_display
-    from convlens.render import concept_figures, figure
+    from convlens.render import concept_pages
 
-    prep, names = loaded.preprocessing, loaded.classes
-    args.out.mkdir(parents=True, exist_ok=True)
-    tables = [g.table(names) for g in found.groups]
-    atomic_write_text(args.out / "concepts.md", "\n\n".join(tables) + "\n")
-    atomic_write_text(args.out / "concepts.json", json.dumps(as_json(found, names), indent=1))
+    exemplars = []
+    for group in found.groups:
+        shown = to_display(x[group.exemplars.flatten()], loaded.preprocessing)
+        exemplars.append(shown.reshape(*group.exemplars.shape, *shown.shape[1:]))
     title = f"concepts of {loaded.name} {found.layer}"
-    for group, picture in zip(found.groups, pictures, strict=True):
-        shown = to_display(x[group.exemplars.flatten()], prep)
-        exemplars = shown.reshape(*group.exemplars.shape, *shown.shape[1:])
-        fig = concept_figures.draw_concept_cards(group, exemplars, picture, names, title)
-        tag = "all" if group.group is None else str(group.group)
-        figure.save_figure(fig, args.out / f"cards-{tag}.png")
-    figure.save_figure(
-        concept_figures.draw_concept_curves(found, names, title), args.out / "curves.png"
-    )
-    if args.show:
-        figure.save_figure(maps_figure(args, loaded, found, x, title), args.out / "maps.png")
+    maps = maps_figure(args, loaded, found, x, title) if args.show else None
+    concept_pages.write_concepts(found, exemplars, pictures, loaded.classes, args.out,
+                                 loaded.name, maps)  # fmt: skip
+    if args.atlas:
+        cards = concept_pages.add_concepts_to_atlas(found, args.out, loaded.classes, args.atlas)
+        print(f"added {cards} concept cards to {args.atlas / 'index.html'}")
 
 
 def maps_figure(args: argparse.Namespace, loaded: Any, found: Any, x: Any, title: str) -> Any:
@@ -190,36 +193,6 @@ def maps_figure(args: argparse.Namespace, loaded: Any, found: Any, x: Any, title
     shown = to_display(images, loaded.preprocessing)
     return concept_figures.draw_concept_maps(shown, torch.stack(rows), captions,
                                              f"{title}: where each concept is")  # fmt: skip
-
-
-def as_json(found: Any, names: tuple[str, ...]) -> dict[str, Any]:
-    """Everything found, as plain lists (the concepts' directions included)."""
-    import dataclasses
-
-    def rows(t: Any) -> Any:
-        return [[round(float(v), 6) for v in r] for r in t.tolist()]
-
-    return {
-        "layer": found.layer,
-        "shift": found.shift,
-        "settings": dataclasses.asdict(found.settings),
-        "groups": [
-            {
-                "class": None if g.group is None else names[g.group],
-                "error": g.error,
-                "classes": [names[c] for c in g.classes],
-                "sobol": rows(g.sobol),
-                "gradient": rows(g.gradient),
-                "deletion": rows(g.deletion),
-                "insertion": rows(g.insertion),
-                "random_insertion": [float(v) for v in g.random_insertion],
-                "exemplars": g.exemplars.tolist(),
-                "boxes": g.boxes.tolist(),
-                "bank": rows(g.bank),
-            }
-            for g in found.groups
-        ],
-    }
 
 
 __all__ = ["add_parser", "run"]
