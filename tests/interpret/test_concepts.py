@@ -104,7 +104,7 @@ def test_patches_factorise_as_craft_xai_fits(craft: types.ModuleType) -> None:
     x = torch.rand(12, 3, 32, 32)
     extractor = craft.Craft(input_to_latent=g, number_of_concepts=4, patch_size=16, device="cpu")
     with pytest.warns(UserWarning):
-        crops, u, w = extractor.fit(x)
+        crops, _, w = extractor.fit(x)
     settings = ConceptSettings(k=4, patches=16, max_iter=200, importance_images=2, top=2)
     found = discover.concepts(model, x, "0", torch.arange(12) % 5, None, settings)
     patches, _ = discover.patch_inputs(x, 16)
@@ -216,19 +216,15 @@ def test_bad_inputs_are_one_error_each(fashion_cnn: nn.Module) -> None:
 @needs_fashion
 def test_the_cli_writes_the_concepts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "c"
-    code = main(["concepts", "fashion-cnn", "--classes", "0", "Bag", "--limit", "300", "--k", "4",
-                 "--top", "3", "--visualize-steps", "4", "--show", "2", "--out", str(out)])  # fmt: skip
+    code = main(["concepts", "fashion-cnn", "--classes", "0", "Bag", "--limit", "300",
+                 "--k", "4", "--top", "3", "--visualize-steps", "4", "--show", "2",
+                 "--out", str(out)])  # fmt: skip
     assert code == 0
-    assert {p.name for p in out.iterdir()} == {
-        "concepts.md",
-        "concepts.json",
-        "cards-0.png",
-        "cards-8.png",
-        "curves.png",
-        "maps.png",
-    }
+    strips = {f"strip-{c}-{i}.png" for c in (0, 8) for i in range(4)}
+    figures = {"cards-0.png", "cards-8.png", "curves.png", "maps.png"}
+    assert {p.name for p in out.iterdir()} == {"concepts.md", "concepts.json", *figures, *strips}
     data = json.loads((out / "concepts.json").read_text())
-    assert [g["class"] for g in data["groups"]] == ["T-shirt/top", "Bag"]
+    assert [g["name"] for g in data["groups"]] == ["T-shirt/top", "Bag"]
     assert len(data["groups"][0]["bank"]) == 4 and len(data["groups"][0]["bank"][0]) == 128
     assert "reconstruction error" in (out / "concepts.md").read_text()
 
@@ -255,3 +251,32 @@ def test_the_cli_answers_bad_input_in_one_line_and_writes_nothing(
     assert code != 0
     assert message in one_error_line(capsys)
     assert not out.exists()
+
+
+@needs_fashion
+def test_concepts_show_in_the_atlas_and_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--atlas`` adds a card per concept above the unit cards (again: replaced, not
+    repeated); ``convlens report --concepts`` shows the maps of the top class's concepts."""
+    atlas, found, report = tmp_path / "atlas", tmp_path / "concepts", tmp_path / "report"
+    assert main(["dissect", "fashion-cnn", "--limit", "100", "--out", str(atlas)]) == 0
+    for _ in range(2):
+        code = main(["concepts", "fashion-cnn", "--limit", "200", "--k", "3", "--top", "2",
+                     "--visualize-steps", "2", "--show", "0", "--atlas", str(atlas),
+                     "--out", str(found)])  # fmt: skip
+        assert code == 0
+    page = (atlas / "index.html").read_text()
+    assert page.count('class="card concept"') == 3
+    assert page.count("<!-- concepts -->") == 1
+    assert len(list((atlas / "concepts").glob("strip-all-*.png"))) == 3
+    assert main(["report", "fashion-cnn", "test:0", "test:1", "--concepts", str(found),
+                 "--visualize-steps", "0", "--out", str(report)]) == 0  # fmt: skip
+    html = (report / "index.html").read_text()
+    assert 'id="concepts"' in html and "concepts-maps.png" in html
+    assert (report / "concepts-cards-all.png").is_file()
+    capsys.readouterr()
+    other = main(["concepts", "fashion-cnn", "--layer", "features.1", "--limit", "50",
+                  "--atlas", str(atlas), "--out", str(tmp_path / "no")])  # fmt: skip
+    assert other != 0 and "is of layer 'features'" in one_error_line(capsys)
+    assert not (tmp_path / "no").exists()

@@ -57,6 +57,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--dissection", type=Path, metavar="DIR", help="a `convlens dissect` folder to include"
     )
+    p.add_argument("--concepts", type=Path, metavar="DIR",
+                   help="a `convlens concepts` folder: its maps on the images")  # fmt: skip
     p.add_argument(
         "--visualize-steps",
         type=int,
@@ -84,6 +86,12 @@ def run(args: argparse.Namespace) -> int:
     if args.visualize_steps < 0:
         raise ValueError(f"--visualize-steps must be 0 (none) or more, got {args.visualize_steps}")
     loaded = load_model(args)
+    if args.concepts:  # checked before the work
+        from convlens.render.concept_pages import read_concepts
+
+        _, _, model = read_concepts(args.concepts)
+        if model != loaded.name:
+            raise ValueError(f"--concepts {args.concepts} are of {model}, not {loaded.name}")
     inputs = model_inputs(args, loaded, args.images)
     region = region_mask(args, inputs, loaded)
     run_dir = Path(args.model) if Path(args.model, "metrics.json").is_file() else None
@@ -110,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         faithfulness=scores,
         faithfulness_data=args.faithfulness or "",
         dissection=args.dissection,
+        concepts=args.concepts,
         visualize_steps=args.visualize_steps,
         methods=tuple(args.methods),
         figure_formats=tuple(args.figure_formats),

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from convlens.core.fileio import atomic_write_bytes
@@ -23,13 +24,23 @@ from convlens.core.hooks import activations, conv_layer_names, list_layers
 from convlens.core.progress import progress_bar
 from convlens.data import images
 from convlens.interpret import ablation, filters, units
+from convlens.interpret.concepts.discover import concept_maps
 from convlens.interpret.faithfulness import MethodScore
 from convlens.interpret.heads import GapHead, NotGapHeadError, find_gap_head, last_conv_module
 from convlens.interpret.maps import registry
 from convlens.interpret.objectives import channel
 from convlens.interpret.visualize import VisualizeSettings, visualize
 from convlens.models import LoadedModel
-from convlens.render import atlas, figure, heatmaps, map_figures, training_figures, unit_figures
+from convlens.render import (
+    atlas,
+    concept_figures,
+    concept_pages,
+    figure,
+    heatmaps,
+    map_figures,
+    training_figures,
+    unit_figures,
+)
 from convlens.sweep import results as sweep_results
 
 
@@ -56,6 +67,7 @@ class ReportOptions:
     faithfulness: Sequence[MethodScore] = ()
     faithfulness_data: str = ""  # what the scores were measured on, for the caption
     dissection: Path | None = None  # a `convlens dissect` atlas folder to summarise
+    concepts: Path | None = None  # a `convlens concepts` folder: maps of the top class's
     visualize_steps: int = 256  # feature visualisation of the most active units [0: none]
     # pixel attributions drawn beside the CAM of the top class (any map method)
     methods: Sequence[str] = registry.REPORT_METHODS
@@ -596,6 +608,53 @@ def dissection_section(report: Report, ctx: ReportContext, shown: int = 8) -> No
         report.figure_file(s, name, f"unit {r['unit']}: {atlas.unit_caption(r)}")
 
 
+def concepts_section(report: Report, ctx: ReportContext) -> None:
+    """Where the concepts of a ``convlens concepts`` folder are in the report's images:
+    for each image, the maps of its top class's three most important concepts, and the
+    cards of those concepts."""
+    folder = ctx.options.concepts
+    if folder is None:
+        return
+    found, names, model = concept_pages.read_concepts(folder)
+    s = report.section("concepts", f"Concepts of {found.layer}")
+    report.text(
+        s,
+        f"{sum(len(g.bank) for g in found.groups)} concepts found by NMF in {found.layer} of "
+        f"{model} (convlens concepts, {len(found.groups)} factorisation(s)); below, where the "
+        "top class's most important concepts (Sobol) are in each image, and their cards.",
+    )
+    x = ctx.inputs.x
+    top = ctx.probs.argmax(1).tolist()
+    by_class = {g.group: g for g in found.groups}
+    rows, captions, used = [], [], {}
+    for i, c in enumerate(top):
+        group = by_class.get(c, found.groups[0])
+        order = group.ranking(c)[:3] if c in group.classes else list(range(3))
+        maps = concept_maps(ctx.loaded.model, x[i : i + 1], found.layer, group.bank, found.shift)
+        up = F.interpolate(maps[:, order], size=x.shape[-2:], mode="bilinear")
+        rows.append(up[0])
+        captions.append([f"{concept_pages.group_name(group.group, names)} {k}" for k in order])
+        used[group.group] = group
+    fig = concept_figures.draw_concept_maps(
+        torch.stack(ctx.shown), torch.stack(rows), captions, "where each concept is"
+    )
+    caption = ("The maps of the top class's most important concepts (each by its own peak; "
+               "named by the images they were found in).")  # fmt: skip
+    report.figure(s, fig, "concepts-maps", caption)
+    for group in used.values():
+        tag = "all" if group.group is None else str(group.group)
+        cards = Path(folder) / f"cards-{tag}.png"
+        if cards.is_file():
+            name = f"concepts-cards-{tag}.png"
+            atomic_write_bytes(report.out / name, cards.read_bytes())
+            report.figure_file(
+                s,
+                name,
+                f"The concepts of {concept_pages.group_name(group.group, names)}: picture, "
+                "exemplars, importance.",
+            )
+
+
 SECTIONS: tuple[Callable[[Report, ReportContext], None], ...] = (
     summary_section,
     filters_section,
@@ -605,6 +664,7 @@ SECTIONS: tuple[Callable[[Report, ReportContext], None], ...] = (
     cam_section,
     trust_section,
     dissection_section,
+    concepts_section,
     training_section,
 )
 
@@ -643,6 +703,7 @@ __all__ = [
     "ablation_section",
     "build_report",
     "cam_section",
+    "concepts_section",
     "dissection_section",
     "filters_section",
     "report_context",
