@@ -55,8 +55,9 @@ def main() -> None:
     pictures = time.perf_counter() - start
     info = machine_info()
     print(f"{info['processor']}, {info['threads']} threads, torch {info['torch']}")
+    steps = args.visualize_steps
     print(f"10 classes x k={args.k} over {len(x)} images: {seconds:.1f} s "
-          f"(+ {pictures:.1f} s for {10 * args.k} pictures of {args.visualize_steps} steps)")  # fmt: skip
+          f"(+ {pictures:.1f} s for {10 * args.k} pictures of {steps} steps)")  # fmt: skip
     rows = []
     for g in found.groups:
         name = fashion_mnist.CLASSES[g.group or 0]
@@ -64,8 +65,9 @@ def main() -> None:
         rows.append({"class": name, "error": g.error, "first_concept": first,
                      "random_direction": rand, "c_deletion": float(g.deletion[0].mean()),
                      "c_insertion": float(g.insertion[0].mean())})  # fmt: skip
+        row = rows[-1]
         print(f"{name:12s} error {g.error:.3f}  first concept {first:.3f} vs random {rand:.3f}  "
-              f"C-Deletion {rows[-1]['c_deletion']:.3f}  C-Insertion {rows[-1]['c_insertion']:.3f}")  # fmt: skip
+              f"C-Del {row['c_deletion']:.3f}  C-Ins {row['c_insertion']:.3f}")  # fmt: skip
     beats = sum(r["first_concept"] > r["random_direction"] for r in rows)
     print(f"the most important concept beats a random direction for {beats} of 10 classes")
     if args.json:

@@ -87,6 +87,27 @@ def test_scores_equal_captum_for_the_same_cavs(tmp_path: Path) -> None:
             assert abs(magnitude - float(theirs["magnitude"][0])) < 1e-6
 
 
+def test_sgd_cavs_are_scikit_learns_on_the_full_features() -> None:
+    """SGD fitted on the examples' coordinates in their span gives scikit-learn's
+    ``SGDClassifier`` (captum's settings) on all the features: the same CAV, accuracy."""
+    from sklearn.linear_model import SGDClassifier
+
+    model, _, _ = fashion()
+    concepts, randoms = concept_sets(model)
+    acts = [tc.layer_outputs(model, x, ["features.1"])["features.1"]
+            for x in [*concepts.values(), *randoms]]  # fmt: skip
+    pairs = [(acts[0], acts[3], 0), (acts[1], acts[4], 1), (acts[4], acts[5], 2)]
+    for (concept, random, seed), (v, accuracy) in zip(pairs, tc.sgd_vectors(pairs), strict=True):
+        x = torch.cat([concept, random]).numpy()
+        y = np.r_[np.ones(len(concept)), np.zeros(len(random))]
+        fit, held = tc.split(len(y), seed)
+        full = SGDClassifier(alpha=0.01, max_iter=1000, tol=1e-3, random_state=seed)
+        full.fit(x[fit], y[fit])
+        w = full.coef_[0]
+        assert np.abs(v.numpy() - w).max() <= 1e-5 * np.abs(w).max()
+        assert accuracy == float((full.predict(x[held]) == y[held]).mean())
+
+
 def test_logistic_cavs_equal_scikit_learns_optimum_many_at_once() -> None:
     from sklearn.linear_model import LogisticRegression
 

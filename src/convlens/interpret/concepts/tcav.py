@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -157,16 +158,86 @@ def concept_vector(
         return logistic_vectors([(concept, random, seed)])[0]
     if method != "sgd":
         raise ValueError(f"unknown CAV method {method!r}; choose one of {', '.join(CAV_METHODS)}")
-    from sklearn.linear_model import SGDClassifier
+    return sgd_vectors([(concept, random, seed)])[0]
 
-    x = torch.cat([concept, random]).numpy()
-    y = np.r_[np.ones(len(concept)), np.zeros(len(random))]
-    fit, held = split(len(y), seed)
-    # captum's DefaultClassifier's settings
-    classifier = SGDClassifier(alpha=0.01, max_iter=1000, tol=1e-3, random_state=seed)
-    classifier.fit(x[fit], y[fit])
-    accuracy = float((classifier.predict(x[held]) == y[held]).mean())
-    return torch.from_numpy(np.asarray(classifier.coef_[0], dtype=np.float32)), accuracy
+
+def sgd_vectors(
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor, int]],
+    progress: Callable[[], None] | None = None,
+) -> list[tuple[torch.Tensor, float | None]]:
+    """The CAVs of scikit-learn's ``SGDClassifier`` with captum's settings (hinge loss,
+    ``alpha=0.01``, ``max_iter=1000``, ``tol=1e-3``, ``random_state=seed``) for each
+    ``(concept, random, seed)`` of ``pairs``, fitted on the examples' coordinates in the
+    span of the examples rather than on their ``F`` features.
+
+    SGD started at zero keeps ``w`` in the span of the examples it has seen, and reads the
+    examples only through ``w . x``; so with ``x_i = Q z_i`` (``Q`` orthonormal, ``z_i =
+    V sqrt(L)`` from the Gram matrix ``X X^T = V L V^T``) every step, the shuffles and the
+    stopping rule are the same on the ``n`` coordinates ``z`` as on the ``F`` features,
+    and ``w = Q w_z``: the same CAV (``tests/interpret/test_tcav.py``) at the cost of an
+    ``n x n`` problem. One Gram matrix serves every pair; the fits run on two threads
+    (scikit-learn's SGD releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    bank, rows = _bank(pairs)
+    gram = (bank @ bank.T).double().numpy()
+    jobs = []
+    for concept, random, seed in pairs:
+        index = torch.cat([rows(concept), rows(random)]).numpy()
+        labels = np.r_[np.ones(len(concept)), np.zeros(len(random))]
+        fit, held = split(len(labels), seed)
+        jobs.append((index[fit], index[held], labels[fit], labels[held], seed))
+
+    def solve(job: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]) -> Any:
+        import sklearn
+        from sklearn.linear_model import SGDClassifier
+
+        fit, held, y, y_held, seed = job
+        lam, vec = np.linalg.eigh(gram[np.ix_(fit, fit)])
+        keep = lam > lam.max() * 1e-12
+        classifier = SGDClassifier(alpha=0.01, max_iter=1000, tol=1e-3, random_state=seed)
+        # the Gram matrix is finite and the settings are fixed: skip the checks (1 ms a fit)
+        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+            classifier.fit(vec[:, keep] * np.sqrt(lam[keep]), y)
+        a = (vec[:, keep] / np.sqrt(lam[keep])) @ classifier.coef_[0]  # w = X_fit^T a
+        decision = gram[np.ix_(held, fit)] @ a + classifier.intercept_[0]
+        if progress is not None:
+            progress()
+        return a, float(((decision > 0) == y_held).mean())
+
+    from threadpoolctl import threadpool_limits
+
+    # two threads of small problems: BLAS inside them on one thread each, or they contend
+    with threadpool_limits(1), ThreadPoolExecutor(2) as pool:
+        solved = list(pool.map(solve, jobs))
+    # w = X_fit^T a for every CAV in one sparse product (a CAV reads n rows of the bank)
+    cav = torch.cat([torch.full((len(job[0]),), k, device="cpu") for k, job in enumerate(jobs)])
+    row = torch.from_numpy(np.concatenate([job[0] for job in jobs]))
+    value = torch.from_numpy(np.concatenate([a for a, _ in solved])).float()
+    coefficients = torch.sparse_coo_tensor(
+        torch.stack([cav, row]), value, (len(jobs), len(bank)), check_invariants=True
+    )
+    w = torch.sparse.mm(coefficients, bank)
+    return [(w[k], accuracy) for k, (_, accuracy) in enumerate(solved)]
+
+
+def _bank(
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor, int]],
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """Every set of ``pairs`` once in one bank, and the rows of a set in it (a CAV's
+    examples are rows of the bank: no copy per CAV)."""
+    offsets: dict[int, int] = {}
+    parts: list[torch.Tensor] = []
+    for concept, random, _ in pairs:
+        for t in (concept, random):
+            if id(t) not in offsets:
+                offsets[id(t)] = sum(len(p) for p in parts)
+                parts.append(t)
+
+    def rows(t: torch.Tensor) -> torch.Tensor:
+        return torch.arange(offsets[id(t)], offsets[id(t)] + len(t), device="cpu")
+
+    return torch.cat(parts), rows
 
 
 def logistic_vectors(
@@ -178,18 +249,7 @@ def logistic_vectors(
     a combination of the examples (``w = X^T a``), so Newton's method runs on ``a`` and
     the intercept, ``n + 1`` unknowns, for a batch of CAVs in one solve per step.
     Each CAV holds out ``TEST_SPLIT`` of its examples (by ``seed``) to measure accuracy."""
-    # every set once in one bank; a CAV's examples are rows of it (no copy per CAV)
-    offsets: dict[int, int] = {}
-    parts: list[torch.Tensor] = []
-    for concept, random, _ in pairs:
-        for t in (concept, random):
-            if id(t) not in offsets:
-                offsets[id(t)] = sum(len(p) for p in parts)
-                parts.append(t)
-    bank = torch.cat(parts)
-
-    def rows(t: torch.Tensor) -> torch.Tensor:
-        return torch.arange(offsets[id(t)], offsets[id(t)] + len(t), device="cpu")
+    bank, rows = _bank(pairs)
 
     out: list[tuple[torch.Tensor, float | None]] = []
     for start in range(0, len(pairs), 32):  # 32 CAVs per batch: memory stays bounded
@@ -349,6 +409,8 @@ def fitted(
                 if progress is not None:
                     progress()
         return cavs
+    if method == "sgd":
+        return sgd_vectors(pairs, progress)
     out = []
     for concept, random, seed in pairs:
         out.append(concept_vector(concept, random, method, seed))
@@ -421,6 +483,7 @@ __all__ = [
     "newton_logistic",
     "partners",
     "score",
+    "sgd_vectors",
     "split",
     "t_test",
     "tcav",
