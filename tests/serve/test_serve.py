@@ -24,6 +24,7 @@ from matplotlib import colormaps
 from PIL import Image
 
 from convlens import models
+from convlens.cli import main
 from convlens.data import fashion_mnist as fm
 from convlens.data.sources import FashionSplit
 from convlens.interpret import ablation
@@ -57,7 +58,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Explorer,
     source = FashionSplit("test", limit=300)
     d = dissect(loaded.model, source, "features", progress=False)
     write_atlas(d, source, tmp / "atlas", "atlas", progress=False)
-    explorer = Explorer(loaded, images_dir=tmp / "imgs", data="test", dissection=tmp / "atlas")
+    concepts = ["concepts", "fashion-cnn", "--per-class", "--limit", "300", "--k", "4", "--top",
+                "3", "--visualize-steps", "2", "--show", "0", "--out", str(tmp / "c")]  # fmt: skip
+    assert main(concepts) == 0
+    explorer = Explorer(loaded, images_dir=tmp / "imgs", data="test", dissection=tmp / "atlas",
+                        concepts=tmp / "c")  # fmt: skip
     with TestClient(create_app(explorer), base_url="http://127.0.0.1:8000") as client:
         yield explorer, client
     explorer.close()
@@ -211,6 +216,11 @@ def test_uploads(served: tuple[Explorer, TestClient], monkeypatch: pytest.Monkey
         ("post", "/api/fewest", {"image": "test:1", "layer": "nope"}, 404, "no layer 'nope'"),
         ("get", "/api/filters.png", {"layer": "features"}, 404, "no conv layer"),
         ("get", "/api/dissection/128", {}, 404, "no unit 128 in the dissection"),
+        ("get", "/api/concepts/all/0.png", {}, 404, "no concept 0 of 'all'; groups: 0, 1"),
+        ("get", "/api/concepts/3/4.png", {}, 404, "no concept 4 of '3'"),
+        ("get", "/api/concepts/..%2Fx/0.png", {}, 404, "Not Found"),  # no route: no path
+        ("get", "/api/concepts/x%00/0.png", {}, 404, "no concept 0 of 'x\\x00'"),
+        ("get", "/api/concepts", {"image": "test:99999"}, 404, "test:"),
         ("get", "/api/images", {"limit": 1000}, 400, "limit in 1..200"),
     ],
 )
@@ -327,6 +337,14 @@ def test_the_page_in_chromium(served: tuple[Explorer, TestClient], server: str,
         assert driver.find_element(By.CSS_SELECTOR, "#unit-exemplars img").is_displayed()
         vis = api.post("/api/jobs/visualize", json={"layer": "features", "unit": units[1]})
         assert vis.json()["status"] == "done"  # the page's job, kept for its result
+        # the top class's concepts where they are, a click shows the card
+        concepts = api.get("/api/concepts", params={"image": "test:5"}).json()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#concepts .concept")) == 4)
+        found = driver.find_elements(By.CSS_SELECTOR, "#concepts .concept")
+        order = [int(t.get_attribute("data-concept")) for t in found]
+        assert order == [c["concept"] for c in concepts["concepts"]]
+        found[0].click()
+        wait.until(lambda d: d.find_element(By.ID, "concept-card").is_displayed())
         # the fewest units that flip the top-1
         driver.find_element(By.ID, "fewest").click()
         wait.until(lambda d: d.find_element(By.ID, "fewest-result").text.startswith("Removing"))
@@ -783,3 +801,28 @@ def test_the_page_defects_a_newcomer_met_are_gone(
         assert explorer.jobs.wait(queued[0]).status == "cancelled"
     finally:
         driver.quit()
+
+
+def test_the_concepts_of_the_top_class_are_the_librarys(
+    served: tuple[Explorer, TestClient],
+) -> None:
+    """``/api/concepts``: the top class's factorisation, its concepts by importance, each
+    map equal to ``concept_maps``; each card is the strip ``convlens concepts`` wrote."""
+    from convlens.interpret.concepts.discover import concept_maps
+
+    explorer, client = served
+    r = client.get("/api/concepts", params={"image": "test:3"}).json()
+    c = int(explorer._logits("test:3").argmax())
+    assert explorer.concepts is not None
+    group = next(g for g in explorer.concepts.groups if g.group == c)
+    assert [row["concept"] for row in r["concepts"]] == group.ranking(c)
+    assert r["class"] == r["group"] == fm.CLASSES[c]
+    maps = concept_maps(explorer.model, explorer.image("test:3").x, "features", group.bank)
+    first = r["concepts"][0]
+    want = heatmaps.heat_png(heatmaps.by_peak(
+        torch.nn.functional.interpolate(maps, size=(28, 28), mode="bilinear")[0, first["concept"]]
+    ))  # fmt: skip
+    assert base64.b64decode(first["png"]) == want
+    card = client.get(first["card"])
+    assert card.status_code == 200 and card.content[:4] == b"\x89PNG"
+    assert client.get("/api/info").json()["concepts"] == {"layer": "features", "groups": 10}

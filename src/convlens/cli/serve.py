@@ -11,7 +11,12 @@ from typing import Any
 
 from convlens.cli.common import add_model_args, load_model
 
-FLAGS = {"images": "--images", "data": "--data", "dissection": "--dissection"}
+FLAGS = {
+    "images": "--images",
+    "data": "--data",
+    "dissection": "--dissection",
+    "concepts": "--concepts",
+}
 
 
 def add_parser(sub: Any) -> None:
@@ -21,7 +26,8 @@ def add_parser(sub: Any) -> None:
         description="Start a local web server and print its URL. The page shows an image's "
         "top-5 classes, the map of any class (CAM family), the most active units of a "
         "layer, the top-5 after switching units off, the fewest units that flip the top-1, "
-        "the filters of a conv layer, and a unit's atlas card when --dissection is given.",
+        "the filters of a conv layer, a unit's atlas card when --dissection is given, and the "
+        "image's concepts when --concepts is given.",
     )
     add_model_args(p)
     p.add_argument("--images", type=Path, help="a folder of images to browse")
@@ -31,6 +37,8 @@ def add_parser(sub: Any) -> None:
         help="browse the FashionMNIST test set [test for 28x28 grayscale models]",
     )
     p.add_argument("--dissection", type=Path, help="a `convlens dissect` folder for unit cards")
+    p.add_argument("--concepts", type=Path,
+                   help="a `convlens concepts` folder: the image's concept maps")  # fmt: skip
     p.add_argument("--host", default="127.0.0.1", help="address to bind [127.0.0.1]")
     p.add_argument("--port", type=int, default=8000, help="[8000]")
     p.add_argument(
@@ -60,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         data=None if data == "none" else data,
         dissection=args.dissection,
         data_dir=args.data_dir,
+        concepts=args.concepts,
     )
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(

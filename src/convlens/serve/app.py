@@ -234,6 +234,14 @@ def create_app(explorer: Explorer, allow_hosts: Sequence[str] = ()) -> FastAPI:
     def dissection_unit(unit: int) -> dict[str, Any]:
         return explorer.dissection_unit(unit)
 
+    @app.get("/api/concepts")
+    def concepts(image: str) -> dict[str, Any]:
+        return explorer.concept_maps(image)
+
+    @app.get("/api/concepts/{tag}/{concept}.png")
+    def concept_card(tag: str, concept: int, request: Request) -> Response:
+        return _png(explorer.concept_card(tag, concept), request)
+
     return app
 
 

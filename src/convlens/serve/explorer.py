@@ -30,13 +30,15 @@ import torch
 from convlens.core.device import model_device
 from convlens.core.hooks import conv_layer_names
 from convlens.interpret import ablation, units
+from convlens.interpret.concepts import discover
+from convlens.interpret.concepts.discover import Concepts
 from convlens.interpret.filters import filter_tiles
 from convlens.interpret.heads import default_layer
 from convlens.interpret.maps import registry
 from convlens.interpret.objectives import channel
 from convlens.interpret.visualize import VisualizeSettings, layer_width, visualize
 from convlens.models import LoadedModel
-from convlens.render import atlas, heatmaps, unit_figures
+from convlens.render import atlas, concept_pages, heatmaps, unit_figures
 from convlens.render.figure import png_bytes
 from convlens.render.heatmaps import MapStyle
 from convlens.serve.cache import AnswerCache
@@ -92,6 +94,7 @@ class Explorer:
         dissection: Path | None = None,
         data_dir: str | None = None,
         cache_bytes: int = CACHE_BYTES,
+        concepts: Path | None = None,
     ) -> None:
         self.loaded = loaded
         self.model = loaded.model.eval()
@@ -102,6 +105,8 @@ class Explorer:
         self.uploads = self.catalog.uploads
         self.dissection_dir = dissection
         self.dissection = None if dissection is None else atlas.read_atlas(dissection)
+        self.concepts_dir = concepts
+        self.concepts = None if concepts is None else self._read_concepts(concepts)
         with self.lock(TOP5):
             probe = torch.zeros(1, p.channels, *p.input_size)
             self.default_layer = default_layer(self.model, probe)
@@ -165,6 +170,9 @@ class Explorer:
             "dissection": None
             if self.dissection is None
             else {"layer": self.dissection["layer"], "units": len(self.dissection["units"])},
+            "concepts": None
+            if self.concepts is None
+            else {"layer": self.concepts.layer, "groups": len(self.concepts.groups)},
             "max_upload_bytes": MAX_UPLOAD_BYTES,
             "limits": LIMITS,
             "filter_layers": conv_layer_names(self.model),
@@ -413,6 +421,57 @@ class Explorer:
         path = atlas.strip_file(self.dissection_dir, unit)
         if path is None:
             raise NotFoundError(f"the dissection has no image for unit {unit}")
+        return path.read_bytes()
+
+    # ------------------------------------------------------------------ concepts
+
+    def _read_concepts(self, folder: Path) -> Concepts:
+        found, _, model = concept_pages.read_concepts(folder)
+        if model != self.loaded.name:
+            raise ValueError(f"the concepts in {folder} are of {model}, not {self.loaded.name}")
+        return found
+
+    def concept_maps(self, image_id: str) -> dict[str, Any]:
+        """Where the concepts are in the image: the concepts of its top class (its own
+        factorisation, or the one of all images), most important first, each with its map
+        (PNG data), its Sobol importance for the class and its card's address."""
+        if self.concepts is None:
+            raise NotFoundError("no concepts were given (convlens serve --concepts DIR)")
+        found = self.concepts
+        img = self.image(image_id)
+        c = int(self._logits(image_id).argmax())
+        group = next((g for g in found.groups if g.group == c), found.groups[0])
+        row = group.classes.index(c) if c in group.classes else None
+        order = group.ranking(c) if row is not None else list(range(len(group.bank)))
+        tag = "all" if group.group is None else str(group.group)
+
+        def run() -> dict[str, Any]:
+            with self.lock(MAP):
+                maps = discover.concept_maps(self.model, img.x, found.layer, group.bank,
+                                             found.shift)[0]  # fmt: skip
+            up = units.upsample(maps[None], (img.x.shape[2], img.x.shape[3]))[0]
+            rows = []
+            for i in order:
+                png = base64.b64encode(heatmaps.heat_png(heatmaps.by_peak(up[i]))).decode()
+                sobol = None if row is None else float(group.sobol[row, i])
+                rows.append({"concept": i, "sobol": sobol, "png": png,
+                             "card": f"/api/concepts/{tag}/{i}.png"})  # fmt: skip
+            name = concept_pages.group_name(group.group, self.loaded.classes)
+            return {"layer": found.layer, "class": self.loaded.classes[c], "group": name,
+                    "concepts": rows}  # fmt: skip
+
+        return self._cached(("concepts", image_id), run)
+
+    def concept_card(self, tag: str, concept: int) -> bytes:
+        """A concept's card: its picture and exemplars (written by convlens concepts)."""
+        if self.concepts is None or self.concepts_dir is None:
+            raise NotFoundError("no concepts were given (convlens serve --concepts DIR)")
+        tags = {"all" if g.group is None else str(g.group): g for g in self.concepts.groups}
+        if tag not in tags or not 0 <= concept < len(tags[tag].bank):
+            raise NotFoundError(f"no concept {concept} of {tag!r}; groups: {', '.join(tags)}")
+        path = self.concepts_dir / f"strip-{tag}-{concept}.png"
+        if not path.is_file():
+            raise NotFoundError(f"the concepts folder has no card for concept {concept}")
         return path.read_bytes()
 
     def close(self) -> None:

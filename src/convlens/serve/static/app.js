@@ -153,6 +153,41 @@ async function choose(id) {
   $("fewest-result").textContent = "";
   await showMap(p.top5[0].index);
   await loadUnits();
+  if (state.info.concepts) await loadConcepts();
+}
+
+// The concepts of the top class where they are in the image; a click shows the card.
+async function loadConcepts() {
+  const id = state.image;
+  const r = await api(`/api/concepts?image=${encodeURIComponent(id)}`);
+  if (state.image !== id) return;
+  $("concept-card").hidden = true;
+  const box = $("concepts");
+  box.replaceChildren();
+  for (const c of r.concepts) {
+    const div = document.createElement("div");
+    div.className = "unit concept";
+    div.dataset.concept = c.concept;
+    const img = document.createElement("img");
+    img.src = "data:image/png;base64," + c.png;
+    img.alt = `concept ${c.concept} of ${r.group}`;
+    div.appendChild(img);
+    const score = c.sobol === null ? "" : ` · ${c.sobol.toFixed(2)}`;
+    div.appendChild(document.createTextNode(`concept ${c.concept}${score}`));
+    div.title = `concept ${c.concept} of ${r.group}` +
+      (c.sobol === null ? "" : `: Sobol importance for ${r.class} ${c.sobol.toFixed(3)}`);
+    div.addEventListener("click", () => {
+      const caption = document.createElement("figcaption");
+      caption.textContent =
+        `concept ${c.concept} of ${r.group}: its picture, then its exemplars (region outlined)`;
+      const card = document.createElement("img");
+      card.src = c.card;
+      card.alt = `card of concept ${c.concept} of ${r.group}`;
+      $("concept-card").replaceChildren(caption, card);
+      $("concept-card").hidden = false;
+    });
+    box.appendChild(div);
+  }
 }
 
 async function showMap(cls) {
@@ -355,6 +390,10 @@ async function start() {
   for (const l of info.filter_layers) option($("filter-layer"), l);
   $("filters").src = `/api/filters.png?layer=${encodeURIComponent(info.filter_layers[0])}`;
   $("limits").textContent = info.limits;
+  if (info.concepts) {
+    $("concepts-panel").hidden = false;
+    $("concepts-layer").textContent = info.concepts.layer;
+  }
   $("method").addEventListener("change", () => state.cls !== null && showMap(state.cls).catch(showError));
   for (const id of ["sign", "clip"]) {
     $(id).addEventListener("change", () => state.cls !== null && showMap(state.cls).catch(showError));
