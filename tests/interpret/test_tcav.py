@@ -263,3 +263,26 @@ def test_tcav_cli_writes_a_table_and_a_figure_and_refuses_bad_input_in_one_line(
         assert main([*wrong, *argv]) == 2
         assert message in one_error_line(capsys)
     assert not bad.exists()
+
+
+@needs_fashion
+def test_a_dissected_units_top_images_make_a_concept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``unit:DIR:UNIT``: the unit's top images of a dissection are the concept's set; a
+    dissection with too few top images, or no such unit, is one line."""
+    atlas = tmp_path / "atlas"
+    dissect = ["dissect", "fashion-cnn", "--limit", "200", "--out", str(atlas)]
+    assert main([*dissect, "--top", "12"]) == 0
+    out = tmp_path / "tcav"
+    small = ["--random", "3", "--per-set", "10", "--method", "fastcav", "--target", "1"]
+    common = ["tcav", "fashion-cnn", "--layers", "features", "--out", str(out), *small]
+    assert main([*common, "--concept", f"unit5=unit:{atlas}:5"]) == 0
+    assert "| unit5 | features |" in (out / "tcav.md").read_text()
+    capsys.readouterr()
+    assert main([*common, "--concept", f"u=unit:{atlas}:999"]) == 2
+    assert "units 0..127" in one_error_line(capsys)
+    assert main([*dissect, "--top", "4"]) == 0
+    capsys.readouterr()
+    assert main([*common, "--concept", f"u=unit:{atlas}:5"]) == 2
+    assert "--top 10" in one_error_line(capsys)

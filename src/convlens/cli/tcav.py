@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # the CLI starts without torch
 
 PATTERN = "pattern:"
 CLASS = "class:"
+UNIT = "unit:"
 
 
 def add_parser(sub: Any) -> None:
@@ -34,7 +35,8 @@ def add_parser(sub: Any) -> None:
         required=True,
         metavar="NAME=SOURCE",
         help="concept image sets: SOURCE is a folder of images, pattern:KIND (stripes-ANGLE, "
-        "dots, checkers, plain, noise: drawn) or class:CLASS (images of a class of --data)",
+        "dots, checkers, plain, noise: drawn), class:CLASS (images of a class of --data) or "
+        "unit:DIR:UNIT (a unit's top images in a `convlens dissect` folder)",
     )
     p.add_argument("--target", nargs="+", required=True, metavar="CLASS",
                    help="classes to test, by index or name")  # fmt: skip
@@ -164,7 +166,32 @@ def concept_images(
     if where.startswith(CLASS):
         c = class_index(where[len(CLASS) :], loaded.classes)
         return of_class(images, labels, c, args.per_set, f"--concept {where}")
+    if where.startswith(UNIT):
+        return unit_images(where, args, loaded)
     return every_image(open_source(where, prep, limit=args.per_set))[0]
+
+
+def unit_images(where: str, args: argparse.Namespace, loaded: Any) -> torch.Tensor:
+    """A dissected unit's top images (``unit:DIR:UNIT``), as model inputs."""
+    from convlens.cli.common import load_inputs
+    from convlens.interpret.concepts import tcav
+    from convlens.render.atlas import read_atlas
+
+    folder, _, unit = where[len(UNIT) :].rpartition(":")
+    if not folder or not unit.isdigit():
+        raise ValueError(f"--concept {where}: write unit:DIR:UNIT, such as unit:dissection:12")
+    rows = read_atlas(folder)["units"]
+    if int(unit) >= len(rows):
+        raise ValueError(f"--concept {where}: the dissection has units 0..{len(rows) - 1}")
+    names = rows[int(unit)]["top_images"][: args.per_set]
+    if len(names) < tcav.MIN_IMAGES:
+        raise ValueError(
+            f"--concept {where}: the unit has {len(names)} top images; TCAV needs "
+            f"{tcav.MIN_IMAGES} or more (run convlens dissect with --top {tcav.MIN_IMAGES})"
+        )
+    source = Path(str(read_atlas(folder)["source"]))
+    paths = [n if n.startswith("test:") or Path(n).exists() else str(source / n) for n in names]
+    return load_inputs(paths, loaded.preprocessing, args.data_dir).x
 
 
 __all__ = ["add_parser", "run"]
