@@ -69,6 +69,11 @@ _API: dict[str, tuple[str, str]] = {
     "Visualization": ("convlens.interpret.visualize", "Visualization"),
     "VisualizeSettings": ("convlens.interpret.visualize", "VisualizeSettings"),
     "Objective": ("convlens.interpret.objectives", "Objective"),
+    "concepts": ("convlens.interpret.concepts.discover", "concepts"),
+    "Concepts": ("convlens.interpret.concepts.discover", "Concepts"),
+    "ConceptSettings": ("convlens.interpret.concepts.discover", "ConceptSettings"),
+    "tcav": ("convlens.interpret.concepts.tcav", "tcav"),
+    "TCAVResult": ("convlens.interpret.concepts.tcav", "TCAVResult"),
     # experiments and pictures
     "make_spec": ("convlens.sweep.spec", "make_spec"),
     "run_worker": ("convlens.sweep.worker", "run_worker"),
