@@ -1,0 +1,150 @@
+"""ROAD (Rong et al., ICML 2022, "A Consistent and Efficient Evaluation Strategy for
+Attribution Methods"): removal curves whose removed pixels are filled by **noisy linear
+imputation**, so that the shape of the removal mask does not itself tell the model the
+class.
+
+Each removed pixel takes the weighted mean of its eight neighbours (weights 1/6 for the
+four sides, 1/12 for the four corners, as in the paper and pytorch-grad-cam's
+``NoisyLinearImputer``), kept pixels fixed: a sparse linear system, solved here for a
+whole batch at once by conjugate gradients on the 3 x 3 stencil (the system is symmetric
+and positive definite while some pixel is kept), then ``noise`` times a standard normal
+draw is added to the removed pixels, drawn per image in pytorch-grad-cam's order (channel
+by channel over the removed pixels in raster order), so that the same seed gives the same
+picture.
+
+The curves: for each removal fraction ``f``, most relevant first (MoRF) removes the
+pixels at or above the map's ``100 (1 - f)``-th percentile, least relevant first (LeRF)
+those of ``1 - map`` (maps in [0, 1]), as pytorch-grad-cam's ``RemoveMostRelevantFirst``
+and ``RemoveLeastRelevantFirst`` do; the score is the class's probability on the
+imputed image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convlens.core.device import model_device
+from convlens.core.hooks import eval_mode
+
+FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+ORDERS = ("morf", "lerf")
+_SIDE, _CORNER = 1 / 6, 1 / 12
+
+
+def _stencil(values: torch.Tensor) -> torch.Tensor:
+    """``sum_j w_j values[neighbour j]`` for every pixel of ``[B, 1, H, W]`` (zero outside)."""
+    kernel = torch.tensor(
+        [[_CORNER, _SIDE, _CORNER], [_SIDE, 0.0, _SIDE], [_CORNER, _SIDE, _CORNER]],
+        dtype=values.dtype,
+        device=values.device,
+    )
+    return F.conv2d(values, kernel[None, None], padding=1)
+
+
+def impute(
+    x: torch.Tensor,
+    keep: torch.Tensor,
+    noise: float = 0.01,
+    generator: torch.Generator | None = None,
+    tol: float = 1e-12,
+) -> torch.Tensor:
+    """``x`` (``[N, C, H, W]``) with the pixels where ``keep`` (``[N, H, W]`` bool) is
+    false replaced by noisy linear imputation (see the module doc).
+
+    Raises:
+        ValueError: a mask of another size, or an image with no pixel kept.
+    """
+    n, c, h, w = x.shape
+    if keep.shape != (n, h, w):
+        raise ValueError(f"the mask is {tuple(keep.shape)}, the images {(n, h, w)}")
+    if not bool(keep.flatten(1).any(1).all()):
+        raise ValueError("an image has no pixel kept: a removal fraction must be below 1")
+    known = keep.to(torch.float64)[:, None].expand(n, c, h, w).reshape(n * c, 1, h, w)
+    free = 1.0 - known
+    image = x.to(torch.float64).reshape(n * c, 1, h, w)
+    degree = _stencil(torch.ones(1, 1, h, w, dtype=torch.float64, device=x.device))
+
+    def system(u: torch.Tensor) -> torch.Tensor:  # the equations of the removed pixels
+        return free * (degree * u - _stencil(free * u))
+
+    rhs = free * _stencil(known * image)
+    u = _conjugate_gradients(system, rhs, tol)
+    filled = known * image + free * u
+    out = filled.reshape(n, c, h, w).to(x.dtype)
+    if noise:
+        for i in range(n):  # pytorch-grad-cam's draw: [C, removed pixels in raster order]
+            where = torch.nonzero(~keep[i].flatten(), as_tuple=True)[0]
+            draw = torch.randn(c, len(where), generator=generator, device="cpu").to(x.device)
+            out[i].view(c, -1)[:, where] += noise * draw.to(x.dtype)
+    return out
+
+
+def _conjugate_gradients(
+    system: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, tol: float
+) -> torch.Tensor:
+    """Solve ``system(u) = rhs`` for each image of the batch (symmetric positive definite
+    on the removed pixels), to a relative residual of ``tol``."""
+    u = torch.zeros_like(rhs)
+    r = rhs.clone()
+    p = r.clone()
+    rr = (r * r).sum((1, 2, 3))
+    stop = tol * tol * rr.clamp_min(1e-300)
+    for _ in range(10 * rhs.shape[-1] * rhs.shape[-2]):
+        if bool((rr <= stop).all()):
+            break
+        ap = system(p)
+        alpha = rr / (p * ap).sum((1, 2, 3)).clamp_min(1e-300)
+        u = u + alpha[:, None, None, None] * p
+        r = r - alpha[:, None, None, None] * ap
+        new = (r * r).sum((1, 2, 3))
+        p = r + (new / rr.clamp_min(1e-300))[:, None, None, None] * p
+        rr = new
+    return u
+
+
+def removal_mask(maps: torch.Tensor, fraction: float, order: str = "morf") -> torch.Tensor:
+    """``[N, H, W]`` bool, true where a pixel is kept when ``fraction`` of the pixels of
+    each map (``[N, H, W]``, in [0, 1]) are removed, the most relevant first (``morf``) or
+    the least (``lerf``)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"a removal fraction must be in (0, 1), got {fraction}")
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+    score = maps if order == "morf" else 1 - maps
+    flat = score.detach().cpu().double().flatten(1).numpy()
+    threshold = np.percentile(flat, 100 * (1 - fraction), axis=1)
+    return torch.from_numpy(flat < threshold[:, None]).reshape(maps.shape).to(maps.device)
+
+
+@torch.no_grad()
+def road_curves(
+    model: nn.Module,
+    x: torch.Tensor,
+    maps: torch.Tensor,
+    classes: torch.Tensor,
+    fractions: Sequence[float] = FRACTIONS,
+    order: str = "morf",
+    noise: float = 0.01,
+    seed: int = 0,
+) -> torch.Tensor:
+    """``[N, len(fractions)]``: class ``classes[i]``'s probability for image ``i`` with
+    ``fraction`` of its pixels removed by ``maps`` (``[N, H, W]``, in [0, 1]) in
+    ``order`` and imputed (see the module doc)."""
+    generator = torch.Generator().manual_seed(seed)
+    device = model_device(model)
+    out = []
+    for fraction in fractions:
+        keep = removal_mask(maps, fraction, order)
+        imputed = impute(x, keep, noise, generator)
+        with eval_mode(model):
+            probs = model(imputed.to(device)).float().softmax(1).cpu()
+        out.append(probs[torch.arange(len(x), device="cpu"), classes.cpu()])
+    return torch.stack(out, 1)
+
+
+__all__ = ["FRACTIONS", "ORDERS", "impute", "removal_mask", "road_curves"]
