@@ -15,7 +15,7 @@ import torch
 from convlens.data.images import Preprocessing
 from convlens.data.sources import TensorSource
 from convlens.inference import evaluate, predict_logits
-from convlens.interpret import ablation, faithfulness, filters, road, units
+from convlens.interpret import ablation, faithfulness, filters, road, sanity, units
 from convlens.interpret.concepts import discover, tcav
 from convlens.interpret.dissect import dissect
 from convlens.interpret.maps import pixel, registry
@@ -100,6 +100,9 @@ def _cases() -> dict[str, Callable[[torch.nn.Module, torch.Tensor], Any]]:
         m, x.repeat(4, 1, 1, 1), "features", torch.arange(12, device="cpu") % 2, None,
         discover.ConceptSettings(k=2, top=2, designs=4, patches=14),
     )  # fmt: skip
+    cases["model randomisation"] = lambda m, x: sanity.model_randomisation(
+        m, x, torch.arange(3, device="cpu"), sanity.map_explainer("gradcam")
+    )
     cases["road"] = lambda m, x: road.road_curves(
         m, x, torch.rand(3, 28, 28, device="cpu"), torch.arange(3, device="cpu"), (0.5,)
     )
@@ -164,6 +167,7 @@ PLACES_ITSELF = {
     "convlens.interpret.concepts.discover.concepts": "through layer_maps and the model's passes",
     "convlens.interpret.concepts.discover.concept_maps": "through layer_maps",
     "convlens.interpret.road.road_curves": "moves each imputed batch to the model's device",
+    "convlens.interpret.sanity.model_randomisation": "through its explainer (class_maps)",
 }
 
 

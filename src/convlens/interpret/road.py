@@ -30,6 +30,7 @@ from torch import nn
 
 from convlens.core.device import model_device
 from convlens.core.hooks import eval_mode
+from convlens.core.precision import in_precision
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 ORDERS = ("morf", "lerf")
@@ -141,10 +142,16 @@ def road_curves(
     for fraction in fractions:
         keep = removal_mask(maps, fraction, order)
         imputed = impute(x, keep, noise, generator)
-        with eval_mode(model):
-            probs = model(imputed.to(device)).float().softmax(1).cpu()
+        probs = _probabilities(model, imputed.to(device))
         out.append(probs[torch.arange(len(x), device="cpu"), classes.cpu()])
     return torch.stack(out, 1)
+
+
+@in_precision("road")
+def _probabilities(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``[N, K]`` softmax of the model's logits, in fp32 on the CPU."""
+    with eval_mode(model), torch.no_grad():
+        return model(x).float().softmax(1).cpu()
 
 
 __all__ = ["FRACTIONS", "ORDERS", "impute", "removal_mask", "road_curves"]
