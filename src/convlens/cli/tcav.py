@@ -180,7 +180,8 @@ def unit_images(where: str, args: argparse.Namespace, loaded: Any) -> torch.Tens
     folder, _, unit = where[len(UNIT) :].rpartition(":")
     if not folder or not unit.isdigit():
         raise ValueError(f"--concept {where}: write unit:DIR:UNIT, such as unit:dissection:12")
-    rows = read_atlas(folder)["units"]
+    atlas = read_atlas(folder)
+    rows = atlas["units"]
     if int(unit) >= len(rows):
         raise ValueError(f"--concept {where}: the dissection has units 0..{len(rows) - 1}")
     names = rows[int(unit)]["top_images"][: args.per_set]
@@ -189,7 +190,7 @@ def unit_images(where: str, args: argparse.Namespace, loaded: Any) -> torch.Tens
             f"--concept {where}: the unit has {len(names)} top images; TCAV needs "
             f"{tcav.MIN_IMAGES} or more (run convlens dissect with --top {tcav.MIN_IMAGES})"
         )
-    source = Path(str(read_atlas(folder)["source"]))
+    source = Path(str(atlas["source"]))
     paths = [n if n.startswith("test:") or Path(n).exists() else str(source / n) for n in names]
     return load_inputs(paths, loaded.preprocessing, args.data_dir).x
 
