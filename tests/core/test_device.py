@@ -104,7 +104,14 @@ def _cases() -> dict[str, Callable[[torch.nn.Module, torch.Tensor], Any]]:
         m, x, torch.arange(3, device="cpu"), sanity.map_explainer("gradcam")
     )
     cases["road"] = lambda m, x: road.road_curves(
-        m, x, torch.rand(3, 28, 28, device="cpu"), torch.arange(3, device="cpu"), (0.5,)
+        m, x, torch.rand(3, 28, 28, device="cpu"), torch.arange(3, device="cpu"), "morf",
+        road.RoadSettings(fractions=(0.5,)),
+    )  # fmt: skip
+    cases["efficient randomisation"] = lambda m, x: sanity.efficient_randomisation(
+        m, x, torch.arange(3, device="cpu"), sanity.map_explainer("saliency")
+    )
+    cases["random logit"] = lambda m, x: sanity.random_logit(
+        m, x, torch.arange(3, device="cpu"), sanity.map_explainer("gradcam")
     )
     return cases
 

@@ -1,17 +1,40 @@
-"""Sanity checks: the layer randomisation and the MPRT similarities equal quantus
-0.6.0's on the same explanation function; bad input is one line."""
+"""Sanity checks: the layer randomisation, MPRT, sMPRT, eMPRT and the random-logit test
+equal quantus 0.6.0's on the same explanation function, weights, noise and seeds; SSIM
+equals scikit-image's; bad input is one line."""
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from convlens.interpret import sanity
+from convlens.interpret import sanity, similarity
 from tests.helpers import fashion
+
+
+def quantus_explainer(explain: sanity.Explain) -> Callable[..., np.ndarray]:
+    """quantus's ``explain_func`` around a convlens explainer (its inputs as float32)."""
+
+    def explain_func(
+        model: nn.Module, inputs: np.ndarray, targets: np.ndarray, **_: object
+    ) -> np.ndarray:
+        x = torch.as_tensor(np.asarray(inputs, dtype=np.float32))
+        maps = explain(model, x, torch.as_tensor(np.asarray(targets)).long())
+        return maps[:, None].detach().numpy()
+
+    return explain_func
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def test_randomised_layers_are_quantus_weights() -> None:
@@ -21,6 +44,7 @@ def test_randomised_layers_are_quantus_weights() -> None:
     wrapped = PyTorchModel(model, channel_first=True, softmax=False, device="cpu")
     theirs = wrapped.get_random_layer_generator(order="top_down", seed=42)
     before = torch.get_rng_state()
+    last = None
     for (name, ours), (their_name, their_model) in zip(
         sanity.randomized_layers(model, "top_down", 42), theirs, strict=True
     ):
@@ -29,7 +53,15 @@ def test_randomised_layers_are_quantus_weights() -> None:
             ours.state_dict().items(), their_model.state_dict().items(), strict=True
         ):
             assert torch.equal(a, b), (name, k)
-    torch.set_rng_state(before)
+        last = {k: v.clone() for k, v in ours.state_dict().items()}
+    torch.set_rng_state(before)  # quantus's generator seeds torch's global state
+    # every layer at once: the last step of the cascade; the caller's random state is kept
+    assert last is not None
+    for k, v in sanity.fully_randomized(model, 42).state_dict().items():
+        assert torch.equal(v, last[k]), k
+    for _ in sanity.randomized_layers(model, "bottom_up", 42):
+        pass
+    assert torch.equal(torch.get_rng_state(), before)
 
 
 @pytest.mark.parametrize("order", ["top_down", "bottom_up", "independent"])
@@ -39,29 +71,133 @@ def test_mprt_equals_quantus(order: str) -> None:
     model, x, _ = fashion()
     classes = torch.tensor([0, 3, 5, 9])
     explain = sanity.map_explainer("saliency")
-    ours = sanity.model_randomisation(model, x, classes, explain, order, seed=42)
-
-    def explain_func(
-        model: nn.Module, inputs: np.ndarray, targets: np.ndarray, **_: object
-    ) -> np.ndarray:
-        maps = explain(model, torch.as_tensor(inputs), torch.as_tensor(targets))
-        return maps[:, None].detach().numpy()
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    settings = sanity.RandomisationSettings(order=order, seed=42)
+    ours = sanity.model_randomisation(model, x, classes, explain, settings)
+    with quiet():
         metric = quantus.MPRT(layer_order=order, seed=42, disable_warnings=True,
                               display_progressbar=False)  # fmt: skip
         theirs = metric(model=model, x_batch=x.numpy(), y_batch=classes.numpy(), a_batch=None,
-                        explain_func=explain_func, device="cpu")  # fmt: skip
+                        explain_func=quantus_explainer(explain), device="cpu")  # fmt: skip
     assert list(theirs)[1:] == list(ours.layers)
-    for name, row in zip(ours.layers, ours.similarity, strict=True):
+    for name, row in zip(ours.layers, ours.similarity["spearman_abs"], strict=True):
         assert np.allclose(row.numpy(), theirs[name], atol=1e-6), name
 
 
+def test_smooth_mprt_equals_quantus() -> None:
+    """sMPRT: the same noise from the same seed. quantus is given our smoothed maps of
+    the trained network, so that its first draws smooth its own copy of them (its
+    'original' score is then 1) and its later draws meet ours layer by layer. quantus's
+    sMPRT explains the noisy inputs with ``quantus.explain``, not the ``explain_func``
+    it is given: the method is captum's Saliency there, convlens's saliency here."""
+    import quantus
+
+    model, x, _ = fashion()
+    classes = torch.tensor([1, 2, 7, 9])
+    explain = sanity.map_explainer("saliency")
+    settings = sanity.RandomisationSettings(order="bottom_up", seed=7, samples=4, keep=4)
+    ours = sanity.model_randomisation(model, x, classes, explain, settings)
+    assert ours.maps is not None
+    with quiet():
+        # normalise=False: its scaling leaves Spearman as it is, but rounds in float32
+        metric = quantus.SmoothMPRT(layer_order="bottom_up", seed=7, nr_samples=4,
+                                    normalise=False, disable_warnings=True,
+                                    display_progressbar=False)  # fmt: skip
+        np.random.seed(7)
+        theirs = metric(model=model, x_batch=x.numpy(), y_batch=classes.numpy(),
+                        a_batch=ours.maps[0][:, None].numpy(),
+                        explain_func=quantus_explainer(explain),
+                        explain_func_kwargs={"method": "Saliency"}, device="cpu")  # fmt: skip
+    assert np.allclose(theirs["original"], 1.0, atol=1e-6)
+    for name, row in zip(ours.layers, ours.similarity["spearman_abs"], strict=True):
+        assert np.allclose(row.numpy(), theirs[name], atol=1e-6, equal_nan=True), name
+    # the smoothing does something: one sample is plain MPRT, and differs
+    plain = sanity.model_randomisation(
+        model, x, classes, explain, sanity.RandomisationSettings(order="bottom_up", seed=7)
+    )
+    assert not torch.allclose(plain.last(), ours.last(), atol=1e-3)
+
+
+def test_efficient_mprt_equals_quantus() -> None:
+    import quantus
+
+    model, x, _ = fashion()
+    classes = torch.tensor([0, 3, 5, 9])
+    for method in ("saliency", "gradcam"):
+        explain = sanity.map_explainer(method)
+        ours = sanity.efficient_randomisation(model, x, classes, explain, seed=42)
+        with quiet():
+            metric = quantus.EfficientMPRT(seed=42, disable_warnings=True,
+                                           display_progressbar=False)  # fmt: skip
+            theirs = metric(model=model, x_batch=x.numpy(), y_batch=classes.numpy(),
+                            a_batch=None, explain_func=quantus_explainer(explain),
+                            device="cpu")  # fmt: skip
+        assert np.allclose(ours.numpy(), theirs, atol=1e-6), method
+
+
+def test_random_logit_equals_quantus() -> None:
+    """With quantus's maps scaled image by image (its default scales by the batch's
+    largest value, which makes an image's score depend on the others) and SSIM on the
+    maps as images (its default flattens them into one row of pixels)."""
+    import quantus
+
+    model, x, _ = fashion()
+    classes = torch.tensor([0, 3, 5, 9])
+    for method in ("saliency", "gradcam"):
+        explain = sanity.map_explainer(method)
+        ours = sanity.random_logit(model, x, classes, explain, seed=3)
+
+        def ssim_2d(a: np.ndarray, b: np.ndarray, batched: bool = True) -> list[float]:
+            side = x.shape[-2:]
+            pairs = torch.from_numpy(a).reshape(-1, *side), torch.from_numpy(b).reshape(-1, *side)
+            return similarity.ssim(*pairs).double().tolist()
+
+        with quiet():
+            metric = quantus.RandomLogit(num_classes=10, seed=3, similarity_func=ssim_2d,
+                                         normalise_func_kwargs={"normalise_axes": [1, 2, 3]},
+                                         disable_warnings=True)  # fmt: skip
+            theirs = metric(model=model, x_batch=x.numpy(), y_batch=classes.numpy(),
+                            a_batch=None, explain_func=quantus_explainer(explain),
+                            device="cpu")  # fmt: skip
+        assert np.allclose(ours.numpy(), theirs, atol=1e-6), method
+    others = sanity.other_classes(torch.arange(10).repeat(50), 10, seed=0)
+    assert not bool((others == torch.arange(10).repeat(50)).any())
+    assert set(others.tolist()) == set(range(10))
+
+
+def test_ssim_equals_scikit_image_and_hog_is_its_features() -> None:
+    from skimage.feature import hog
+    from skimage.metrics import structural_similarity
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(3, 28, 20, generator=g), torch.rand(3, 28, 20, generator=g)
+    b[2] = a[2] * 2 - 0.5  # a related pair
+    ours = similarity.ssim(a, b)
+    for i in range(3):
+        both = np.concatenate([a[i].numpy(), b[i].numpy()])
+        theirs = structural_similarity(a[i].double().numpy(), b[i].double().numpy(),
+                                       data_range=float(both.max() - both.min()))  # fmt: skip
+        assert abs(float(ours[i]) - theirs) < 1e-6
+    same = similarity.similarity(a, a, "hog")
+    assert torch.allclose(same, torch.ones(3))
+    features = similarity.hog_features(a[:1])
+    assert np.allclose(features[0], hog(a[0].double().numpy(), pixels_per_cell=(5, 5)))
+    hogs = similarity.similarity(a, b, "hog")
+    assert float(hogs[2]) > float(hogs[0])
+
+
 def test_bad_input_is_one_line() -> None:
+    model, x, _ = fashion()
     with pytest.raises(ValueError, match="has no layer with parameters to randomise"):
         next(sanity.randomized_layers(nn.Sequential(nn.ReLU(), nn.Flatten())))
     with pytest.raises(ValueError, match="order must be one of top_down"):
         next(sanity.randomized_layers(nn.Linear(2, 2), "sideways"))
     with pytest.raises(ValueError, match="unknown method 'blur'"):
         sanity.map_explainer("blur")
+    relu = next(n for n, m in model.named_modules() if isinstance(m, nn.ReLU))
+    with pytest.raises(ValueError, match=f"layer '{relu}' has no parameters to randomise"):
+        next(sanity.randomized_layers(model, layers=[relu]))
+    with pytest.raises(ValueError, match="unknown similarity 'cosine'"):
+        sanity.model_randomisation(
+            model, x, torch.zeros(4).long(), sanity.map_explainer("saliency"),
+            sanity.RandomisationSettings(measures=("cosine",)),
+        )  # fmt: skip

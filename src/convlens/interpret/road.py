@@ -13,15 +13,25 @@ by channel over the removed pixels in raster order), so that the same seed gives
 picture.
 
 The curves: for each removal fraction ``f``, most relevant first (MoRF) removes the
-pixels at or above the map's ``100 (1 - f)``-th percentile, least relevant first (LeRF)
-those of ``1 - map`` (maps in [0, 1]), as pytorch-grad-cam's ``RemoveMostRelevantFirst``
-and ``RemoveLeastRelevantFirst`` do; the score is the class's probability on the
-imputed image.
+pixels the map ranks highest, least relevant first (LeRF) the lowest, by one of two
+rules:
+
+- ``count`` (the default, quantus 0.6.0's ``ROAD``): exactly ``int(f H W)`` pixels, ranked
+  by the map (ties by position), the noise drawn from ``numpy.random.RandomState(seed)``
+  in the order of the ranking;
+- ``percentile`` (pytorch-grad-cam's ``RemoveMostRelevantFirst`` and
+  ``RemoveLeastRelevantFirst``): the pixels at or above the map's ``100 (1 - f)``-th
+  percentile (of ``1 - map`` for LeRF), the noise from ``torch.Generator(seed)`` in raster
+  order. Under ties (a ReLU'd map's zeros) it can remove every pixel.
+
+The scores are the class's probability on the imputed image, and whether the class is
+still the top one (quantus's ROAD score, averaged over images).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -34,6 +44,7 @@ from convlens.core.precision import in_precision
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 ORDERS = ("morf", "lerf")
+RULES = ("count", "percentile")
 _SIDE, _CORNER = 1 / 6, 1 / 12
 
 
@@ -51,11 +62,15 @@ def impute(
     x: torch.Tensor,
     keep: torch.Tensor,
     noise: float = 0.01,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | np.random.RandomState | None = None,
     tol: float = 1e-12,
+    ranking: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``x`` (``[N, C, H, W]``) with the pixels where ``keep`` (``[N, H, W]`` bool) is
-    false replaced by noisy linear imputation (see the module doc).
+    false replaced by noisy linear imputation (see the module doc). The noise is drawn
+    from ``generator`` (torch's or numpy's) as ``[C, removed]``, its columns going to the
+    removed pixels in raster order, or in the order of ``ranking`` (``[N, H W]``
+    positions, a permutation per image).
 
     Raises:
         ValueError: a mask of another size, or an image with no pixel kept.
@@ -78,10 +93,18 @@ def impute(
     filled = known * image + free * u
     out = filled.reshape(n, c, h, w).to(x.dtype)
     if noise:
-        for i in range(n):  # pytorch-grad-cam's draw: [C, removed pixels in raster order]
-            where = torch.nonzero(~keep[i].flatten(), as_tuple=True)[0]
-            draw = torch.randn(c, len(where), generator=generator, device="cpu").to(x.device)
-            out[i].view(c, -1)[:, where] += noise * draw.to(x.dtype)
+        removed = ~keep.flatten(1).cpu()
+        for i in range(n):  # [C, removed pixels], in raster order or the ranking's
+            if ranking is None:
+                where = torch.nonzero(removed[i], as_tuple=True)[0]
+            else:
+                order = ranking[i].cpu()
+                where = order[removed[i][order]]
+            if isinstance(generator, np.random.RandomState):
+                draw = torch.from_numpy(generator.randn(c, len(where)))
+            else:
+                draw = torch.randn(c, len(where), generator=generator, device="cpu")
+            out[i].view(c, -1)[:, where.to(x.device)] += (noise * draw).to(x.device, x.dtype)
     return out
 
 
@@ -108,18 +131,60 @@ def _conjugate_gradients(
     return u
 
 
-def removal_mask(maps: torch.Tensor, fraction: float, order: str = "morf") -> torch.Tensor:
+def ranking(maps: torch.Tensor, order: str = "morf") -> torch.Tensor:
+    """``[N, H W]``: each map's positions, the first removed first (``morf``: the
+    highest values; ``lerf``: the lowest; ties by position)."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+    score = maps.detach().flatten(1).double().cpu()
+    return torch.argsort(-score if order == "morf" else score, dim=1, stable=True)
+
+
+def removal_mask(
+    maps: torch.Tensor, fraction: float, order: str = "morf", rule: str = "count"
+) -> torch.Tensor:
     """``[N, H, W]`` bool, true where a pixel is kept when ``fraction`` of the pixels of
     each map (``[N, H, W]``, in [0, 1]) are removed, the most relevant first (``morf``) or
-    the least (``lerf``)."""
+    the least (``lerf``), by ``rule`` (see the module doc)."""
     if not 0 < fraction < 1:
         raise ValueError(f"a removal fraction must be in (0, 1), got {fraction}")
     if order not in ORDERS:
         raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
+    if rule == "count":
+        ranked = ranking(maps, order)
+        ranks = torch.argsort(ranked, dim=1)
+        removed = int(ranked.shape[1] * fraction)
+        return (ranks >= removed).reshape(maps.shape).to(maps.device)
     score = maps if order == "morf" else 1 - maps
     flat = score.detach().cpu().double().flatten(1).numpy()
     threshold = np.percentile(flat, 100 * (1 - fraction), axis=1)
     return torch.from_numpy(flat < threshold[:, None]).reshape(maps.shape).to(maps.device)
+
+
+@dataclass(frozen=True)
+class RoadSettings:
+    """Where and how ROAD removes (see the module doc)."""
+
+    fractions: tuple[float, ...] = FRACTIONS
+    noise: float = 0.01
+    seed: int = 0
+    rule: str = "count"
+
+
+@dataclass(frozen=True)
+class Road:
+    """ROAD curves of one order for a batch of maps."""
+
+    order: str
+    fractions: tuple[float, ...]
+    probability: torch.Tensor  # [N, F] the class's probability on the imputed image
+    correct: torch.Tensor  # [N, F] bool: the class is still the top one
+
+    def area(self) -> torch.Tensor:
+        """``[N]``: the mean probability over the fractions (MoRF: lower is better)."""
+        return self.probability.mean(1)
 
 
 @torch.no_grad()
@@ -128,23 +193,38 @@ def road_curves(
     x: torch.Tensor,
     maps: torch.Tensor,
     classes: torch.Tensor,
-    fractions: Sequence[float] = FRACTIONS,
     order: str = "morf",
-    noise: float = 0.01,
-    seed: int = 0,
-) -> torch.Tensor:
-    """``[N, len(fractions)]``: class ``classes[i]``'s probability for image ``i`` with
-    ``fraction`` of its pixels removed by ``maps`` (``[N, H, W]``, in [0, 1]) in
-    ``order`` and imputed (see the module doc)."""
-    generator = torch.Generator().manual_seed(seed)
+    settings: RoadSettings | None = None,
+) -> Road:
+    """Class ``classes[i]``'s probability for image ``i`` with each fraction of its
+    pixels removed by ``maps`` (``[N, H, W]``) in ``order`` and imputed (see the module
+    doc).
+
+    Raises:
+        ValueError: a removal fraction outside (0, 1), an unknown order or rule, maps of
+            another size than the images.
+    """
+    s = settings or RoadSettings()
+    if maps.shape != (x.shape[0], *x.shape[2:]):
+        raise ValueError(f"maps must be [N, H, W] = {(x.shape[0], *x.shape[2:])}, "
+                         f"got {tuple(maps.shape)}")  # fmt: skip
+    for fraction in s.fractions:
+        removal_mask(maps[:1], fraction, order, s.rule)  # checks every argument first
+    generator: torch.Generator | np.random.RandomState
+    if s.rule == "count":
+        generator, ranked = np.random.RandomState(s.seed), ranking(maps, order)
+    else:
+        generator, ranked = torch.Generator().manual_seed(s.seed), None
     device = model_device(model)
-    out = []
-    for fraction in fractions:
-        keep = removal_mask(maps, fraction, order)
-        imputed = impute(x, keep, noise, generator)
+    rows = torch.arange(len(x))
+    probability, correct = [], []
+    for fraction in s.fractions:
+        keep = removal_mask(maps, fraction, order, s.rule)
+        imputed = impute(x, keep, s.noise, generator, ranking=ranked)
         probs = _probabilities(model, imputed.to(device))
-        out.append(probs[torch.arange(len(x), device="cpu"), classes.cpu()])
-    return torch.stack(out, 1)
+        probability.append(probs[rows, classes.cpu()])
+        correct.append(probs.argmax(1) == classes.cpu())
+    return Road(order, tuple(s.fractions), torch.stack(probability, 1), torch.stack(correct, 1))
 
 
 @in_precision("road")
@@ -154,4 +234,14 @@ def _probabilities(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model(x).float().softmax(1).cpu()
 
 
-__all__ = ["FRACTIONS", "ORDERS", "impute", "removal_mask", "road_curves"]
+__all__ = [
+    "FRACTIONS",
+    "ORDERS",
+    "RULES",
+    "Road",
+    "RoadSettings",
+    "impute",
+    "ranking",
+    "removal_mask",
+    "road_curves",
+]
