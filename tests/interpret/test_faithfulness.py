@@ -127,3 +127,49 @@ def test_report_says_which_map_to_trust(tmp_path: Path) -> None:
     assert (out / "faithfulness.png").read_bytes()[:4] == b"\x89PNG"
     for method in ("gradcampp", "eigencam", "random", "edges"):
         assert f"<td>{method}</td>" in page
+
+
+def test_road_and_sanity_columns_are_the_tests_by_themselves() -> None:
+    """Each column of ``score_methods(..., road=True, sanity=True)`` is the mean of the
+    stand-alone test on the same maps, seeds and randomised network."""
+    from convlens.interpret import road, sanity
+    from convlens.interpret.faithfulness import score_methods
+    from convlens.interpret.maps import registry
+
+    model, x, _ = fashion()
+    model.eval()
+    x = torch.cat([x, x.flip(2)])
+    rows = score_methods(model, [x[:5], x[5:]], ["gradcam", "saliency", "random"], steps=4,
+                         progress=False, road=True, sanity=True)  # fmt: skip
+    with torch.no_grad():
+        top1 = model(x).argmax(1)
+    for row in rows:
+        if row.method == "random":  # a map that ignores the model passes no sanity check
+            assert row.mprt == pytest.approx(1.0) and row.random_logit == pytest.approx(1.0)
+            assert row.emprt == pytest.approx(0.0)
+            continue
+        explain = sanity.map_explainer(row.method)
+        parts = [(x[:5], top1[:5], 0), (x[5:], top1[5:], 5)]
+        logit = torch.cat([sanity.random_logit(model, a, c, explain, seed=s) for a, c, s in parts])
+        assert row.random_logit == pytest.approx(float(logit.double().nanmean()), abs=1e-6)
+        rise = sanity.efficient_randomisation(model, x, top1, explain, seed=42)
+        assert row.emprt == pytest.approx(float(rise.double().nanmean()), abs=1e-6)
+        mprt = sanity.model_randomisation(model, x, top1, explain).last()
+        assert row.mprt == pytest.approx(float(mprt.double().nanmean()), abs=1e-6)
+        maps = registry.explainer(model, row.method)
+        areas = []
+        for a, c, s in parts:
+            settings = road.RoadSettings(seed=s)
+            areas.append(road.road_curves(model, a, maps(a, c), c, "lerf", settings).area())
+        assert row.road_lerf == pytest.approx(float(torch.cat(areas).double().mean()), abs=1e-6)
+        assert row.road_morf is not None and 0 <= row.road_morf <= 1
+
+
+def test_faithfulness_cli_with_road_and_sanity(tmp_path: Path) -> None:
+    out = tmp_path / "f"
+    args = ["faithfulness", "fashion-cnn", "--limit", "6", "--steps", "4", "--methods", "gradcam",
+            "--no-references", "--road", "--sanity", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    header, row = (out / "faithfulness.csv").read_text().splitlines()
+    assert header.endswith("ROAD MoRF,ROAD LeRF,MPRT,eMPRT,random logit")
+    assert len(row.split(",")) == len(header.split(",")) and row.startswith("gradcam,6,")

@@ -323,8 +323,9 @@ def test_a_faithfulness_table_in_shards_is_bit_identical(tmp_path: Path) -> None
     g = torch.Generator().manual_seed(1)
     batches = [torch.randn(4, 1, 28, 28, generator=g) for _ in range(5)]
     methods = ["gradcam", "saliency", "random"]
-    kw = {"steps": 4, "progress": False}
+    kw = {"steps": 4, "progress": False, "road": True, "sanity": True}
     one = score_methods(model, batches, methods, **kw)
+    columns = ("road_morf", "road_lerf", "mprt", "emprt", "random_logit")
     for sharding in (Sharding(3), Sharding(5, None, tmp_path), Sharding(5, None, tmp_path)):
         again = score_methods(model, batches, methods, sharding=sharding, **kw)
         for a, b in zip(one, again, strict=True):
@@ -332,6 +333,7 @@ def test_a_faithfulness_table_in_shards_is_bit_identical(tmp_path: Path) -> None
             assert (a.deletion_auc, a.insertion_auc, a.average_drop, a.increase) == (
                 b.deletion_auc, b.insertion_auc, b.average_drop, b.increase)  # fmt: skip
             assert torch.equal(a.deletion, b.deletion) and torch.equal(a.insertion, b.insertion)
+            assert repr([getattr(a, c) for c in columns]) == repr([getattr(b, c) for c in columns])
     assert len(list(tmp_path.glob("faithfulness-*.pt"))) == 5
 
 

@@ -52,12 +52,7 @@ def add_parser(sub: Any) -> None:
         f"{', '.join(m for m in DEFAULT_METHODS if m not in REFERENCES)}]",
     )
     p.add_argument("--pixel", action="store_true", help="add every pixel attribution to --methods")
-    p.add_argument(
-        "--captum-metrics",
-        action="store_true",
-        help="also captum's infidelity and max-sensitivity of every map (slower: 10 "
-        "perturbed copies of each image, and 10 more maps per image)",
-    )
+    _add_test_args(p)
     p.add_argument("--no-references", action="store_true", help="leave out random and edges")
     p.add_argument("--layer", help="layer to explain [the one feeding global pooling]")
     p.add_argument("--steps", type=int, default=20, help="perturbation steps [20]")
@@ -73,6 +68,30 @@ def add_parser(sub: Any) -> None:
     add_attribution_args(p, own=("steps", "baseline", "batch-size"))
     add_sharding_args(p)
     p.set_defaults(run=run)
+
+
+def _add_test_args(p: argparse.ArgumentParser) -> None:
+    """The columns beyond deletion, insertion and Average Drop, each on request."""
+    p.add_argument(
+        "--captum-metrics",
+        action="store_true",
+        help="also captum's infidelity and max-sensitivity of every map (slower: 10 "
+        "perturbed copies of each image, and 10 more maps per image)",
+    )
+    p.add_argument(
+        "--road",
+        action="store_true",
+        help="also ROAD: the class probability with 10-90%% of the pixels removed by the map "
+        "and filled by noisy linear imputation, most relevant first (MoRF, lower is better) "
+        "and least relevant first (LeRF, higher is better)",
+    )
+    p.add_argument(
+        "--sanity",
+        action="store_true",
+        help="also the sanity checks: Spearman similarity to the maps of the network with "
+        "every layer randomised (MPRT, lower passes), the rise of their entropy (eMPRT, "
+        "higher passes), SSIM to a random other class's maps (random logit, lower passes)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=256,
         options=options,
         captum_metrics=args.captum_metrics,
+        road=args.road,
+        sanity=args.sanity,
         sharding=Sharding(args.shards, args.ray, state_dir),
     )
     header, rows = map_figures.faithfulness_table(scores)

@@ -19,7 +19,17 @@ exactly (tested equal). Every perturbed image of a batch runs in one forward pas
   (tested equal): :func:`infidelity`, :func:`sensitivity_max`.
 
 :func:`score_methods` adds the last two on request, and scores the CAM family and the
-pixel attributions alike (every method of :mod:`convlens.interpret.maps.registry`).
+pixel attributions alike (every method of :mod:`convlens.interpret.maps.registry`). On
+request it adds the columns of two more kinds of test:
+
+- **ROAD** (:mod:`convlens.interpret.road`): the class probability, averaged over
+  removal fractions 0.1 to 0.9, with the pixels removed most relevant first (MoRF, lower
+  is better) and least relevant first (LeRF, higher is better), filled by noisy linear
+  imputation;
+- **sanity** (:mod:`convlens.interpret.sanity`): the Spearman similarity of each map to
+  the map of the network with every layer randomised (MPRT, lower passes), the rise of
+  the map's entropy there (eMPRT, higher passes), and the SSIM of the map with the map
+  of a random other class (random logit, lower passes).
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,6 +59,9 @@ from convlens.core.shards import (
 )
 from convlens.core.tensors import baseline_image, minmax_scale
 from convlens.interpret.maps import registry
+from convlens.interpret.road import RoadSettings, road_curves
+from convlens.interpret.sanity import fully_randomized, other_classes
+from convlens.interpret.similarity import by_max, entropy, similarity
 
 
 @dataclass(frozen=True)
@@ -217,6 +231,11 @@ class MethodScore:
     insertion: torch.Tensor  # [S] mean curve
     infidelity: float | None = None  # captum's, normalised, of the map; lower is better
     sensitivity: float | None = None  # captum's max-sensitivity of the map; lower is better
+    road_morf: float | None = None  # ROAD's mean probability, most relevant removed first
+    road_lerf: float | None = None  # the same, least relevant first; higher is better
+    mprt: float | None = None  # Spearman with the randomised network's maps; lower passes
+    emprt: float | None = None  # relative rise of the maps' entropy there; higher passes
+    random_logit: float | None = None  # SSIM with another class's maps; lower passes
 
 
 @in_precision("faithfulness")
@@ -233,6 +252,8 @@ def score_methods(
     options: Mapping[str, Any] | None = None,
     captum_metrics: bool = False,
     sharding: Sharding | None = None,
+    road: bool = False,
+    sanity: bool = False,
 ) -> list[MethodScore]:
     """Faithfulness of each method (a CAM method, a pixel attribution, or one of
     :data:`REFERENCE_MAPS`) over every image of ``batches``, for the top-1 class of each
@@ -241,7 +262,9 @@ def score_methods(
     With ``captum_metrics``, also infidelity (normalised, 10 Gaussian perturbations of
     standard deviation 0.1) and max-sensitivity (10 samples within 0.02) of each map.
     ``sharding``: the batches in shards (here or on Ray, kept for a rerun); every image's
-    row is computed as in one pass (seeds go by image), so the table is the same.
+    row is computed as in one pass (seeds go by image), so the table is the same. With
+    ``road`` and ``sanity``, the ROAD and sanity columns (see the module doc); means skip
+    the images where a measure is undefined (a constant map: NaN).
     """
     known = registry.names()
     unknown = [m for m in methods if m not in known and m not in REFERENCE_MAPS]
@@ -251,7 +274,7 @@ def score_methods(
     how = sharding or Sharding()
     listed = list(batches)
     job = _ScoreShard(model, listed, tuple(methods), layer, steps, baseline, batch_size,
-                      dict(options or {}), captum_metrics)  # fmt: skip
+                      dict(options or {}), captum_metrics, road, sanity)  # fmt: skip
     parts = plan(len(listed), how.shards)
     folder = None if how.state_dir is None else ShardFolder(how.state_dir, job.manifest(parts))
     # one tick per method and batch, naming the method: one batch of slow methods
@@ -269,7 +292,7 @@ def score_methods(
     with bar:
         states = run_shards(job, parts, ray=how.ray, folder=folder, part="faithfulness",
                             gpus=gpus, on_done=shard_done)  # fmt: skip
-    return [_summary(m, states, captum_metrics) for m in methods]
+    return [_summary(m, states) for m in methods]
 
 
 @dataclass
@@ -285,6 +308,8 @@ class _ScoreShard:
     batch_size: int
     options: dict[str, Any]
     captum_metrics: bool
+    road: bool = False
+    sanity: bool = False
     tick: Callable[[], Any] | None = None
 
     def __call__(self, shard: Shard) -> dict[str, Any]:
@@ -292,13 +317,18 @@ class _ScoreShard:
         seen = sum(x.shape[0] for x in self.batches[: shard.start])  # seeds go by image
         rows: dict[str, list[dict[str, torch.Tensor]]] = {m: [] for m in self.methods}
         fractions: dict[str, torch.Tensor] = {}
+        randomised = fully_randomized(self.model) if self.sanity else None
         for x in self.batches[shard.start : shard.stop]:
             x = x.to(device)  # every batch where the model is
             with torch.no_grad(), eval_mode(self.model):
                 top1 = self.model(x).argmax(1)
             for m in self.methods:
-                explain = _explainer(self.model, m, self.layer, self.baseline, self.options, seen)
-                maps = explain(x, top1)
+                both = _explainer(self.model, m, self.layer, self.baseline, self.options, seen)
+                maps, raw = both(x, top1)
+
+                def explain(xs: torch.Tensor, c: torch.Tensor, both: Any = both) -> torch.Tensor:
+                    return both(xs, c)[0]
+
                 f = faithfulness(self.model, x, maps, top1, steps=self.steps,
                                  baseline=self.baseline, batch_size=self.batch_size)  # fmt: skip
                 row = {k: getattr(f, k).cpu() for k in _ROW}
@@ -306,6 +336,10 @@ class _ScoreShard:
                 if self.captum_metrics:
                     row["infidelity"] = infidelity(self.model, x, maps, top1, seed=seen).cpu()
                     row["sensitivity"] = sensitivity_max(explain, x, top1, seed=seen).cpu()
+                if self.road:
+                    row.update(_road_row(self.model, x, maps, top1, seen))
+                if randomised is not None:
+                    row.update(self._sanity_row(randomised, m, x, top1, raw, seen))
                 rows[m].append(row)
                 if self.tick is not None:
                     self.tick()
@@ -314,6 +348,31 @@ class _ScoreShard:
             m: {"fractions": fractions[m], **{k: torch.cat([r[k] for r in rs]) for k in rs[0]}}
             for m, rs in rows.items()
             if rs
+        }
+
+    def _sanity_row(
+        self,
+        randomised: nn.Module,
+        method: str,
+        x: torch.Tensor,
+        classes: torch.Tensor,
+        raw: torch.Tensor,
+        seed: int,
+    ) -> dict[str, torch.Tensor]:
+        """MPRT (every layer randomised), eMPRT and the random logit of ``raw`` maps."""
+        args = (method, self.layer, self.baseline, self.options, seed)
+        moved = _explainer(randomised, *args)(x, classes)[1]
+        with torch.no_grad(), eval_mode(self.model):
+            count = int(self.model(x[:1]).shape[1])
+        others = other_classes(classes, count, seed)
+        other = _explainer(self.model, *args)(x, others)[1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            before, after = entropy(raw), entropy(moved)
+            rise = ((after - before) / before).float()
+        return {
+            "mprt": similarity(raw, moved, "spearman_abs"),
+            "emprt": rise,
+            "random_logit": similarity(by_max(raw), by_max(other), "ssim"),
         }
 
     def manifest(self, parts: list[Shard]) -> dict[str, Any]:
@@ -326,6 +385,8 @@ class _ScoreShard:
             "baseline": self.baseline,
             "options": {k: repr(v) for k, v in sorted(self.options.items())},
             "captum_metrics": self.captum_metrics,
+            "road": self.road,
+            "sanity": self.sanity,
             "batches": [list(x.shape) for x in self.batches],
             "inputs": tensors_digest({str(i): x for i, x in enumerate(self.batches)}),
             "precision": current("faithfulness"),
@@ -336,6 +397,16 @@ class _ScoreShard:
 _ROW = ("deletion", "insertion", "deletion_auc", "insertion_auc", "drop", "increase")
 
 
+def _road_row(
+    model: nn.Module, x: torch.Tensor, maps: torch.Tensor, classes: torch.Tensor, seed: int
+) -> dict[str, torch.Tensor]:
+    settings = RoadSettings(seed=seed)
+    return {
+        f"road_{order}": road_curves(model, x, maps, classes, order, settings).area()
+        for order in ("morf", "lerf")
+    }
+
+
 def _explainer(
     model: nn.Module,
     method: str,
@@ -343,22 +414,42 @@ def _explainer(
     baseline: str,
     options: Mapping[str, Any],
     seed: int,
-) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """``explain(x, classes) -> [N, H, W]`` maps in [0, 1] of ``method``."""
+) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """``explain(x, classes) -> (maps, raw)``: ``[N, H, W]`` maps of ``method`` in [0, 1]
+    at the input's size, and the raw maps (signed where the method is) brought there
+    bilinearly."""
     if method in REFERENCE_MAPS:
-        return lambda x, classes: reference_map(x, method, seed=seed)
+
+        def reference(x: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            maps = reference_map(x, method, seed=seed)
+            return maps, maps
+
+        return reference
     row = registry.method(method)
     takes = row.defaults() if row.family == registry.PIXEL else {}
     chosen = {k: v for k, v in {"baseline": baseline, **options}.items() if k in takes}
-    return registry.explainer(model, method, layer, **chosen)
+    maker = registry.make(method, model, layer, **chosen)
+
+    def explain(x: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        found = maker(x, classes=classes[:, None])
+        raw = found.maps[:, :1].detach().float()
+        if raw.shape[-2:] != x.shape[-2:]:
+            raw = F.interpolate(raw, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return found.upsampled[:, 0], raw[:, 0]
+
+    return explain
 
 
-def _summary(method: str, states: list[dict[str, Any]], captum: bool) -> MethodScore:
+def _summary(method: str, states: list[dict[str, Any]]) -> MethodScore:
     rows = [st[method] for st in states if st.get(method)]
     if not rows:
         raise ValueError("no images to score")
     every = {k: torch.cat([r[k] for r in rows]) for k in rows[0] if k != "fractions"}
     deletion, insertion = every["deletion"], every["insertion"]
+
+    def mean(key: str) -> float | None:
+        return float(every[key].double().nanmean()) if key in every else None
+
     return MethodScore(
         method=method,
         images=deletion.shape[0],
@@ -369,8 +460,13 @@ def _summary(method: str, states: list[dict[str, Any]], captum: bool) -> MethodS
         fractions=rows[0]["fractions"],
         deletion=deletion.mean(0),
         insertion=insertion.mean(0),
-        infidelity=float(every["infidelity"].mean()) if captum else None,
-        sensitivity=float(every["sensitivity"].mean()) if captum else None,
+        infidelity=mean("infidelity"),
+        sensitivity=mean("sensitivity"),
+        road_morf=mean("road_morf"),
+        road_lerf=mean("road_lerf"),
+        mprt=mean("mprt"),
+        emprt=mean("emprt"),
+        random_logit=mean("random_logit"),
     )
 
 

@@ -40,7 +40,7 @@ from torch import nn
 
 from convlens.core.device import on_model_device
 from convlens.core.hooks import eval_mode, get_layer
-from convlens.interpret.similarity import MEASURES, entropy, similarity, spearman
+from convlens.interpret.similarity import MEASURES, by_max, entropy, similarity, spearman
 
 ORDERS = ("top_down", "bottom_up", "independent")
 
@@ -251,14 +251,9 @@ def random_logit(
         count = int(model(x[:1]).shape[1])
     others = other_classes(classes, count, seed)
     with eval_mode(model):
-        a = _by_max(explain(model, x, classes).detach())
-        b = _by_max(explain(model, x, others).detach())
+        a = by_max(explain(model, x, classes).detach())
+        b = by_max(explain(model, x, others).detach())
     return similarity(a, b, measure)
-
-
-def _by_max(maps: torch.Tensor) -> torch.Tensor:
-    top = maps.abs().flatten(1).amax(1).clamp_min(1e-30)
-    return maps / top.reshape(-1, *[1] * (maps.ndim - 1))
 
 
 def map_explainer(

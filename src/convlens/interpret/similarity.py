@@ -106,6 +106,13 @@ def similarity(a: torch.Tensor, b: torch.Tensor, measure: str = "spearman_abs") 
     return _MEASURES[measure](a, b)
 
 
+def by_max(maps: torch.Tensor) -> torch.Tensor:
+    """Each map of ``maps`` (``[N, ...]``) divided by its largest absolute value (quantus's
+    ``normalise_by_max``, image by image); an all-zero map stays zero."""
+    top = maps.abs().flatten(1).amax(1).clamp_min(1e-30)
+    return maps / top.reshape(-1, *[1] * (maps.ndim - 1))
+
+
 def entropy(maps: torch.Tensor, bins: int = 100) -> torch.Tensor:
     """``[N]``: the discrete entropy (nats) of each map's values in ``bins`` equal bins
     over its range (quantus's ``discrete_entropy``, eMPRT's complexity)."""
@@ -118,6 +125,7 @@ def entropy(maps: torch.Tensor, bins: int = 100) -> torch.Tensor:
 
 __all__ = [
     "MEASURES",
+    "by_max",
     "entropy",
     "hog_features",
     "hog_similarity",

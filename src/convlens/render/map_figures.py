@@ -123,6 +123,12 @@ def faithfulness_table(scores: Sequence[MethodScore]) -> tuple[list[str], list[l
     captum = any(s.infidelity is not None for s in scores)
     if captum:
         header += ["infidelity", "max-sensitivity"]
+    road = any(s.road_morf is not None for s in scores)
+    if road:
+        header += ["ROAD MoRF", "ROAD LeRF"]
+    sanity = any(s.mprt is not None for s in scores)
+    if sanity:
+        header += ["MPRT", "eMPRT", "random logit"]
     ranked = sorted(scores, key=lambda s: s.deletion_auc - s.insertion_auc)
     rows = []
     for s in ranked:
@@ -137,12 +143,18 @@ def faithfulness_table(scores: Sequence[MethodScore]) -> tuple[list[str], list[l
         ]
         if captum:
             row += [_number(s.infidelity), _number(s.sensitivity)]
+        if road:
+            row += [_number(s.road_morf), _number(s.road_lerf)]
+        if sanity:
+            row += [_number(s.mprt), _number(s.emprt), _number(s.random_logit)]
         rows.append(row)
     return header, rows
 
 
 def _number(value: float | None) -> str:
-    return "" if value is None else f"{value:.4g}"
+    if value is None:
+        return ""
+    return "n/a" if value != value else f"{value:.4g}"  # NaN: undefined for every image
 
 
 __all__ = [
