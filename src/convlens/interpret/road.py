@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlens.core.device import model_device
-from convlens.core.hooks import eval_mode
+from convlens.core.hooks import channels_last_twin, eval_mode
 from convlens.core.precision import in_precision
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -49,13 +49,15 @@ _SIDE, _CORNER = 1 / 6, 1 / 12
 
 
 def _stencil(values: torch.Tensor) -> torch.Tensor:
-    """``sum_j w_j values[neighbour j]`` for every pixel of ``[B, 1, H, W]`` (zero outside)."""
-    kernel = torch.tensor(
-        [[_CORNER, _SIDE, _CORNER], [_SIDE, 0.0, _SIDE], [_CORNER, _SIDE, _CORNER]],
-        dtype=values.dtype,
-        device=values.device,
-    )
-    return F.conv2d(values, kernel[None, None], padding=1)
+    """``sum_j w_j values[neighbour j]`` for every pixel of ``[B, 1, H, W]`` (zero outside),
+    by shifted sums (float64 convolution has no fast kernel on the CPU)."""
+    h, w = values.shape[-2:]
+    p = F.pad(values, (1, 1, 1, 1))
+    sides = p[..., 0:h, 1 : w + 1] + p[..., 2 : h + 2, 1 : w + 1]
+    sides = sides + p[..., 1 : h + 1, 0:w] + p[..., 1 : h + 1, 2 : w + 2]
+    corners = p[..., 0:h, 0:w] + p[..., 0:h, 2 : w + 2]
+    corners = corners + p[..., 2 : h + 2, 0:w] + p[..., 2 : h + 2, 2 : w + 2]
+    return _SIDE * sides + _CORNER * corners
 
 
 def impute(
@@ -215,23 +217,32 @@ def road_curves(
         generator, ranked = np.random.RandomState(s.seed), ranking(maps, order)
     else:
         generator, ranked = torch.Generator().manual_seed(s.seed), None
+    n = len(x)
     device = model_device(model)
-    rows = torch.arange(len(x))
-    probability, correct = [], []
+    forward = channels_last_twin(model) if device.type == "cpu" else model
+    # one solve per fraction: a solve runs until its slowest image converges, so solving
+    # the fractions together costs more iterations than it saves in calls
+    probs = []
     for fraction in s.fractions:
         keep = removal_mask(maps, fraction, order, s.rule)
         imputed = impute(x, keep, s.noise, generator, ranking=ranked)
-        probs = _probabilities(model, imputed.to(device))
-        probability.append(probs[rows, classes.cpu()])
-        correct.append(probs.argmax(1) == classes.cpu())
-    return Road(order, tuple(s.fractions), torch.stack(probability, 1), torch.stack(correct, 1))
+        probs.append(_probabilities(model, forward, imputed))
+    p = torch.stack(probs)  # [F, N, K]
+    chosen = p.gather(2, classes.cpu()[None, :, None].expand(len(s.fractions), n, 1))[..., 0]
+    correct = p.argmax(2) == classes.cpu()[None]
+    return Road(order, tuple(s.fractions), chosen.t().contiguous(), correct.t().contiguous())
 
 
 @in_precision("road")
-def _probabilities(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``[N, K]`` softmax of the model's logits, in fp32 on the CPU."""
-    with eval_mode(model), torch.no_grad():
-        return model(x).float().softmax(1).cpu()
+def _probabilities(model: nn.Module, forward: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``[N, K]`` softmax of ``forward``'s logits (``model`` or its channels-last twin on
+    the CPU), in fp32 on the CPU."""
+    device = model_device(model)
+    x = x.to(device)
+    if device.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with eval_mode(forward), torch.no_grad():
+        return forward(x).float().softmax(1).cpu()
 
 
 __all__ = [
