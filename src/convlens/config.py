@@ -51,6 +51,9 @@ class TrainConfig:
     # data
     val_size: int = 10_000  # images held out of the 60k training set for model selection
     train_subset: int = 0  # use only this many training images (0 = all); for quick tests
+    # train on the training labels permuted at random (seeded by `seed`), validation and
+    # test labels left true: the data randomisation test of Adebayo et al. (2018)
+    shuffle_labels: bool = False
     augment: str = "flip"  # one of AUGMENTATIONS, '+' combines (see docs/experiments.md)
     crop_pad: int = 2  # pixels of zero padding for random-translation crops
     # progressive resizing: the first floor(low_res * epochs) epochs train on images shrunk
@@ -283,7 +286,9 @@ DEFAULT = TrainConfig()
 # default before the warm-up (selective backprop from the first step); "best" is the
 # strongest configuration found for at most 15 minutes of 2-core CPU training: the
 # default network twice as wide, for 28 epochs, with random erasing, every image trained
-# on (docs/experiments.md).
+# on (docs/experiments.md). "shuffled-labels" trains on labels permuted at random, on every
+# image without augmentation or label smoothing so that the network can memorise them:
+# the network whose maps the data randomisation sanity check compares (docs/faithfulness.md).
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "previous": {"epochs": 10, "backprop_fraction": 1.0, "rank_every": 1},
@@ -292,6 +297,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "widths": (64, 128, 256),
         "epochs": 28,
         "augment": "flip+erase",
+        "backprop_fraction": 1.0,
+        "rank_every": 1,
+    },
+    "shuffled-labels": {
+        "shuffle_labels": True,
+        "augment": "none",
+        "label_smoothing": 0.0,
         "backprop_fraction": 1.0,
         "rank_every": 1,
     },

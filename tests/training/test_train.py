@@ -387,3 +387,20 @@ def test_runs_that_would_end_below_full_size_are_refused(
     with pytest.raises(ValueError, match="end at 16 px in epoch 3 of 3.*tested at 28 px"):
         train(config, tmp_path / "run", datasets=tiny_data)
     assert not (tmp_path / "run").exists()
+
+
+def test_shuffled_labels_leave_nothing_to_generalise(
+    tmp_path: Path, tiny_config: TrainConfig, tiny_data: tuple
+) -> None:
+    """The data randomisation test's network: trained on permuted labels, it is at chance
+    on the (true) validation labels, where the same training on true labels is not."""
+    config = tiny_config.replace(epochs=8, low_res=0.0, backprop_fraction=1.0, rank_every=1,
+                                 widths=(8, 16), lr=0.1)  # fmt: skip
+    real = train(config, tmp_path / "real", datasets=tiny_data, progress=False)
+    shuffled = train(config.replace(shuffle_labels=True), tmp_path / "shuffled",
+                     datasets=tiny_data, progress=False)  # fmt: skip
+    assert real.summary["val_top1"] > 0.8  # 0.92 measured
+    assert shuffled.summary["val_top1"] < 0.3  # 0.17
+    from convlens.config import preset
+
+    assert preset("shuffled-labels").shuffle_labels

@@ -62,7 +62,8 @@ def add_parser(sub: Any) -> None:
         help="a named configuration: best (2x wider, 28 epochs, random erasing: about 13 "
         "minutes on 2 cores on an Intel Xeon), previous (the default of an earlier release: 10 "
         "epochs on every image), no-warmup (the default before its warm-up: selective "
-        "backprop from the first step) [default]",
+        "backprop from the first step), shuffled-labels (labels permuted at random, every image, "
+        "no augmentation: the network of the data randomisation sanity check) [default]",
     )
     p.add_argument("--config", type=Path, help="JSON or TOML file of config fields")
     p.add_argument("--data-dir", help="folder holding the FashionMNIST .gz files")

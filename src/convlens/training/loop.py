@@ -353,6 +353,9 @@ def _train_run(
         train_set, val_set = options.datasets
     if config.train_subset:
         train_set = train_set.subset(slice(0, config.train_subset))
+    if config.shuffle_labels:  # the data randomisation test: nothing true left to learn
+        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(config.seed))
+        train_set = fm.Dataset(train_set.images, train_set.labels[order], train_set.classes)
 
     # model and optimiser, restored from the checkpoint when resuming
     run = _Run.start(config, len(train_set), len(train_set.classes), options.tune_allocator)
