@@ -7,6 +7,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -201,3 +202,40 @@ def test_bad_input_is_one_line() -> None:
             model, x, torch.zeros(4).long(), sanity.map_explainer("saliency"),
             sanity.RandomisationSettings(measures=("cosine",)),
         )  # fmt: skip
+
+
+def test_data_randomisation_compares_two_networks_maps() -> None:
+    model, x, _ = fashion()
+    classes = torch.tensor([0, 3, 5, 9])
+    explain = sanity.map_explainer("gradcam")
+    same = sanity.data_randomisation(model, model, x, classes, explain, ("spearman_abs", "ssim"))
+    assert torch.allclose(same["spearman_abs"], torch.ones(4))
+    assert torch.allclose(same["ssim"], torch.ones(4), atol=1e-6)
+    other = sanity.data_randomisation(model, sanity.fully_randomized(model), x, classes, explain)
+    assert float(other["spearman_abs"].nanmean()) < 0.9
+
+
+def test_sanity_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from convlens.cli import main
+    from tests.helpers import one_error_line
+
+    out = tmp_path / "s"
+    args = ["sanity", "fashion-cnn", "--limit", "4", "--methods", "gradcam", "guidedbackprop",
+            "--measures", "spearman_abs", "hog", "--out", str(out)]  # fmt: skip
+    assert main([*args, "--against", "fashion-cnn", "--image", "3"]) == 0
+    found = json.loads((out / "sanity.json").read_text())
+    rows = {r["method"]: r for r in found["methods"]}
+    assert rows["gradcam"]["shuffled"]["spearman_abs"] == pytest.approx(1.0)  # the same network
+    layers = rows["gradcam"]["layers"]
+    assert layers[0] == "fc" and len(rows["gradcam"]["median"]["hog"]) == len(layers)
+    for name in ("cascade.png", "similarity.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    assert "Guided Backprop" in (out / "sanity.md").read_text()
+    capsys.readouterr()
+    assert main([*args, "--image", "4"]) == 2
+    assert "--image 4: give an index below --limit 4" in one_error_line(capsys)
+    with pytest.raises(SystemExit):
+        main(["sanity", "fashion-cnn", "--methods", "random"])  # not a map method
+    assert "invalid choice: 'random'" in capsys.readouterr().err

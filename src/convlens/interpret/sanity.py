@@ -205,6 +205,28 @@ def _smoothed(
     return total
 
 
+def data_randomisation(
+    model: nn.Module,
+    other: nn.Module,
+    x: torch.Tensor,
+    classes: torch.Tensor,
+    explain: Explain,
+    measures: Sequence[str] = ("spearman_abs",),
+) -> dict[str, torch.Tensor]:
+    """The data randomisation test (Adebayo et al., 2018): ``{measure: [N]}``, how alike
+    each image's map from ``model`` is to its map from ``other``, the same architecture
+    trained on labels permuted at random (``convlens train --preset shuffled-labels``);
+    lower passes.
+
+    Raises:
+        ValueError: an unknown measure, or networks whose maps differ in shape.
+    """
+    with eval_mode(model), eval_mode(other):
+        a = explain(model, x, classes).detach()
+        b = explain(other, x, classes).detach()
+    return {m: similarity(a, b, m) for m in measures}
+
+
 @on_model_device
 def efficient_randomisation(
     model: nn.Module,
@@ -285,6 +307,7 @@ __all__ = [
     "ORDERS",
     "Randomisation",
     "RandomisationSettings",
+    "data_randomisation",
     "efficient_randomisation",
     "fully_randomized",
     "map_explainer",

@@ -455,6 +455,9 @@ DEFAULT_METHOD = "cam"  # what `convlens cam` and the explorer draw when not tol
 DEFAULT_ATTRIBUTION = "integratedgradients"  # what `attribute` computes when not told
 # the pixel attributions the report draws beside the CAM of the top class
 REPORT_METHODS = ("saliency", "integratedgradients", "guidedgradcam")
+# what `convlens sanity` checks when not told: the methods of Adebayo et al.'s Figure 2
+SANITY_METHODS = ("gradcam", "saliency", "inputxgradient", "integratedgradients", "smoothgrad",
+                  "guidedbackprop", "guidedgradcam")  # fmt: skip
 
 
 def names(family: str | None = None, *, default_only: bool = False) -> list[str]:
@@ -608,6 +611,7 @@ __all__ = [
     "PIXEL",
     "REFINE_BASE",
     "REPORT_METHODS",
+    "SANITY_METHODS",
     "SIGNS",
     "Method",
     "Option",
