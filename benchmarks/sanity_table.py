@@ -7,7 +7,8 @@ the CLI's default set, every pixel attribution, and the two reference maps, as
 runs them. Writes the table and the seconds of the whole command (model loading, data,
 every column, the figure) with the machine it ran on.
 
-    uv run python benchmarks/sanity_table.py [--limit 1000] [--json benchmarks/results/sanity_table.json]
+    uv run python benchmarks/sanity_table.py [--limit 1000] \
+        [--json benchmarks/results/sanity_table.json]
 """
 
 from __future__ import annotations

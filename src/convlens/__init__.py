@@ -74,6 +74,13 @@ _API: dict[str, tuple[str, str]] = {
     "ConceptSettings": ("convlens.interpret.concepts.discover", "ConceptSettings"),
     "tcav": ("convlens.interpret.concepts.tcav", "tcav"),
     "TCAVResult": ("convlens.interpret.concepts.tcav", "TCAVResult"),
+    "model_randomisation": ("convlens.interpret.sanity", "model_randomisation"),
+    "Randomisation": ("convlens.interpret.sanity", "Randomisation"),
+    "RandomisationSettings": ("convlens.interpret.sanity", "RandomisationSettings"),
+    "map_explainer": ("convlens.interpret.sanity", "map_explainer"),
+    "road_curves": ("convlens.interpret.road", "road_curves"),
+    "Road": ("convlens.interpret.road", "Road"),
+    "RoadSettings": ("convlens.interpret.road", "RoadSettings"),
     # experiments and pictures
     "make_spec": ("convlens.sweep.spec", "make_spec"),
     "run_worker": ("convlens.sweep.worker", "run_worker"),

@@ -78,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
     classes = predict_logits(loaded.model, x).argmax(1)
     against = None
     if args.against:
-        against = models.load(args.against).model.to(x.device).eval()
+        from convlens.core.device import model_device
+
+        against = models.load(args.against).model.to(model_device(loaded.model)).eval()
     settings = sanity.RandomisationSettings(order=args.order, seed=args.seed,
                                             measures=tuple(dict.fromkeys(args.measures)),
                                             samples=args.samples, keep=args.image + 1)  # fmt: skip
