@@ -4,7 +4,8 @@ the CLI's default set, every pixel attribution, and the two reference maps, as
 
     convlens faithfulness fashion-cnn --limit 1000 --pixel --road --sanity
 
-runs them. Writes the table and the seconds of the whole command (model loading, data,
+runs them (``--shards N --ray local:2``: in shards on a local Ray cluster of both
+cores). Writes the table and the seconds of the whole command (model loading, data,
 every column, the figure) with the machine it ran on.
 
     uv run python benchmarks/sanity_table.py [--limit 1000] \
@@ -23,11 +24,11 @@ from convlens.core.device import machine_info
 from convlens.core.fileio import atomic_write_json
 
 
-def run(limit: int) -> dict:
+def run(limit: int, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "table"
         args = ["faithfulness", "fashion-cnn", "--limit", str(limit), "--pixel", "--road",
-                "--sanity", "--out", str(out)]  # fmt: skip
+                "--sanity", *extra, "--out", str(out)]  # fmt: skip
         start = time.perf_counter()
         if main(args) != 0:
             raise SystemExit("the faithfulness command failed")
@@ -41,8 +42,11 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=int, default=1000)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--shards", type=int, default=1, help="as the command's --shards")
+    parser.add_argument("--ray", help="as the command's --ray (local:2: both cores)")
     args = parser.parse_args()
-    result = run(args.limit)
+    extra = ["--shards", str(args.shards)] + (["--ray", args.ray] if args.ray else [])
+    result = run(args.limit, extra)
     print(result["table"])
     print(f"{result['images']} images in {result['seconds']} s on {result['machine']['processor']}")
     if args.json:

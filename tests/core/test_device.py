@@ -107,6 +107,9 @@ def _cases() -> dict[str, Callable[[torch.nn.Module, torch.Tensor], Any]]:
         m, x, torch.rand(3, 28, 28, device="cpu"), torch.arange(3, device="cpu"), "morf",
         road.RoadSettings(fractions=(0.5,)),
     )  # fmt: skip
+    cases["deletion_curve"] = lambda m, x: faithfulness.deletion_curve(
+        m, x, torch.rand(3, 28, 28, device="cpu"), LABELS, steps=4
+    )
     cases["efficient randomisation"] = lambda m, x: sanity.efficient_randomisation(
         m, x, torch.arange(3, device="cpu"), sanity.map_explainer("saliency")
     )

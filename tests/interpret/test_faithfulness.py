@@ -173,3 +173,15 @@ def test_faithfulness_cli_with_road_and_sanity(tmp_path: Path) -> None:
     header, row = (out / "faithfulness.csv").read_text().splitlines()
     assert header.endswith("ROAD MoRF,ROAD LeRF,MPRT,eMPRT,random logit")
     assert len(row.split(",")) == len(header.split(",")) and row.startswith("gradcam,6,")
+
+
+def test_the_deletion_curve_alone_is_faithfulness_deletion() -> None:
+    from convlens.interpret.faithfulness import deletion_curve
+
+    model, x, _ = fashion()
+    maps = torch.rand(4, 28, 28, generator=torch.Generator().manual_seed(0))
+    classes = torch.tensor([1, 2, 3, 4])
+    both = faithfulness(model.eval(), x, maps, classes, steps=7)
+    fractions, deletion = deletion_curve(model, x, maps, classes, steps=7)
+    assert torch.equal(fractions, both.fractions)
+    assert torch.allclose(deletion, both.deletion, atol=1e-6)

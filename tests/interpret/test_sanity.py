@@ -239,3 +239,19 @@ def test_sanity_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["sanity", "fashion-cnn", "--methods", "random"])  # not a map method
     assert "invalid choice: 'random'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["saliency", "integratedgradients", "guidedgradcam", "gradcam"])
+def test_the_explainer_gives_class_maps_maps(method: str) -> None:
+    """The explainer's shortcut for pixel attributions (no pass for the logits) gives the
+    maps of ``class_maps``; a CAM's come bilinearly to the input's size."""
+    import torch.nn.functional as F
+
+    from convlens.interpret.maps import registry
+
+    model, x, _ = fashion()
+    classes = torch.tensor([0, 3, 5, 9])
+    ours = sanity.map_explainer(method)(model.eval(), x, classes)
+    maps = registry.class_maps(model, x, method=method, classes=classes[:, None]).maps
+    want = F.interpolate(maps, size=(28, 28), mode="bilinear", align_corners=False)[:, 0]
+    assert torch.allclose(ours, want, atol=1e-6)

@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         layer=args.layer,
         steps=args.steps,
         baseline=args.baseline,
-        batch_size=256,
+        batch_size=None,  # faithfulness.perturbed_batch
         options=options,
         captum_metrics=args.captum_metrics,
         road=args.road,

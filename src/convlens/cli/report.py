@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
             batches,
             list(dict.fromkeys([*DEFAULT_METHODS, *args.methods])),
             layer=args.layer,
-            batch_size=256,
+            batch_size=None,  # faithfulness.perturbed_batch
         )
     options = report.ReportOptions(
         layer=args.layer,

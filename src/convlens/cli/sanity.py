@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from convlens.cli.cam import METHODS, PIXEL_METHODS
-from convlens.cli.common import add_model_args, load_model
+from convlens.cli.common import (
+    add_attribution_args,
+    add_model_args,
+    attribution_options,
+    load_model,
+)
 from convlens.interpret.maps import registry
 
 ORDERS = ("top_down", "bottom_up", "independent")  # convlens.interpret.sanity.ORDERS
@@ -46,7 +51,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--measures", nargs="+", choices=MEASURES, default=["spearman_abs", "ssim"],
                    help="similarities of each map to the trained network's "
                    "[spearman_abs ssim]")  # fmt: skip
-    p.add_argument("--samples", type=int, default=1,
+    p.add_argument("--smooth", type=int, default=1, metavar="N",
                    help="sMPRT: average each map over this many noisy copies of the image "
                    "(Hedström et al., 2024) [1: plain MPRT]")  # fmt: skip
     p.add_argument("--seed", type=int, default=42, help="seed of the randomisation [42]")
@@ -56,6 +61,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--image", type=int, default=0,
                    help="which image the cascade figure shows [0]")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("sanity"), help="[sanity]")
+    add_attribution_args(p)
     p.set_defaults(run=run)
 
 
@@ -68,10 +74,11 @@ def run(args: argparse.Namespace) -> int:
     from convlens.inference import predict_logits
     from convlens.interpret import sanity
 
-    if args.limit < 1 or args.samples < 1:
-        raise ValueError("--limit and --samples must be >= 1")
+    if args.limit < 1 or args.smooth < 1:
+        raise ValueError("--limit and --smooth must be >= 1")
     if not 0 <= args.image < args.limit:
         raise ValueError(f"--image {args.image}: give an index below --limit {args.limit}")
+    options = attribution_options(args, args.methods)
     loaded = load_model(args)
     source = open_source(args.data, loaded.preprocessing, args.data_dir, args.limit)
     x = every_image(source)[0]
@@ -83,16 +90,24 @@ def run(args: argparse.Namespace) -> int:
         against = models.load(args.against).model.to(model_device(loaded.model)).eval()
     settings = sanity.RandomisationSettings(order=args.order, seed=args.seed,
                                             measures=tuple(dict.fromkeys(args.measures)),
-                                            samples=args.samples, keep=args.image + 1)  # fmt: skip
+                                            samples=args.smooth, keep=args.image + 1)  # fmt: skip
     results, shuffled = [], {}
-    for method in tqdm(args.methods, desc="sanity", unit="method"):
-        explain = sanity.map_explainer(method, args.layer)
-        results.append(sanity.model_randomisation(loaded.model, x, classes, explain, settings,
-                                                  method))  # fmt: skip
-        if against is not None:
-            shuffled[method] = sanity.data_randomisation(
-                loaded.model, against, x, classes, explain, settings.measures
+    layers = len(sanity.resettable_layers(loaded.model))
+    with tqdm(total=len(args.methods) * layers, desc="sanity", unit="layer") as bar:
+        for method in args.methods:
+            bar.set_postfix_str(method)
+            takes = registry.method(method).defaults()
+            chosen = {k: v for k, v in options.items() if k in takes}
+            explain = sanity.map_explainer(method, args.layer, chosen)
+            results.append(
+                sanity.model_randomisation(
+                    loaded.model, x, classes, explain, settings, method, lambda _: bar.update()
+                )
             )
+            if against is not None:
+                shuffled[method] = sanity.data_randomisation(
+                    loaded.model, against, x, classes, explain, settings.measures
+                )
     write_results(args, loaded, x, results, shuffled)
     return 0
 
@@ -124,7 +139,7 @@ def write_results(
     )
     atomic_write_text(args.out / "sanity.md", "\n".join(lines) + "\n" + note)
     atomic_write_json(args.out / "sanity.json", {"model": loaded.name, "images": n,
-                      "order": args.order, "seed": args.seed, "samples": args.samples,
+                      "order": args.order, "seed": args.seed, "smooth": args.smooth,
                       "methods": summary})  # fmt: skip
     image = to_display(x[args.image : args.image + 1], loaded.preprocessing)[0]
     order = args.order.replace("_", " ")

@@ -45,7 +45,12 @@ from convlens.interpret.similarity import MEASURES, by_max, entropy, similarity,
 ORDERS = ("top_down", "bottom_up", "independent")
 
 
-def _resettable(model: nn.Module) -> list[str]:
+def resettable_layers(model: nn.Module) -> list[str]:
+    """The layers :func:`randomized_layers` re-initialises, in ``named_modules`` order.
+
+    Raises:
+        ValueError: a model with none.
+    """
     names = [name for name, m in model.named_modules() if hasattr(m, "reset_parameters")]
     if not names:
         raise ValueError(
@@ -76,7 +81,7 @@ def randomized_layers(
     if order not in ORDERS:
         raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
     twin = copy.deepcopy(model)
-    names = _resettable(twin)
+    names = resettable_layers(twin)
     if layers is not None:
         for name in layers:
             get_layer(twin, name)  # an unknown name: the error lists the layers
@@ -98,7 +103,7 @@ def fully_randomized(model: nn.Module, seed: int = 42) -> nn.Module:
     """A copy of ``model`` with every layer re-initialised: the last step of either
     cascade (each layer's new weights depend on the seed alone, not on the order)."""
     twin = copy.deepcopy(model)
-    for name in _resettable(twin):
+    for name in resettable_layers(twin):
         _reset(twin, name, seed)
     return twin.eval()
 
@@ -141,10 +146,12 @@ def model_randomisation(
     explain: Explain,
     settings: RandomisationSettings | None = None,
     method: str = "",
+    on_step: Callable[[str], object] | None = None,
 ) -> Randomisation:
     """MPRT (sMPRT with ``settings.samples > 1``): ``explain(model, x, classes)``
     (``[N, H, W]`` maps) of the trained ``model`` against the same for each randomised
-    copy (:func:`randomized_layers`), by each of ``settings.measures``.
+    copy (:func:`randomized_layers`), by each of ``settings.measures``; ``on_step(layer)``
+    after each copy's maps (a progress bar's tick).
 
     Raises:
         ValueError: an unknown order, layer or measure, a named layer with no
@@ -169,6 +176,8 @@ def model_randomisation(
         for measure in s.measures:
             rows[measure].append(similarity(reference, maps, measure))
         kept.append(maps[: s.keep].detach().cpu())
+        if on_step is not None:
+            on_step(name)
     return Randomisation(
         method,
         s.order,
@@ -288,14 +297,21 @@ def map_explainer(
     Raises:
         ValueError: not a map method.
     """
+    from convlens.core.device import model_device
+    from convlens.core.precision import reduced
     from convlens.interpret.maps import registry
+    from convlens.interpret.maps.pixel import PixelAttribution
 
-    registry.method(method)  # checks the name
+    row = registry.method(method)  # checks the name
 
     def explain(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        found = registry.class_maps(model, x, method=method, layer=layer,
-                                    classes=classes[:, None], options=options)  # fmt: skip
-        maps = found.maps[:, :1].detach().float()
+        maker = registry.make(method, model, layer, **(options or {}))
+        device = model_device(model)
+        if isinstance(maker, PixelAttribution) and x.device == device:
+            # the attribution alone: class_maps would add a forward pass for the logits
+            with reduced(method, device, row.bf16), eval_mode(model):
+                return maker.attribute(x, classes).sum(1).detach().float()
+        maps = maker(x, classes=classes[:, None]).maps[:, :1].detach().float()
         if maps.shape[-2:] != x.shape[-2:]:
             maps = F.interpolate(maps, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return maps[:, 0]
@@ -315,5 +331,6 @@ __all__ = [
     "other_classes",
     "random_logit",
     "randomized_layers",
+    "resettable_layers",
     "spearman",
 ]
