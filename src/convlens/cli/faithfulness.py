@@ -95,7 +95,7 @@ def _add_test_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convlens.core.fileio import atomic_write_text
+    from convlens.core.fileio import atomic_write_text, markdown_table
     from convlens.core.shards import Sharding
     from convlens.interpret.faithfulness import score_methods
     from convlens.render import figure, map_figures
@@ -126,8 +126,7 @@ def run(args: argparse.Namespace) -> int:
     header, rows = map_figures.faithfulness_table(scores)
     args.out.mkdir(parents=True, exist_ok=True)
     csv = "\n".join(",".join(r) for r in [header, *rows]) + "\n"
-    md = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
-    md += "".join("| " + " | ".join(r) + " |\n" for r in rows)
+    md = markdown_table(header, rows)
     atomic_write_text(args.out / "faithfulness.csv", csv)
     atomic_write_text(args.out / "faithfulness.md", md)
     n = scores[0].images

@@ -116,7 +116,7 @@ def write_results(
     args: argparse.Namespace, loaded: Any, x: Any, results: list[Any], shuffled: dict[str, Any]
 ) -> None:
     """sanity.json, sanity.md and both figures, each written whole."""
-    from convlens.core.fileio import atomic_write_json, atomic_write_text
+    from convlens.core.fileio import atomic_write_json, atomic_write_text, markdown_table
     from convlens.data.images import to_display
     from convlens.render import figure, sanity_figures
 
@@ -127,17 +127,18 @@ def write_results(
     header = ["method", *[f"{m}, all randomised" for m in measures]]
     if shuffled:
         header += [f"{m}, shuffled labels" for m in measures]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for row in summary:
         cells = [names[row["method"]], *[f"{row['last'][m]:.3f}" for m in measures]]
         cells += [f"{row['shuffled'][m]:.3f}" for m in measures] if shuffled else []
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
+    table = markdown_table(header, rows)
     n = x.shape[0]
     note = (
         f"\nMedians over {n} images of {args.data}, {loaded.name}, {args.order} "
         f"randomisation (seed {args.seed}); lower means the maps depend on the model.\n"
     )
-    atomic_write_text(args.out / "sanity.md", "\n".join(lines) + "\n" + note)
+    atomic_write_text(args.out / "sanity.md", table + note)
     atomic_write_json(args.out / "sanity.json", {"model": loaded.name, "images": n,
                       "order": args.order, "seed": args.seed, "smooth": args.smooth,
                       "methods": summary})  # fmt: skip
@@ -148,7 +149,7 @@ def write_results(
     figure.save_figure(cascade, args.out / "cascade.png")
     curves = sanity_figures.draw_similarity(results, names, f"{loaded.name} on {n} images")
     figure.save_figure(curves, args.out / "similarity.png")
-    print("\n".join(lines))
+    print(table, end="")
     print(f"wrote {args.out / 'sanity.md'}, sanity.json, cascade.png and similarity.png")
 
 

@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,13 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A Markdown table of ``header`` and ``rows`` (cells as given), newline-terminated."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -207,6 +214,7 @@ __all__ = [
     "atomic_write_text",
     "fetch_url",
     "load_checkpoint_file",
+    "markdown_table",
     "raise_if_unsafe",
     "user_cache_dir",
 ]

@@ -38,7 +38,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -60,8 +59,14 @@ from convlens.core.shards import (
 from convlens.core.tensors import baseline_image, minmax_scale
 from convlens.interpret.maps import registry
 from convlens.interpret.road import RoadSettings, road_curves
-from convlens.interpret.sanity import fully_randomized, other_classes
-from convlens.interpret.similarity import by_max, entropy, similarity
+from convlens.interpret.sanity import (
+    entropy_rise,
+    fully_randomized,
+    logit_similarity,
+    other_classes,
+    raw_map,
+)
+from convlens.interpret.similarity import similarity
 
 
 @dataclass(frozen=True)
@@ -370,7 +375,8 @@ class _ScoreShard:
         for x in self.batches[shard.start : shard.stop]:
             x = x.to(device)  # every batch where the model is
             with torch.no_grad(), eval_mode(self.model):
-                top1 = self.model(x).argmax(1)
+                logits = self.model(x)
+            top1, count = logits.argmax(1), int(logits.shape[1])
             for m in self.methods:
                 both = _explainer(self.model, m, self.layer, self.baseline, self.options, seen)
                 maps, raw = both(x, top1)
@@ -388,7 +394,7 @@ class _ScoreShard:
                 if self.road:
                     row.update(_road_row(self.model, x, maps, top1, seen))
                 if randomised is not None:
-                    row.update(self._sanity_row(randomised, m, x, top1, raw, seen))
+                    row.update(self._sanity_row(randomised, m, x, top1, raw, seen, count))
                 rows[m].append(row)
                 if self.tick is not None:
                     self.tick()
@@ -407,21 +413,17 @@ class _ScoreShard:
         classes: torch.Tensor,
         raw: torch.Tensor,
         seed: int,
+        count: int,
     ) -> dict[str, torch.Tensor]:
-        """MPRT (every layer randomised), eMPRT and the random logit of ``raw`` maps."""
+        """MPRT (every layer randomised), eMPRT and the random logit of ``raw`` maps
+        (``count`` classes to draw the other class from)."""
         args = (method, self.layer, self.baseline, self.options, seed)
         moved = _explainer(randomised, *args)(x, classes)[1]
-        with torch.no_grad(), eval_mode(self.model):
-            count = int(self.model(x[:1]).shape[1])
-        others = other_classes(classes, count, seed)
-        other = _explainer(self.model, *args)(x, others)[1]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            before, after = entropy(raw), entropy(moved)
-            rise = ((after - before) / before).float()
+        other = _explainer(self.model, *args)(x, other_classes(classes, count, seed))[1]
         return {
             "mprt": similarity(raw, moved, "spearman_abs"),
-            "emprt": rise,
-            "random_logit": similarity(by_max(raw), by_max(other), "ssim"),
+            "emprt": entropy_rise(raw, moved),
+            "random_logit": logit_similarity(raw, other),
         }
 
     def manifest(self, parts: list[Shard]) -> dict[str, Any]:
@@ -481,10 +483,7 @@ def _explainer(
 
     def explain(x: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         found = maker(x, classes=classes[:, None])
-        raw = found.maps[:, :1].detach().float()
-        if raw.shape[-2:] != x.shape[-2:]:
-            raw = F.interpolate(raw, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return found.upsampled[:, 0], raw[:, 0]
+        return found.upsampled[:, 0], raw_map(found, x)
 
     return explain
 

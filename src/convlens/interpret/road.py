@@ -148,21 +148,27 @@ def removal_mask(
     """``[N, H, W]`` bool, true where a pixel is kept when ``fraction`` of the pixels of
     each map (``[N, H, W]``, in [0, 1]) are removed, the most relevant first (``morf``) or
     the least (``lerf``), by ``rule`` (see the module doc)."""
+    _check(fraction, order, rule)
+    if rule == "count":
+        return _kept(torch.argsort(ranking(maps, order), dim=1), fraction, maps)
+    score = maps if order == "morf" else 1 - maps
+    flat = score.detach().cpu().double().flatten(1).numpy()
+    threshold = np.percentile(flat, 100 * (1 - fraction), axis=1)
+    return torch.from_numpy(flat < threshold[:, None]).reshape(maps.shape).to(maps.device)
+
+
+def _check(fraction: float, order: str, rule: str) -> None:
     if not 0 < fraction < 1:
         raise ValueError(f"a removal fraction must be in (0, 1), got {fraction}")
     if order not in ORDERS:
         raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
     if rule not in RULES:
         raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
-    if rule == "count":
-        ranked = ranking(maps, order)
-        ranks = torch.argsort(ranked, dim=1)
-        removed = int(ranked.shape[1] * fraction)
-        return (ranks >= removed).reshape(maps.shape).to(maps.device)
-    score = maps if order == "morf" else 1 - maps
-    flat = score.detach().cpu().double().flatten(1).numpy()
-    threshold = np.percentile(flat, 100 * (1 - fraction), axis=1)
-    return torch.from_numpy(flat < threshold[:, None]).reshape(maps.shape).to(maps.device)
+
+
+def _kept(ranks: torch.Tensor, fraction: float, maps: torch.Tensor) -> torch.Tensor:
+    """The count rule's mask from each position's rank (``[N, H W]``, 0 removed first)."""
+    return (ranks >= int(ranks.shape[1] * fraction)).reshape(maps.shape).to(maps.device)
 
 
 @dataclass(frozen=True)
@@ -211,12 +217,14 @@ def road_curves(
         raise ValueError(f"maps must be [N, H, W] = {(x.shape[0], *x.shape[2:])}, "
                          f"got {tuple(maps.shape)}")  # fmt: skip
     for fraction in s.fractions:
-        removal_mask(maps[:1], fraction, order, s.rule)  # checks every argument first
+        _check(fraction, order, s.rule)  # every argument before any work
     generator: torch.Generator | np.random.RandomState
-    if s.rule == "count":
+    ranked = ranks = None
+    if s.rule == "count":  # one ranking for every fraction
         generator, ranked = np.random.RandomState(s.seed), ranking(maps, order)
+        ranks = torch.argsort(ranked, dim=1)
     else:
-        generator, ranked = torch.Generator().manual_seed(s.seed), None
+        generator = torch.Generator().manual_seed(s.seed)
     n = len(x)
     device = model_device(model)
     forward = channels_last_twin(model) if device.type == "cpu" else model
@@ -224,7 +232,10 @@ def road_curves(
     # the fractions together costs more iterations than it saves in calls
     probs = []
     for fraction in s.fractions:
-        keep = removal_mask(maps, fraction, order, s.rule)
+        if ranks is None:
+            keep = removal_mask(maps, fraction, order, s.rule)
+        else:
+            keep = _kept(ranks, fraction, maps)
         imputed = impute(x, keep, s.noise, generator, ranking=ranked)
         probs.append(_probabilities(model, forward, imputed))
     p = torch.stack(probs)  # [F, N, K]

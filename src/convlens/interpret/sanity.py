@@ -35,12 +35,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from convlens.core.device import on_model_device
 from convlens.core.hooks import eval_mode, get_layer
+from convlens.interpret.maps.base import ClassMaps
 from convlens.interpret.similarity import MEASURES, by_max, entropy, similarity, spearman
+from convlens.interpret.units import upsample
 
 ORDERS = ("top_down", "bottom_up", "independent")
 
@@ -249,10 +250,17 @@ def efficient_randomisation(
     bins) from the trained ``model`` to the copy with every layer randomised; higher
     passes (see the module doc)."""
     with eval_mode(model):
-        trained = entropy(explain(model, x, classes), bins)
-    randomised = entropy(explain(fully_randomized(model, seed), x, classes), bins)
+        trained = explain(model, x, classes)
+    return entropy_rise(trained, explain(fully_randomized(model, seed), x, classes), bins)
+
+
+def entropy_rise(trained: torch.Tensor, randomised: torch.Tensor, bins: int = 100) -> torch.Tensor:
+    """``[N]``: eMPRT's score of two batches of maps, ``(H(randomised) - H(trained)) /
+    H(trained)`` with ``H`` the discrete entropy in ``bins`` equal bins (NaN where the
+    trained map's entropy is zero)."""
+    before, after = entropy(trained, bins), entropy(randomised, bins)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return ((randomised - trained) / trained).float()
+        return ((after - before) / before).float()
 
 
 def other_classes(classes: torch.Tensor, count: int, seed: int = 42) -> torch.Tensor:
@@ -282,9 +290,17 @@ def random_logit(
         count = int(model(x[:1]).shape[1])
     others = other_classes(classes, count, seed)
     with eval_mode(model):
-        a = by_max(explain(model, x, classes).detach())
-        b = by_max(explain(model, x, others).detach())
-    return similarity(a, b, measure)
+        a = explain(model, x, classes).detach()
+        b = explain(model, x, others).detach()
+    return logit_similarity(a, b, measure)
+
+
+def logit_similarity(
+    maps: torch.Tensor, others: torch.Tensor, measure: str = "ssim"
+) -> torch.Tensor:
+    """``[N]``: the random-logit test's score of each map against the same image's map for
+    another class, both scaled by their largest absolute value first."""
+    return similarity(by_max(maps), by_max(others), measure)
 
 
 def map_explainer(
@@ -311,12 +327,18 @@ def map_explainer(
             # the attribution alone: class_maps would add a forward pass for the logits
             with reduced(method, device, row.bf16), eval_mode(model):
                 return maker.attribute(x, classes).sum(1).detach().float()
-        maps = maker(x, classes=classes[:, None]).maps[:, :1].detach().float()
-        if maps.shape[-2:] != x.shape[-2:]:
-            maps = F.interpolate(maps, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return maps[:, 0]
+        return raw_map(maker(x, classes=classes[:, None]), x)
 
     return explain
+
+
+def raw_map(found: ClassMaps, x: torch.Tensor) -> torch.Tensor:
+    """``[N, H, W]``: the first class's raw maps of ``found`` (signed where the method is),
+    brought to the size of the inputs ``x`` bilinearly when at a layer's resolution."""
+    maps = found.maps[:, :1].detach().float()
+    if maps.shape[-2:] != x.shape[-2:]:
+        maps = upsample(maps, (x.shape[-2], x.shape[-1]))
+    return maps[:, 0]
 
 
 __all__ = [
@@ -325,12 +347,15 @@ __all__ = [
     "RandomisationSettings",
     "data_randomisation",
     "efficient_randomisation",
+    "entropy_rise",
     "fully_randomized",
+    "logit_similarity",
     "map_explainer",
     "model_randomisation",
     "other_classes",
     "random_logit",
     "randomized_layers",
+    "raw_map",
     "resettable_layers",
     "spearman",
 ]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from convlens.core.fileio import markdown_table
 from convlens.sweep._optuna import TrialState
 from convlens.sweep.spec import SweepSpec, format_value, subject
 from convlens.sweep.worker import open_storage, open_study
@@ -128,9 +129,7 @@ def results_table(results: SweepResults) -> tuple[str, str]:
     csv_lines = [",".join(header)] + [
         ",".join(f'"{c}"' if "," in c else c for c in r) for r in rows
     ]
-    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    md += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(csv_lines) + "\n", "\n".join(md) + "\n"
+    return "\n".join(csv_lines) + "\n", markdown_table(header, rows)
 
 
 LOG_FIELDS = ("lr", "weight_decay")  # always drawn on a log axis when positive
