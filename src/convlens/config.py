@@ -23,6 +23,7 @@ ADDED_LATER: dict[str, Any] = {
     "backprop_fraction": 1.0,  # runs saved before selective backprop trained on every image
     "rank_every": 1,  # and before stale ranking, ranked every batch afresh
     "backprop_warmup": 0,  # and before the warm-up, selected from the first step
+    "architecture": "fashion-cnn",  # and before LeNet, were all the default network
 }
 FULL_SIZE = 28  # FashionMNIST's side in pixels, the size every model is tested at
 
@@ -41,6 +42,8 @@ AUGMENTATIONS = (
     "altflip+erase",
 )
 INITS = ("default", "kaiming", "xavier", "orthogonal")
+# the default network (models/fashion_cnn.py) or LeNet (models/lenet.py: 28 px only)
+ARCHITECTURES = ("fashion-cnn", "lenet")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -65,6 +68,7 @@ class TrainConfig:
     # (written by runs made before low_res existed; () = use low_res)
     sizes: tuple[int, ...] = ()
     # model
+    architecture: str = "fashion-cnn"  # one of ARCHITECTURES; lenet ignores widths to dropout
     widths: tuple[int, ...] = (32, 64, 128)  # channels of each stage (pooled to 14, 7, 7 px)
     depth: tuple[int, ...] = (1, 2, 2)  # conv layers per stage
     dropout: float = 0.0  # dropout probability before the linear layer
@@ -112,6 +116,12 @@ class TrainConfig:
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("init", self.init, INITS)
         _check_choice("precision", self.precision, PRECISIONS)
+        _check_choice("architecture", self.architecture, ARCHITECTURES)
+        if self.architecture == "lenet" and (self.low_res > 0 or set(self.sizes) - {FULL_SIZE}):
+            raise ValueError(
+                f"lenet takes {FULL_SIZE} px images only: set low_res=0 and no smaller sizes "
+                "(the preset 'lenet' does)"
+            )
         parts = self.augment.split("+")
         if self.augment != "none" and (
             not set(parts) <= {"flip", "altflip", "crop", "erase"}
@@ -290,7 +300,9 @@ DEFAULT = TrainConfig()
 # images for 40 epochs without augmentation, label smoothing or weight decay, so that the
 # network memorises them (all of its training labels, measured; with the default's 54,000
 # images and settings it stayed at chance): the network whose maps the data randomisation
-# sanity check compares (docs/faithfulness.md).
+# sanity check compares (docs/faithfulness.md). "lenet" trains LeNet at full size (it
+# has no low-resolution phase), the network of Hedström et al.'s FashionMNIST sanity checks
+# (benchmarks/hedstrom_lenet.py).
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "previous": {"epochs": 10, "backprop_fraction": 1.0, "rank_every": 1},
@@ -313,6 +325,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "backprop_fraction": 1.0,
         "rank_every": 1,
     },
+    "lenet": {"architecture": "lenet", "low_res": 0.0, "lr": 0.1, "epochs": 20},
 }
 
 
@@ -325,6 +338,7 @@ def preset(name: str) -> TrainConfig:
 
 __all__ = [
     "ADDED_LATER",
+    "ARCHITECTURES",
     "AUGMENTATIONS",
     "DEFAULT",
     "FULL_SIZE",

@@ -135,6 +135,15 @@ def test_efficient_mprt_equals_quantus() -> None:
         assert np.allclose(ours.numpy(), theirs, atol=1e-6), method
 
 
+def test_entropy_rise_of_a_constant_map_is_undefined() -> None:
+    """A map with one value (a Grad-CAM all zero after its ReLU) has no entropy to rise
+    from: NaN, which the table's mean skips, not the infinity of the plain ratio."""
+    trained = torch.stack([torch.zeros(8, 8), torch.rand(8, 8), torch.zeros(8, 8)])
+    randomised = torch.stack([torch.rand(8, 8), torch.rand(8, 8), torch.zeros(8, 8)])
+    rise = sanity.entropy_rise(trained, randomised)
+    assert rise[0].isnan() and rise[1].isfinite() and rise[2].isnan()
+
+
 def test_random_logit_equals_quantus() -> None:
     """With quantus's maps scaled image by image (its default scales by the batch's
     largest value, which makes an image's score depend on the others) and SSIM on the

@@ -404,3 +404,29 @@ def test_shuffled_labels_leave_nothing_to_generalise(
     from convlens.config import preset
 
     assert preset("shuffled-labels").shuffle_labels
+
+
+def test_lenet_trains_saves_and_loads(
+    tmp_path: Path, tiny_config: TrainConfig, tiny_data: tuple
+) -> None:
+    """The preset's network (Hedström et al.'s LeNet) goes through the same pipeline:
+    trained, saved, loaded back as a LeNet with the same answers; it takes 28 px only."""
+    from convlens.config import preset
+    from convlens.models.lenet import LeNet
+
+    config = tiny_config.replace(architecture="lenet", low_res=0.0, epochs=6, optimizer="adam",
+                                 lr=0.003, backprop_fraction=1.0, rank_every=1)  # fmt: skip
+    run = train(config, tmp_path / "lenet", datasets=tiny_data, progress=False)
+    assert run.summary["val_top1"] > 0.8  # 0.98 measured; chance is 0.1
+    loaded = models.load(str(tmp_path / "lenet"))
+    assert isinstance(loaded.model, LeNet)
+    val = tiny_data[1]
+    assert evaluate(loaded.model, val.images, val.labels) == pytest.approx(run.summary["val_top1"])
+    with torch.no_grad(), pytest.raises(ValueError, match="28 x 28"):
+        loaded.model(torch.zeros(1, 1, 20, 20))
+    with pytest.raises(ValueError, match="low_res=0"):
+        TrainConfig(architecture="lenet")
+    with pytest.raises(ValueError, match="architecture='vgg'"):
+        TrainConfig(architecture="vgg")
+    assert preset("lenet").architecture == "lenet"
+    assert TrainConfig.from_saved({"epochs": 3}).architecture == "fashion-cnn"

@@ -259,8 +259,8 @@ def entropy_rise(trained: torch.Tensor, randomised: torch.Tensor, bins: int = 10
     H(trained)`` with ``H`` the discrete entropy in ``bins`` equal bins (NaN where the
     trained map's entropy is zero)."""
     before, after = entropy(trained, bins), entropy(randomised, bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return ((after - before) / before).float()
+    rise = (after - before) / before
+    return torch.where(before > 0, rise, torch.nan).float()
 
 
 def other_classes(classes: torch.Tensor, count: int, seed: int = 42) -> torch.Tensor:

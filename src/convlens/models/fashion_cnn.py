@@ -1,4 +1,4 @@
-"""The FashionMNIST network convlens trains, and building it from a config.
+"""The FashionMNIST network convlens trains, and building it (or LeNet) from a config.
 
 The default network ends in global average pooling followed by one linear layer, so a
 class activation map is exact for it: ``logit_c = b_c + mean_{x,y} sum_k w_ck f_k(x,y)``.
@@ -103,11 +103,18 @@ def init_weights(model: nn.Module, scheme: str, generator: torch.Generator | Non
             nn.init.zeros_(m.bias)
 
 
-def build_model(config: TrainConfig, num_classes: int = 10) -> FashionCNN:
-    """The network a config describes, initialised from ``config.seed``."""
+def build_model(config: TrainConfig, num_classes: int = 10) -> nn.Module:
+    """The network a config describes (``config.architecture``), initialised from
+    ``config.seed``."""
+    from convlens.models.lenet import LeNet
+
     with torch.random.fork_rng(devices=[]):  # PyTorch's default init draws from the global RNG
         torch.manual_seed(config.seed)
-        model = FashionCNN(config.widths, config.depth, num_classes, 1, config.dropout)
+        model: nn.Module
+        if config.architecture == "lenet":
+            model = LeNet(num_classes)
+        else:
+            model = FashionCNN(config.widths, config.depth, num_classes, 1, config.dropout)
     init_weights(model, config.init, generator=torch.Generator().manual_seed(config.seed))
     return model
 

@@ -270,3 +270,25 @@ def test_the_old_name_target_still_works_for_one_release() -> None:
     torch.testing.assert_close(old_i, faithfulness.infidelity(model, x, new.attributions, t))
     with pytest.raises(TypeError, match="give it alone"):
         faithfulness.infidelity(model, x, new.attributions, classes=t, target=t)
+
+
+def test_guided_methods_warn_when_no_relu_module_can_be_guided() -> None:
+    """A model whose ReLUs are functional (MetaQuantus's LeNet) gets the plain gradient
+    from Guided Backprop, here and in pytorch-grad-cam and zennit: said, not silent."""
+
+    class Functional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3)
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+    model, x = Functional().eval(), torch.rand(2, 1, 8, 8)
+    t = torch.tensor([0, 2])
+    with pytest.warns(UserWarning, match="no nn.ReLU module"):
+        gb = pixel.attribute(model, x, "guidedbackprop", t).attributions
+    torch.testing.assert_close(gb, pixel.attribute(model, x, "inputxgradient", t).attributions / x)
+    with pytest.warns(UserWarning, match="GuidedGradCAM: Functional has no nn.ReLU"):
+        pixel.attribute(model, x, "guidedgradcam", t, layer="conv")

@@ -359,14 +359,28 @@ class Occlusion(PixelAttribution):
         return total / masks.sum(0)
 
 
+def _warn_unguided(model: nn.Module, method: str) -> None:
+    """Warn when ``model`` has no ``nn.ReLU`` module to guide: its ReLUs (if any) are
+    functional, and the guided methods reduce to the plain gradient."""
+    if not any(isinstance(m, nn.ReLU) for m in model.modules()):
+        warnings.warn(
+            f"{method}: {type(model).__name__} has no nn.ReLU module (functional ReLUs, or "
+            "none), so the guided gradient is the plain gradient; write its ReLUs as "
+            "nn.ReLU modules to guide them",
+            stacklevel=3,
+        )
+
+
 class GuidedBackprop(PixelAttribution):
     def attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _warn_unguided(self.model, type(self).__name__)
         with relus_backward_as(self.model, _GuidedReLU):
             return gradients(self.model, x, target, self.settings["batch_size"], self.on_step)
 
 
 class GuidedGradCAM(PixelAttribution):
     def attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _warn_unguided(self.model, type(self).__name__)
         with relus_backward_as(self.model, _GuidedReLU):
             guided = gradients(self.model, x, target, self.settings["batch_size"], self.on_step)
         maps = GradCAM(self.model, self.layer)(x, classes=target[:, None])
