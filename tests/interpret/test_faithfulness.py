@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -163,6 +164,24 @@ def test_road_and_sanity_columns_are_the_tests_by_themselves() -> None:
             areas.append(road.road_curves(model, a, maps(a, c), c, "lerf", settings).area())
         assert row.road_lerf == pytest.approx(float(torch.cat(areas).double().mean()), abs=1e-6)
         assert row.road_morf is not None and 0 <= row.road_morf <= 1
+
+
+def test_methods_with_the_same_maps_share_their_curves_exactly() -> None:
+    """On fashion-cnn Grad-CAM and Shapley-CAM give the same maps to the bit: the table
+    scores the curves once, and the shared row is the row each gets alone."""
+    from convlens.interpret.faithfulness import score_methods
+
+    model, x, _ = fashion()
+    model.eval()
+    x = torch.cat([x, x.flip(2)])
+    options: dict[str, Any] = {"steps": 4, "progress": False, "road": True, "sanity": True}
+    both = score_methods(model, [x[:5], x[5:]], ["gradcam", "shapleycam"], **options)
+    alone = score_methods(model, [x[:5], x[5:]], ["shapleycam"], **options)
+    assert both[1].method == alone[0].method == "shapleycam"
+    for field in dataclasses.fields(alone[0]):
+        a, b = getattr(both[1], field.name), getattr(alone[0], field.name)
+        assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b, field.name
+    assert both[0].deletion_auc == alone[0].deletion_auc  # the maps are the same
 
 
 def test_faithfulness_cli_with_road_and_sanity(tmp_path: Path) -> None:

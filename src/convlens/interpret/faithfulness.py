@@ -377,6 +377,7 @@ class _ScoreShard:
             with torch.no_grad(), eval_mode(self.model):
                 logits = self.model(x)
             top1, count = logits.argmax(1), int(logits.shape[1])
+            scored: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
             for m in self.methods:
                 both = _explainer(self.model, m, self.layer, self.baseline, self.options, seen)
                 maps, raw = both(x, top1)
@@ -384,15 +385,16 @@ class _ScoreShard:
                 def explain(xs: torch.Tensor, c: torch.Tensor, both: Any = both) -> torch.Tensor:
                     return both(xs, c)[0]
 
-                f = faithfulness(self.model, x, maps, top1, steps=self.steps,
-                                 baseline=self.baseline, batch_size=self.batch_size)  # fmt: skip
-                row = {k: getattr(f, k).cpu() for k in _ROW}
-                fractions[m] = f.fractions.cpu()
+                # the curves are the maps': a method whose maps equal an earlier one's
+                # to the bit (Grad-CAM and Shapley-CAM here) has the same
+                row = next((dict(r) for done, r in scored if torch.equal(done, maps)), {})
+                if not row:
+                    row = self._curves(x, maps, top1, seen)
+                    scored.append((maps, dict(row)))
+                fractions[m] = row.pop("fractions")
                 if self.captum_metrics:
                     row["infidelity"] = infidelity(self.model, x, maps, top1, seed=seen).cpu()
                     row["sensitivity"] = sensitivity_max(explain, x, top1, seed=seen).cpu()
-                if self.road:
-                    row.update(_road_row(self.model, x, maps, top1, seen))
                 if randomised is not None:
                     row.update(self._sanity_row(randomised, m, x, top1, raw, seen, count))
                 rows[m].append(row)
@@ -404,6 +406,19 @@ class _ScoreShard:
             for m, rs in rows.items()
             if rs
         }
+
+    def _curves(
+        self, x: torch.Tensor, maps: torch.Tensor, classes: torch.Tensor, seed: int
+    ) -> dict[str, torch.Tensor]:
+        """The columns that depend on the maps alone: deletion and insertion (with the
+        ``fractions`` removed at each step), and ROAD's."""
+        f = faithfulness(self.model, x, maps, classes, steps=self.steps,
+                         baseline=self.baseline, batch_size=self.batch_size)  # fmt: skip
+        row = {k: getattr(f, k).cpu() for k in _ROW}
+        row["fractions"] = f.fractions.cpu()
+        if self.road:
+            row.update(_road_row(self.model, x, maps, classes, seed))
+        return row
 
     def _sanity_row(
         self,

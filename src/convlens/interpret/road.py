@@ -45,19 +45,17 @@ from convlens.core.precision import in_precision
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 ORDERS = ("morf", "lerf")
 RULES = ("count", "percentile")
-_SIDE, _CORNER = 1 / 6, 1 / 12
 
 
 def _stencil(values: torch.Tensor) -> torch.Tensor:
     """``sum_j w_j values[neighbour j]`` for every pixel of ``[B, 1, H, W]`` (zero outside),
-    by shifted sums (float64 convolution has no fast kernel on the CPU)."""
+    by shifted sums (float64 convolution has no fast kernel on the CPU): the 3 x 3 kernel
+    is ``[1, 2, 1]`` down times ``[1, 2, 1]`` across, over 12, less its centre (1/3)."""
     h, w = values.shape[-2:]
     p = F.pad(values, (1, 1, 1, 1))
-    sides = p[..., 0:h, 1 : w + 1] + p[..., 2 : h + 2, 1 : w + 1]
-    sides = sides + p[..., 1 : h + 1, 0:w] + p[..., 1 : h + 1, 2 : w + 2]
-    corners = p[..., 0:h, 0:w] + p[..., 0:h, 2 : w + 2]
-    corners = corners + p[..., 2 : h + 2, 0:w] + p[..., 2 : h + 2, 2 : w + 2]
-    return _SIDE * sides + _CORNER * corners
+    down = p[..., 0:h, :] + p[..., 2 : h + 2, :] + 2 * p[..., 1 : h + 1, :]  # [..., h, w + 2]
+    across = down[..., 0:w] + down[..., 2 : w + 2] + 2 * down[..., 1 : w + 1]
+    return across / 12 - values / 3
 
 
 def impute(
@@ -124,11 +122,11 @@ def _conjugate_gradients(
         if bool((rr <= stop).all()):
             break
         ap = system(p)
-        alpha = rr / (p * ap).sum((1, 2, 3)).clamp_min(1e-300)
-        u = u + alpha[:, None, None, None] * p
-        r = r - alpha[:, None, None, None] * ap
+        alpha = (rr / (p * ap).sum((1, 2, 3)).clamp_min(1e-300))[:, None, None, None]
+        u.addcmul_(alpha, p)
+        r.addcmul_(alpha, ap, value=-1)
         new = (r * r).sum((1, 2, 3))
-        p = r + (new / rr.clamp_min(1e-300))[:, None, None, None] * p
+        p.mul_((new / rr.clamp_min(1e-300))[:, None, None, None]).add_(r)
         rr = new
     return u
 
