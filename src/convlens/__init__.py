@@ -24,6 +24,7 @@ _API: dict[str, tuple[str, str]] = {
     "load_model": ("convlens.models.zoo", "load"),
     "LoadedModel": ("convlens.models.zoo", "LoadedModel"),
     "FashionCNN": ("convlens.models.fashion_cnn", "FashionCNN"),
+    "LeNet": ("convlens.models.lenet", "LeNet"),
     "list_layers": ("convlens.core.hooks", "list_layers"),
     "LayerInfo": ("convlens.core.hooks", "LayerInfo"),
     "precision": ("convlens.core.precision", "precision"),
