@@ -139,21 +139,15 @@ def score(
     return out
 
 
-def ranks(values: dict[str, float], ascending: bool) -> dict[str, float]:
-    names = list(values)
-    order = np.argsort(np.argsort([values[n] if ascending else -values[n] for n in names]))
-    return {n: float(r + 1) for n, r in zip(names, order, strict=True)}
-
-
-def agreement(ours: dict[str, Any], key: str, published: str, ascending: bool) -> float:
-    """Spearman correlation of the methods' order by ``key`` with the published order,
-    over the methods both have: their Saliency is left out (it and their Gradient are
-    both convlens's Saliency), and Grad-CAM is taken as their setting computes it
-    (without its ReLU)."""
+def agreement(ours: dict[str, Any], key: str, published: str) -> float:
+    """Spearman correlation of the methods' scores by ``key`` with the published ones
+    (how alike the two orders are), over the methods both have: their Saliency is left
+    out (it and their Gradient are both convlens's Saliency), and Grad-CAM is taken as
+    their setting computes it (without its ReLU)."""
     names = [n for n in ours if n not in ("Saliency", "GradCAM")]
-    a = ranks({n: ours[n][key][0] for n in names}, ascending)
-    b = ranks({n: PUBLISHED[n.split()[0]][published][0] for n in names}, ascending)
-    return float(spearmanr([a[n] for n in names], [b[n] for n in names]).statistic)
+    a = [ours[n][key][0] for n in names]
+    b = [PUBLISHED[n.split()[0]][published][0] for n in names]
+    return float(spearmanr(a, b).statistic)
 
 
 def cell(pair: tuple[float, float] | None) -> str:
@@ -240,9 +234,9 @@ def main() -> None:
         )
     m = results["methods"]
     results["agreement"] = {
-        "mprt_last": agreement(m, "mprt_last", "mprt", ascending=True),
-        "mprt_mean": agreement(m, "mprt_mean", "mprt", ascending=True),
-        "emprt": agreement(m, "emprt", "emprt", ascending=False),
+        "mprt_last": agreement(m, "mprt_last", "mprt"),
+        "mprt_mean": agreement(m, "mprt_mean", "mprt"),
+        "emprt": agreement(m, "emprt", "emprt"),
     }
     print(markdown(results))
     if args.json:

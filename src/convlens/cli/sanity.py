@@ -96,9 +96,7 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=len(args.methods) * layers, desc="sanity", unit="layer") as bar:
         for method in args.methods:
             bar.set_postfix_str(method)
-            takes = registry.method(method).defaults()
-            chosen = {k: v for k, v in options.items() if k in takes}
-            explain = sanity.map_explainer(method, args.layer, chosen)
+            explain = sanity.map_explainer(method, args.layer, registry.taken(method, options))
             results.append(
                 sanity.model_randomisation(
                     loaded.model, x, classes, explain, settings, method, lambda _: bar.update()

@@ -491,9 +491,8 @@ def _explainer(
             return maps, maps
 
         return reference
-    row = registry.method(method)
-    takes = row.defaults() if row.family == registry.PIXEL else {}
-    chosen = {k: v for k, v in {"baseline": baseline, **options}.items() if k in takes}
+    pixel = registry.method(method).family == registry.PIXEL
+    chosen = registry.taken(method, {"baseline": baseline, **options}) if pixel else {}
     maker = registry.make(method, model, layer, **chosen)
 
     def explain(x: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,7 +12,7 @@ when first asked for (:func:`method_class`).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -503,6 +503,13 @@ def takers(option: str) -> list[str]:
     return [m.name for m in METHODS if any(o.name == option for o in m.options)]
 
 
+def taken(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``options`` that method ``name`` takes (the rest are other
+    methods' options, given once for several)."""
+    takes = method(name).defaults()
+    return {k: v for k, v in options.items() if k in takes}
+
+
 def method_class(name: str) -> type[ActivationMapMethod]:
     """The class that computes ``name`` (imported on first use)."""
     module, cls = method(name).target.split(":")
@@ -628,5 +635,6 @@ __all__ = [
     "method_class",
     "name_of",
     "names",
+    "taken",
     "takers",
 ]
