@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from convlens.core.device import autocast
-from convlens.core.hooks import eval_mode
+from convlens.core.device import autocast, pass_batch
+from convlens.core.hooks import channels_last_twin, eval_mode
 from convlens.core.precision import reduced
 from convlens.data import fashion_mnist as fm
 from convlens.data.images import Preprocessing, normalize
@@ -36,17 +36,22 @@ def to_model_input(
     return normalize(images.float() / 255.0, preprocessing)
 
 
+# images from which predict_logits runs a channels-last copy of the model on the CPU
+MANY = 64
+
+
 @torch.no_grad()
 def predict_logits(
     model: nn.Module,
     images: torch.Tensor,
     *,
     tta: bool = False,
-    batch_size: int = 1000,
+    batch_size: int | None = None,
     amp_dtype: torch.dtype | None = None,
     preprocessing: Preprocessing | None = None,
 ) -> torch.Tensor:
-    """Logits ``[N, classes]`` in evaluation mode (the model's mode is restored).
+    """Logits ``[N, classes]`` in evaluation mode (the model's mode is restored), run
+    ``batch_size`` images a pass (by default :func:`convlens.core.device.pass_batch`'s).
 
     With ``tta`` the logits of each image and of its mirror image are averaged. uint8
     images are normalised as :func:`to_model_input` says; an empty batch gives
@@ -59,16 +64,22 @@ def predict_logits(
     with eval_mode(model):
         if images.shape[0] == 0:  # still run the model: its output gives the class count
             return model(to_model_input(images, preprocessing).to(device)).float().cpu()
-        for i in range(0, images.shape[0], batch_size):
-            x = to_model_input(images[i : i + batch_size], preprocessing).to(device)
+        batch = pass_batch(images[0].numel(), device, batch_size)
+        forward = model
+        if device.type == "cpu" and images.shape[0] >= MANY:
+            # a channels-last copy: fashion-cnn's test set with flip TTA in 8.4 s instead
+            # of 12.8 (the copy costs what a few images do)
+            forward = channels_last_twin(model)
+        for i in range(0, images.shape[0], batch):
+            x = to_model_input(images[i : i + batch], preprocessing).to(device)
             if device.type == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)
             # an explicit amp_dtype (training's evaluation) wins over the analyses' setting
             amp = autocast(device, amp_dtype) if amp_dtype else reduced("predict", device)
             with amp:
-                logits = model(x).float()
+                logits = forward(x).float()
                 if tta:
-                    logits = 0.5 * (logits + model(x.flip(3)).float())
+                    logits = 0.5 * (logits + forward(x.flip(3)).float())
             out.append(logits.cpu())
     return torch.cat(out)
 
@@ -80,7 +91,7 @@ def get_prediction(
     tta: bool = False,
     amp_dtype: torch.dtype | None = None,
     preprocessing: Preprocessing | None = None,
-    batch_size: int = 1000,
+    batch_size: int | None = None,
 ) -> torch.Tensor:
     """Predicted class indices (int64 ``[N]``) for a batch of images: uint8 pixels
     (normalised as :func:`to_model_input` says) or normalised float inputs."""
@@ -103,10 +114,10 @@ def evaluate(
     tta: bool = False,
     amp_dtype: torch.dtype | None = None,
     preprocessing: Preprocessing | None = None,
-    batch_size: int = 1000,
+    batch_size: int | None = None,
 ) -> float:
     """Top-1 accuracy in [0, 1] of ``model`` on ``images`` against ``labels``, run
-    ``batch_size`` images at a time."""
+    ``batch_size`` images at a time (see :func:`predict_logits`)."""
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
     if images.shape[0] == 0:

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlens.core.compat import renamed
-from convlens.core.device import model_device, on_model_device
+from convlens.core.device import model_device, on_model_device, pass_batch
 from convlens.core.hooks import channels_last_twin, eval_mode
 from convlens.core.precision import current, in_precision
 from convlens.core.progress import progress_bar
@@ -144,13 +144,9 @@ def faithfulness(
 
 
 def perturbed_batch(x: torch.Tensor, batch_size: int | None) -> int:
-    """``batch_size``, or by default 256 perturbed images a pass, on the CPU at most about
-    half a million input values (10 images of 224 x 224 x 1, 3 of 224 x 224 x 3)."""
-    if batch_size is not None:
-        return batch_size
-    if x.device.type != "cpu":
-        return 256
-    return max(1, min(256, (1 << 19) // max(1, x[0].numel())))
+    """``batch_size``, or by default :func:`convlens.core.device.pass_batch`'s: 256
+    perturbed images a pass, on the CPU at most about half a million input values."""
+    return pass_batch(x[0].numel(), x.device, batch_size)
 
 
 def _scores(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, batch: int) -> torch.Tensor:
