@@ -52,6 +52,8 @@ def predict_logits(
 ) -> torch.Tensor:
     """Logits ``[N, classes]`` in evaluation mode (the model's mode is restored), run
     ``batch_size`` images a pass (by default :func:`convlens.core.device.pass_batch`'s).
+    On the CPU, from 64 images on, the passes run through a channels-last copy of the
+    model: the logits may then differ from ``model(x)``'s in the last float bits.
 
     With ``tta`` the logits of each image and of its mirror image are averaged. uint8
     images are normalised as :func:`to_model_input` says; an empty batch gives

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlens.core.device import model_device
-from convlens.core.hooks import channels_last_twin, eval_mode, get_layer, hooked
+from convlens.core.hooks import eval_mode, get_layer, hooked
 from convlens.core.precision import autocast, current, in_precision
 from convlens.core.progress import JobProgress
 from convlens.core.settings import settle
@@ -317,7 +317,7 @@ def _layer_features(model: nn.Module, layer: str) -> Callable[[torch.Tensor], to
                 f"layer {layer!r} outputs {shape}, not [N, C, h, w]: dissection needs a "
                 "convolutional layer (one with spatial maps)"
             )
-        return out.contiguous()  # the tallies' layout, whichever the model's
+        return out
 
     return run
 
@@ -466,12 +466,8 @@ class _Pass:
 
     def __call__(self, shard: Shard) -> dict[str, Any]:
         device = model_device(self.model)
-        with eval_mode(self.model):
-            # on the CPU through a channels-last copy (evaluating): oneDNN then runs the
-            # convolutions without reordering (fashion-cnn's pass 1.xx faster)
-            model = channels_last_twin(self.model) if device.type == "cpu" else self.model
-        features = _layer_features(model, self.layer)
-        with torch.inference_mode(), eval_mode(model), autocast(self.precision, device):
+        features = _layer_features(self.model, self.layer)
+        with torch.inference_mode(), eval_mode(self.model), autocast(self.precision, device):
             if self.thresholds is None:
                 return self._first(features, device, shard)
             return self._iou(features, device, shard)
