@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from convlens.core.device import keep_freed_memory
 from convlens.core.fileio import atomic_torch_save, atomic_write_json
 
 MANIFEST = "manifest.json"
@@ -211,6 +212,10 @@ def _failures(failed: list[str], folder: ShardFolder | None) -> str:
 
 def _call(task: Callable[[Shard], dict[str, Any]], shard: Shard) -> dict[str, Any]:
     torch.set_num_threads(1)  # one CPU per task, as the task asked Ray for
+    # a worker is a process of ours: its allocator keeps freed batches for reuse, as
+    # `convlens train` does (a fresh worker's dissection shards ran 1.4x slower than the
+    # same shards in a warmed-up process, benchmarks/dissect_scale.py)
+    keep_freed_memory()
     return task(shard)
 
 
