@@ -69,8 +69,9 @@ def predict_logits(
         batch = pass_batch(images[0].numel(), device, batch_size)
         forward = model
         if device.type == "cpu" and images.shape[0] >= MANY:
-            # a channels-last copy: fashion-cnn's test set with flip TTA in 8.4 s instead
-            # of 12.8 (the copy costs what a few images do)
+            # a channels-last copy: fashion-cnn's test set with flip TTA in 11.8 s instead
+            # of 18.3 in passes of 1,000 (benchmarks/predict_speed.py; the copy costs what
+            # a few images do)
             forward = channels_last_twin(model)
         for i in range(0, images.shape[0], batch):
             x = to_model_input(images[i : i + batch], preprocessing).to(device)

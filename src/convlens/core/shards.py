@@ -214,7 +214,7 @@ def _call(task: Callable[[Shard], dict[str, Any]], shard: Shard) -> dict[str, An
     torch.set_num_threads(1)  # one CPU per task, as the task asked Ray for
     # a worker is a process of ours: its allocator keeps freed batches for reuse, as
     # `convlens train` does (a fresh worker's dissection shards ran 1.4x slower than the
-    # same shards in a warmed-up process, benchmarks/dissect_scale.py)
+    # same shards in a warmed-up process, benchmarks/dissect_worker_probe.py)
     keep_freed_memory()
     return task(shard)
 
