@@ -208,3 +208,17 @@ def test_every_public_function_of_a_model_and_inputs_runs_where_the_model_is() -
                 if not placed and f"{info.name}.{name}" not in PLACES_ITSELF:
                     unplaced.append(f"{info.name}.{name}")
     assert not unplaced, unplaced
+
+
+def test_passes_hold_twice_the_images_under_a_16_bit_autocast() -> None:
+    from convlens.core.device import pass_batch
+
+    cpu, values = torch.device("cpu"), 3 * 224 * 224
+    assert pass_batch(values, cpu) == 3
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert pass_batch(values, cpu) == 6
+        assert pass_batch(values, cpu, batch_size=5) == 5  # a given size is kept
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=False):
+        assert pass_batch(values, cpu) == 3
+    assert pass_batch(28 * 28, cpu) == 256  # small images: the cap
+    assert pass_batch(values, torch.device("meta")) == 256  # not the CPU: no cap

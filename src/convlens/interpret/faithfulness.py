@@ -105,8 +105,8 @@ def faithfulness(
         steps: number of perturbation steps (positions move ``ceil(HW / steps)`` at a time).
         baseline: see :func:`baseline_image`.
         batch_size: perturbed images per forward pass (default: 256, on the CPU fewer for
-            large images, about half a million input values a pass: a 224 px batch of
-            256 runs slower than 32 batches of 8 there).
+            large images, about half a million input values a pass, twice that in bf16
+            or fp16: a 224 px batch of 256 runs slower than 32 batches of 8 there).
 
     Raises:
         ValueError: shapes that do not fit, a NaN map, bad ``steps`` or class index.
@@ -145,7 +145,8 @@ def faithfulness(
 
 def perturbed_batch(x: torch.Tensor, batch_size: int | None) -> int:
     """``batch_size``, or by default :func:`convlens.core.device.pass_batch`'s: 256
-    perturbed images a pass, on the CPU at most about half a million input values."""
+    perturbed images a pass, on the CPU at most about half a million input values (a
+    million in bf16 or fp16)."""
     return pass_batch(x[0].numel(), x.device, batch_size)
 
 
