@@ -70,6 +70,13 @@ SLOW = (
     "occlusion",
 )
 OUT = Path("benchmarks/results/precision/agreement.json")
+# Every committed measurement, which --table prints and --precision auto follows: the
+# CPU without bf16 units (emulated), the CPU with them, and one GPU.
+COMMITTED = (
+    OUT,
+    Path("benchmarks/results/precision/agreement_bf16_units.json"),
+    Path("benchmarks/results/gpu/agreement_cuda.json"),
+)
 CPU = torch.device("cpu")
 DEVICE = CPU  # --device: where the models run (the inputs stay on the CPU)
 
@@ -299,13 +306,22 @@ def measured(
     return float((act[live] / hi[live] >= 1.5).float().mean())
 
 
-def table(figures: dict[str, Any]) -> str:
-    """The committed figures as the docs' Markdown table."""
+def measured_on(figures: dict[str, Any]) -> str:
+    """Where a file's rows were measured: the GPU, or the CPU and whether its bf16 was
+    its own units' or emulated."""
+    if figures.get("gpu"):
+        return str(figures["gpu"])
+    cpu = figures["machine"]["processor"].split("(")[0].strip()
+    return f"{cpu}, {'bf16 units' if figures['bf16_hardware'] else 'emulated bf16'}"
+
+
+def table(files: list[dict[str, Any]]) -> str:
+    """The committed figures of every file as the docs' Markdown table."""
     lines = [
-        "| analysis | model | images | figure (goal) | bf16 agrees |",
-        "|---|---|---|---|---|",
+        "| analysis | model | images | figure (goal) | measured on | bf16 agrees |",
+        "|---|---|---|---|---|---|",
     ]
-    for r in figures["rows"]:
+    for figures, r in ((f, r) for f in files for r in f["rows"]):
         if r["analysis"] in registry.names():
             what = (
                 f"Spearman median {r['spearman_median']:.4f} (10th pct {r['spearman_p10']:.4f}; "
@@ -339,7 +355,8 @@ def table(figures: dict[str, Any]) -> str:
         size = f" at {r['size']} px" if "size" in r else ""
         agrees = "yes" if r["agrees"] else "**no**"
         lines.append(
-            f"| {r['analysis']} | {r['model']}{size} | {r['images']} | {what} | {agrees} |"
+            f"| {r['analysis']} | {r['model']}{size} | {r['images']} | {what} "
+            f"| {measured_on(figures)} | {agrees} |"
         )
     return "\n".join(lines)
 
@@ -358,11 +375,11 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=OUT)
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where the models run; "
                     "fp32 there is strict fp32 (no TF32) [cpu]")  # fmt: skip
-    ap.add_argument("--table", action="store_true", help="print the figures of --json as "
-                    "the docs' Markdown table, and run nothing")  # fmt: skip
+    ap.add_argument("--table", action="store_true", help="print the committed figures "
+                    "(every file of COMMITTED) as the docs' table, and run nothing")  # fmt: skip
     args = ap.parse_args()
     if args.table:
-        print(table(json.loads(args.json.read_text())))
+        print(table([json.loads(path.read_text()) for path in COMMITTED if path.is_file()]))
         return
     torch.set_num_threads(max(1, torch.get_num_threads()))
     global DEVICE

@@ -10,6 +10,7 @@ wideresnet18 within 90 s (on a 2-core CPU with AMX, in the precision asked for).
 
     uv run python benchmarks/report_speed.py
     uv run python benchmarks/report_speed.py --device cuda --precision bf16 --json F
+    uv run python benchmarks/report_speed.py --sections --precision bf16  # where it goes
 """
 
 from __future__ import annotations
@@ -63,9 +64,40 @@ def time_report(name: str, args: argparse.Namespace, folder: Path) -> dict[str, 
     return {"network": name, "seconds": seconds, "report": (folder / "report/index.html").is_file()}
 
 
+def time_sections(name: str, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    """The same report in this process, each section of the page timed (where the time
+    goes; the imports and loading are not in it)."""
+    from convlens.cli import main as cli
+    from convlens.render import report
+
+    seconds: dict[str, float] = {}
+
+    def timed(section: Any) -> Any:
+        def run(page: Any, context: Any) -> None:
+            start = time.perf_counter()
+            section(page, context)
+            seconds[section.__name__] = time.perf_counter() - start
+
+        return run
+
+    weights, image = write_inputs(folder, name)
+    every = report.SECTIONS
+    report.SECTIONS = tuple(timed(section) for section in every)
+    try:
+        out = str(folder / "report")
+        cli(["report", name, str(image), "--weights", str(weights), "--out", out,
+             "--device", args.device, "--precision", args.precision])  # fmt: skip
+    finally:
+        report.SECTIONS = every
+    print(f"{name}: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
+    return {"network": name, "sections_s": seconds}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--networks", nargs="+", choices=NETWORKS, default=list(NETWORKS))
+    p.add_argument("--sections", action="store_true",
+                   help="time each section of the page, in this process")  # fmt: skip
     p.add_argument("--json", type=Path)
     add_device_args(p)
     args = p.parse_args()
@@ -73,7 +105,8 @@ def main() -> None:
     rows = []
     for name in args.networks:
         with tempfile.TemporaryDirectory() as folder:
-            rows.append(time_report(name, args, Path(folder)))
+            timer = time_sections if args.sections else time_report
+            rows.append(timer(name, args, Path(folder)))
     if args.json:
         atomic_write_json(args.json, {"machine": run_record(args, device), "rows": rows})
         print(f"wrote {args.json}")

@@ -240,6 +240,7 @@ METHODS: tuple[Method, ...] = (
         "cam",
         "convlens.interpret.maps.smooth_gradcampp:SmoothGradCAMpp",
         "Omeiza et al., 2019",
+        bf16=True,
         default=False,
         options=(
             Option("samples", 4, int, _SAMPLES_HELP, flag="samples"),
@@ -253,6 +254,7 @@ METHODS: tuple[Method, ...] = (
         "cam",
         "convlens.interpret.maps.kpca_cam:KPCACAM",
         "Karmani et al., 2024",
+        bf16=True,
         options=(
             Option("kernel", "sigmoid", str, "kpcacam: kernel [sigmoid]", "kernel", _KERNELS),
             Option("gamma", None, float, "kpcacam: the kernel's gamma [1 / channels]", "gamma"),
@@ -266,6 +268,7 @@ METHODS: tuple[Method, ...] = (
         "cam",
         "convlens.interpret.maps.shapley_cam:ShapleyCAM",
         "Cai et al., 2025",
+        bf16=True,
         options=(
             Option(
                 "objective",
@@ -283,6 +286,7 @@ METHODS: tuple[Method, ...] = (
         "cam",
         "convlens.interpret.maps.finer_cam:FinerCAM",
         "Zhang et al., CVPR 2025",
+        bf16=True,
         options=(
             Option("base", GRADIENT_FALLBACK, str, _BASE_HELP, "base", _GRADIENT_BASES),
             Option(
@@ -322,6 +326,7 @@ METHODS: tuple[Method, ...] = (
         "cam",
         "convlens.interpret.maps.refine_cam:RefineCAM",
         "Domeniconi et al., 2026",
+        bf16=True,
         options=(
             Option(
                 "layers",
