@@ -36,23 +36,22 @@ step() {  # step NAME COMMAND...: run COMMAND, note a failure
   echo "== $name: $((SECONDS - start)) s"
 }
 
+both() {  # both NAME COMMAND...: the step in each precision, {p} in COMMAND replaced by it
+  local name=$1 p
+  shift
+  for p in $precisions; do
+    step "$name $p" "${@//\{p\}/$p}"
+  done
+}
+
 $py -c "from convlens.core.device import machine_info; print(machine_info())"
-for p in $precisions; do
-  step "scorecam $p" $py benchmarks/real_size.py --only scorecam --no-reference \
-    --precision "$p" --json "$out/real_size_$p.json"
-done
-for p in $precisions; do
-  step "visualize_speed $p" $py benchmarks/visualize_speed.py --precision "$p" \
-    --json "$out/visualize_speed_$p.json"
-done
-for p in $precisions; do
-  step "serve_latency $p" $py benchmarks/serve_latency.py --model torchvision:resnet50 \
-    --weights none --images 20 --precision "$p" --json "$out/serve_latency_resnet50_$p.json"
-done
-for p in $precisions; do
-  step "report_speed $p" $py benchmarks/report_speed.py --precision "$p" \
-    --json "$out/report_speed_$p.json"
-done
+both scorecam $py benchmarks/real_size.py --only scorecam --no-reference --precision {p} \
+  --json "$out/real_size_{p}.json"
+both visualize_speed $py benchmarks/visualize_speed.py --precision {p} \
+  --json "$out/visualize_speed_{p}.json"
+both serve_latency $py benchmarks/serve_latency.py --model torchvision:resnet50 --weights none \
+  --images 20 --precision {p} --json "$out/serve_latency_resnet50_{p}.json"
+both report_speed $py benchmarks/report_speed.py --precision {p} --json "$out/report_speed_{p}.json"
 for p in $precisions; do
   images=100
   [ "$p" = fp32 ] && images=${FP32_FAITH_IMAGES:-20}
