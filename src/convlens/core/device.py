@@ -127,9 +127,10 @@ def pass_batch(values: int, device: torch.device, batch_size: int | None = None)
     224 x 224 x 3). Larger passes leave the CPU's caches: 256 images of 224 px ran 1.6x
     slower than batches of 8, and fashion-cnn's 10,000 test images with flip TTA 1.5x
     slower in passes of 1,000 than of 256 (one thread of an AMD EPYC). Under a 16-bit
-    autocast, whose activations take half the bytes, twice as many values: resnet50 at
-    224 px ran 40.8 images/s in bf16 in passes of 6 and 34.9 in passes of 3 (2 cores of
-    an AMD EPYC with AVX512-BF16; fp32 20.6 and 20.1)."""
+    autocast, whose activations take half the bytes, twice as many values: in bf16 the
+    faithfulness table of 7 CAM methods on 10 resnet50 images at 224 px took 67.0-67.7 s
+    in passes of 6 and 74.8-79.3 s in passes of 3 (three runs each, alternating;
+    ``benchmarks/real_size.py``, 2 cores of an AMD EPYC with AVX512-BF16)."""
     if batch_size is not None:
         return batch_size
     if device.type != "cpu":

@@ -225,6 +225,7 @@ METHODS: tuple[Method, ...] = (
         "cam",
         "convlens.interpret.maps.ss_cam:SSCAM",
         "Wang et al., CVPR-W 2020",
+        bf16=True,
         default=False,
         in_all=False,
         options=(
