@@ -12,19 +12,18 @@
 #   images in bf16, the goal; in fp32 on $FP32_FAITH_IMAGES images (default 20: the time
 #   grows in proportion, 100 would take about half an hour here).
 # A failed step does not stop the others; the script exits non-zero when any failed.
-# Figures go to benchmarks/results/cpu/$NAME (default: the CPU's kind, e.g. epyc-avx512bf16).
+# Figures go to benchmarks/results/cpu/$NAME (default: the CPU's kind, e.g. amd-bf16-avx512).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=".:benchmarks${PYTHONPATH:+:$PYTHONPATH}"
 py=${PYTHON:-.venv/bin/python}
 kind=$($py -c "from convlens.core.device import cpu_name; from convlens.core.precision import \
-cpu_has_fast_bf16 as f; import torch; print(cpu_name().split()[0].lower() + '-' + \
-('bf16' if f() else 'nobf16') + '-' + torch.backends.cpu.get_cpu_capability().lower())")
+cpu_has_fast_bf16 as f; import torch; print(cpu_name().split()[0].lower().replace('(r)', '') \
++ '-' + ('bf16' if f() else 'nobf16') + '-' + torch.backends.cpu.get_cpu_capability().lower())")
 out="benchmarks/results/cpu/${NAME:-$kind}"
 mkdir -p "$out"
 precisions="fp32 bf16"
-$py -c "from convlens.core.precision import cpu_has_fast_bf16 as f; raise SystemExit(not f())" \
-  || { echo "no bf16 units on this CPU: fp32 only"; precisions=fp32; }
+[[ $kind == *-bf16-* ]] || { echo "no bf16 units on this CPU: fp32 only"; precisions=fp32; }
 failed=()
 
 step() {  # step NAME COMMAND...: run COMMAND, note a failure
